@@ -1,0 +1,72 @@
+"""Bearer tokens: minted, checked and revoked here only."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
+
+from accounts.models import ApiToken
+
+TOKEN_PREFIX = "rt_"
+# Writing last_used_at on every request would turn every read into a write.
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
+def token_hash(raw: str) -> str:
+    # A token has 256 random bits, so a fast unsalted hash is enough: nothing to brute-force.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def token_create(*, user: AbstractBaseUser, name: str = "") -> tuple[ApiToken, str]:
+    """Mint a token; the raw value is returned once and never stored."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(user=user, name=name, prefix=raw[:10], token_hash=token_hash(raw))
+    return token, raw
+
+
+def token_revoke(*, token: ApiToken) -> None:
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def user_for_token(*, raw: str) -> AbstractBaseUser | None:
+    """The active user a raw token belongs to, or None."""
+    if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(token_hash=token_hash(raw), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user
+
+
+def user_get_or_create(*, username: str, create: bool, staff: bool) -> AbstractBaseUser:
+    user_model = get_user_model()
+    if create:
+        user, _ = user_model.objects.get_or_create(username=username)
+    else:
+        user = user_model.objects.get(username=username)
+    if staff and not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    return user
+
+
+def bearer_from_header(value: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    if not value:
+        return None
+    scheme, _, credentials = value.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()

@@ -1,0 +1,206 @@
+"""Worker-to-worker fan-out: one subscription per topic per worker process.
+
+Rather than one channel-layer channel per WebSocket (what a plain Channels consumer
+does), each worker subscribes once to each topic its connections need (``room:<id>``,
+``user:<id>``) and fans out in process. A message is encoded once by its publisher
+and written as-is to every local socket. docs/architecture.md explains the choice and
+docs/performance.md has the measurements behind it.
+
+Delivery through a broker is at most once, like any channel layer: Redis pub/sub drops
+what is published while a subscriber is disconnected. chat.hub detects and repairs
+gaps from the database, and calls back here to re-subscribe after a Redis restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import ClassVar
+
+import redis
+import redis.asyncio
+from django.conf import settings
+
+from project import metrics
+from project.redis_clients import CONNECT_TIMEOUT_SECONDS, async_redis, redis_configured, sync_redis
+
+logger = logging.getLogger(__name__)
+
+TOPIC_PREFIX = "chat:topic:"
+
+MessageHandler = Callable[[str, str], Awaitable[None]]
+ReconnectHandler = Callable[[], Awaitable[None]]
+
+
+def publish(topic: str, data: str) -> None:
+    """Publish from any thread. Never raises: the hub repairs what a failed publish loses."""
+    metrics.BROKER_PUBLISHED.inc()
+    if not redis_configured():
+        LocalBroker.publish(topic, data)
+        return
+    try:
+        sync_redis().publish(TOPIC_PREFIX + topic, data)
+    except (redis.RedisError, OSError) as exc:
+        metrics.BROKER_PUBLISH_ERRORS.inc()
+        logger.warning("publish to %s failed (%s); subscribers will backfill", topic, exc)
+
+
+async def apublish(topic: str, data: str) -> None:
+    """Publish from the event loop without blocking it. Never raises."""
+    metrics.BROKER_PUBLISHED.inc()
+    if not redis_configured():
+        LocalBroker.publish(topic, data)
+        return
+    try:
+        await async_redis().publish(TOPIC_PREFIX + topic, data)
+    except (redis.RedisError, OSError) as exc:
+        metrics.BROKER_PUBLISH_ERRORS.inc()
+        logger.warning("publish to %s failed (%s)", topic, exc)
+
+
+class Broker:
+    """Subscribe to topics; ``on_message`` is awaited once per message, in order."""
+
+    def __init__(self, on_message: MessageHandler, on_reconnect: ReconnectHandler) -> None:
+        self.on_message = on_message
+        self.on_reconnect = on_reconnect
+        self.topics: set[str] = set()
+
+    async def subscribe(self, topic: str) -> None:
+        raise NotImplementedError
+
+    async def unsubscribe(self, topic: str) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+def create_broker(on_message: MessageHandler, on_reconnect: ReconnectHandler) -> Broker:
+    if redis_configured():
+        return RedisBroker(on_message, on_reconnect)
+    return LocalBroker(on_message, on_reconnect)
+
+
+class LocalBroker(Broker):
+    """In-process fan-out for a single process (runserver without Redis, tests)."""
+
+    instances: ClassVar[weakref.WeakSet[LocalBroker]] = weakref.WeakSet()
+
+    def __init__(self, on_message: MessageHandler, on_reconnect: ReconnectHandler) -> None:
+        super().__init__(on_message, on_reconnect)
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.task = self.loop.create_task(self._run())
+        LocalBroker.instances.add(self)
+
+    @classmethod
+    def publish(cls, topic: str, data: str) -> None:
+        for broker in list(cls.instances):
+            if topic in broker.topics and not broker.loop.is_closed():
+                broker.loop.call_soon_threadsafe(broker.queue.put_nowait, (topic, data))
+
+    async def subscribe(self, topic: str) -> None:
+        self.topics.add(topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        self.topics.discard(topic)
+
+    async def _run(self) -> None:
+        while True:
+            topic, data = await self.queue.get()
+            if topic in self.topics:
+                try:
+                    await self.on_message(topic, data)
+                except Exception:
+                    logger.exception("handling a message on %s failed", topic)
+
+    async def close(self) -> None:
+        LocalBroker.instances.discard(self)
+        self.task.cancel()
+
+
+class RedisBroker(Broker):
+    """Redis pub/sub on one dedicated connection per worker, re-established on loss."""
+
+    def __init__(self, on_message: MessageHandler, on_reconnect: ReconnectHandler) -> None:
+        super().__init__(on_message, on_reconnect)
+        # No socket timeout on the subscriber: it is idle whenever rooms are quiet, and a
+        # read timeout would tear it down every few seconds (the channels_redis#422 trap).
+        # Keepalive notices a dead peer; a Redis restart resets the connection at once.
+        self.client = redis.asyncio.Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=None,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_keepalive=True,
+            decode_responses=True,
+        )
+        self.pubsub: redis.asyncio.client.PubSub | None = None
+        self.connected = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def subscribe(self, topic: str) -> None:
+        self.topics.add(topic)
+        if self.pubsub is not None:
+            try:
+                await self.pubsub.subscribe(TOPIC_PREFIX + topic)
+            except (redis.RedisError, OSError):
+                pass  # the reader reconnects and subscribes to every topic again
+
+    async def unsubscribe(self, topic: str) -> None:
+        self.topics.discard(topic)
+        if self.pubsub is not None:
+            try:
+                await self.pubsub.unsubscribe(TOPIC_PREFIX + topic)
+            except (redis.RedisError, OSError):
+                pass
+
+    async def _connect(self) -> redis.asyncio.client.PubSub:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        # Subscribing to a placeholder keeps the reader's get_message blocking on the
+        # socket even while this worker has no rooms, so a dead Redis is noticed.
+        await pubsub.subscribe(TOPIC_PREFIX + "_worker", *(TOPIC_PREFIX + t for t in self.topics))
+        return pubsub
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        prefix_length = len(TOPIC_PREFIX)
+        while True:
+            try:
+                pubsub = await self._connect()
+                self.pubsub = pubsub
+                self.connected.set()
+                # Anything published while we were not subscribed is lost to us: on every
+                # (re)connection the hub compares each room with the database.
+                metrics.BROKER_CONNECTS.inc()
+                await self.on_reconnect()
+                backoff = 0.05
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    topic = message["channel"][prefix_length:]
+                    if topic in self.topics:
+                        try:
+                            await self.on_message(topic, message["data"])
+                        except Exception:
+                            logger.exception("handling a message on %s failed", topic)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lost connection, whatever the exception says
+                self.connected.clear()
+                self.pubsub = None
+                logger.warning("Redis subscriber lost (%s); retrying in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def close(self) -> None:
+        self.task.cancel()
+        if self.pubsub is not None:
+            try:
+                await self.pubsub.aclose()
+            except Exception:
+                pass
+        await self.client.aclose()

@@ -1,0 +1,142 @@
+"""The room WebSocket of CONTRACT §2: parse -> service -> send.
+
+Live events do not come through a per-socket channel-layer channel: the worker's hub
+(chat.hub) writes broadcast frames to ``send_text`` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chat import presence, protocol, selectors, services
+from chat.hub import Hub, get_hub
+from chat.models import Room
+from chat.protocol import ChatError
+from project import metrics
+
+logger = logging.getLogger(__name__)
+
+
+def _last_id(query_string: bytes) -> int | None:
+    values = parse_qs(query_string.decode("latin-1")).get("last_id")
+    if not values or not values[0].isdigit():
+        return None
+    return int(values[0])
+
+
+class RoomConsumer(AsyncWebsocketConsumer):
+    # No channel layer per socket: the hub fans out once per worker (see chat.hub).
+    channel_layer_alias = "__no_channel_layer__"
+
+    hub: Hub
+    room: Room
+    room_id = 0
+    room_slug = ""
+    user_id = 0
+    username = ""
+    connection_key = ""
+    last_sent_id = 0
+    syncing = True
+    presence_version = 0
+    joined = False
+    counted = False
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections before every handler, a thread hop
+        # per frame; our database work runs through database_sync_to_async, which does it.
+        handler = getattr(self, message["type"].replace(".", "_"))
+        await handler(message)
+
+    # ---- hooks ------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Runs on the handshake. Accept first: a close before accept loses its code."""
+        self.pending: list[tuple[int, str]] = []
+        self.last_seen = time.monotonic()
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.close_with(protocol.CLOSE_UNAUTHENTICATED)
+        room = await database_sync_to_async(selectors.room_get)(slug=self.scope["url_route"]["kwargs"]["slug"])
+        if room is None:
+            return await self.close_with(protocol.CLOSE_NO_ROOM)
+        self.user, self.room = user, room
+        self.room_id, self.room_slug, self.user_id, self.username = room.pk, room.slug, user.pk, user.get_username()
+        self.hub = get_hub()
+        self.connection_key = self.hub.new_connection_key()
+        limit = int(settings.CHAT_MAX_CONNECTIONS_PER_USER)
+        if not await presence.connection_open(user_id=user.pk, connection_key=self.connection_key, limit=limit):
+            return await self.close_with(protocol.CLOSE_TOO_MANY_CONNECTIONS)
+        self.counted = True
+        await self.hub.join(self)  # before the ban check, so a ban issued now still reaches us
+        self.joined = True
+        if await database_sync_to_async(selectors.user_is_banned)(user_id=user.pk, room_id=room.pk):
+            return await self.close_with(protocol.CLOSE_BANNED)
+        await self.send_frame({"type": "hello", "room": room.slug, "user": self.username, "heartbeat": settings.WS_HEARTBEAT_SECONDS})
+        await self._send_backlog(_last_id(self.scope.get("query_string", b"")))
+        await self.hub.synced(self)
+        await self.hub.presence_enter(self)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Runs for every frame from the client."""
+        self.last_seen = time.monotonic()
+        if self.syncing:
+            return
+        try:
+            if text_data is None:
+                raise ChatError("bad_frame", "binary frames are not accepted; send JSON text")
+            if len(text_data) > settings.WS_MAX_FRAME_BYTES:
+                raise ChatError("too_long", f"frame is larger than {settings.WS_MAX_FRAME_BYTES} bytes")
+            frame = protocol.parse_client_frame(text_data)
+            if isinstance(frame, protocol.SendMessage):
+                await database_sync_to_async(services.message_create)(
+                    room=self.room, user=self.user, content=frame.content, nonce=frame.nonce
+                )  # the broadcast echo, carrying the nonce, is the sender's ack
+            elif isinstance(frame, protocol.Typing):
+                await services.typing_set(room_id=self.room_id, user_id=self.user_id, username=self.username, is_typing=frame.is_typing)
+            elif isinstance(frame, protocol.Ping):
+                await self.send_text(protocol.PONG_TEXT)
+        except ChatError as error:
+            metrics.FRAMES_REJECTED.labels(code=error.code).inc()
+            await self.send_frame(error.frame())
+
+    async def disconnect(self, code: int) -> None:
+        """Runs once the socket is closed, by either side."""
+        try:
+            if self.joined:
+                self.joined = False
+                await self.hub.leave(self)
+                await self.hub.presence_leave(self)
+            if self.counted:
+                self.counted = False
+                await presence.connection_close(user_id=self.user_id, connection_key=self.connection_key)
+        except Exception:  # Redis down: the entries expire after three heartbeats anyway
+            logger.warning("cleanup of %s failed", self.connection_key, exc_info=True)
+
+    # ---- sending -------------------------------------------------------------------------
+    async def _send_backlog(self, last_id: int | None) -> None:
+        missed, frames = await database_sync_to_async(selectors.message_backlog)(room=self.room, last_id=last_id)
+        if missed:
+            await self.send_frame({"type": "gap", "missed": missed})
+        for frame in frames:
+            await self.send_frame(frame)
+        sent = frames[-1]["id"] if frames else 0
+        # Live messages at or below what the client says it has are not sent again.
+        self.last_sent_id = max(sent, last_id or 0)
+        await self.send_frame({"type": "synced", "last_id": sent})
+
+    async def send_frame(self, frame: protocol.ServerFrame) -> None:
+        await self.send_text(protocol.encode(frame))
+
+    async def send_text(self, text: str) -> None:
+        await self.base_send({"type": "websocket.send", "text": text})
+
+    async def close_with(self, code: int) -> None:
+        metrics.WS_CLOSES.labels(code=str(code)).inc()
+        await self.close(code=code)

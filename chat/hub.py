@@ -1,0 +1,322 @@
+"""The worker's hub: one subscription per room, fanned out to the room's local sockets.
+
+Exactly once, although every broker is at most once
+---------------------------------------------------
+Each message broadcast carries its id and the id of the room's previous message (both
+written in the same transaction, see chat.services.message_create), so the hub sees a
+chain. Per room it keeps ``last_id``, the newest message delivered to its sockets:
+
+- an event whose id is not above ``last_id`` is a duplicate and is dropped;
+- an event whose previous id is above ``last_id`` reveals a gap (a lost publish, a
+  Redis restart, a full buffer), and the hub backfills from the database;
+- once a second the hub compares ``last_id`` with the database, which repairs a lost
+  *last* message that no later broadcast would reveal (the check waits one round, so
+  that broadcasts merely in flight are not fetched twice);
+- on every (re)connection to Redis it re-subscribes and backfills every room.
+
+A joining socket is registered before its backlog is read; broadcasts meanwhile are
+held in its ``pending`` list and flushed after the backlog, skipping what the backlog
+already sent. Each socket also remembers the highest id it sent, so no path sends a
+message twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from chat import events, presence, protocol, selectors
+from chat.broker import Broker, create_broker
+from project import metrics
+
+logger = logging.getLogger(__name__)
+
+# How often rooms are compared with the database, and the hub's clock tick.
+GAP_CHECK_SECONDS = 1.0
+
+
+class RoomConnection(Protocol):
+    """What the hub needs of a socket (chat.consumers.RoomConsumer)."""
+
+    room_id: int
+    room_slug: str
+    user_id: int
+    username: str
+    connection_key: str
+    last_sent_id: int
+    syncing: bool
+    pending: list[tuple[int, str]]
+    presence_version: int
+    last_seen: float
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def close_with(self, code: int) -> None: ...
+
+
+@dataclass(eq=False)
+class RoomFeed:
+    room_id: int
+    room_slug: str
+    last_id: int = 0
+    connections: set[RoomConnection] = field(default_factory=set)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    failed: bool = False
+    early: list[str] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The newest id the database had at the last check while we were behind it.
+    suspected_upto: int = 0
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.worker_id = uuid.uuid4().hex[:12]
+        self._sequence = itertools.count(1)
+        self.feeds: dict[int, RoomFeed] = {}
+        self.users: dict[int, set[RoomConnection]] = {}
+        self.broker: Broker = create_broker(self._on_message, self._on_reconnect)
+        self._ticker = self.loop.create_task(self._tick_forever())
+
+    def new_connection_key(self) -> str:
+        return f"{self.worker_id}:{next(self._sequence)}"
+
+    # ---- joining and leaving ---------------------------------------------------------
+    async def join(self, connection: RoomConnection) -> None:
+        """Register a socket; broadcasts go to its ``pending`` list while it syncs."""
+        feed = self.feeds.get(connection.room_id)
+        if feed is None:
+            feed = RoomFeed(connection.room_id, connection.room_slug)
+            self.feeds[connection.room_id] = feed
+            try:
+                await self.broker.subscribe(events.room_topic(feed.room_id))
+                ids = await database_sync_to_async(selectors.room_last_message_ids)(room_ids=[feed.room_id])
+                feed.last_id = ids.get(feed.room_id, 0)
+            except BaseException:
+                feed.failed = True
+                self.feeds.pop(feed.room_id, None)
+                raise
+            finally:
+                feed.ready.set()
+            early, feed.early = feed.early, []
+            for data in early:
+                await self._room_event(feed, data)
+        else:
+            await feed.ready.wait()
+            if feed.failed:
+                return await self.join(connection)
+        feed.connections.add(connection)
+        user_connections = self.users.setdefault(connection.user_id, set())
+        if not user_connections:
+            await self.broker.subscribe(events.user_topic(connection.user_id))
+        user_connections.add(connection)
+        metrics.WS_CONNECTIONS.inc()
+
+    async def synced(self, connection: RoomConnection) -> None:
+        """Flush what arrived while the backlog was being sent; then deliver live."""
+        while connection.pending:
+            message_id, text = connection.pending.pop(0)
+            if message_id == 0 or message_id > connection.last_sent_id:
+                connection.last_sent_id = max(connection.last_sent_id, message_id)
+                await connection.send_text(text)
+        connection.syncing = False
+
+    async def leave(self, connection: RoomConnection) -> None:
+        feed = self.feeds.get(connection.room_id)
+        if feed is None or connection not in feed.connections:
+            return
+        metrics.WS_CONNECTIONS.dec()
+        feed.connections.discard(connection)
+        if not feed.connections:
+            del self.feeds[connection.room_id]
+            await self.broker.unsubscribe(events.room_topic(connection.room_id))
+        user_connections = self.users.get(connection.user_id, set())
+        user_connections.discard(connection)
+        if not user_connections:
+            self.users.pop(connection.user_id, None)
+            await self.broker.unsubscribe(events.user_topic(connection.user_id))
+
+    async def presence_enter(self, connection: RoomConnection) -> list[str]:
+        """Count the socket as online; announce a change; return who is online now."""
+        member = presence.member_name(connection.username, connection.connection_key)
+        change = await presence.room_enter(room_id=connection.room_id, member=member)
+        await self._announce(connection.room_id, change)
+        if change.version > connection.presence_version:
+            connection.presence_version = change.version
+            await connection.send_text(protocol.encode({"type": "presence", "users": change.users_after}))
+        return change.users_after
+
+    async def presence_leave(self, connection: RoomConnection) -> None:
+        member = presence.member_name(connection.username, connection.connection_key)
+        change = await presence.room_leave(room_id=connection.room_id, member=member)
+        await self._announce(connection.room_id, change)
+
+    async def _announce(self, room_id: int, change: presence.PresenceChange) -> None:
+        if change.changed:
+            await events.presence_publish(
+                room_id=room_id, version=change.version, frame={"type": "presence", "users": change.users_after}
+            )
+
+    # ---- events from the broker ----------------------------------------------------------
+    async def _on_message(self, topic: str, data: str) -> None:
+        kind, _, key = topic.partition(":")
+        if kind == "room":
+            feed = self.feeds.get(int(key))
+            if feed is None:
+                return
+            if not feed.ready.is_set():
+                feed.early.append(data)
+                return
+            await self._room_event(feed, data)
+        elif kind == "user":
+            await self._user_event(int(key), data)
+
+    async def _room_event(self, feed: RoomFeed, data: str) -> None:
+        header, _, text = data.partition("\n")
+        kind, *args = header.split(" ")
+        if kind == "m":
+            message_id, previous_id = int(args[0]), int(args[1])
+            async with feed.lock:
+                if message_id <= feed.last_id:
+                    return
+                if previous_id > feed.last_id:
+                    await self._backfill(feed, upto=message_id)
+                    return
+                feed.last_id = message_id
+                await self._send_message(feed, message_id, text)
+        elif kind == "f":
+            for connection in list(feed.connections):
+                if connection.syncing:
+                    connection.pending.append((0, text))
+                else:
+                    await self._send(connection, text)
+        elif kind == "t":
+            typer = int(args[0])
+            for connection in list(feed.connections):
+                if not connection.syncing and connection.user_id != typer:
+                    await self._send(connection, text)
+        elif kind == "p":
+            version = int(args[0])
+            for connection in list(feed.connections):
+                if not connection.syncing and version > connection.presence_version:
+                    connection.presence_version = version
+                    await self._send(connection, text)
+
+    async def _user_event(self, user_id: int, data: str) -> None:
+        header, _, _text = data.partition("\n")
+        kind, *args = header.split(" ")
+        if kind == "k":
+            code, room_id = int(args[0]), int(args[1])
+            for connection in list(self.users.get(user_id, ())):
+                if room_id in (0, connection.room_id):
+                    await connection.close_with(code)
+
+    async def _send_message(self, feed: RoomFeed, message_id: int, text: str) -> None:
+        for connection in list(feed.connections):
+            if connection.syncing:
+                connection.pending.append((message_id, text))
+            elif message_id > connection.last_sent_id:
+                connection.last_sent_id = message_id
+                await self._send(connection, text)
+
+    async def _send(self, connection: RoomConnection, text: str) -> None:
+        try:
+            await connection.send_text(text)
+        except Exception:  # a socket that went away mid-send must not stop the others
+            logger.debug("send to %s failed", connection.connection_key, exc_info=True)
+
+    async def _backfill(self, feed: RoomFeed, *, upto: int | None) -> None:
+        """Deliver what the database has after ``feed.last_id`` (caller holds feed.lock)."""
+        frames = await database_sync_to_async(selectors.message_range)(
+            room_id=feed.room_id, room_slug=feed.room_slug, after=feed.last_id, upto=upto
+        )
+        metrics.BACKFILLS.inc()
+        metrics.BACKFILLED_MESSAGES.inc(len(frames))
+        for frame in frames:
+            await self._send_message(feed, frame["id"], protocol.encode(frame))
+        newest = frames[-1]["id"] if frames else feed.last_id
+        feed.last_id = max(feed.last_id, newest, upto or 0)
+
+    async def _on_reconnect(self) -> None:
+        for connection in itertools.chain.from_iterable(feed.connections for feed in self.feeds.values()):
+            connection.presence_version = 0  # Redis may have lost the version counters
+        await self._check_gaps(immediately=True)
+        await self._refresh_presence()
+
+    # ---- the clock -----------------------------------------------------------------------
+    async def _tick_forever(self) -> None:
+        heartbeat = float(settings.WS_HEARTBEAT_SECONDS)
+        next_heartbeat = time.monotonic() + heartbeat
+        while True:
+            await asyncio.sleep(min(GAP_CHECK_SECONDS, heartbeat))
+            try:
+                await self._check_gaps(immediately=False)
+                if time.monotonic() >= next_heartbeat:
+                    next_heartbeat = time.monotonic() + heartbeat
+                    await self._heartbeat(heartbeat)
+                    await self._refresh_presence()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("hub tick failed")
+
+    async def _check_gaps(self, *, immediately: bool) -> None:
+        if not self.feeds:
+            return
+        feeds = [feed for feed in self.feeds.values() if feed.ready.is_set()]
+        newest = await database_sync_to_async(selectors.room_last_message_ids)(room_ids=[f.room_id for f in feeds])
+        for feed in feeds:
+            database_last = newest.get(feed.room_id, 0)
+            behind_since_last_check = feed.suspected_upto and feed.last_id < feed.suspected_upto
+            if immediately or behind_since_last_check:
+                async with feed.lock:
+                    if feed.last_id < database_last:
+                        await self._backfill(feed, upto=database_last)
+            feed.suspected_upto = database_last if database_last > feed.last_id else 0
+
+    async def _heartbeat(self, heartbeat: float) -> None:
+        idle_limit = time.monotonic() - 3 * heartbeat
+        for feed in list(self.feeds.values()):
+            for connection in list(feed.connections):
+                if connection.syncing:
+                    continue
+                if connection.last_seen < idle_limit:
+                    await connection.close_with(protocol.CLOSE_IDLE)
+                else:
+                    await self._send(connection, protocol.PING_TEXT)
+
+    async def _refresh_presence(self) -> None:
+        rooms = {
+            room_id: [presence.member_name(c.username, c.connection_key) for c in feed.connections if not c.syncing]
+            for room_id, feed in self.feeds.items()
+        }
+        users = {user_id: [c.connection_key for c in connections] for user_id, connections in self.users.items()}
+        await presence.refresh(rooms=rooms, users=users)
+        for room_id in list(self.feeds):
+            await self._announce(room_id, await presence.room_prune(room_id=room_id))
+
+    async def close(self) -> None:
+        self._ticker.cancel()
+        await self.broker.close()
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop (one per worker process; tests get one per loop)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = Hub()
+        _hubs[loop] = hub
+    return hub

@@ -1,0 +1,84 @@
+"""Rooms, messages and the sanctions that keep them civil.
+
+No behaviour lives in save(): writes go through chat.services.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+slug_validator = RegexValidator(r"^[a-z0-9-]{1,50}$", "1 to 50 characters: lowercase letters, digits and hyphens.")
+
+
+class Room(models.Model):
+    slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
+    title = models.CharField(max_length=200)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    locked = models.BooleanField(default=False)
+    # The id of the newest message, written in the same transaction as that message.
+    # Each broadcast carries the previous value, so a worker that sees a broadcast
+    # whose predecessor it never got knows it missed one and backfills from here.
+    last_message_id = models.BigIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Message(models.Model):
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_messages")
+    content = models.TextField()
+    nonce = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    # Soft deletion: a removed message stays for the audit trail but is never replayed.
+    removed_at = models.DateTimeField(null=True, blank=True)
+    removed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["room", "id"], name="chat_message_room_id")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} in {self.room_id}"
+
+
+class SanctionQuerySet(models.QuerySet["Sanction"]):
+    def active(self) -> SanctionQuerySet:
+        now = timezone.now()
+        return self.filter(lifted_at__isnull=True).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+
+    def applying_to(self, *, user_id: int, room_id: int | None) -> SanctionQuerySet:
+        """Sanctions on this user that cover this room (site-wide ones cover every room)."""
+        scope = Q(room__isnull=True) if room_id is None else Q(room__isnull=True) | Q(room_id=room_id)
+        return self.active().filter(scope, user_id=user_id)
+
+
+class Sanction(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    room = models.ForeignKey(Room, null=True, blank=True, on_delete=models.CASCADE, help_text="Empty means site-wide.")
+    reason = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    ends_at = models.DateTimeField(null=True, blank=True, help_text="Empty means until lifted.")
+    lifted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SanctionQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+
+class Ban(Sanction):
+    """While active, the user's handshakes close with 4003 and open connections are closed."""
+
+
+class Mute(Sanction):
+    """While active, the user's messages are refused with the ``muted`` error."""

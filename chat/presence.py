@@ -1,0 +1,194 @@
+"""Who is online, and how many connections each user has, counted across workers.
+
+Each open connection is a member ``"<username>\\t<connection key>"`` of a sorted set
+per room (and a key of a set per user) scored with the time it was last refreshed.
+Every worker refreshes its own connections once a heartbeat; a member older than
+three heartbeats belongs to a worker that died, and the next prune removes it. So a
+SIGKILLed worker leaves no ghosts after three heartbeats, with nobody cleaning up.
+
+With Redis the sets live there; without it, in this process (one process only).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from project.redis_clients import async_redis, redis_configured, sync_redis
+
+ROOM_KEY = "chat:presence:{room_id}"
+ROOM_VERSION_KEY = "chat:presence:{room_id}:version"
+USER_KEY = "chat:connections:{user_id}"
+
+_ROOM_SCRIPT = """
+local before = redis.call('ZRANGE', KEYS[1], 0, -1)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+if ARGV[3] == 'add' then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+elseif ARGV[3] == 'remove' then
+  redis.call('ZREM', KEYS[1], ARGV[4])
+end
+local after = redis.call('ZRANGE', KEYS[1], 0, -1)
+local version = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return {version, before, after}
+"""
+
+_OPEN_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+def stale_after_seconds() -> float:
+    """A member not refreshed for three heartbeats belongs to a dead worker."""
+    return 3 * float(settings.WS_HEARTBEAT_SECONDS)
+
+
+def _key_ttl() -> int:
+    return max(int(stale_after_seconds() * 2), 10)
+
+
+def member_name(username: str, connection_key: str) -> str:
+    return f"{username}\t{connection_key}"
+
+
+def usernames(members: list[str]) -> list[str]:
+    return sorted({member.split("\t", 1)[0] for member in members})
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    version: int
+    users_before: list[str]
+    users_after: list[str]
+
+    @property
+    def changed(self) -> bool:
+        return self.users_before != self.users_after
+
+
+class _LocalState:
+    """The in-process stand-in for the Redis sets (single process only)."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[int, dict[str, float]] = defaultdict(dict)
+        self.versions: dict[int, int] = defaultdict(int)
+        self.users: dict[int, dict[str, float]] = defaultdict(dict)
+
+    def room_op(self, room_id: int, op: str, member: str, now: float, stale: float) -> PresenceChange:
+        members = self.rooms[room_id]
+        before = usernames(list(members))
+        for name, score in list(members.items()):
+            if score < stale:
+                del members[name]
+        if op == "add":
+            members[member] = now
+        elif op == "remove":
+            members.pop(member, None)
+        self.versions[room_id] += 1
+        return PresenceChange(self.versions[room_id], before, usernames(list(members)))
+
+
+_local = _LocalState()
+
+
+def reset_local_state() -> None:
+    """Forget in-process presence (tests)."""
+    global _local
+    _local = _LocalState()
+
+
+async def _room_op(room_id: int, op: str, member: str = "") -> PresenceChange:
+    now = time.time()
+    stale = now - stale_after_seconds()
+    if not redis_configured():
+        return _local.room_op(room_id, op, member, now, stale)
+    keys = [ROOM_KEY.format(room_id=room_id), ROOM_VERSION_KEY.format(room_id=room_id)]
+    version, before, after = await async_redis().eval(_ROOM_SCRIPT, 2, *keys, now, stale, op, member, _key_ttl())  # type: ignore[misc]
+    return PresenceChange(int(version), usernames(before), usernames(after))
+
+
+async def room_enter(*, room_id: int, member: str) -> PresenceChange:
+    return await _room_op(room_id, "add", member)
+
+
+async def room_leave(*, room_id: int, member: str) -> PresenceChange:
+    return await _room_op(room_id, "remove", member)
+
+
+async def room_prune(*, room_id: int) -> PresenceChange:
+    """Drop members of dead workers; the change says whether anyone visibly left."""
+    return await _room_op(room_id, "prune")
+
+
+async def connection_open(*, user_id: int, connection_key: str, limit: int) -> bool:
+    """Count a new connection of this user; False when the user already has ``limit``."""
+    now = time.time()
+    stale = now - stale_after_seconds()
+    if not redis_configured():
+        connections = _local.users[user_id]
+        for key, score in list(connections.items()):
+            if score < stale:
+                del connections[key]
+        if len(connections) >= limit:
+            return False
+        connections[connection_key] = now
+        return True
+    key = USER_KEY.format(user_id=user_id)
+    opened = await async_redis().eval(_OPEN_SCRIPT, 1, key, now, stale, connection_key, limit, _key_ttl())  # type: ignore[misc]
+    return bool(opened)
+
+
+async def connection_close(*, user_id: int, connection_key: str) -> None:
+    if not redis_configured():
+        _local.users[user_id].pop(connection_key, None)
+        return
+    await async_redis().zrem(USER_KEY.format(user_id=user_id), connection_key)
+
+
+async def refresh(*, rooms: dict[int, list[str]], users: dict[int, list[str]]) -> None:
+    """Mark this worker's connections alive (called once a heartbeat)."""
+    now = time.time()
+    if not redis_configured():
+        for room_id, members in rooms.items():
+            _local.rooms[room_id].update(dict.fromkeys(members, now))
+        for user_id, keys in users.items():
+            _local.users[user_id].update(dict.fromkeys(keys, now))
+        return
+    ttl = _key_ttl()
+    pipe = async_redis().pipeline(transaction=False)
+    for room_id, members in rooms.items():
+        if members:
+            key = ROOM_KEY.format(room_id=room_id)
+            pipe.zadd(key, dict.fromkeys(members, now))
+            pipe.expire(key, ttl)
+    for user_id, keys in users.items():
+        if keys:
+            key = USER_KEY.format(user_id=user_id)
+            pipe.zadd(key, dict.fromkeys(keys, now))
+            pipe.expire(key, ttl)
+    await pipe.execute()
+
+
+def room_online_counts(room_ids: list[int]) -> dict[int, int]:
+    """Distinct users online per room, for REST listings (synchronous)."""
+    stale = time.time() - stale_after_seconds()
+    if not redis_configured():
+        return {
+            room_id: len(usernames([m for m, score in _local.rooms.get(room_id, {}).items() if score >= stale]))
+            for room_id in room_ids
+        }
+    pipe = sync_redis().pipeline(transaction=False)
+    for room_id in room_ids:
+        pipe.zrangebyscore(ROOM_KEY.format(room_id=room_id), stale, "+inf")
+    results = pipe.execute()
+    return {room_id: len(usernames(members)) for room_id, members in zip(room_ids, results, strict=True)}

@@ -1,0 +1,220 @@
+"""The room protocol of CONTRACT.md section 2: every frame declared once.
+
+Client frames are parsed by ``parse_client_frame``; server frames are built by the
+``*_frame`` functions and encoded once by ``encode`` (a message frame is encoded once
+per message, not once per recipient).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, TypedDict
+
+# ---- close codes --------------------------------------------------------------------
+CLOSE_IDLE = 4000  # no frame from the client for three heartbeats
+CLOSE_UNAUTHENTICATED = 4001
+CLOSE_BANNED = 4003  # banned, or removed from a private room
+CLOSE_NO_ROOM = 4004
+CLOSE_TOO_MANY_CONNECTIONS = 4029
+
+# ---- limits ----------------------------------------------------------------------
+MAX_CONTENT_CHARS = 4000
+MAX_NONCE_CHARS = 64
+BACKLOG_DEFAULT = 50
+# 1000: enough to cover a few minutes of a busy room for a reconnecting client while
+# bounding the burst one reconnect can cost the server; older history is on REST.
+BACKLOG_MAX = 1000
+
+ErrorCode = Literal["bad_json", "bad_frame", "empty", "too_long", "rate_limited", "muted", "room_locked"]
+
+
+# ---- server frames -------------------------------------------------------------------
+class HelloFrame(TypedDict):
+    type: Literal["hello"]
+    room: str
+    user: str
+    heartbeat: float
+
+
+class MessageFrame(TypedDict):
+    type: Literal["message"]
+    id: int
+    room: str
+    user: str
+    content: str
+    ts: str
+    nonce: str | None
+
+
+class GapFrame(TypedDict):
+    type: Literal["gap"]
+    missed: int
+
+
+class SyncedFrame(TypedDict):
+    type: Literal["synced"]
+    last_id: int
+
+
+class PresenceFrame(TypedDict):
+    type: Literal["presence"]
+    users: list[str]
+
+
+class TypingFrame(TypedDict):
+    type: Literal["typing"]
+    user: str
+    is_typing: bool
+
+
+class MessageDeletedFrame(TypedDict):
+    type: Literal["message_deleted"]
+    id: int
+
+
+class NoticeFrame(TypedDict):
+    type: Literal["notice"]
+    content: str
+
+
+class PingFrame(TypedDict):
+    type: Literal["ping"]
+
+
+class PongFrame(TypedDict):
+    type: Literal["pong"]
+
+
+class ErrorFrame(TypedDict, total=False):
+    type: Literal["error"]
+    code: ErrorCode
+    detail: str
+    nonce: str | None
+    retry_after: float
+
+
+ServerFrame = (
+    HelloFrame
+    | MessageFrame
+    | GapFrame
+    | SyncedFrame
+    | PresenceFrame
+    | TypingFrame
+    | MessageDeletedFrame
+    | NoticeFrame
+    | PingFrame
+    | PongFrame
+    | ErrorFrame
+)
+
+
+def encode(frame: ServerFrame) -> str:
+    """Compact JSON, UTF-8 kept as is (smaller than \\u escapes)."""
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+PING_TEXT = encode({"type": "ping"})
+PONG_TEXT = encode({"type": "pong"})
+
+
+def message_frame(*, id: int, room: str, user: str, content: str, created_at: datetime, nonce: str | None) -> MessageFrame:
+    return {
+        "type": "message",
+        "id": id,
+        "room": room,
+        "user": user,
+        "content": content,
+        # isoformat of an aware UTC datetime ends in +00:00: the explicit offset §2 asks for.
+        "ts": created_at.astimezone(UTC).isoformat(),
+        "nonce": nonce or None,
+    }
+
+
+def error_frame(code: ErrorCode, detail: str, *, nonce: str | None = None, retry_after: float | None = None) -> ErrorFrame:
+    frame: ErrorFrame = {"type": "error", "code": code, "detail": detail, "nonce": nonce}
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
+    return frame
+
+
+# ---- client frames -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    content: str
+    nonce: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    is_typing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    pass
+
+
+ClientFrame = SendMessage | Typing | Ping | Pong
+
+
+class ChatError(Exception):
+    """A frame or request that cannot be accepted: an ``error`` frame over WebSocket,
+    a JSON error over REST. Raised by the parser and by chat.services."""
+
+    def __init__(self, code: ErrorCode, detail: str, *, nonce: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.code: ErrorCode = code
+        self.detail = detail
+        self.nonce = nonce
+        self.retry_after = retry_after
+
+    def frame(self) -> ErrorFrame:
+        return error_frame(self.code, self.detail, nonce=self.nonce, retry_after=self.retry_after)
+
+
+def clean_content(content: object, *, nonce: str | None = None) -> str:
+    """Trim and check message content, shared by WebSocket and REST."""
+    if not isinstance(content, str):
+        raise ChatError("bad_frame", "content must be a string", nonce=nonce)
+    content = content.strip()
+    if not content:
+        raise ChatError("empty", "content is empty", nonce=nonce)
+    if len(content) > MAX_CONTENT_CHARS:
+        raise ChatError("too_long", f"content is longer than {MAX_CONTENT_CHARS} characters", nonce=nonce)
+    return content
+
+
+def parse_client_frame(text: str) -> ClientFrame:
+    """Parse one text frame; raise ChatError with the contract's code when it is bad."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ChatError("bad_json", "frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ChatError("bad_frame", "frame must be a JSON object")
+    raw_nonce = data.get("nonce")
+    nonce = raw_nonce if isinstance(raw_nonce, str) and len(raw_nonce) <= MAX_NONCE_CHARS else None
+    kind = data.get("type")
+    if kind == "message":
+        if raw_nonce is not None and nonce is None:
+            raise ChatError("bad_frame", f"nonce must be a string of at most {MAX_NONCE_CHARS} characters")
+        if "content" not in data:
+            raise ChatError("bad_frame", "message frame needs content", nonce=nonce)
+        return SendMessage(content=clean_content(data["content"], nonce=nonce), nonce=nonce)
+    if kind == "typing":
+        is_typing = data.get("is_typing")
+        if not isinstance(is_typing, bool):
+            raise ChatError("bad_frame", "is_typing must be true or false", nonce=nonce)
+        return Typing(is_typing=is_typing)
+    if kind == "ping":
+        return Ping()
+    if kind == "pong":
+        return Pong()
+    raise ChatError("bad_frame", "unknown frame type", nonce=nonce)

@@ -1,0 +1,80 @@
+"""Reads. Keyword-only, typed, no side effects."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from chat import presence, protocol
+from chat.models import Ban, Message, Room
+
+
+def room_get(*, slug: str) -> Room | None:
+    return Room.objects.filter(slug=slug).first()
+
+
+def room_list() -> list[Room]:
+    return list(Room.objects.all())
+
+
+def room_object(*, room: Room, online: int | None = None) -> dict[str, object]:
+    """The room object of CONTRACT §3."""
+    if online is None:
+        online = presence.room_online_counts([room.pk])[room.pk]
+    return {"slug": room.slug, "title": room.title, "online": online, "locked": room.locked}
+
+
+def room_objects(*, rooms: list[Room]) -> list[dict[str, object]]:
+    counts = presence.room_online_counts([room.pk for room in rooms])
+    return [room_object(room=room, online=counts[room.pk]) for room in rooms]
+
+
+def room_last_message_ids(*, room_ids: list[int]) -> dict[int, int]:
+    return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "last_message_id"))
+
+
+def _visible(room_id: int) -> QuerySet[Message]:
+    return Message.objects.filter(room_id=room_id, removed_at__isnull=True).select_related("user")
+
+
+def message_frames(*, messages: list[Message], room_slug: str) -> list[protocol.MessageFrame]:
+    return [
+        protocol.message_frame(
+            id=m.pk, room=room_slug, user=m.user.username, content=m.content, created_at=m.created_at, nonce=m.nonce
+        )
+        for m in messages
+    ]
+
+
+def message_list_after(*, room: Room, after: int, limit: int) -> list[protocol.MessageFrame]:
+    messages = list(_visible(room.pk).filter(pk__gt=after).order_by("pk")[:limit])
+    return message_frames(messages=messages, room_slug=room.slug)
+
+
+def message_range(*, room_id: int, room_slug: str, after: int, upto: int | None) -> list[protocol.MessageFrame]:
+    """Visible messages with after < id <= upto (no upper bound when upto is None), ascending."""
+    query = _visible(room_id).filter(pk__gt=after)
+    if upto is not None:
+        query = query.filter(pk__lte=upto)
+    return message_frames(messages=list(query.order_by("pk")), room_slug=room_slug)
+
+
+def message_backlog(*, room: Room, last_id: int | None) -> tuple[int, list[protocol.MessageFrame]]:
+    """(missed, frames) for a joining client, as CONTRACT §2 orders.
+
+    With ``last_id``: every visible message after it, at most BACKLOG_MAX; ``missed``
+    counts the older ones left out. Without: the newest BACKLOG_DEFAULT.
+    """
+    query = _visible(room.pk)
+    if last_id is None:
+        newest = list(query.order_by("-pk")[: protocol.BACKLOG_DEFAULT])
+        return 0, message_frames(messages=newest[::-1], room_slug=room.slug)
+    newest = list(query.filter(pk__gt=last_id).order_by("-pk")[: protocol.BACKLOG_MAX + 1])
+    missed = 0
+    if len(newest) > protocol.BACKLOG_MAX:
+        missed = query.filter(pk__gt=last_id).count() - protocol.BACKLOG_MAX
+        newest = newest[: protocol.BACKLOG_MAX]
+    return missed, message_frames(messages=newest[::-1], room_slug=room.slug)
+
+
+def user_is_banned(*, user_id: int, room_id: int) -> bool:
+    return Ban.objects.applying_to(user_id=user_id, room_id=room_id).exists()

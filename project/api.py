@@ -1,0 +1,69 @@
+"""Small helpers shared by the JSON API views: errors, bodies, authentication."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from http import HTTPStatus
+from typing import Any, ParamSpec
+
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+P = ParamSpec("P")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers or {}
+
+
+def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JsonResponse:
+    response = JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object; 400 ``bad_json`` otherwise."""
+    try:
+        data = json.loads(request.body or b"{}")
+    except (ValueError, RecursionError):
+        raise ApiError(400, "bad_json", "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "request body must be a JSON object")
+    return data
+
+
+def api_view(*methods: str, login_required: bool = True) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Method check (405), authentication (401) and ApiError -> JSON for one view."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
+                response["Allow"] = ", ".join(methods)
+                return response
+            if login_required and not request.user.is_authenticated:
+                return error_response(401, "not_authenticated", "log in or send Authorization: Bearer <token>")
+            try:
+                return view(request, *args, **kwargs)
+            except ApiError as error:
+                return error_response(error.status, error.code, error.detail, error.headers)
+            except ValidationError as error:
+                return error_response(400, "invalid", "; ".join(error.messages))
+
+        return wrapper
+
+    return decorator
+
+
+def status_code_name(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "error"

@@ -1,0 +1,151 @@
+"""Django settings. Every value comes from the environment through project.env.
+
+See docs/configuration.md for the variables and their defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from project.env import env_bool, env_float, env_int, env_list, env_optional, env_optional_int, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# A fixed development key is only acceptable when DEBUG is on; production must set one.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-insecure-key-change-me") if DEBUG else env_str("DJANGO_SECRET_KEY")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    # daphne first, before staticfiles, so that `runserver` serves ASGI (WebSocket, SSE).
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "accounts",
+    "chat",
+    "streaming",
+]
+
+MIDDLEWARE = [
+    "project.middleware.CorsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After the session's user is set, so a bearer token overrides it; CSRF is
+    # checked later, in process_view, so the exemption it sets still counts.
+    "accounts.middleware.BearerTokenMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+ASGI_APPLICATION = "project.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several daphne workers share one SQLite file: WAL lets readers run beside the
+    # writer, IMMEDIATE takes the write lock at BEGIN (no lock-upgrade deadlocks between
+    # processes) and the busy timeout makes a writer wait its turn instead of failing.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# ---- Redis and the channel layer -------------------------------------------------
+REDIS_URL = env_optional("REDIS_URL")
+# redis-py 8 defaults socket_timeout to 5 s, the same as channels_redis' BZPOPMIN
+# timeout, so idle readers die every 5 s (channels_redis#422). Commands get an explicit
+# timeout well above any blocking call we make; the broker's subscriber connection
+# sets its own (none, with health checks) in chat/broker.py.
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 10.0, minimum=1.0)
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT}]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# ---- Chat ------------------------------------------------------------------------
+CHAT_RATE_LIMIT = env_int("CHAT_RATE_LIMIT", 20, minimum=1)
+CHAT_RATE_WINDOW = env_float("CHAT_RATE_WINDOW", 10.0, minimum=0.001)
+CHAT_MAX_CONNECTIONS_PER_USER = env_int("CHAT_MAX_CONNECTIONS_PER_USER", 10, minimum=1)
+# 20 s: below the 30-60 s idle time-outs of common proxies and load balancers
+# (nginx proxy_read_timeout defaults to 60 s), so a quiet connection is never cut.
+WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 20.0, minimum=0.2)
+# 1 MiB is far above the largest legal frame (4000 characters of content, at most
+# 16 KiB as UTF-8 inside JSON) and small enough that a flood of them cannot exhaust memory.
+WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
+
+# ---- Token streaming (see streaming/) ----------------------------------------------
+LLM_BACKEND = env_str("LLM_BACKEND", "echo")
+LLM_BASE_URL = env_str("LLM_BASE_URL", "https://api.openai.com/v1")
+LLM_API_KEY = env_optional("LLM_API_KEY")
+LLM_MODEL = env_str("LLM_MODEL", "echo")
+LLM_TOKEN_DELAY_MS = env_int("LLM_TOKEN_DELAY_MS", 20, minimum=0)
+LLM_ABANDON_SECONDS = env_float("LLM_ABANDON_SECONDS", 30.0, minimum=1.0)
+LLM_TIMEOUT_SECONDS = env_float("LLM_TIMEOUT_SECONDS", 30.0, minimum=0.1)
+LLM_MAX_CONCURRENT = env_int("LLM_MAX_CONCURRENT", 100, minimum=1)
+LLM_TOKENS_PER_DAY = env_optional_int("LLM_TOKENS_PER_DAY", minimum=0)
+
+# ---- Operations -------------------------------------------------------------------
+METRICS_TOKEN = env_optional("METRICS_TOKEN")
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+}

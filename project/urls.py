@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from chat import pages
+from project import views
+
+urlpatterns = [
+    path("", pages.index, name="index"),
+    path("rooms/<slug:slug>/", pages.room, name="room"),
+    path("accounts/", include("accounts.urls")),
+    path("admin/", admin.site.urls),
+    path("api/", include("chat.urls")),
+    path("healthz", views.healthz),
+    path("metrics", views.metrics),
+]
