@@ -17,6 +17,7 @@ from chat import events, protocol
 from chat.models import Ban, Message, Mute, Room, slug_validator
 from chat.protocol import ChatError
 from chat.ratelimit import rate_limit_hit
+from project import metrics
 
 
 class RoomExistsError(Exception):
@@ -71,6 +72,7 @@ def message_create(*, room: Room, user: AbstractBaseUser, content: object, nonce
         events.message_created_on_commit(
             room_id=room.pk, message_id=message.pk, previous_id=locked_room.last_message_id, frame=frame
         )
+    metrics.MESSAGES_CREATED.inc()
     return message
 
 

@@ -1,0 +1,54 @@
+# The two commands a newcomer needs: `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+WORKERS ?= 2
+HOST ?= 127.0.0.1
+export DJANGO_SETTINGS_MODULE := project.settings
+
+.PHONY: run test lint serve bench soak system-deps migrate clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## make run: the whole server in one process on SQLite and the in-process channel layer.
+run: $(STAMP)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --verbosity 0
+	@echo
+	@echo "  Open http://$(HOST):$(PORT)/ and sign up at http://$(HOST):$(PORT)/accounts/signup/"
+	@echo "  Admin: $(BIN)/python manage.py createsuperuser, then http://$(HOST):$(PORT)/admin/"
+	@echo "  A token for scripts: DJANGO_DEBUG=1 $(BIN)/python manage.py mint_token alice --create"
+	@echo
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+## make test: install what the tests need (redis-server with apt when missing), lint, run every test.
+test: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy .
+
+system-deps:
+	@bash deploy/install-system-deps.sh
+
+## make serve WORKERS=N PORT=P: N daphne workers on one port, no sticky sessions (needs REDIS_URL).
+serve: $(STAMP)
+	@test -n "$$REDIS_URL" || { echo "make serve needs REDIS_URL (several workers share nothing else)"; exit 2; }
+	$(BIN)/python manage.py migrate --verbosity 0
+	$(BIN)/python deploy/serve.py --workers $(WORKERS) --port $(PORT) --host $(HOST)
+
+## make bench: the fan-out benchmark (short default; see bench/README.md).
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/fanout.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) staticfiles .mypy_cache .ruff_cache

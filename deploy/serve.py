@@ -1,0 +1,75 @@
+"""Run N daphne workers on one port with no sticky sessions (``make serve``).
+
+supervisor's ``fcgi-program`` opens the listening socket once and hands it to every
+worker as file descriptor 0 (``daphne --fd 0``), which is how the Channels deployment
+docs run several daphne processes; the kernel spreads new connections across them, so
+any connection may land on any worker, and the Redis-backed hub makes that correct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def supervisor_config(*, workers: int, host: str, port: int, run_dir: Path) -> str:
+    bin_dir = Path(sys.executable).parent
+    return f"""\
+[supervisord]
+nodaemon=true
+logfile={run_dir}/supervisord.log
+pidfile={run_dir}/supervisord.pid
+childlogdir={run_dir}
+
+[unix_http_server]
+file={run_dir}/supervisor.sock
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{run_dir}/supervisor.sock
+
+[fcgi-program:web]
+socket=tcp://{host}:{port}
+socket_backlog=2048
+directory={ROOT}
+command={bin_dir}/daphne --fd 0 --proxy-headers -v 1 project.asgi:application
+numprocs={workers}
+process_name=web%(process_num)d
+autostart=true
+autorestart=true
+startsecs=2
+stopwaitsecs=10
+stopasgroup=true
+killasgroup=true
+stdout_logfile=/dev/stdout
+stdout_logfile_maxbytes=0
+redirect_stderr=true
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    if not os.environ.get("REDIS_URL"):
+        sys.exit("serve: REDIS_URL must be set; workers share rooms through Redis")
+    run_dir = Path(tempfile.mkdtemp(prefix="serve-"))
+    config = run_dir / "supervisord.conf"
+    config.write_text(supervisor_config(workers=args.workers, host=args.host, port=args.port, run_dir=run_dir))
+    print(f"serving {args.workers} workers on http://{args.host}:{args.port}/ (config {config})", flush=True)
+    supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or "supervisord"
+    os.execv(supervisord, [supervisord, "-c", str(config)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from chat import presence, ratelimit
+from tests.processes import Cluster, RedisServer
+
+
+@pytest.fixture(autouse=True)
+def _fresh_in_process_state() -> Iterator[None]:
+    """In-process presence and rate-limit state does not leak between tests."""
+    presence.reset_local_state()
+    ratelimit.reset_local_state()
+    yield
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the whole session (tests that break Redis start their own)."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(redis_server: RedisServer) -> Iterator[Cluster]:
+    """Three daphne workers, one Redis, one SQLite file, shared by the multi-worker tests."""
+    started = Cluster(redis_server, workers=3)
+    started.tokens = started.mint_tokens(*(f"user{i}" for i in range(12)))  # type: ignore[attr-defined]
+    yield started
+    started.stop()
