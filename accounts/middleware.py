@@ -29,7 +29,7 @@ class BearerTokenMiddleware:
         if header is not None and header.lower().startswith("bearer"):
             raw = bearer_from_header(header)
             user = user_for_token(raw=raw) if raw else None
-            request.user = user or AnonymousUser()  # type: ignore[assignment]
+            request.user = user or AnonymousUser()
             request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
             request.bearer_authenticated = user is not None  # type: ignore[attr-defined]
         return self.get_response(request)

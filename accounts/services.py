@@ -6,8 +6,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from accounts.models import ApiToken
@@ -22,7 +21,7 @@ def token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def token_create(*, user: AbstractBaseUser, name: str = "") -> tuple[ApiToken, str]:
+def token_create(*, user: User, name: str = "") -> tuple[ApiToken, str]:
     """Mint a token; the raw value is returned once and never stored."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(user=user, name=name, prefix=raw[:10], token_hash=token_hash(raw))
@@ -33,7 +32,7 @@ def token_revoke(*, token: ApiToken) -> None:
     ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
-def user_for_token(*, raw: str) -> AbstractBaseUser | None:
+def user_for_token(*, raw: str) -> User | None:
     """The active user a raw token belongs to, or None."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
@@ -50,12 +49,11 @@ def user_for_token(*, raw: str) -> AbstractBaseUser | None:
     return token.user
 
 
-def user_get_or_create(*, username: str, create: bool, staff: bool) -> AbstractBaseUser:
-    user_model = get_user_model()
+def user_get_or_create(*, username: str, create: bool, staff: bool) -> User:
     if create:
-        user, _ = user_model.objects.get_or_create(username=username)
+        user, _ = User.objects.get_or_create(username=username)
     else:
-        user = user_model.objects.get(username=username)
+        user = User.objects.get(username=username)
     if staff and not user.is_staff:
         user.is_staff = True
         user.save(update_fields=["is_staff"])

@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from chat import selectors, services
 from chat.models import Message, Room
 from chat.protocol import ChatError
-from project.api import ApiError, api_view, json_body
+from project.api import ApiError, api_view, json_body, signed_in_user
 
 # A ChatError code -> the HTTP status REST answers with.
 _STATUS = {"rate_limited": 429, "muted": 403, "room_locked": 423}
@@ -43,7 +43,7 @@ def rooms(request: HttpRequest) -> HttpResponse:
     if not isinstance(slug, str) or not isinstance(title, str):
         raise ApiError(400, "invalid", "slug and title must be strings")
     try:
-        room = services.room_create(slug=slug, title=title, created_by=request.user)  # type: ignore[arg-type]
+        room = services.room_create(slug=slug, title=title, created_by=signed_in_user(request))
     except services.RoomExistsError:
         raise ApiError(409, "exists", f"room {slug!r} exists") from None
     except ValidationError as error:
@@ -65,7 +65,7 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
     if "content" not in body:
         raise ApiError(400, "bad_frame", "content is required")
     try:
-        message = services.message_create(room=room, user=request.user, content=body["content"], nonce=nonce)  # type: ignore[arg-type]
+        message = services.message_create(room=room, user=signed_in_user(request), content=body["content"], nonce=nonce)
     except ChatError as error:
         headers = {"Retry-After": str(max(1, round(error.retry_after + 0.499)))} if error.retry_after else None
         raise ApiError(_STATUS.get(error.code, 400), error.code, error.detail, headers=headers) from None
@@ -81,5 +81,5 @@ def room_message(request: HttpRequest, slug: str, message_id: int) -> HttpRespon
         raise ApiError(404, "no_such_message", f"no message {message_id} in {slug!r}")
     if not (request.user.is_staff or message.user_id == request.user.pk):
         raise ApiError(403, "forbidden", "only staff or the author may remove a message")
-    services.message_remove(message=message, removed_by=request.user)  # type: ignore[arg-type]
+    services.message_remove(message=message, removed_by=signed_in_user(request))
     return HttpResponse(status=204)

@@ -14,6 +14,7 @@ gaps from the database, and calls back here to re-subscribe after a Redis restar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -131,7 +132,7 @@ class RedisBroker(Broker):
         # read timeout would tear it down every few seconds (the channels_redis#422 trap).
         # Keepalive notices a dead peer; a Redis restart resets the connection at once.
         self.client = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL,
+            str(settings.REDIS_URL),
             socket_timeout=None,
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
             socket_keepalive=True,
@@ -144,18 +145,15 @@ class RedisBroker(Broker):
     async def subscribe(self, topic: str) -> None:
         self.topics.add(topic)
         if self.pubsub is not None:
-            try:
+            # On failure the reader reconnects and subscribes to every topic again.
+            with contextlib.suppress(redis.RedisError, OSError):
                 await self.pubsub.subscribe(TOPIC_PREFIX + topic)
-            except (redis.RedisError, OSError):
-                pass  # the reader reconnects and subscribes to every topic again
 
     async def unsubscribe(self, topic: str) -> None:
         self.topics.discard(topic)
         if self.pubsub is not None:
-            try:
+            with contextlib.suppress(redis.RedisError, OSError):
                 await self.pubsub.unsubscribe(TOPIC_PREFIX + topic)
-            except (redis.RedisError, OSError):
-                pass
 
     async def _connect(self) -> redis.asyncio.client.PubSub:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -199,8 +197,6 @@ class RedisBroker(Broker):
     async def close(self) -> None:
         self.task.cancel()
         if self.pubsub is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await self.pubsub.aclose()
-            except Exception:
-                pass
         await self.client.aclose()

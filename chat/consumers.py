@@ -58,6 +58,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         """Runs on the handshake. Accept first: a close before accept loses its code."""
         self.pending: list[tuple[int, str]] = []
+        self.pending_presence: tuple[int, str] | None = None
         self.last_seen = time.monotonic()
         await self.accept()
         user = self.scope.get("user")
@@ -78,10 +79,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.joined = True
         if await database_sync_to_async(selectors.user_is_banned)(user_id=user.pk, room_id=room.pk):
             return await self.close_with(protocol.CLOSE_BANNED)
-        await self.send_frame({"type": "hello", "room": room.slug, "user": self.username, "heartbeat": settings.WS_HEARTBEAT_SECONDS})
+        online = await self.hub.presence_enter(self)
+        await self.send_frame(
+            {"type": "hello", "room": room.slug, "user": self.username, "heartbeat": settings.WS_HEARTBEAT_SECONDS}
+        )
         await self._send_backlog(_last_id(self.scope.get("query_string", b"")))
+        await self.send_frame({"type": "presence", "users": online})
         await self.hub.synced(self)
-        await self.hub.presence_enter(self)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Runs for every frame from the client."""
@@ -99,7 +103,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     room=self.room, user=self.user, content=frame.content, nonce=frame.nonce
                 )  # the broadcast echo, carrying the nonce, is the sender's ack
             elif isinstance(frame, protocol.Typing):
-                await services.typing_set(room_id=self.room_id, user_id=self.user_id, username=self.username, is_typing=frame.is_typing)
+                await services.typing_set(
+                    room_id=self.room_id, user_id=self.user_id, username=self.username, is_typing=frame.is_typing
+                )
             elif isinstance(frame, protocol.Ping):
                 await self.send_text(protocol.PONG_TEXT)
         except ChatError as error:

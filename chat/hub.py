@@ -55,6 +55,7 @@ class RoomConnection(Protocol):
     last_sent_id: int
     syncing: bool
     pending: list[tuple[int, str]]
+    pending_presence: tuple[int, str] | None
     presence_version: int
     last_seen: float
 
@@ -122,7 +123,13 @@ class Hub:
         metrics.WS_CONNECTIONS.inc()
 
     async def synced(self, connection: RoomConnection) -> None:
-        """Flush what arrived while the backlog was being sent; then deliver live."""
+        """Flush what arrived while the backlog was being sent; then deliver live.
+
+        Runs after the socket has sent ``synced`` and its presence snapshot."""
+        if connection.pending_presence and connection.pending_presence[0] > connection.presence_version:
+            connection.presence_version, text = connection.pending_presence
+            await connection.send_text(text)
+        connection.pending_presence = None
         while connection.pending:
             message_id, text = connection.pending.pop(0)
             if message_id == 0 or message_id > connection.last_sent_id:
@@ -146,13 +153,14 @@ class Hub:
             await self.broker.unsubscribe(events.user_topic(connection.user_id))
 
     async def presence_enter(self, connection: RoomConnection) -> list[str]:
-        """Count the socket as online; announce a change; return who is online now."""
+        """Count the (still syncing) socket as online and announce the change.
+
+        Returns who is online now, for the socket's own snapshot; later changes that
+        arrive while it syncs are kept in ``pending_presence``."""
         member = presence.member_name(connection.username, connection.connection_key)
         change = await presence.room_enter(room_id=connection.room_id, member=member)
+        connection.presence_version = max(connection.presence_version, change.version)
         await self._announce(connection.room_id, change)
-        if change.version > connection.presence_version:
-            connection.presence_version = change.version
-            await connection.send_text(protocol.encode({"type": "presence", "users": change.users_after}))
         return change.users_after
 
     async def presence_leave(self, connection: RoomConnection) -> None:
@@ -207,7 +215,10 @@ class Hub:
         elif kind == "p":
             version = int(args[0])
             for connection in list(feed.connections):
-                if not connection.syncing and version > connection.presence_version:
+                if connection.syncing:
+                    if connection.pending_presence is None or version > connection.pending_presence[0]:
+                        connection.pending_presence = (version, text)
+                elif version > connection.presence_version:
                     connection.presence_version = version
                     await self._send(connection, text)
 
@@ -296,7 +307,7 @@ class Hub:
 
     async def _refresh_presence(self) -> None:
         rooms = {
-            room_id: [presence.member_name(c.username, c.connection_key) for c in feed.connections if not c.syncing]
+            room_id: [presence.member_name(c.username, c.connection_key) for c in feed.connections]
             for room_id, feed in self.feeds.items()
         }
         users = {user_id: [c.connection_key for c in connections] for user_id, connections in self.users.items()}

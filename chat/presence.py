@@ -113,7 +113,7 @@ async def _room_op(room_id: int, op: str, member: str = "") -> PresenceChange:
     if not redis_configured():
         return _local.room_op(room_id, op, member, now, stale)
     keys = [ROOM_KEY.format(room_id=room_id), ROOM_VERSION_KEY.format(room_id=room_id)]
-    version, before, after = await async_redis().eval(_ROOM_SCRIPT, 2, *keys, now, stale, op, member, _key_ttl())  # type: ignore[misc]
+    version, before, after = await async_redis().eval(_ROOM_SCRIPT, 2, *keys, now, stale, op, member, _key_ttl())
     return PresenceChange(int(version), usernames(before), usernames(after))
 
 
@@ -144,7 +144,7 @@ async def connection_open(*, user_id: int, connection_key: str, limit: int) -> b
         connections[connection_key] = now
         return True
     key = USER_KEY.format(user_id=user_id)
-    opened = await async_redis().eval(_OPEN_SCRIPT, 1, key, now, stale, connection_key, limit, _key_ttl())  # type: ignore[misc]
+    opened = await async_redis().eval(_OPEN_SCRIPT, 1, key, now, stale, connection_key, limit, _key_ttl())
     return bool(opened)
 
 

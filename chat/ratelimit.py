@@ -64,7 +64,7 @@ def rate_limit_hit(*, user_id: int) -> float:
             hits.append(now)
             return 0.0
     try:
-        wait_ms = sync_redis().eval(_SCRIPT, 1, KEY.format(user_id=user_id), int(window * 1000), limit, uuid.uuid4().hex)  # type: ignore[no-untyped-call]
+        wait_ms = sync_redis().eval(_SCRIPT, 1, KEY.format(user_id=user_id), int(window * 1000), limit, uuid.uuid4().hex)
     except (redis.RedisError, OSError) as exc:
         logger.warning("rate limit unavailable (%s); allowing the message", exc)
         return 0.0

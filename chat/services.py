@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -24,7 +24,7 @@ class RoomExistsError(Exception):
     pass
 
 
-def room_create(*, slug: str, title: str, created_by: AbstractBaseUser | None) -> Room:
+def room_create(*, slug: str, title: str, created_by: User | None) -> Room:
     """Create a room; ValidationError for a bad slug or title, RoomExistsError if taken."""
     slug_validator(slug)
     title = title.strip()
@@ -37,7 +37,7 @@ def room_create(*, slug: str, title: str, created_by: AbstractBaseUser | None) -
         raise RoomExistsError(slug) from None
 
 
-def message_create(*, room: Room, user: AbstractBaseUser, content: object, nonce: str | None = None) -> Message:
+def message_create(*, room: Room, user: User, content: object, nonce: str | None = None) -> Message:
     """Store a message and broadcast it after commit.
 
     Raises ChatError: ``empty``/``too_long``/``bad_frame`` for bad content, ``room_locked``,
@@ -76,7 +76,7 @@ def message_create(*, room: Room, user: AbstractBaseUser, content: object, nonce
     return message
 
 
-def message_remove(*, message: Message, removed_by: AbstractBaseUser | None) -> None:
+def message_remove(*, message: Message, removed_by: User | None) -> None:
     """Soft-delete a message: never replayed again; open rooms get ``message_deleted``."""
     with transaction.atomic():
         updated = Message.objects.filter(pk=message.pk, removed_at__isnull=True).update(
@@ -92,11 +92,11 @@ def room_notice(*, room: Room, content: str) -> None:
 
 def ban_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     room: Room | None = None,
     minutes: float | None = None,
     reason: str = "",
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
 ) -> Ban:
     """Ban a user (from one room or everywhere); their open connections close with 4003."""
     ends_at = timezone.now() + timedelta(minutes=minutes) if minutes else None
@@ -108,11 +108,11 @@ def ban_create(
 
 def mute_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     room: Room | None = None,
     minutes: float | None = None,
     reason: str = "",
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
 ) -> Mute:
     ends_at = timezone.now() + timedelta(minutes=minutes) if minutes else None
     return Mute.objects.create(user=user, room=room, reason=reason, created_by=created_by, ends_at=ends_at)
@@ -120,4 +120,6 @@ def mute_create(
 
 async def typing_set(*, room_id: int, user_id: int, username: str, is_typing: bool) -> None:
     """Tell the others in the room; nothing is stored."""
-    await events.typing_publish(room_id=room_id, user_id=user_id, frame={"type": "typing", "user": username, "is_typing": is_typing})
+    await events.typing_publish(
+        room_id=room_id, user_id=user_id, frame={"type": "typing", "user": username, "is_typing": is_typing}
+    )

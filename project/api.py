@@ -8,6 +8,7 @@ from functools import wraps
 from http import HTTPStatus
 from typing import Any, ParamSpec
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -25,6 +26,13 @@ def error_response(status: int, code: str, detail: str, headers: dict[str, str] 
     for name, value in (headers or {}).items():
         response[name] = value
     return response
+
+
+def signed_in_user(request: HttpRequest) -> User:
+    """The request's user, in a view that api_view has already made sign-in only."""
+    user = request.user
+    assert isinstance(user, User), "api_view(login_required=True) lets only signed-in users through"
+    return user
 
 
 def json_body(request: HttpRequest) -> dict[str, Any]:

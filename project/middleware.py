@@ -29,8 +29,8 @@ class CorsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not is_api_path(request.path):
             return self.get_response(request)
-        origin = request.headers.get("Origin")
-        allowed = origin is not None and origin in settings.CORS_ALLOWED_ORIGINS
+        origin = request.headers.get("Origin") or ""
+        allowed = origin in settings.CORS_ALLOWED_ORIGINS
         if allowed and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response = HttpResponse(status=204)
         else:

@@ -26,13 +26,19 @@ def redis_configured() -> bool:
     return bool(settings.REDIS_URL)
 
 
+def _redis_url() -> str:
+    url = settings.REDIS_URL
+    assert url, "Redis is used only when REDIS_URL is set"
+    return str(url)
+
+
 def sync_redis() -> redis.Redis:
     global _sync_client
     if _sync_client is None:
         with _sync_lock:
             if _sync_client is None:
                 _sync_client = redis.Redis.from_url(
-                    settings.REDIS_URL,
+                    _redis_url(),
                     socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
                     socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                     health_check_interval=30,
@@ -46,7 +52,7 @@ def async_redis() -> redis.asyncio.Redis:
     client = _async_clients.get(loop)
     if client is None:
         client = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL,
+            _redis_url(),
             socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
             health_check_interval=30,

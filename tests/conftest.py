@@ -28,6 +28,6 @@ def redis_server() -> Iterator[RedisServer]:
 def cluster(redis_server: RedisServer) -> Iterator[Cluster]:
     """Three daphne workers, one Redis, one SQLite file, shared by the multi-worker tests."""
     started = Cluster(redis_server, workers=3)
-    started.tokens = started.mint_tokens(*(f"user{i}" for i in range(12)))  # type: ignore[attr-defined]
+    started.tokens = started.mint_tokens(*(f"user{i}" for i in range(12)))
     yield started
     started.stop()

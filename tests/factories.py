@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 
 from accounts.services import token_create
 from chat.models import Message, Room
 
 
-def make_user(username: str = "alice", *, staff: bool = False) -> AbstractBaseUser:
-    return get_user_model().objects.create_user(username=username, password="pw-for-tests-only", is_staff=staff)
+def make_user(username: str = "alice", *, staff: bool = False) -> User:
+    return User.objects.create_user(username=username, password="pw-for-tests-only", is_staff=staff)
 
 
-def make_token(user: AbstractBaseUser) -> str:
+def make_token(user: User) -> str:
     return token_create(user=user)[1]
 
 
@@ -21,7 +20,7 @@ def make_room(slug: str = "lobby", title: str = "Lobby") -> Room:
     return Room.objects.create(slug=slug, title=title)
 
 
-def make_messages(room: Room, user: AbstractBaseUser, count: int) -> list[Message]:
+def make_messages(room: Room, user: User, count: int) -> list[Message]:
     """Many messages at once, keeping the room's last-message pointer right."""
     Message.objects.bulk_create(Message(room=room, user=user, content=f"m{i}") for i in range(count))
     messages = list(Message.objects.filter(room=room).order_by("pk"))

@@ -6,6 +6,7 @@ not stop) when its fixture ends.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -68,8 +69,20 @@ class RedisServer:
     def start(self) -> None:
         persistence = ["--appendonly", "yes"] if self.persistent else ["--appendonly", "no"]
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
-             "--dir", self.dir, "--loglevel", "warning"],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                *persistence,
+                "--dir",
+                self.dir,
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -95,6 +108,8 @@ class RedisServer:
 
 class Cluster:
     """Several daphne workers sharing one SQLite database and one Redis."""
+
+    tokens: dict[str, str]  # username -> bearer token, for the users a fixture minted
 
     def __init__(self, redis: RedisServer, *, workers: int = 3, env: dict[str, str] | None = None) -> None:
         self.redis = redis
@@ -134,9 +149,9 @@ class Cluster:
             "import sys, json\n"
             "from accounts.services import token_create, user_get_or_create\n"
             f"names = {list(usernames)!r}\n"
-            f"print(json.dumps({{n: token_create(user=user_get_or_create(username=n, create=True, staff={staff!r}))[1] for n in names}}))"
+            f"users = [user_get_or_create(username=n, create=True, staff={staff!r}) for n in names]\n"
+            "print(json.dumps({u.username: token_create(user=u)[1] for u in users}))"
         )
-        import json
 
         return dict(json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1]))
 

@@ -6,4 +6,4 @@ os.environ.setdefault("DJANGO_DEBUG", "1")
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-not-secret")
 os.environ.pop("REDIS_URL", None)  # the in-process layer; multi-worker tests start their own Redis
 
-from project.settings import *  # noqa: E402, F403
+from project.settings import *  # noqa: F403

@@ -55,7 +55,9 @@ def test_admin_lists_tokens_without_secrets_and_revokes_them():
 def test_signup_login_and_logout_pages():
     client = Client()
     assert client.get("/accounts/signup/").status_code == 200
-    response = client.post("/accounts/signup/", {"username": "dora", "password1": "a-long-Passphrase-9", "password2": "a-long-Passphrase-9"})
+    response = client.post(
+        "/accounts/signup/", {"username": "dora", "password1": "a-long-Passphrase-9", "password2": "a-long-Passphrase-9"}
+    )
     assert response.status_code == 302
     assert client.get("/").context["user"].username == "dora"
     client.post("/accounts/logout/")

@@ -16,7 +16,9 @@ def api():
 
 
 def post(client, url, body, **extra):
-    return client.post(url, data=body if isinstance(body, (str, bytes)) else json.dumps(body), content_type="application/json", **extra)
+    return client.post(
+        url, data=body if isinstance(body, (str, bytes)) else json.dumps(body), content_type="application/json", **extra
+    )
 
 
 def assert_error(response, status, code):
@@ -42,7 +44,13 @@ def test_create_and_list_rooms(api):
 
 @pytest.mark.parametrize(
     "body",
-    [{"slug": "Bad Slug", "title": "x"}, {"slug": "", "title": "x"}, {"slug": 5, "title": "x"}, {"title": "x"}, {"slug": "ok", "title": ""}],
+    [
+        {"slug": "Bad Slug", "title": "x"},
+        {"slug": "", "title": "x"},
+        {"slug": 5, "title": "x"},
+        {"title": "x"},
+        {"slug": "ok", "title": ""},
+    ],
 )
 def test_invalid_rooms_are_400(api, body):
     assert_error(post(api, "/api/rooms/", body), 400, "invalid")
@@ -76,7 +84,13 @@ def test_list_messages_after_and_limit(api):
 
 @pytest.mark.parametrize(
     ("body", "code"),
-    [({"content": ""}, "empty"), ({"content": "x" * 4001}, "too_long"), ({}, "bad_frame"), ({"content": ["a"]}, "bad_frame"), ({"content": "a", "nonce": 1}, "bad_frame")],
+    [
+        ({"content": ""}, "empty"),
+        ({"content": "x" * 4001}, "too_long"),
+        ({}, "bad_frame"),
+        ({"content": ["a"]}, "bad_frame"),
+        ({"content": "a", "nonce": 1}, "bad_frame"),
+    ],
 )
 def test_bad_messages_are_400(api, body, code):
     make_room()
@@ -120,7 +134,9 @@ def test_session_posts_need_a_csrf_token_bearer_posts_do_not():
     browser.force_login(user)
     assert_error(post(browser, "/api/rooms/", {"slug": "x", "title": "x"}), 403, "forbidden")
     browser.get("/accounts/login/")
-    response = post(browser, "/api/rooms/", {"slug": "x", "title": "x"}, headers={"X-CSRFToken": browser.cookies["csrftoken"].value})
+    response = post(
+        browser, "/api/rooms/", {"slug": "x", "title": "x"}, headers={"X-CSRFToken": browser.cookies["csrftoken"].value}
+    )
     assert response.status_code == 201
     scripted = Client(enforce_csrf_checks=True, headers={"Authorization": f"Bearer {make_token(user)}"})
     assert post(scripted, "/api/rooms/", {"slug": "y", "title": "y"}).status_code == 201

@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
 from chat import broker, protocol, services
@@ -120,7 +121,7 @@ async def test_unknown_room_closes_4004(alice_token):
 async def test_banned_user_is_refused_4003_and_kicked_live(alice_token, bob_token):
     socket = room_socket(alice_token)
     await join(socket)
-    alice = await database_sync_to_async(lambda: Message.objects.model.user.field.related_model.objects.get(username="alice"))()
+    alice = await database_sync_to_async(User.objects.get)(username="alice")
     await database_sync_to_async(services.ban_create)(user=alice, minutes=5, reason="spam")
     assert await close_code(socket) == protocol.CLOSE_BANNED
     again = room_socket(alice_token)
@@ -159,7 +160,9 @@ async def test_message_is_echoed_with_nonce_and_reaches_others_once(alice_token,
     await alice.send_json_to({"type": "message", "content": "hello <b>bob</b>", "nonce": "n-1"})
     echo, delivered = await receive(alice), await receive(bob)
     assert echo == delivered
-    assert echo["type"] == "message" and echo["content"] == "hello <b>bob</b>" and echo["nonce"] == "n-1" and echo["user"] == "alice"
+    assert (
+        echo["type"] == "message" and echo["content"] == "hello <b>bob</b>" and echo["nonce"] == "n-1" and echo["user"] == "alice"
+    )
     assert await database_sync_to_async(Message.objects.filter(pk=echo["id"]).exists)()
     assert await alice.receive_nothing(0.3) and await bob.receive_nothing(0.3)
     await alice.disconnect()

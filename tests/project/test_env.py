@@ -10,7 +10,9 @@ def test_required_value_fails_with_its_name(monkeypatch):
     assert env_str("SOME_REQUIRED", "fallback") == "fallback"
 
 
-@pytest.mark.parametrize(("raw", "value"), [("1", True), ("true", True), ("YES", True), ("0", False), ("off", False), ("", False)])
+@pytest.mark.parametrize(
+    ("raw", "value"), [("1", True), ("true", True), ("YES", True), ("0", False), ("off", False), ("", False)]
+)
 def test_booleans_parse_strictly(monkeypatch, raw, value):
     monkeypatch.setenv("FLAG", raw)
     assert env_bool("FLAG", not value) is value

@@ -1,7 +1,7 @@
 from argparse import ArgumentParser
 from typing import Any
 
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.services import token_create, user_get_or_create
@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             user = user_get_or_create(username=options["username"], create=options["create"], staff=options["staff"])
-        except get_user_model().DoesNotExist:
+        except User.DoesNotExist:
             raise CommandError(f"no user {options['username']!r}; pass --create to make one") from None
         _token, raw = token_create(user=user, name=options["name"])
         self.stdout.write(raw)
