@@ -19,6 +19,7 @@ from chat import presence, protocol, selectors, services
 from chat.hub import Hub, get_hub
 from chat.models import Room
 from chat.protocol import ChatError
+from chat.writer import get_writer
 from project import metrics
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.user, self.room = user, room
         self.room_id, self.room_slug, self.user_id, self.username = room.pk, room.slug, user.pk, user.get_username()
         self.hub = get_hub()
+        self.writer = get_writer()
         self.connection_key = self.hub.new_connection_key()
         limit = int(settings.CHAT_MAX_CONNECTIONS_PER_USER)
         if not await presence.connection_open(user_id=user.pk, connection_key=self.connection_key, limit=limit):
@@ -99,9 +101,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 raise ChatError("too_long", f"frame is larger than {settings.WS_MAX_FRAME_BYTES} bytes")
             frame = protocol.parse_client_frame(text_data)
             if isinstance(frame, protocol.SendMessage):
-                await database_sync_to_async(services.message_create)(
-                    room=self.room, user=self.user, content=frame.content, nonce=frame.nonce
-                )  # the broadcast echo, carrying the nonce, is the sender's ack
+                # The broadcast echo, carrying the nonce, is the sender's ack.
+                await self.writer.write(
+                    services.MessageDraft(room=self.room, user=self.user, content=frame.content, nonce=frame.nonce)
+                )
             elif isinstance(frame, protocol.Typing):
                 await services.typing_set(
                     room_id=self.room_id, user_id=self.user_id, username=self.username, is_typing=frame.is_typing

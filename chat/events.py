@@ -15,6 +15,7 @@ Wire format between workers: one header line, a newline, then the frame's JSON t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 from django.db import transaction
@@ -34,8 +35,18 @@ def _on_commit(topic: str, data: str) -> None:
     transaction.on_commit(partial(broker.publish, topic, data))
 
 
-def message_created_on_commit(*, room_id: int, message_id: int, previous_id: int, frame: protocol.MessageFrame) -> None:
-    _on_commit(room_topic(room_id), f"m {message_id} {previous_id}\n{protocol.encode(frame)}")
+@dataclass(frozen=True, slots=True)
+class CreatedMessage:
+    room_id: int
+    message_id: int
+    previous_id: int  # the room's newest message before this one (0: none)
+    frame: protocol.MessageFrame
+
+
+def messages_created_on_commit(*, messages: list[CreatedMessage]) -> None:
+    """Broadcast new messages, in one round trip, once their transaction commits."""
+    batch = [(room_topic(m.room_id), f"m {m.message_id} {m.previous_id}\n{protocol.encode(m.frame)}") for m in messages]
+    transaction.on_commit(partial(broker.publish_many, batch))
 
 
 def room_frame_on_commit(*, room_id: int, frame: protocol.ServerFrame) -> None:

@@ -49,23 +49,33 @@ def reset_local_state() -> None:
         _local_hits.clear()
 
 
-def rate_limit_hit(*, user_id: int) -> float:
-    """Record one message; return 0 if allowed, else seconds until sending works again."""
+def rate_limit_hits(*, user_ids: list[int]) -> list[float]:
+    """Record one message per entry, in order; for each, 0 if allowed, else the
+    seconds until sending works again. One Redis round trip for the lot."""
+    if not user_ids:
+        return []
     limit = int(settings.CHAT_RATE_LIMIT)
     window = float(settings.CHAT_RATE_WINDOW)
     if not redis_configured():
-        now = time.monotonic()
-        with _local_lock:
-            hits = _local_hits[user_id]
-            while hits and hits[0] <= now - window:
-                hits.popleft()
-            if len(hits) >= limit:
-                return max(0.001, hits[0] + window - now)
-            hits.append(now)
-            return 0.0
+        return [_local_hit(user_id, limit, window) for user_id in user_ids]
     try:
-        wait_ms = sync_redis().eval(_SCRIPT, 1, KEY.format(user_id=user_id), int(window * 1000), limit, uuid.uuid4().hex)
+        pipe = sync_redis().pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.eval(_SCRIPT, 1, KEY.format(user_id=user_id), int(window * 1000), limit, uuid.uuid4().hex)
+        waits = pipe.execute()
     except (redis.RedisError, OSError) as exc:
-        logger.warning("rate limit unavailable (%s); allowing the message", exc)
+        logger.warning("rate limit unavailable (%s); allowing %d messages", exc, len(user_ids))
+        return [0.0] * len(user_ids)
+    return [int(wait_ms) / 1000.0 for wait_ms in waits]
+
+
+def _local_hit(user_id: int, limit: int, window: float) -> float:
+    now = time.monotonic()
+    with _local_lock:
+        hits = _local_hits[user_id]
+        while hits and hits[0] <= now - window:
+            hits.popleft()
+        if len(hits) >= limit:
+            return max(0.001, hits[0] + window - now)
+        hits.append(now)
         return 0.0
-    return int(wait_ms) / 1000.0

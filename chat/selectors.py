@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from chat import presence, protocol
-from chat.models import Ban, Message, Room
+from chat.models import Ban, Message, Mute, Room
 
 
 def room_get(*, slug: str) -> Room | None:
@@ -74,6 +74,13 @@ def message_backlog(*, room: Room, last_id: int | None) -> tuple[int, list[proto
         missed = query.filter(pk__gt=last_id).count() - protocol.BACKLOG_MAX
         newest = newest[: protocol.BACKLOG_MAX]
     return missed, message_frames(messages=newest[::-1], room_slug=room.slug)
+
+
+def muted_pairs(*, user_ids: set[int]) -> set[tuple[int, int | None]]:
+    """(user id, room id or None for site-wide) of the active mutes of these users."""
+    if not user_ids:
+        return set()
+    return set(Mute.objects.active().filter(user_id__in=user_ids).values_list("user_id", "room_id"))
 
 
 def user_is_banned(*, user_id: int, room_id: int) -> bool:

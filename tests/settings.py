@@ -7,3 +7,11 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-not-secret")
 os.environ.pop("REDIS_URL", None)  # the in-process layer; multi-worker tests start their own Redis
 
 from project.settings import *  # noqa: F403
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not Django's shared-cache in-memory database: the consumers' threads and the
+    # message writer's thread then lock the way they do in production (WAL, busy timeout)
+    # instead of failing with "table is locked".
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"rooms-test-{os.getpid()}.sqlite3")}  # noqa: F405

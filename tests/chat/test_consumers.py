@@ -16,6 +16,7 @@ from django.test import Client, override_settings
 from chat import broker, protocol, services
 from chat.hub import get_hub
 from chat.models import Message
+from chat.writer import get_writer
 from project.asgi import application
 from tests.factories import make_messages, make_room, make_token, make_user
 
@@ -27,6 +28,7 @@ TIMEOUT = 5
 async def _close_hub():
     yield
     await get_hub().close()
+    await get_writer().close()
 
 
 def room_socket(token: str | None, path: str = "/ws/rooms/lobby/", headers: list[tuple[bytes, bytes]] | None = None):
@@ -264,11 +266,11 @@ async def test_a_client_that_answers_pings_stays_connected(alice_token):
 async def test_a_lost_broadcast_is_repaired_from_the_database(alice_token, monkeypatch):
     socket = room_socket(alice_token)
     await join(socket)
-    real_publish = broker.publish
-    monkeypatch.setattr(broker, "publish", lambda topic, data: None)  # Redis "drops" this one
+    real_publish = broker.publish_many
+    monkeypatch.setattr(broker, "publish_many", lambda batch: None)  # Redis "drops" this one
     await socket.send_json_to({"type": "message", "content": "lost in transit"})
     assert await socket.receive_nothing(0.2)
-    monkeypatch.setattr(broker, "publish", real_publish)
+    monkeypatch.setattr(broker, "publish_many", real_publish)
     await socket.send_json_to({"type": "message", "content": "reveals the gap"})
     first, second = await receive(socket), await receive(socket)
     assert [first["content"], second["content"]] == ["lost in transit", "reveals the gap"]
@@ -280,7 +282,7 @@ async def test_a_lost_broadcast_is_repaired_from_the_database(alice_token, monke
 async def test_a_lost_last_broadcast_is_repaired_within_seconds(alice_token, monkeypatch):
     socket = room_socket(alice_token)
     await join(socket)
-    monkeypatch.setattr(broker, "publish", lambda topic, data: None)
+    monkeypatch.setattr(broker, "publish_many", lambda batch: None)
     await socket.send_json_to({"type": "message", "content": "nobody publishes me"})
     frame = await socket.receive_json_from(timeout=4)  # the hub's once-a-second check
     assert frame["content"] == "nobody publishes me"

@@ -15,6 +15,7 @@ def published(monkeypatch):
     """Everything the services publish, as (topic, data) pairs."""
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr(broker, "publish", lambda topic, data: sent.append((topic, data)))
+    monkeypatch.setattr(broker, "publish_many", sent.extend)
     return sent
 
 

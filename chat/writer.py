@@ -1,0 +1,95 @@
+"""The worker's message writer: the messages of all its sockets, committed in batches.
+
+A socket hands its message to the writer and waits for the outcome (the committed
+Message, or the ChatError that refused it). The writer takes whatever has queued up
+while the previous batch was being written, up to MAX_BATCH, and commits it with one
+transaction (chat.services.message_create_batch). No batch waits for company: under
+light load every batch has one message and the latency is one commit; under heavy load
+batches grow and the cost per message falls. A sender's next frame is read only after
+its previous message has committed, so each sender's order is kept.
+
+The writes run on one dedicated thread that keeps its database connection open (the
+per-call close and reopen that database_sync_to_async does would cost more than the
+write); after an error the connection is dropped and reopened on the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import connection
+
+from chat import services
+from chat.models import Message
+from chat.protocol import ChatError
+
+logger = logging.getLogger(__name__)
+
+# Large enough to amortise a transaction across a burst, small enough that one batch
+# never holds the database's write lock for long.
+MAX_BATCH = 200
+
+
+class MessageWriter:
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[services.MessageDraft, asyncio.Future[Message]]] = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="message-writer")
+        self.task = self.loop.create_task(self._run())
+
+    async def write(self, draft: services.MessageDraft) -> Message:
+        """Commit one message; raise ChatError if it is refused."""
+        future: asyncio.Future[Message] = self.loop.create_future()
+        self.queue.put_nowait((draft, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < MAX_BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            drafts = [draft for draft, _ in batch]
+            try:
+                results = await self.loop.run_in_executor(self.executor, _write, drafts)
+            except Exception as error:
+                logger.exception("writing %d messages failed", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # the socket went away while it waited
+                    continue
+                if isinstance(result, ChatError):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def close(self) -> None:
+        self.task.cancel()
+        self.executor.submit(connection.close)
+        self.executor.shutdown(wait=False)
+
+
+def _write(drafts: list[services.MessageDraft]) -> list[Message | ChatError]:
+    try:
+        return services.message_create_batch(drafts=drafts)
+    except Exception:
+        connection.close()  # a broken connection is not reused
+        raise
+
+
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MessageWriter] = weakref.WeakKeyDictionary()
+
+
+def get_writer() -> MessageWriter:
+    """The writer of the running event loop (one per worker process)."""
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = MessageWriter()
+        _writers[loop] = writer
+    return writer
