@@ -5,7 +5,9 @@ transaction commits (``transaction.on_commit``), so nobody ever receives a messa
 is not in the database. Frames are encoded here, once, and forwarded as text by every
 worker's hub.
 
-Wire format between workers: one header line, a newline, then the frame's JSON text.
+Wire format between workers: one header line, a newline, then the frame's JSON text
+(compact JSON never contains a raw newline). A payload may carry several events one
+after the other; only ``m`` events are ever batched like that.
     m <id> <previous id>   a new message (the hub checks the chain for gaps)
     f                      a frame for everyone in the room (notice, message_deleted)
     t <user id>            a typing frame (not sent back to that user's connections)
@@ -44,8 +46,12 @@ class CreatedMessage:
 
 
 def messages_created_on_commit(*, messages: list[CreatedMessage]) -> None:
-    """Broadcast new messages, in one round trip, once their transaction commits."""
-    batch = [(room_topic(m.room_id), f"m {m.message_id} {m.previous_id}\n{protocol.encode(m.frame)}") for m in messages]
+    """Broadcast new messages once their transaction commits: one publish per room
+    (its messages in id order, one event after the other), one round trip in all."""
+    per_room: dict[int, list[str]] = {}
+    for m in messages:
+        per_room.setdefault(m.room_id, []).append(f"m {m.message_id} {m.previous_id}\n{protocol.encode(m.frame)}")
+    batch = [(room_topic(room_id), "\n".join(events)) for room_id, events in per_room.items()]
     transaction.on_commit(partial(broker.publish_many, batch))
 
 

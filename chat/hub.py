@@ -189,7 +189,11 @@ class Hub:
             await self._user_event(int(key), data)
 
     async def _room_event(self, feed: RoomFeed, data: str) -> None:
-        header, _, text = data.partition("\n")
+        lines = data.split("\n")
+        for position in range(0, len(lines) - 1, 2):
+            await self._room_single_event(feed, lines[position], lines[position + 1])
+
+    async def _room_single_event(self, feed: RoomFeed, header: str, text: str) -> None:
         kind, *args = header.split(" ")
         if kind == "m":
             message_id, previous_id = int(args[0]), int(args[1])

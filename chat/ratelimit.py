@@ -17,6 +17,7 @@ from collections import defaultdict, deque
 
 import redis
 from django.conf import settings
+from redis.commands.core import Script as Script
 
 from project.redis_clients import redis_configured, sync_redis
 
@@ -24,21 +25,37 @@ logger = logging.getLogger(__name__)
 
 KEY = "chat:rate:{user_id}"
 
-# Returns 0 when the hit is accepted, else the milliseconds until one more would be.
+# One call records a whole batch: KEYS are the senders' keys in order (a key may repeat),
+# ARGV the window (ms), the limit, then one unique member per hit. Returns, per hit, 0
+# when accepted, else the milliseconds until one more would be.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return math.max(1, tonumber(oldest[2]) + window - now)
+local waits = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) >= limit then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    waits[i] = math.max(1, tonumber(oldest[2]) + window - now)
+  else
+    redis.call('ZADD', key, now, ARGV[2 + i])
+    redis.call('PEXPIRE', key, window)
+    waits[i] = 0
+  end
 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], window)
-return 0
+return waits
 """
+_script: Script | None = None
+
+
+def _rate_script() -> Script:
+    global _script
+    if _script is None:
+        _script = sync_redis().register_script(_SCRIPT)  # sent once, then called by its SHA
+    return _script
+
 
 _local_lock = threading.Lock()
 _local_hits: dict[int, deque[float]] = defaultdict(deque)
@@ -58,11 +75,10 @@ def rate_limit_hits(*, user_ids: list[int]) -> list[float]:
     window = float(settings.CHAT_RATE_WINDOW)
     if not redis_configured():
         return [_local_hit(user_id, limit, window) for user_id in user_ids]
+    keys = [KEY.format(user_id=user_id) for user_id in user_ids]
+    members = [f"{uuid.uuid4().hex}" for _ in user_ids]
     try:
-        pipe = sync_redis().pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.eval(_SCRIPT, 1, KEY.format(user_id=user_id), int(window * 1000), limit, uuid.uuid4().hex)
-        waits = pipe.execute()
+        waits = _rate_script()(keys=keys, args=[int(window * 1000), limit, *members])
     except (redis.RedisError, OSError) as exc:
         logger.warning("rate limit unavailable (%s); allowing %d messages", exc, len(user_ids))
         return [0.0] * len(user_ids)

@@ -7,14 +7,14 @@ and management commands alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from chat import events, protocol, selectors
+from chat import events, message_store, protocol
 from chat.models import Ban, Message, Mute, Room, slug_validator
 from chat.protocol import ChatError
 from chat.ratelimit import rate_limit_hits
@@ -76,7 +76,8 @@ def message_create_batch(*, drafts: list[MessageDraft]) -> list[Message | ChatEr
             texts[index] = protocol.clean_content(draft.content, nonce=draft.nonce)
         except ChatError as error:
             results[index] = error
-    muted = selectors.muted_pairs(user_ids={drafts[i].user.pk for i in texts})
+    now = timezone.now()
+    muted = message_store.muted_pairs(user_ids=sorted({drafts[i].user.pk for i in texts}), now=now)
     for index in list(texts):
         draft = drafts[index]
         if (draft.user.pk, None) in muted or (draft.user.pk, draft.room.pk) in muted:
@@ -90,44 +91,36 @@ def message_create_batch(*, drafts: list[MessageDraft]) -> list[Message | ChatEr
             results[index] = ChatError("rate_limited", "too many messages", nonce=drafts[index].nonce, retry_after=round(wait, 3))
             del texts[index]
     if texts:
-        _write_messages(drafts, texts, results)
+        _write_messages(drafts, texts, results, now)
     assert all(result is not None for result in results)
     return results  # type: ignore[return-value]
 
 
-def _write_messages(drafts: list[MessageDraft], texts: dict[int, str], results: list[Message | ChatError | None]) -> None:
-    room_ids = sorted({drafts[i].room.pk for i in texts})
+def _write_messages(
+    drafts: list[MessageDraft], texts: dict[int, str], results: list[Message | ChatError | None], now: datetime
+) -> None:
     with transaction.atomic():
         # The row locks serialise writers per room (PostgreSQL; SQLite serialises all
         # writers), so ids grow in commit order within a room and the previous-id chain
-        # that lets workers detect lost broadcasts is exact. Locked in id order: no deadlocks.
-        rooms = {
-            room.pk: room
-            for room in Room.objects.select_for_update()
-            .filter(pk__in=room_ids)
-            .order_by("pk")
-            .only("pk", "locked", "last_message_id")
-        }
+        # that lets workers detect lost broadcasts is exact.
+        rooms = message_store.rooms_lock(room_ids=sorted({drafts[i].room.pk for i in texts}))
         accepted: list[int] = []
         for index in texts:
-            draft = drafts[index]
-            if rooms[draft.room.pk].locked:
-                results[index] = ChatError("room_locked", "the room is locked", nonce=draft.nonce)
+            if rooms[drafts[index].room.pk][0]:
+                results[index] = ChatError("room_locked", "the room is locked", nonce=drafts[index].nonce)
             else:
                 accepted.append(index)
         if not accepted:
             return
-        now = timezone.now()
-        messages = Message.objects.bulk_create(
-            Message(room_id=drafts[i].room.pk, user=drafts[i].user, content=texts[i], nonce=drafts[i].nonce or "", created_at=now)
-            for i in accepted
-        )
+        rows = [(drafts[i].room.pk, drafts[i].user.pk, texts[i], drafts[i].nonce or "") for i in accepted]
+        message_ids = message_store.messages_insert(rows=rows, created_at=now)
+        last_ids = {room_id: last_id for room_id, (_, last_id) in rooms.items()}
         created: list[events.CreatedMessage] = []
-        for index, message in zip(accepted, messages, strict=True):
+        for index, message_id in zip(accepted, message_ids, strict=True):
             draft = drafts[index]
-            room = rooms[draft.room.pk]
+            room_id = draft.room.pk
             frame = protocol.message_frame(
-                id=message.pk,
+                id=message_id,
                 room=draft.room.slug,
                 user=draft.user.get_username(),
                 content=texts[index],
@@ -135,12 +128,13 @@ def _write_messages(drafts: list[MessageDraft], texts: dict[int, str], results: 
                 nonce=draft.nonce,
             )
             created.append(
-                events.CreatedMessage(room_id=room.pk, message_id=message.pk, previous_id=room.last_message_id, frame=frame)
+                events.CreatedMessage(room_id=room_id, message_id=message_id, previous_id=last_ids[room_id], frame=frame)
             )
-            room.last_message_id = message.pk
-            results[index] = message
-        for room in rooms.values():
-            Room.objects.filter(pk=room.pk).update(last_message_id=room.last_message_id)
+            last_ids[room_id] = message_id
+            results[index] = Message(
+                pk=message_id, room=draft.room, user=draft.user, content=texts[index], nonce=draft.nonce or "", created_at=now
+            )
+        message_store.rooms_set_last_message(last_ids={drafts[i].room.pk: last_ids[drafts[i].room.pk] for i in accepted})
         events.messages_created_on_commit(messages=created)
     metrics.MESSAGES_CREATED.inc(len(accepted))
 
