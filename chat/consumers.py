@@ -17,7 +17,6 @@ from django.conf import settings
 
 from chat import presence, protocol, selectors, services
 from chat.hub import Hub, get_hub
-from chat.models import Room
 from chat.protocol import ChatError
 from chat.writer import get_writer
 from project import metrics
@@ -36,8 +35,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
     # No channel layer per socket: the hub fans out once per worker (see chat.hub).
     channel_layer_alias = "__no_channel_layer__"
 
+    scope: dict[str, Any]
     hub: Hub
-    room: Room
     room_id = 0
     room_slug = ""
     user_id = 0
@@ -68,8 +67,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
         room = await database_sync_to_async(selectors.room_get)(slug=self.scope["url_route"]["kwargs"]["slug"])
         if room is None:
             return await self.close_with(protocol.CLOSE_NO_ROOM)
-        self.user, self.room = user, room
+        # Keep ids and names, not model instances, nor the scope's session and cookies: an
+        # idle connection should cost as little memory as possible (docs/performance.md).
         self.room_id, self.room_slug, self.user_id, self.username = room.pk, room.slug, user.pk, user.get_username()
+        last_id = _last_id(self.scope.get("query_string", b""))
+        self.scope = {"type": "websocket", "path": self.scope["path"]}
         self.hub = get_hub()
         self.writer = get_writer()
         self.connection_key = self.hub.new_connection_key()
@@ -79,13 +81,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.counted = True
         await self.hub.join(self)  # before the ban check, so a ban issued now still reaches us
         self.joined = True
-        if await database_sync_to_async(selectors.user_is_banned)(user_id=user.pk, room_id=room.pk):
+        if await database_sync_to_async(selectors.user_is_banned)(user_id=self.user_id, room_id=self.room_id):
             return await self.close_with(protocol.CLOSE_BANNED)
         online = await self.hub.presence_enter(self)
         await self.send_frame(
             {"type": "hello", "room": room.slug, "user": self.username, "heartbeat": settings.WS_HEARTBEAT_SECONDS}
         )
-        await self._send_backlog(_last_id(self.scope.get("query_string", b"")))
+        await self._send_backlog(last_id)
         await self.send_frame({"type": "presence", "users": online})
         await self.hub.synced(self)
 
@@ -103,7 +105,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
             if isinstance(frame, protocol.SendMessage):
                 # The broadcast echo, carrying the nonce, is the sender's ack.
                 await self.writer.write(
-                    services.MessageDraft(room=self.room, user=self.user, content=frame.content, nonce=frame.nonce)
+                    services.MessageDraft(
+                        room_id=self.room_id,
+                        room_slug=self.room_slug,
+                        user_id=self.user_id,
+                        username=self.username,
+                        content=frame.content,
+                        nonce=frame.nonce,
+                    )
                 )
             elif isinstance(frame, protocol.Typing):
                 await services.typing_set(
@@ -130,7 +139,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     # ---- sending -------------------------------------------------------------------------
     async def _send_backlog(self, last_id: int | None) -> None:
-        missed, frames = await database_sync_to_async(selectors.message_backlog)(room=self.room, last_id=last_id)
+        missed, frames = await database_sync_to_async(selectors.message_backlog)(
+            room_id=self.room_id, room_slug=self.room_slug, last_id=last_id
+        )
         if missed:
             await self.send_frame({"type": "gap", "missed": missed})
         for frame in frames:

@@ -58,22 +58,22 @@ def message_range(*, room_id: int, room_slug: str, after: int, upto: int | None)
     return message_frames(messages=list(query.order_by("pk")), room_slug=room_slug)
 
 
-def message_backlog(*, room: Room, last_id: int | None) -> tuple[int, list[protocol.MessageFrame]]:
+def message_backlog(*, room_id: int, room_slug: str, last_id: int | None) -> tuple[int, list[protocol.MessageFrame]]:
     """(missed, frames) for a joining client, as CONTRACT §2 orders.
 
     With ``last_id``: every visible message after it, at most BACKLOG_MAX; ``missed``
     counts the older ones left out. Without: the newest BACKLOG_DEFAULT.
     """
-    query = _visible(room.pk)
+    query = _visible(room_id)
     if last_id is None:
         newest = list(query.order_by("-pk")[: protocol.BACKLOG_DEFAULT])
-        return 0, message_frames(messages=newest[::-1], room_slug=room.slug)
+        return 0, message_frames(messages=newest[::-1], room_slug=room_slug)
     newest = list(query.filter(pk__gt=last_id).order_by("-pk")[: protocol.BACKLOG_MAX + 1])
     missed = 0
     if len(newest) > protocol.BACKLOG_MAX:
         missed = query.filter(pk__gt=last_id).count() - protocol.BACKLOG_MAX
         newest = newest[: protocol.BACKLOG_MAX]
-    return missed, message_frames(messages=newest[::-1], room_slug=room.slug)
+    return missed, message_frames(messages=newest[::-1], room_slug=room_slug)
 
 
 def muted_pairs(*, user_ids: set[int]) -> set[tuple[int, int | None]]:

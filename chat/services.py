@@ -40,10 +40,15 @@ def room_create(*, slug: str, title: str, created_by: User | None) -> Room:
 
 @dataclass(frozen=True, slots=True)
 class MessageDraft:
-    """A message to be written: who says what where (content not yet checked)."""
+    """A message to be written: who says what where (content not yet checked).
 
-    room: Room
-    user: User
+    Plain ids and names rather than model instances: a socket keeps these for its
+    whole life, and an idle connection should cost as little memory as possible."""
+
+    room_id: int
+    room_slug: str
+    user_id: int
+    username: str
     content: object
     nonce: str | None = None
 
@@ -53,23 +58,33 @@ def message_create(*, room: Room, user: User, content: object, nonce: str | None
 
     See message_create_batch for the checks and their codes.
     """
-    [result] = message_create_batch(drafts=[MessageDraft(room=room, user=user, content=content, nonce=nonce)])
+    draft = MessageDraft(
+        room_id=room.pk, room_slug=room.slug, user_id=user.pk, username=user.get_username(), content=content, nonce=nonce
+    )
+    [result] = message_create_batch(drafts=[draft])
     if isinstance(result, ChatError):
         raise result
-    return result
+    return Message(
+        pk=result["id"],
+        room=room,
+        user=user,
+        content=result["content"],
+        nonce=nonce or "",
+        created_at=datetime.fromisoformat(result["ts"]),
+    )
 
 
-def message_create_batch(*, drafts: list[MessageDraft]) -> list[Message | ChatError]:
+def message_create_batch(*, drafts: list[MessageDraft]) -> list[protocol.MessageFrame | ChatError]:
     """Store several messages in one transaction and broadcast them after commit.
 
-    Each draft gets its Message, or the ChatError that refused it: ``empty``,
+    Each draft gets its message (as the frame that was broadcast), or the ChatError that refused it: ``empty``,
     ``too_long`` or ``bad_frame`` for bad content, ``muted``, ``rate_limited`` (with
     ``retry_after``), ``room_locked``. Checks that cost nothing come first, so a badly
     formed or muted message does not use up the sender's rate. A worker batches the
     messages of all its sockets through here (chat.writer): one transaction, one query
     per check and one Redis round trip per batch instead of per message.
     """
-    results: list[Message | ChatError | None] = [None] * len(drafts)
+    results: list[protocol.MessageFrame | ChatError | None] = [None] * len(drafts)
     texts: dict[int, str] = {}
     for index, draft in enumerate(drafts):
         try:
@@ -77,15 +92,15 @@ def message_create_batch(*, drafts: list[MessageDraft]) -> list[Message | ChatEr
         except ChatError as error:
             results[index] = error
     now = timezone.now()
-    muted = message_store.muted_pairs(user_ids=sorted({drafts[i].user.pk for i in texts}), now=now)
+    muted = message_store.muted_pairs(user_ids=sorted({drafts[i].user_id for i in texts}), now=now)
     for index in list(texts):
         draft = drafts[index]
-        if (draft.user.pk, None) in muted or (draft.user.pk, draft.room.pk) in muted:
+        if (draft.user_id, None) in muted or (draft.user_id, draft.room_id) in muted:
             results[index] = ChatError("muted", "you are muted", nonce=draft.nonce)
             del texts[index]
     # Counted before taking the rooms' write locks, to keep the Redis round trip out of
     # the serialised section; a message refused because its room is locked still counts.
-    waits = rate_limit_hits(user_ids=[drafts[i].user.pk for i in texts])
+    waits = rate_limit_hits(user_ids=[drafts[i].user_id for i in texts])
     for index, wait in zip(list(texts), waits, strict=True):
         if wait:
             results[index] = ChatError("rate_limited", "too many messages", nonce=drafts[index].nonce, retry_after=round(wait, 3))
@@ -97,32 +112,32 @@ def message_create_batch(*, drafts: list[MessageDraft]) -> list[Message | ChatEr
 
 
 def _write_messages(
-    drafts: list[MessageDraft], texts: dict[int, str], results: list[Message | ChatError | None], now: datetime
+    drafts: list[MessageDraft], texts: dict[int, str], results: list[protocol.MessageFrame | ChatError | None], now: datetime
 ) -> None:
     with transaction.atomic():
         # The row locks serialise writers per room (PostgreSQL; SQLite serialises all
         # writers), so ids grow in commit order within a room and the previous-id chain
         # that lets workers detect lost broadcasts is exact.
-        rooms = message_store.rooms_lock(room_ids=sorted({drafts[i].room.pk for i in texts}))
+        rooms = message_store.rooms_lock(room_ids=sorted({drafts[i].room_id for i in texts}))
         accepted: list[int] = []
         for index in texts:
-            if rooms[drafts[index].room.pk][0]:
+            if rooms[drafts[index].room_id][0]:
                 results[index] = ChatError("room_locked", "the room is locked", nonce=drafts[index].nonce)
             else:
                 accepted.append(index)
         if not accepted:
             return
-        rows = [(drafts[i].room.pk, drafts[i].user.pk, texts[i], drafts[i].nonce or "") for i in accepted]
+        rows = [(drafts[i].room_id, drafts[i].user_id, texts[i], drafts[i].nonce or "") for i in accepted]
         message_ids = message_store.messages_insert(rows=rows, created_at=now)
         last_ids = {room_id: last_id for room_id, (_, last_id) in rooms.items()}
         created: list[events.CreatedMessage] = []
         for index, message_id in zip(accepted, message_ids, strict=True):
             draft = drafts[index]
-            room_id = draft.room.pk
+            room_id = draft.room_id
             frame = protocol.message_frame(
                 id=message_id,
-                room=draft.room.slug,
-                user=draft.user.get_username(),
+                room=draft.room_slug,
+                user=draft.username,
                 content=texts[index],
                 created_at=now,
                 nonce=draft.nonce,
@@ -131,10 +146,8 @@ def _write_messages(
                 events.CreatedMessage(room_id=room_id, message_id=message_id, previous_id=last_ids[room_id], frame=frame)
             )
             last_ids[room_id] = message_id
-            results[index] = Message(
-                pk=message_id, room=draft.room, user=draft.user, content=texts[index], nonce=draft.nonce or "", created_at=now
-            )
-        message_store.rooms_set_last_message(last_ids={drafts[i].room.pk: last_ids[drafts[i].room.pk] for i in accepted})
+            results[index] = frame
+        message_store.rooms_set_last_message(last_ids={drafts[i].room_id: last_ids[drafts[i].room_id] for i in accepted})
         events.messages_created_on_commit(messages=created)
     metrics.MESSAGES_CREATED.inc(len(accepted))
 

@@ -23,8 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import connection
 
 from chat import services
-from chat.models import Message
-from chat.protocol import ChatError
+from chat.protocol import ChatError, MessageFrame
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +35,13 @@ MAX_BATCH = 200
 class MessageWriter:
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[tuple[services.MessageDraft, asyncio.Future[Message]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[services.MessageDraft, asyncio.Future[MessageFrame]]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="message-writer")
         self.task = self.loop.create_task(self._run())
 
-    async def write(self, draft: services.MessageDraft) -> Message:
-        """Commit one message; raise ChatError if it is refused."""
-        future: asyncio.Future[Message] = self.loop.create_future()
+    async def write(self, draft: services.MessageDraft) -> MessageFrame:
+        """Commit one message; return its frame, or raise ChatError if it is refused."""
+        future: asyncio.Future[MessageFrame] = self.loop.create_future()
         self.queue.put_nowait((draft, future))
         return await future
 
@@ -74,7 +73,7 @@ class MessageWriter:
         self.executor.shutdown(wait=False)
 
 
-def _write(drafts: list[services.MessageDraft]) -> list[Message | ChatError]:
+def _write(drafts: list[services.MessageDraft]) -> list[MessageFrame | ChatError]:
     try:
         return services.message_create_batch(drafts=drafts)
     except Exception:

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 def test_backlog_without_last_id_is_the_newest_50_oldest_first():
     room, user = make_room(), make_user()
     messages = make_messages(room, user, 60)
-    missed, frames = selectors.message_backlog(room=room, last_id=None)
+    missed, frames = selectors.message_backlog(room_id=room.pk, room_slug=room.slug, last_id=None)
     assert missed == 0
     assert [f["id"] for f in frames] == [m.pk for m in messages[-50:]]
 
@@ -21,10 +21,10 @@ def test_backlog_without_last_id_is_the_newest_50_oldest_first():
 def test_backlog_after_last_id_counts_what_it_leaves_out():
     room, user = make_room(), make_user()
     messages = make_messages(room, user, 1005)
-    missed, frames = selectors.message_backlog(room=room, last_id=messages[1].pk)
+    missed, frames = selectors.message_backlog(room_id=room.pk, room_slug=room.slug, last_id=messages[1].pk)
     assert missed == 1003 - 1000
     assert [f["id"] for f in frames] == [m.pk for m in messages[-1000:]]
-    missed, frames = selectors.message_backlog(room=room, last_id=messages[-3].pk)
+    missed, frames = selectors.message_backlog(room_id=room.pk, room_slug=room.slug, last_id=messages[-3].pk)
     assert (missed, [f["id"] for f in frames]) == (0, [m.pk for m in messages[-2:]])
 
 
@@ -33,8 +33,8 @@ def test_removed_messages_are_never_replayed():
     messages = make_messages(room, user, 3)
     services.message_remove(message=messages[1], removed_by=user)
     expected = [messages[0].pk, messages[2].pk]
-    assert [f["id"] for f in selectors.message_backlog(room=room, last_id=None)[1]] == expected
-    assert [f["id"] for f in selectors.message_backlog(room=room, last_id=0)[1]] == expected
+    assert [f["id"] for f in selectors.message_backlog(room_id=room.pk, room_slug=room.slug, last_id=None)[1]] == expected
+    assert [f["id"] for f in selectors.message_backlog(room_id=room.pk, room_slug=room.slug, last_id=0)[1]] == expected
     assert [f["id"] for f in selectors.message_list_after(room=room, after=0, limit=10)] == expected
     assert [f["id"] for f in selectors.message_range(room_id=room.pk, room_slug=room.slug, after=0, upto=None)] == expected
 
