@@ -1,4 +1,5 @@
-"""The Origin check of CONTRACT §1 for WebSocket handshakes.
+"""The Origin check of CONTRACT §1 for WebSocket handshakes (used by
+accounts.middleware.WebSocketAuthMiddleware).
 
 Channels' AllowedHostsOriginValidator refuses a handshake without Origin; the contract
 admits one (scripts send none and are judged by their token). So: no Origin, pass; an
@@ -8,10 +9,8 @@ refused before accept, the one refusal that may be an HTTP 403.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
-from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import validate_host
 
@@ -36,14 +35,3 @@ def origin_allowed(origin: bytes | None) -> bool:
     if ":" in host:  # an IPv6 literal, as ALLOWED_HOSTS writes it
         host = f"[{host}]"
     return validate_host(host, _allowed_hosts())
-
-
-class OriginValidator:
-    def __init__(self, application: Any) -> None:
-        self.application = application
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        origin = dict(scope.get("headers", [])).get(b"origin")
-        if scope["type"] == "websocket" and not origin_allowed(origin):
-            return await WebsocketDenier()(scope, receive, send)
-        return await self.application(scope, receive, send)
