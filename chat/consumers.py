@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -32,8 +33,6 @@ def _last_id(query_string: bytes) -> int | None:
 
 
 class RoomConsumer(AsyncWebsocketConsumer):
-    # No channel layer per socket: the hub fans out once per worker (see chat.hub).
-    channel_layer_alias = "__no_channel_layer__"
 
     scope: dict[str, Any]
     hub: Hub
@@ -47,6 +46,21 @@ class RoomConsumer(AsyncWebsocketConsumer):
     presence_version = 0
     joined = False
     counted = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Runs for the connection's whole life, handling one event at a time.
+
+        Channels' version also listens on a per-socket channel-layer channel, a second
+        task per connection; live events reach this socket through the hub instead.
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections before every handler, a thread hop
