@@ -1,0 +1,19 @@
+# The web worker and task worker image. Slim, non-root, pinned base.
+FROM python:3.11.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY project ./project
+COPY accounts ./accounts
+COPY chat ./chat
+COPY streaming ./streaming
+COPY templates ./templates
+COPY manage.py ./
+RUN pip install --no-compile . \
+    && useradd --system --uid 10001 --home /app app \
+    && DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput --verbosity 0 \
+    && chown -R app /app
+USER app
+EXPOSE 8000
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "project.asgi:application"]

@@ -1,0 +1,73 @@
+"""`make serve`: several daphne workers behind one port (supervisor, daphne --fd 0)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.processes import PYTHON, ROOT, Cluster, RedisServer, free_port, wait_for_port
+from tests.wsclient import room_client
+
+pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
+
+
+@pytest.fixture(scope="module")
+def served(redis_server: RedisServer) -> Iterator[tuple[int, dict[str, str]]]:
+    database = Cluster(redis_server, workers=0)  # a migrated database, no workers of its own
+    tokens = database.mint_tokens("sam", "sue")
+    port = free_port()
+    process = subprocess.Popen(
+        [PYTHON, "deploy/serve.py", "--workers", "2", "--port", str(port)],
+        cwd=ROOT,
+        env=database.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, process)
+        yield port, tokens
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        database.stop()
+
+
+def worker_pids(port: int) -> set[int]:
+    """PIDs of the daphne processes serving through supervisor's socket."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return {int(line.split()[0]) for line in out.splitlines() if "daphne --fd 0" in line}
+
+
+async def test_two_workers_share_one_port_and_rooms(served):
+    port, tokens = served
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(worker_pids(port)) < 2:
+        time.sleep(0.2)
+    assert len(worker_pids(port)) >= 2, "supervisor started two daphne workers"
+    assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok", "db": "ok", "redis": "ok"}
+    headers = {"Authorization": f"Bearer {tokens['sam']}"}
+    assert httpx.post(f"{base}/api/rooms/", json={"slug": "served", "title": "Served"}, headers=headers, timeout=10).status_code == 201
+    url = f"ws://127.0.0.1:{port}/ws/rooms/served/"
+    clients = [room_client(url, tokens["sam" if i % 2 else "sue"]) for i in range(6)]
+    entered = [await client.__aenter__() for client in clients]
+    try:
+        for client in entered:
+            await client.sync()
+        await entered[0].say("to every worker")
+        for client in entered:
+            frame = await client.until("message")
+            assert frame["content"] == "to every worker"
+    finally:
+        for client in clients:
+            await client.__aexit__(None, None, None)
