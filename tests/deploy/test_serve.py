@@ -32,6 +32,9 @@ def served(redis_server: RedisServer) -> Iterator[tuple[int, dict[str, str]]]:
     )
     try:
         wait_for_port(port, process)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(worker_pids(port)) < 2:
+            time.sleep(0.2)
         yield port, tokens
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -51,13 +54,13 @@ def worker_pids(port: int) -> set[int]:
 async def test_two_workers_share_one_port_and_rooms(served):
     port, tokens = served
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(worker_pids(port)) < 2:
-        time.sleep(0.2)
     assert len(worker_pids(port)) >= 2, "supervisor started two daphne workers"
     assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok", "db": "ok", "redis": "ok"}
     headers = {"Authorization": f"Bearer {tokens['sam']}"}
-    assert httpx.post(f"{base}/api/rooms/", json={"slug": "served", "title": "Served"}, headers=headers, timeout=10).status_code == 201
+    assert (
+        httpx.post(f"{base}/api/rooms/", json={"slug": "served", "title": "Served"}, headers=headers, timeout=10).status_code
+        == 201
+    )
     url = f"ws://127.0.0.1:{port}/ws/rooms/served/"
     clients = [room_client(url, tokens["sam" if i % 2 else "sue"]) for i in range(6)]
     entered = [await client.__aenter__() for client in clients]

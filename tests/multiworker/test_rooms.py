@@ -169,3 +169,34 @@ async def test_rest_posts_are_broadcast_to_websocket_clients_on_other_workers(cl
         assert response.status_code == 201
         frame = await reader.until("message")
         assert frame == response.json()
+
+
+BAD_FRAMES = [
+    ("{not json", "bad_json"),
+    ("[1, 2]", "bad_frame"),
+    ('{"type":"dance"}', "bad_frame"),
+    ('{"type":"message","content":42}', "bad_frame"),
+    ('{"type":"message","content":"hi","nonce":7}', "bad_frame"),
+    ('{"type":"typing","is_typing":"yes"}', "bad_frame"),
+    ('{"type":"message","content":" \\n "}', "empty"),
+    ('{"type":"message","content":"' + "x" * 4001 + '"}', "too_long"),
+    # A frame of exactly 1 MiB: daphne's own limit (websocket_max_message_size), past which
+    # it drops the connection before the application sees the frame.
+    ('{"type":"message","content":"' + "x" * (1024 * 1024 - 32) + '"}', "too_long"),
+    (b"\x00\xffbinary", "bad_frame"),
+]
+
+
+async def test_bad_frames_against_a_real_worker_get_their_code_and_the_socket_stays_usable(cluster: Cluster):
+    tokens = cluster.tokens
+    slug = new_room(cluster, tokens["user2"])
+    async with room_client(cluster.ws(1, f"/ws/rooms/{slug}/"), tokens["user2"]) as client:
+        await client.sync()
+        for index, (frame, code) in enumerate(BAD_FRAMES):
+            await client.send(frame)
+            error = await client.until("error")
+            assert error["code"] == code, f"{frame[:40]!r} should be answered with {code}, got {error}"
+            await client.say(f"fine {index}", nonce=f"ok{index}")
+            assert (await client.until("message", nonce=f"ok{index}"))["content"] == f"fine {index}"
+        await client.quiet(0.3)
+        assert [m["content"] for m in client.messages] == [f"fine {i}" for i in range(len(BAD_FRAMES))], "nothing bad was stored"
