@@ -35,6 +35,12 @@ class BearerTokenMiddleware:
             raw = bearer_from_header(header)
             user = user_for_token(raw=raw) if raw else None
             request.user = user or AnonymousUser()
+            resolved = request.user
+
+            async def auser() -> User | AnonymousUser:
+                return resolved
+
+            request.auser = auser
             request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
             request.bearer_authenticated = user is not None  # type: ignore[attr-defined]
         return self.get_response(request)

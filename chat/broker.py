@@ -26,6 +26,7 @@ from django.conf import settings
 
 from project import metrics
 from project.redis_clients import CONNECT_TIMEOUT_SECONDS, async_redis, redis_configured, sync_redis
+from project.tasks import spawn
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class LocalBroker(Broker):
         super().__init__(on_message, on_reconnect)
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self.task = self.loop.create_task(self._run())
+        self.task = spawn(self._run(), name="local-broker")
         LocalBroker.instances.add(self)
 
     @classmethod
@@ -157,7 +158,7 @@ class RedisBroker(Broker):
         )
         self.pubsub: redis.asyncio.client.PubSub | None = None
         self.connected = asyncio.Event()
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task = spawn(self._run(), name="redis-broker")
 
     async def subscribe(self, topic: str) -> None:
         self.topics.add(topic)

@@ -33,7 +33,6 @@ def _last_id(query_string: bytes) -> int | None:
 
 
 class RoomConsumer(AsyncWebsocketConsumer):
-
     scope: dict[str, Any]
     hub: Hub
     room_id = 0

@@ -37,6 +37,7 @@ from django.conf import settings
 from chat import events, presence, protocol, selectors
 from chat.broker import Broker, create_broker
 from project import metrics
+from project.tasks import spawn
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class Hub:
         self.feeds: dict[int, RoomFeed] = {}
         self.users: dict[int, set[RoomConnection]] = {}
         self.broker: Broker = create_broker(self._on_message, self._on_reconnect)
-        self._ticker = self.loop.create_task(self._tick_forever())
+        self._ticker = spawn(self._tick_forever(), name="hub-ticker")
 
     def new_connection_key(self) -> str:
         return f"{self.worker_id}:{next(self._sequence)}"

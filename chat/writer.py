@@ -24,6 +24,7 @@ from django.db import connection
 
 from chat import services
 from chat.protocol import ChatError, MessageFrame
+from project.tasks import spawn
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class MessageWriter:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[services.MessageDraft, asyncio.Future[MessageFrame]]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="message-writer")
-        self.task = self.loop.create_task(self._run())
+        self.task = spawn(self._run(), name="message-writer")
 
     async def write(self, draft: services.MessageDraft) -> MessageFrame:
         """Commit one message; return its frame, or raise ChatError if it is refused."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from project.api import error_response, status_code_name
 
@@ -14,6 +14,17 @@ API_PREFIXES = ("/api/", "/v1/")
 
 def is_api_path(path: str) -> bool:
     return path.startswith(API_PREFIXES)
+
+
+def _error_for(path: str, status: int) -> HttpResponse:
+    """Our JSON error under /api/; OpenAI's error shape under /v1/."""
+    name = status_code_name(status)
+    if path.startswith("/v1/"):
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        return JsonResponse(
+            {"error": {"message": name.replace("_", " "), "type": kind, "param": None, "code": name}}, status=status
+        )
+    return error_response(status, name, "see the status code")
 
 
 class CorsMiddleware:
@@ -36,7 +47,7 @@ class CorsMiddleware:
         else:
             response = self.get_response(request)
             if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
-                response = error_response(response.status_code, status_code_name(response.status_code), "see the status code")
+                response = _error_for(request.path, response.status_code)
         if allowed:
             response["Access-Control-Allow-Origin"] = origin
             response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"

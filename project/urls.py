@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from chat import pages
 from project import views
+from streaming import urls as streaming_urls
 
 urlpatterns = [
     path("", pages.index, name="index"),
@@ -10,6 +11,8 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("chat.urls")),
+    path("api/", include(streaming_urls.api_urlpatterns)),
+    path("v1/", include(streaming_urls.openai_urlpatterns)),
     path("healthz", views.healthz),
     path("metrics", views.metrics),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,15 +63,11 @@ async def test_two_workers_share_one_port_and_rooms(served):
         == 201
     )
     url = f"ws://127.0.0.1:{port}/ws/rooms/served/"
-    clients = [room_client(url, tokens["sam" if i % 2 else "sue"]) for i in range(6)]
-    entered = [await client.__aenter__() for client in clients]
-    try:
-        for client in entered:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(room_client(url, tokens["sam" if i % 2 else "sue"])) for i in range(6)]
+        for client in clients:
             await client.sync()
-        await entered[0].say("to every worker")
-        for client in entered:
+        await clients[0].say("to every worker")
+        for client in clients:
             frame = await client.until("message")
             assert frame["content"] == "to every worker"
-    finally:
-        for client in clients:
-            await client.__aexit__(None, None, None)

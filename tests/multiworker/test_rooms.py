@@ -171,7 +171,7 @@ async def test_rest_posts_are_broadcast_to_websocket_clients_on_other_workers(cl
         assert frame == response.json()
 
 
-BAD_FRAMES = [
+BAD_FRAMES: list[tuple[str | bytes, str]] = [
     ("{not json", "bad_json"),
     ("[1, 2]", "bad_frame"),
     ('{"type":"dance"}', "bad_frame"),

@@ -1,0 +1,144 @@
+"""The assistant WebSocket of CONTRACT §4a: parse -> service -> send.
+
+A reply is generated detached from this socket (streaming.services) and read back from
+the stream log by a reader task of this socket, so ``receive`` stays free: a ``cancel``
+frame is handled while tokens are flowing, and closing the socket stops only the
+reading, never the generation (which the client can resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from chat.protocol import CLOSE_NO_ROOM, CLOSE_UNAUTHENTICATED
+from streaming import services
+from streaming.backends import ChatTurn
+from streaming.log import LogEvent
+
+
+def _frame(**fields: Any) -> str:
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+
+class AssistantConsumer(AsyncWebsocketConsumer):
+    user_id = 0
+    stream_id: str | None = None
+    reader: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Runs for the connection's life, one event at a time (no channel layer)."""
+        self.scope, self.channel_layer, self.base_send = scope, None, send
+        with contextlib.suppress(StopConsumer):
+            while True:
+                message = await receive()
+                await getattr(self, message["type"].replace(".", "_"))(message)
+
+    async def connect(self) -> None:
+        """Runs on the handshake; accept first so that close codes reach the client."""
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.close(code=CLOSE_UNAUTHENTICATED)
+        self.user_id = user.pk
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("conversation_id")
+        self.conversation_id: str | None = values[0] if values else None
+        if self.conversation_id:
+            history = await database_sync_to_async(services.conversation_history)(
+                conversation_id=self.conversation_id, owner_id=self.user_id
+            )
+            if history is None:
+                return await self.close(code=CLOSE_NO_ROOM)
+            await self.send(_frame(type="history", messages=[{"role": t.role, "content": t.content} for t in history]))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Runs for every frame from the client."""
+        try:
+            frame = json.loads(text_data) if text_data is not None else None
+        except (ValueError, RecursionError):
+            return await self._error("bad_json", "frame is not valid JSON")
+        if not isinstance(frame, dict):
+            return await self._error("bad_frame", "frame must be a JSON object")
+        kind = frame.get("type")
+        if kind == "user_message":
+            await self._start(frame)
+        elif kind == "cancel":
+            if self.stream_id:
+                await services.stream_cancel(stream_id=self.stream_id, user_id=self.user_id)
+        elif kind == "resume":
+            await self._resume(frame)
+        elif kind == "ping":
+            await self.send(_frame(type="pong"))
+        elif kind != "pong":
+            await self._error("bad_frame", "unknown frame type")
+
+    async def disconnect(self, code: int) -> None:
+        """Runs when the socket closes: stop reading; the generation goes on."""
+        if self.reader is not None:
+            self.reader.cancel()
+
+    async def _start(self, frame: dict[str, Any]) -> None:
+        conversation_id = frame.get("conversation_id") or self.conversation_id
+        try:
+            message, max_tokens = services.clean_request(message=frame.get("content"), max_tokens=frame.get("max_tokens"))
+            if conversation_id is not None and not isinstance(conversation_id, str):
+                raise services.StreamRefusedError(400, "bad_request", "conversation_id must be a string")
+            started = await services.generation_start(
+                user_id=self.user_id, turns=[ChatTurn("user", message)], conversation_id=conversation_id, max_tokens=max_tokens
+            )
+        except services.StreamRefusedError as refused:
+            return await self._error(refused.code, refused.detail)
+        self.conversation_id, self.stream_id = started.conversation_id, started.stream_id
+        await self.send(_frame(type="conversation_start", conversation_id=started.conversation_id, stream_id=started.stream_id))
+        await self.send(_frame(type="typing"))
+        self._read(started.stream_id, after=0)
+
+    async def _resume(self, frame: dict[str, Any]) -> None:
+        stream_id, after = frame.get("stream_id"), frame.get("after", -1)
+        if not isinstance(stream_id, str) or isinstance(after, bool) or not isinstance(after, int):
+            return await self._error("bad_frame", "resume needs stream_id (string) and after (integer index)")
+        if not await services.stream_owner_check(stream_id=stream_id, user_id=self.user_id):
+            return await self._error("not_found", "no such stream (or it expired)")
+        self.stream_id = stream_id
+        self._read(stream_id, after=max(after + 1, 0))  # chunk index i is log event i + 1
+
+    def _read(self, stream_id: str, *, after: int) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+        self.reader = asyncio.get_running_loop().create_task(self._forward(stream_id, after))
+
+    async def _forward(self, stream_id: str, after: int) -> None:
+        """Send the log's events after ``after`` as chunks, then ``ai_stream_end``."""
+        async for events in services.stream_follow(stream_id=stream_id, after=after):
+            for event in events:
+                await self._send_event(stream_id, event)
+
+    async def _send_event(self, stream_id: str, event: LogEvent) -> None:
+        data = event.data
+        if event.kind == "token":
+            await self.send(_frame(type="ai_stream_chunk", stream_id=stream_id, index=data["index"], content=data["token"]))
+        elif event.kind == "done":
+            await self.send(
+                _frame(type="ai_stream_end", stream_id=stream_id, finish_reason=data["finish_reason"], content=data["content"])
+            )
+        elif event.kind == "error":
+            content = data.get("content", "")
+            frame = _frame(
+                type="ai_stream_end",
+                stream_id=stream_id,
+                finish_reason="error",
+                content=content,
+                code=data["code"],
+                detail=data["detail"],
+            )
+            await self.send(frame)
+
+    async def _error(self, code: str, detail: str) -> None:
+        await self.send(_frame(type="error", code=code, detail=detail))

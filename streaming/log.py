@@ -1,0 +1,245 @@
+"""The durable per-stream event log that token streams (and tasks) are read from.
+
+A producer appends numbered events (0, 1, 2, …); any number of readers, on any worker,
+read them from any position, wait for more, and learn when the stream ended. With
+REDIS_URL the log is a Redis Stream (entry id ``<seq + 1>-0``) beside a hash of meta
+data (owner, status, producer heartbeat, cancel flag, last reader); without it, both
+live in this process. A log is kept LOG_TTL_SECONDS after its last write, so a
+finished stream can be replayed for at least ten minutes.
+
+Control travels through the meta hash, not through messages: a cancel sets a flag, a
+reader records when it last read, and the producer checks both on its heartbeat
+(HEARTBEAT_SECONDS), so any worker can cancel, and a stream nobody reads is abandoned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from project.redis_clients import async_redis, redis_configured
+
+# Ten minutes after the last write: the contract's floor for resuming a finished stream.
+LOG_TTL_SECONDS = 600
+# The producer writes its heartbeat and reads the control flags this often; a cancel
+# therefore takes effect within this plus one batch, well inside the 1 s promised.
+HEARTBEAT_SECONDS = 0.25
+# A producer silent for this long is dead: readers report producer_lost. Many
+# heartbeats, so a busy event loop is not mistaken for a dead worker, and well under
+# the 10 s the contract allows.
+PRODUCER_LOST_SECONDS = 6.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    seq: int
+    kind: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LogMeta:
+    owner_id: int
+    status: str  # running | done
+    producer: str
+    heartbeat: float  # time.time() of the producer's last heartbeat
+    cancel: bool
+    reader_seen: float
+    extra: Mapping[str, str]
+
+    @property
+    def producer_lost(self) -> bool:
+        return self.status == "running" and time.time() - self.heartbeat > PRODUCER_LOST_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """What the producer learns on each heartbeat."""
+
+    cancel: bool
+    reader_seen: float
+
+
+def _meta_from(raw: Mapping[str, str]) -> LogMeta:
+    known = {"owner", "status", "producer", "hb", "cancel", "reader"}
+    return LogMeta(
+        owner_id=int(raw["owner"]),
+        status=raw["status"],
+        producer=raw.get("producer", ""),
+        heartbeat=float(raw.get("hb", 0)),
+        cancel=raw.get("cancel") == "1",
+        reader_seen=float(raw.get("reader", 0)),
+        extra={k: v for k, v in raw.items() if k not in known},
+    )
+
+
+# ---- Redis ------------------------------------------------------------------------------------
+def _log_key(name: str) -> str:
+    return f"log:{name}"
+
+
+def _meta_key(name: str) -> str:
+    return f"log:{name}:meta"
+
+
+def _entry_id(seq: int) -> str:
+    return f"{seq + 1}-0"
+
+
+# Append a final error event unless the stream has already ended (first reader wins).
+_FAIL_SCRIPT = """
+if redis.call('HGET', KEYS[2], 'status') ~= 'running' then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local ms = 0
+if #last > 0 then ms = tonumber(string.match(last[1][1], '^(%d+)')) end
+redis.call('XADD', KEYS[1], (ms + 1) .. '-0', 'k', ARGV[1], 'd', ARGV[2])
+redis.call('HSET', KEYS[2], 'status', 'done')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+class RedisLog:
+    async def create(self, name: str, *, owner_id: int, producer: str, extra: Mapping[str, str]) -> None:
+        now = time.time()
+        pipe = async_redis().pipeline(transaction=True)
+        pipe.hset(
+            _meta_key(name),
+            mapping={"owner": owner_id, "status": "running", "producer": producer, "hb": now, "reader": now, **dict(extra)},  # type: ignore[dict-item]
+        )
+        pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
+        await pipe.execute()
+
+    async def append(self, name: str, events: list[LogEvent], *, final: bool = False) -> None:
+        pipe = async_redis().pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(_log_key(name), {"k": event.kind, "d": _dumps(event.data)}, id=_entry_id(event.seq))
+        if final:
+            pipe.hset(_meta_key(name), "status", "done")
+        pipe.expire(_log_key(name), LOG_TTL_SECONDS)
+        pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
+        await pipe.execute()
+
+    async def read(self, name: str, *, after: int, wait: float, limit: int = 1000) -> list[LogEvent]:
+        """Events with seq > after, waiting up to ``wait`` seconds for the first."""
+        block = max(1, int(wait * 1000)) if wait > 0 else None
+        reply: Any = await async_redis().xread({_log_key(name): _entry_id(after)}, count=limit, block=block)
+        if not reply:
+            return []
+        entries = reply[0][1]
+        return [LogEvent(int(entry_id.split("-")[0]) - 1, fields["k"], json.loads(fields["d"])) for entry_id, fields in entries]
+
+    async def meta(self, name: str) -> LogMeta | None:
+        raw: Any = await async_redis().hgetall(_meta_key(name))
+        return _meta_from(raw) if raw else None
+
+    async def heartbeat(self, name: str) -> Control:
+        pipe = async_redis().pipeline(transaction=False)
+        pipe.hset(_meta_key(name), "hb", time.time())
+        pipe.hmget(_meta_key(name), ["cancel", "reader"])
+        pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
+        _, (cancel, reader), _ = await pipe.execute()
+        return Control(cancel=cancel == "1", reader_seen=float(reader or 0))
+
+    async def cancel(self, name: str) -> None:
+        await async_redis().hset(_meta_key(name), "cancel", "1")
+
+    async def touch_reader(self, name: str) -> None:
+        await async_redis().hset(_meta_key(name), "reader", time.time())
+
+    async def fail_if_running(self, name: str, *, kind: str, data: Mapping[str, Any]) -> bool:
+        result = await async_redis().eval(_FAIL_SCRIPT, 2, _log_key(name), _meta_key(name), kind, _dumps(data), LOG_TTL_SECONDS)
+        return bool(result)
+
+
+# ---- in process -------------------------------------------------------------------------------
+@dataclass
+class _LocalStream:
+    meta: dict[str, str]
+    events: list[LogEvent] = field(default_factory=list)
+    written_at: float = field(default_factory=time.monotonic)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class LocalLog:
+    """The same log in this process's memory (one process only: runserver, tests)."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, _LocalStream] = {}
+
+    def _expire(self) -> None:
+        cutoff = time.monotonic() - LOG_TTL_SECONDS
+        for name in [n for n, s in self.streams.items() if s.written_at < cutoff]:
+            del self.streams[name]
+
+    def _notify(self, stream: _LocalStream) -> None:
+        stream.written_at = time.monotonic()
+        stream.changed.set()
+        stream.changed = asyncio.Event()
+
+    async def create(self, name: str, *, owner_id: int, producer: str, extra: Mapping[str, str]) -> None:
+        self._expire()
+        now = str(time.time())
+        meta = {"owner": str(owner_id), "status": "running", "producer": producer, "hb": now, "reader": now, **extra}
+        self.streams[name] = _LocalStream(meta=meta)
+
+    async def append(self, name: str, events: list[LogEvent], *, final: bool = False) -> None:
+        stream = self.streams[name]
+        stream.events.extend(events)
+        if final:
+            stream.meta["status"] = "done"
+        self._notify(stream)
+
+    async def read(self, name: str, *, after: int, wait: float, limit: int = 1000) -> list[LogEvent]:
+        stream = self.streams.get(name)
+        if stream is None:
+            return []
+        if len(stream.events) <= after + 1 and wait > 0:
+            changed = stream.changed
+            try:
+                await asyncio.wait_for(changed.wait(), wait)
+            except TimeoutError:
+                return []
+        # seq == index: events are appended in order from 0.
+        return stream.events[after + 1 : after + 1 + limit]
+
+    async def meta(self, name: str) -> LogMeta | None:
+        stream = self.streams.get(name)
+        return _meta_from(stream.meta) if stream else None
+
+    async def heartbeat(self, name: str) -> Control:
+        stream = self.streams[name]
+        stream.meta["hb"] = str(time.time())
+        return Control(cancel=stream.meta.get("cancel") == "1", reader_seen=float(stream.meta["reader"]))
+
+    async def cancel(self, name: str) -> None:
+        if name in self.streams:
+            self.streams[name].meta["cancel"] = "1"
+
+    async def touch_reader(self, name: str) -> None:
+        if name in self.streams:
+            self.streams[name].meta["reader"] = str(time.time())
+
+    async def fail_if_running(self, name: str, *, kind: str, data: Mapping[str, Any]) -> bool:
+        stream = self.streams.get(name)
+        if stream is None or stream.meta["status"] != "running":
+            return False
+        seq = stream.events[-1].seq + 1 if stream.events else 0
+        await self.append(name, [LogEvent(seq, kind, data)], final=True)
+        return True
+
+
+def _dumps(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+_local_log = LocalLog()
+
+
+def get_log() -> RedisLog | LocalLog:
+    return RedisLog() if redis_configured() else _local_log

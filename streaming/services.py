@@ -1,0 +1,330 @@
+"""Starting, running, cancelling and reading token streams.
+
+A generation is started by a request or a socket but does not belong to it: it runs as
+its own task on the worker that accepted it, writes every event to the stream log
+(streaming.log), and every client, on any worker, reads the log. So a client that
+drops loses nothing, a stream can be resumed anywhere, and a Channels consumer's
+``receive`` is never blocked by a reply being generated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from project.tasks import spawn
+from streaming import limits
+from streaming.backends import Backend, BackendError, ChatTurn, get_backend
+from streaming.log import HEARTBEAT_SECONDS, LogEvent, get_log
+from streaming.models import Conversation, ConversationMessage
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 32_000
+MAX_TOKENS_LIMIT = 100_000
+# The worker's identity in stream meta data (which worker produces a stream).
+WORKER_ID = uuid.uuid4().hex[:12]
+# Generations keep a reference here so the event loop does not collect them mid-run.
+_running: set[asyncio.Task[None]] = set()
+
+
+class StreamRefusedError(Exception):
+    """A generation that cannot start: ``code`` and the HTTP status that says so."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    stream_id: str
+    conversation_id: str
+
+
+def count_tokens(text: str) -> int:
+    """A rough token count (words), enough for usage reports and budgets of the echo model."""
+    return len(text.split())
+
+
+# ---- conversations (database) -------------------------------------------------------------------
+def conversation_history(*, conversation_id: str, owner_id: int) -> list[ChatTurn] | None:
+    """The conversation's turns, oldest first; None if it is not this owner's."""
+    try:
+        conversation = Conversation.objects.get(pk=conversation_id, owner_id=owner_id)
+    except (Conversation.DoesNotExist, ValidationError, ValueError, TypeError):  # a malformed id is no id
+        return None
+    return [ChatTurn(m.role, m.content) for m in conversation.messages.all()]
+
+
+def _conversation_begin(*, owner_id: int, conversation_id: str | None, turns: list[ChatTurn]) -> tuple[str, list[ChatTurn]]:
+    """Store the new turns (a new conversation when no id is given); return the id and the context."""
+    with transaction.atomic():
+        if conversation_id is None:
+            first_user = next((t.content for t in turns if t.role == "user"), "")
+            conversation = Conversation.objects.create(owner_id=owner_id, title=first_user[:200])
+            history: list[ChatTurn] = []
+        else:
+            found = conversation_history(conversation_id=conversation_id, owner_id=owner_id)
+            if found is None:
+                raise StreamRefusedError(404, "not_found", "no such conversation")
+            conversation = Conversation.objects.get(pk=conversation_id)
+            history = found
+        ConversationMessage.objects.bulk_create(
+            ConversationMessage(conversation=conversation, role=t.role, content=t.content) for t in turns
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    return str(conversation.pk), history + turns
+
+
+def _reply_store(*, conversation_id: str, stream_id: str, content: str, finish_reason: str, prompt_tokens: int) -> None:
+    ConversationMessage.objects.create(
+        conversation_id=conversation_id,
+        role=ConversationMessage.Role.ASSISTANT,
+        content=content,
+        finish_reason=finish_reason,
+        stream_id=stream_id,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=count_tokens(content),
+    )
+
+
+# ---- starting ----------------------------------------------------------------------------------------
+def clean_request(*, message: object, max_tokens: object) -> tuple[str, int | None]:
+    if not isinstance(message, str) or not message.strip():
+        raise StreamRefusedError(400, "bad_request", "message must be a non-empty string")
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise StreamRefusedError(400, "bad_request", f"message is longer than {MAX_MESSAGE_CHARS} characters")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS_LIMIT
+    ):
+        raise StreamRefusedError(400, "bad_request", f"max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT}")
+    return message, max_tokens
+
+
+async def generation_start(
+    *,
+    user_id: int,
+    turns: list[ChatTurn],
+    conversation_id: str | None,
+    max_tokens: int | None,
+    backend: Backend | None = None,
+) -> StreamStarted:
+    """Check the limits, store the new turns and start generating; return at once.
+
+    Raises StreamRefusedError: 429 ``budget_exceeded`` or ``busy``, 404 for someone
+    else's conversation."""
+    if await limits.budget_exceeded(user_id=user_id):
+        raise StreamRefusedError(429, "budget_exceeded", "the daily token budget is used up")
+    stream_id = uuid.uuid4().hex
+    if not await limits.slot_acquire(stream_id=stream_id):
+        raise StreamRefusedError(429, "busy", "too many replies are being generated; try again shortly")
+    try:
+        conversation_id, context = await database_sync_to_async(_conversation_begin)(
+            owner_id=user_id, conversation_id=conversation_id, turns=turns
+        )
+        log = get_log()
+        await log.create(stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation_id})
+        await log.append(stream_id, [LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation_id})])
+    except BaseException:
+        await limits.slot_release(stream_id=stream_id)
+        raise
+    producer = Producer(
+        stream_id=stream_id,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        context=context,
+        max_tokens=max_tokens,
+        backend=backend or get_backend(),
+    )
+    task = spawn(producer.run(), name=f"generation-{stream_id}")
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return StreamStarted(stream_id=stream_id, conversation_id=conversation_id)
+
+
+async def stream_cancel(*, stream_id: str, user_id: int) -> bool:
+    """Ask the producer, wherever it runs, to stop; False if no such stream of this user."""
+    log = get_log()
+    meta = await log.meta(stream_id)
+    if meta is None or meta.owner_id != user_id:
+        return False
+    await log.cancel(stream_id)
+    return True
+
+
+# ---- producing ------------------------------------------------------------------------------------
+class Producer:
+    """Runs one generation: backend -> log, with a heartbeat that also watches for a
+    cancel and for readers having gone away."""
+
+    def __init__(
+        self,
+        *,
+        stream_id: str,
+        user_id: int,
+        conversation_id: str,
+        context: list[ChatTurn],
+        max_tokens: int | None,
+        backend: Backend,
+    ) -> None:
+        self.stream_id = stream_id
+        self.user_id = user_id
+        self.conversation_id = conversation_id
+        self.context = context
+        self.max_tokens = max_tokens
+        self.backend = backend
+        self.log = get_log()
+        self.seq = 1
+        self.tokens: list[str] = []
+        self.stop_reason: str | None = None  # cancelled | abandoned, set by the heartbeat
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        producing = asyncio.get_running_loop().create_task(self._produce())
+        final: LogEvent | None = None
+        try:
+            while not producing.done():
+                await asyncio.wait({producing}, timeout=HEARTBEAT_SECONDS)
+                if producing.done():
+                    break
+                try:
+                    control = await self.log.heartbeat(self.stream_id)
+                    await limits.slot_refresh(stream_id=self.stream_id)
+                except Exception:
+                    logger.warning("heartbeat of %s failed", self.stream_id, exc_info=True)
+                    continue
+                if control.cancel:
+                    self.stop_reason = "cancelled"
+                    producing.cancel()
+                elif time.time() - control.reader_seen > float(settings.LLM_ABANDON_SECONDS):
+                    self.stop_reason = "abandoned"
+                    producing.cancel()
+            final = await producing
+        finally:
+            if final is None:  # this task was cancelled: the worker is shutting down
+                producing.cancel()
+                final = self._error("producer_lost", "the worker stopped")
+            await self._finish(final, time.monotonic() - started)
+
+    async def _produce(self) -> LogEvent:
+        generation = self.backend.generate(messages=self.context, max_tokens=self.max_tokens)
+        try:
+            async for batch in generation:
+                events = [
+                    LogEvent(self.seq + i, "token", {"index": self.seq + i - 1, "token": token}) for i, token in enumerate(batch)
+                ]
+                self.tokens.extend(batch)
+                self.seq += len(batch)
+                await self.log.append(self.stream_id, events)
+            return self._done(generation.finish_reason)
+        except asyncio.CancelledError:
+            return self._done("cancelled")
+        except BackendError as error:
+            return self._error(error.code, error.detail)
+        except Exception:
+            logger.exception("generation %s failed", self.stream_id)
+            return self._error("internal_error", "the generation failed")
+        finally:
+            await generation.aclose()  # closes the upstream request, whatever happened
+
+    def _error(self, code: str, detail: str) -> LogEvent:
+        return LogEvent(self.seq, "error", {"code": code, "detail": detail, "content": "".join(self.tokens)})
+
+    def _done(self, finish_reason: str) -> LogEvent:
+        content = "".join(self.tokens)
+        return LogEvent(
+            self.seq,
+            "done",
+            {"finish_reason": finish_reason, "content": content, "usage": {"completion_tokens": len(self.tokens)}},
+        )
+
+    async def _finish(self, final: LogEvent, elapsed: float) -> None:
+        try:
+            await self.log.append(self.stream_id, [final], final=True)
+        except Exception:
+            logger.exception("could not end stream %s", self.stream_id)
+        content = "".join(self.tokens)
+        finish_reason = final.data.get("finish_reason", "error") if final.kind == "done" else "error"
+        if self.stop_reason == "abandoned":
+            finish_reason = "abandoned"
+        try:
+            await database_sync_to_async(_reply_store)(
+                conversation_id=self.conversation_id,
+                stream_id=self.stream_id,
+                content=content,
+                finish_reason=finish_reason,
+                prompt_tokens=sum(count_tokens(t.content) for t in self.context),
+            )
+            await limits.budget_spend(user_id=self.user_id, tokens=len(self.tokens))
+        except Exception:
+            logger.exception("could not store the reply of %s", self.stream_id)
+        finally:
+            await limits.slot_release(stream_id=self.stream_id)
+        logger.debug("stream %s: %d tokens in %.3fs (%s)", self.stream_id, len(self.tokens), elapsed, finish_reason)
+
+
+# ---- reading ---------------------------------------------------------------------------------------
+# How long one read waits for new events before the reader checks on the producer.
+READ_WAIT_SECONDS = 1.0
+
+
+async def stream_owner_check(*, stream_id: str, user_id: int) -> bool:
+    meta = await get_log().meta(stream_id)
+    return meta is not None and meta.owner_id == user_id
+
+
+async def stream_follow(*, stream_id: str, after: int) -> AsyncIterator[list[LogEvent]]:
+    """Events with seq > ``after``, live, until the final ``done`` or ``error``.
+
+    Yields an empty list after each second without events (for keepalives). Marks the
+    stream as read, so that it is not abandoned. If the producer's worker died, appends
+    (once, whoever notices first) and yields an ``error`` event ``producer_lost``.
+    """
+    log = get_log()
+    last_touch = 0.0
+    while True:
+        events = await log.read(stream_id, after=after, wait=READ_WAIT_SECONDS)
+        now = time.monotonic()
+        if now - last_touch >= 1.0:
+            last_touch = now
+            await log.touch_reader(stream_id)
+        if events:
+            yield events
+            after = events[-1].seq
+            if events[-1].kind in ("done", "error"):
+                return
+            continue
+        meta = await log.meta(stream_id)
+        if meta is None:
+            return  # expired
+        if meta.producer_lost:
+            detail = "the worker producing this stream stopped; start a new reply"
+            await log.fail_if_running(stream_id, kind="error", data={"code": "producer_lost", "detail": detail})
+            continue
+        yield []
+
+
+def parse_last_event_id(value: str | None, *, stream_id: str) -> int:
+    """``<stream_id>:<n>`` -> n; anything else means from the beginning (-1)."""
+    if not value:
+        return -1
+    prefix, _, number = value.rpartition(":")
+    if prefix != stream_id or not number.isdigit():
+        return -1
+    return int(number)
+
+
+def event_payload(event: LogEvent) -> dict[str, Any]:
+    return dict(event.data)

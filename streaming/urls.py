@@ -1,0 +1,16 @@
+from django.urls import path, re_path
+
+from streaming import openai_api, views
+
+STREAM_ID = r"(?P<stream_id>[0-9a-f]{32})"
+
+api_urlpatterns = [
+    path("assistant/stream", views.assistant_stream),
+    re_path(rf"^streams/{STREAM_ID}/events$", views.stream_events),
+    re_path(rf"^streams/{STREAM_ID}/cancel$", views.stream_cancel),
+]
+
+openai_urlpatterns = [
+    path("chat/completions", openai_api.chat_completions),
+    path("models", openai_api.models),
+]

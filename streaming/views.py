@@ -1,0 +1,124 @@
+"""SSE endpoints of CONTRACT §4b-4d: async views whose bodies are async iterators
+(Django buffers a sync iterator under ASGI), reading the stream log."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+
+from project.api import error_response
+from streaming import services
+from streaming.backends import ChatTurn
+from streaming.log import LogEvent
+from streaming.sse import KEEPALIVE, encode_event
+
+# A comment after this many idle seconds keeps proxies and browsers from timing out.
+KEEPALIVE_SECONDS = 15.0
+
+AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+
+
+def async_api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
+    """Method check (405) and authentication (401) for an async JSON/SSE view."""
+
+    def decorator(view: AsyncView) -> AsyncView:
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method not in methods:
+                response = error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
+                response["Allow"] = ", ".join(methods)
+                return response
+            user = await request.auser()
+            if not user.is_authenticated:
+                return error_response(401, "not_authenticated", "log in or send Authorization: Bearer <token>")
+            request.resolved_user = user  # type: ignore[attr-defined]
+            try:
+                return await view(request, *args, **kwargs)
+            except services.StreamRefusedError as refused:
+                headers = {"Retry-After": "1"} if refused.status == 429 else None
+                return error_response(refused.status, refused.code, refused.detail, headers)
+
+        return wrapper
+
+    return decorator
+
+
+def _user(request: HttpRequest) -> User:
+    user: User | AnonymousUser = request.resolved_user  # type: ignore[attr-defined]
+    assert isinstance(user, User)
+    return user
+
+
+def render_event(stream_id: str, event: LogEvent) -> str:
+    """A log event as the SSE event of CONTRACT §4b (``id`` = ``<stream>:<seq>``)."""
+    return encode_event(event=event.kind, data=event.data, id=f"{stream_id}:{event.seq}")
+
+
+def sse_response(body: AsyncIterator[str], *, stream_id: str | None = None) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(body, content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
+    if stream_id:
+        response["X-Stream-Id"] = stream_id
+    return response
+
+
+async def sse_events(stream_id: str, after: int) -> AsyncIterator[str]:
+    """The stream's events after ``after`` as SSE text, a read's events in one chunk."""
+    idle_since = time.monotonic()
+    async for events in services.stream_follow(stream_id=stream_id, after=after):
+        if events:
+            idle_since = time.monotonic()
+            yield "".join(render_event(stream_id, event) for event in events)
+        elif time.monotonic() - idle_since >= KEEPALIVE_SECONDS:
+            idle_since = time.monotonic()
+            yield KEEPALIVE
+
+
+def _json(request: HttpRequest) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, RecursionError):
+        raise services.StreamRefusedError(400, "bad_json", "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise services.StreamRefusedError(400, "bad_request", "request body must be a JSON object")
+    return body
+
+
+@async_api_view("POST")
+async def assistant_stream(request: HttpRequest) -> HttpResponseBase:
+    """POST /api/assistant/stream {"message", "conversation_id"?, "max_tokens"?} -> SSE."""
+    body = _json(request)
+    message, max_tokens = services.clean_request(message=body.get("message"), max_tokens=body.get("max_tokens"))
+    conversation_id = body.get("conversation_id")
+    if conversation_id is not None and not isinstance(conversation_id, str):
+        raise services.StreamRefusedError(400, "bad_request", "conversation_id must be a string")
+    started = await services.generation_start(
+        user_id=_user(request).pk, turns=[ChatTurn("user", message)], conversation_id=conversation_id, max_tokens=max_tokens
+    )
+    return sse_response(sse_events(started.stream_id, -1), stream_id=started.stream_id)
+
+
+@async_api_view("GET")
+async def stream_events(request: HttpRequest, stream_id: str) -> HttpResponseBase:
+    """GET /api/streams/<id>/events with Last-Event-ID (or ?last_event_id=): resume."""
+    if not await services.stream_owner_check(stream_id=stream_id, user_id=_user(request).pk):
+        return error_response(404, "not_found", "no such stream (or it expired)")
+    last = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+    after = services.parse_last_event_id(last, stream_id=stream_id)
+    return sse_response(sse_events(stream_id, after), stream_id=stream_id)
+
+
+@async_api_view("POST")
+async def stream_cancel(request: HttpRequest, stream_id: str) -> HttpResponseBase:
+    """POST /api/streams/<id>/cancel -> 202; the producer stops within a second."""
+    if not await services.stream_cancel(stream_id=stream_id, user_id=_user(request).pk):
+        return error_response(404, "not_found", "no such stream (or it expired)")
+    return JsonResponse({"stream_id": stream_id, "status": "cancelling"}, status=202)
