@@ -1,0 +1,135 @@
+"""Backends against a faked upstream (httpx.MockTransport): no network."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from django.test import override_settings
+
+from streaming.backends import BackendError, ChatTurn, EchoBackend, OpenAIBackend
+
+pytestmark = pytest.mark.asyncio
+
+MESSAGES = [ChatTurn("system", "be brief"), ChatTurn("user", "hello there")]
+
+
+def sse_chunks(*contents: str, finish: str = "stop") -> bytes:
+    lines = []
+    for content in contents:
+        chunk = {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+        }
+        lines.append(f"data: {json.dumps(chunk)}\n\n")
+    lines.append(f"data: {json.dumps({'id': 'x', 'choices': [{'index': 0, 'delta': {}, 'finish_reason': finish}]})}\n\n")
+    lines.append("data: [DONE]\n\n")
+    return "".join(lines).encode()
+
+
+async def collect(backend, max_tokens=None):
+    generation = backend.generate(messages=MESSAGES, max_tokens=max_tokens)
+    tokens = []
+    async for batch in generation:
+        tokens.extend(batch)
+    return tokens, generation.finish_reason
+
+
+@override_settings(LLM_BACKEND="openai", LLM_BASE_URL="http://upstream.test/v1", LLM_API_KEY="sk-test", LLM_MODEL="gpt-test")
+async def test_openai_backend_streams_tokens_and_sends_the_request_openai_expects():
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["url"] = str(request.url)
+        seen["auth"] = request.headers["Authorization"]
+        seen["body"] = json.loads(request.content)
+        return httpx.Response(
+            200, content=sse_chunks("Hel", "lo", finish="length"), headers={"Content-Type": "text/event-stream"}
+        )
+
+    tokens, finish = await collect(OpenAIBackend(transport=httpx.MockTransport(handler)), max_tokens=2)
+    assert tokens == ["Hel", "lo"] and finish == "length"
+    assert seen["url"] == "http://upstream.test/v1/chat/completions" and seen["auth"] == "Bearer sk-test"
+    assert seen["body"] == {
+        "model": "gpt-test",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}],
+        "stream": True,
+        "max_tokens": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("response", "code"),
+    [
+        (httpx.Response(500, text="boom"), "upstream_error"),
+        (httpx.Response(200, content=b"data: {not json}\n\n"), "upstream_malformed"),
+        (httpx.Response(200, content=b'data: {"choices": "nope"}\n\n'), "upstream_malformed"),
+        (httpx.Response(200, content=b'data: {"choices":[{"delta":{"content":5}}]}\n\n'), "upstream_malformed"),
+        (httpx.Response(200, content=b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'), "upstream_error"),  # no [DONE]
+    ],
+)
+@override_settings(LLM_BACKEND="openai")
+async def test_openai_backend_failures_end_with_a_code(response, code):
+    backend = OpenAIBackend(transport=httpx.MockTransport(lambda request: response))
+    with pytest.raises(BackendError) as raised:
+        await collect(backend)
+    assert raised.value.code == code
+
+
+@override_settings(LLM_BACKEND="openai", LLM_TIMEOUT_SECONDS=0.2)
+async def test_openai_backend_time_out_is_an_error_not_a_hang():
+    def handler(request):
+        raise httpx.ReadTimeout("upstream too slow", request=request)
+
+    with pytest.raises(BackendError) as raised:
+        await collect(OpenAIBackend(transport=httpx.MockTransport(handler)))
+    assert raised.value.code == "upstream_timeout"
+
+
+@override_settings(LLM_BACKEND="openai", LLM_TIMEOUT_SECONDS=0.2)
+async def test_openai_backend_upstream_that_hangs_mid_stream_times_out():
+    async def body():
+        yield b'data: {"choices":[{"delta":{"content":"first"}}]}\n\n'
+        await asyncio.sleep(30)  # then nothing, ever
+
+    def handler(request):
+        return httpx.Response(200, content=body())
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(BackendError) as raised:
+        await collect(OpenAIBackend(transport=httpx.MockTransport(handler)))
+    assert raised.value.code == "upstream_timeout"
+    assert asyncio.get_running_loop().time() - started < 2
+
+
+@override_settings(LLM_BACKEND="openai")
+async def test_openai_backend_unreachable_upstream():
+    def handler(request):
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(BackendError) as raised:
+        await collect(OpenAIBackend(transport=httpx.MockTransport(handler)))
+    assert raised.value.code == "upstream_unavailable"
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_echo_one_pass_without_max_tokens():
+    tokens, finish = await collect(EchoBackend())
+    assert tokens == ["hello ", "there "] and finish == "stop"
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_echo_repeats_cyclically_up_to_max_tokens():
+    tokens, finish = await collect(EchoBackend(), max_tokens=5)
+    assert tokens == ["hello ", "there ", "hello ", "there ", "hello "] and finish == "length"
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=30)
+async def test_echo_paces_tokens():
+    started = asyncio.get_running_loop().time()
+    tokens, _ = await collect(EchoBackend(), max_tokens=4)
+    assert len(tokens) == 4
+    assert asyncio.get_running_loop().time() - started >= 0.11

@@ -1,0 +1,141 @@
+"""The assistant WebSocket in process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+
+from project.asgi import application
+from streaming import limits
+from tests.factories import make_token, make_user
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+TIMEOUT = 5
+
+
+@pytest.fixture(autouse=True)
+def _no_limits_left_over():
+    limits.reset_local_state()
+
+
+@pytest.fixture
+def token(transactional_db):
+    return make_token(make_user("alice"))
+
+
+def socket(token: str | None, query: str = "") -> WebsocketCommunicator:
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    return WebsocketCommunicator(application, f"/ws/assistant/{query}", headers=headers)
+
+
+async def until_end(ws: WebsocketCommunicator) -> list[dict]:
+    frames = []
+    async with asyncio.timeout(TIMEOUT):
+        while not frames or frames[-1]["type"] != "ai_stream_end":
+            frames.append(await ws.receive_json_from(timeout=TIMEOUT))
+    return frames
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_a_reply_streams_as_chunks_then_ends(token):
+    ws = socket(token)
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"type": "user_message", "content": "red green blue", "conversation_id": None, "max_tokens": None})
+    frames = await until_end(ws)
+    start, typing, *chunks, end = frames
+    assert start["type"] == "conversation_start" and start["stream_id"] and start["conversation_id"]
+    assert typing == {"type": "typing"}
+    assert [(c["index"], c["content"]) for c in chunks] == [(0, "red "), (1, "green "), (2, "blue ")]
+    assert all(c["type"] == "ai_stream_chunk" and c["stream_id"] == start["stream_id"] for c in chunks)
+    assert end == {
+        "type": "ai_stream_end",
+        "stream_id": start["stream_id"],
+        "finish_reason": "stop",
+        "content": "red green blue ",
+    }
+    await ws.disconnect()
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_reconnecting_with_the_conversation_sends_its_history_first(token):
+    ws = socket(token)
+    await ws.connect()
+    await ws.send_json_to({"type": "user_message", "content": "remember me", "max_tokens": 2})
+    frames = await until_end(ws)
+    await ws.disconnect()
+    await asyncio.sleep(0.2)
+    again = socket(token, f"?conversation_id={frames[0]['conversation_id']}")
+    await again.connect()
+    history = await again.receive_json_from(timeout=TIMEOUT)
+    assert history == {
+        "type": "history",
+        "messages": [{"role": "user", "content": "remember me"}, {"role": "assistant", "content": "remember me "}],
+    }
+    await again.disconnect()
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=30)
+async def test_cancel_frame_stops_the_reply_while_it_streams(token):
+    ws = socket(token)
+    await ws.connect()
+    await ws.send_json_to({"type": "user_message", "content": "on and on", "max_tokens": 500})
+    await ws.receive_json_from(timeout=TIMEOUT)  # conversation_start
+    await asyncio.sleep(0.2)
+    await ws.send_json_to({"type": "cancel"})
+    frames = await until_end(ws)
+    assert frames[-1]["finish_reason"] == "cancelled"
+    assert len(frames) < 100
+    await ws.disconnect()
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=20)
+async def test_a_dropped_socket_resumes_the_stream_after_an_index(token):
+    ws = socket(token)
+    await ws.connect()
+    await ws.send_json_to({"type": "user_message", "content": "a b c d e f g h", "max_tokens": 12})
+    start = await ws.receive_json_from(timeout=TIMEOUT)
+    seen = []
+    while len(seen) < 3:
+        frame = await ws.receive_json_from(timeout=TIMEOUT)
+        if frame["type"] == "ai_stream_chunk":
+            seen.append(frame["index"])
+    await ws.disconnect()
+    later = socket(token)
+    await later.connect()
+    await later.send_json_to({"type": "resume", "stream_id": start["stream_id"], "after": seen[-1]})
+    frames = await until_end(later)
+    assert [f["index"] for f in frames[:-1]] == list(range(seen[-1] + 1, 12))
+    assert frames[-1]["finish_reason"] == "length"
+    await later.disconnect()
+
+
+async def test_unauthenticated_socket_closes_4001():
+    ws = socket(None)
+    assert (await ws.connect())[0]
+    assert (await ws.receive_output(timeout=TIMEOUT))["code"] == 4001
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{", "bad_json"),
+        ("[]", "bad_frame"),
+        ('{"type":"sing"}', "bad_frame"),
+        ('{"type":"user_message","content":""}', "bad_request"),
+        ('{"type":"user_message","content":"x","max_tokens":-1}', "bad_request"),
+        ('{"type":"resume","stream_id":"nope","after":0}', "not_found"),
+        ('{"type":"resume","stream_id":5}', "bad_frame"),
+    ],
+)
+async def test_bad_frames_get_errors_and_the_socket_stays_open(token, frame, code):
+    ws = socket(token)
+    await ws.connect()
+    await ws.send_to(text_data=frame)
+    error = await ws.receive_json_from(timeout=TIMEOUT)
+    assert error["type"] == "error" and error["code"] == code
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+    await ws.disconnect()

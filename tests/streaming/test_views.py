@@ -1,0 +1,181 @@
+"""SSE endpoints in process (Django's AsyncClient, the in-process log)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import AsyncClient, override_settings
+
+from streaming import limits
+from streaming.models import ConversationMessage
+from tests.factories import make_token, make_user
+from tests.streaming.sse_parsing import parse_events
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _no_limits_left_over():
+    limits.reset_local_state()
+    yield
+    limits.reset_local_state()
+
+
+@pytest.fixture
+def token(transactional_db):
+    return make_token(make_user("alice"))
+
+
+class BearerClient(AsyncClient):
+    """AsyncClient's own ``headers=`` does not reach ASGI scope headers; add them per request."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def generic(self, method, path, data="", content_type="application/octet-stream", secure=False, *, headers=None, **extra):
+        headers = {"Authorization": f"Bearer {self.token}", **(headers or {})}
+        return super().generic(method, path, data, content_type, secure, headers=headers, **extra)
+
+
+def client_for(token: str) -> AsyncClient:
+    return BearerClient(token)
+
+
+async def read_all(response, timeout: float = 10) -> str:
+    chunks = []
+    async with asyncio.timeout(timeout):
+        async for chunk in response.streaming_content:
+            chunks.append(chunk.decode())
+    return "".join(chunks)
+
+
+async def start(client: AsyncClient, **body):
+    return await client.post("/api/assistant/stream", json.dumps(body), content_type="application/json")
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_stream_sends_start_tokens_done_with_ids_and_headers(token):
+    response = await start(client_for(token), message="one two three")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/event-stream")
+    assert response["Cache-Control"] == "no-cache" and response["X-Accel-Buffering"] == "no"
+    stream_id = response["X-Stream-Id"]
+    events = parse_events(await read_all(response))
+    assert [e["event"] for e in events] == ["start", "token", "token", "token", "done"]
+    assert events[0]["data"]["stream_id"] == stream_id and events[0]["id"] == f"{stream_id}:0"
+    assert [e["data"] for e in events[1:4]] == [{"index": i, "token": w + " "} for i, w in enumerate(["one", "two", "three"])]
+    assert [e["id"] for e in events[1:4]] == [f"{stream_id}:{i}" for i in (1, 2, 3)]
+    assert events[4]["data"] == {"finish_reason": "stop", "content": "one two three ", "usage": {"completion_tokens": 3}}
+    await asyncio.sleep(0.2)  # the producer stores the reply after the final event
+    stored = await database_sync_to_async(list)(
+        ConversationMessage.objects.order_by("id").values_list("role", "content", "finish_reason")
+    )
+    assert stored == [("user", "one two three", ""), ("assistant", "one two three ", "stop")]
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_the_next_message_carries_the_conversation(token):
+    client = client_for(token)
+    first = parse_events(await read_all(await start(client, message="hi", max_tokens=2)))
+    conversation_id = first[0]["data"]["conversation_id"]
+    second = parse_events(await read_all(await start(client, message="again", conversation_id=conversation_id)))
+    assert second[0]["data"]["conversation_id"] == conversation_id
+    await asyncio.sleep(0.2)
+    roles = await database_sync_to_async(list)(
+        ConversationMessage.objects.filter(conversation_id=conversation_id).values_list("role", flat=True)
+    )
+    assert roles == ["user", "assistant", "user", "assistant"]
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_resume_with_last_event_id_gives_exactly_the_rest(token):
+    client = client_for(token)
+    response = await start(client, message="a b c d e f")
+    stream_id = response["X-Stream-Id"]
+    await read_all(response)
+    resumed = await client.get(f"/api/streams/{stream_id}/events", headers={"Last-Event-ID": f"{stream_id}:4"})
+    events = parse_events(await read_all(resumed))
+    assert [e["data"].get("token") for e in events[:-1]] == ["e ", "f "]
+    assert events[-1]["event"] == "done"
+    by_query = await client.get(f"/api/streams/{stream_id}/events?last_event_id={stream_id}:6")
+    assert [e["event"] for e in parse_events(await read_all(by_query))] == ["done"]
+    from_start = await client.get(f"/api/streams/{stream_id}/events")
+    assert [e["event"] for e in parse_events(await read_all(from_start))][0] == "start"
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=50)
+async def test_cancel_stops_the_stream_and_stores_the_partial_reply(token):
+    client = client_for(token)
+    response = await start(client, message="word", max_tokens=1000)
+    stream_id = response["X-Stream-Id"]
+    await asyncio.sleep(0.3)
+    cancel = await client.post(f"/api/streams/{stream_id}/cancel")
+    assert cancel.status_code == 202
+    events = parse_events(await read_all(response, timeout=3))
+    done = events[-1]
+    assert done["event"] == "done" and done["data"]["finish_reason"] == "cancelled"
+    assert 0 < done["data"]["usage"]["completion_tokens"] < 1000
+    await asyncio.sleep(0.2)
+    stored = await database_sync_to_async(ConversationMessage.objects.get)(role="assistant")
+    assert stored.finish_reason == "cancelled" and stored.content == done["data"]["content"]
+
+
+async def test_streams_are_private_to_their_owner(token):
+    client = client_for(token)
+    response = await start(client, message="secret")
+    stream_id = response["X-Stream-Id"]
+    await read_all(response)
+    other = client_for(await database_sync_to_async(lambda: make_token(make_user("mallory")))())
+    assert (await other.get(f"/api/streams/{stream_id}/events")).status_code == 404
+    assert (await other.post(f"/api/streams/{stream_id}/cancel")).status_code == 404
+    assert (await client.get(f"/api/streams/{'0' * 32}/events")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({}, 400, "bad_request"),
+        ({"message": ""}, 400, "bad_request"),
+        ({"message": 5}, 400, "bad_request"),
+        ({"message": "hi", "max_tokens": 0}, 400, "bad_request"),
+        ({"message": "hi", "max_tokens": "5"}, 400, "bad_request"),
+        ({"message": "hi", "conversation_id": 3}, 400, "bad_request"),
+        ({"message": "hi", "conversation_id": "not-a-uuid"}, 404, "not_found"),
+    ],
+)
+async def test_bad_requests_get_json_errors(token, body, status, code):
+    response = await start(client_for(token), **body)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+async def test_unauthenticated_is_401_json():
+    response = await AsyncClient().post("/api/assistant/stream", "{}", content_type="application/json")
+    assert response.status_code == 401 and response.json()["error"]["code"] == "not_authenticated"
+
+
+@override_settings(LLM_MAX_CONCURRENT=1, LLM_TOKEN_DELAY_MS=50)
+async def test_concurrency_cap_answers_busy(token):
+    client = client_for(token)
+    first = await start(client, message="slow", max_tokens=100)
+    second = await start(client, message="too many")
+    assert second.status_code == 429 and second.json()["error"]["code"] == "busy"
+    await client.post(f"/api/streams/{first['X-Stream-Id']}/cancel")
+    await read_all(first)
+    await asyncio.sleep(0.1)
+    third = await start(client, message="now there is room")
+    assert third.status_code == 200
+    await read_all(third)
+
+
+@override_settings(LLM_TOKENS_PER_DAY=5, LLM_TOKEN_DELAY_MS=0)
+async def test_daily_token_budget(token):
+    client = client_for(token)
+    await read_all(await start(client, message="a b c d e f"))
+    await asyncio.sleep(0.2)
+    refused = await start(client, message="more")
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
