@@ -32,7 +32,7 @@ def socket(token: str | None, query: str = "") -> WebsocketCommunicator:
 
 
 async def until_end(ws: WebsocketCommunicator) -> list[dict]:
-    frames = []
+    frames: list[dict] = []
     async with asyncio.timeout(TIMEOUT):
         while not frames or frames[-1]["type"] != "ai_stream_end":
             frames.append(await ws.receive_json_from(timeout=TIMEOUT))
@@ -97,7 +97,7 @@ async def test_a_dropped_socket_resumes_the_stream_after_an_index(token):
     await ws.connect()
     await ws.send_json_to({"type": "user_message", "content": "a b c d e f g h", "max_tokens": 12})
     start = await ws.receive_json_from(timeout=TIMEOUT)
-    seen = []
+    seen: list[int] = []
     while len(seen) < 3:
         frame = await ws.receive_json_from(timeout=TIMEOUT)
         if frame["type"] == "ai_stream_chunk":

@@ -104,7 +104,7 @@ async def test_resume_with_last_event_id_gives_exactly_the_rest(token):
     by_query = await client.get(f"/api/streams/{stream_id}/events?last_event_id={stream_id}:6")
     assert [e["event"] for e in parse_events(await read_all(by_query))] == ["done"]
     from_start = await client.get(f"/api/streams/{stream_id}/events")
-    assert [e["event"] for e in parse_events(await read_all(from_start))][0] == "start"
+    assert parse_events(await read_all(from_start))[0]["event"] == "start"
 
 
 @override_settings(LLM_TOKEN_DELAY_MS=50)
