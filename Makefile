@@ -48,6 +48,7 @@ serve: $(STAMP)
 
 ## make bench: the fan-out benchmark (short default; see bench/README.md).
 bench: $(STAMP) system-deps
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/fanout.py $(BENCH_ARGS)
 
 clean:

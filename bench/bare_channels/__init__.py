@@ -1,0 +1,1 @@
+"""A bare Channels consumer: the floor that `bench/fanout.py` compares the project with."""
