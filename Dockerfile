@@ -8,6 +8,7 @@ COPY project ./project
 COPY accounts ./accounts
 COPY chat ./chat
 COPY streaming ./streaming
+COPY notifications ./notifications
 COPY templates ./templates
 COPY manage.py ./
 RUN pip install --no-compile . \

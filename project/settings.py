@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from project.env import env_bool, env_float, env_int, env_list, env_optional, env_optional_int, env_str
+from project.env import ImproperlyConfiguredError, env_bool, env_float, env_int, env_list, env_optional, env_optional_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "accounts",
     "chat",
     "streaming",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -128,6 +129,8 @@ WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
 
 # ---- Token streaming (see streaming/) ----------------------------------------------
 LLM_BACKEND = env_str("LLM_BACKEND", "echo")
+if LLM_BACKEND not in ("echo", "openai"):
+    raise ImproperlyConfiguredError(f"environment variable LLM_BACKEND must be echo or openai, got {LLM_BACKEND!r}")
 LLM_BASE_URL = env_str("LLM_BASE_URL", "https://api.openai.com/v1")
 LLM_API_KEY = env_optional("LLM_API_KEY")
 LLM_MODEL = env_str("LLM_MODEL", "echo")
