@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "chat",
     "streaming",
     "notifications",
+    "tasks",
 ]
 
 MIDDLEWARE = [
@@ -139,6 +140,11 @@ LLM_ABANDON_SECONDS = env_float("LLM_ABANDON_SECONDS", 30.0, minimum=1.0)
 LLM_TIMEOUT_SECONDS = env_float("LLM_TIMEOUT_SECONDS", 30.0, minimum=0.1)
 LLM_MAX_CONCURRENT = env_int("LLM_MAX_CONCURRENT", 100, minimum=1)
 LLM_TOKENS_PER_DAY = env_optional_int("LLM_TOKENS_PER_DAY", minimum=0)
+
+# ---- Tasks (see tasks/) ----------------------------------------------------------------
+# Without Redis there is no task worker to hand tasks to: the web process runs them.
+TASKS_IN_PROCESS = env_bool("TASKS_IN_PROCESS", REDIS_URL is None)
+TASK_CONCURRENCY = env_int("TASK_CONCURRENCY", 16, minimum=1)
 
 # ---- Operations -------------------------------------------------------------------
 METRICS_TOKEN = env_optional("METRICS_TOKEN")

@@ -15,6 +15,7 @@ reader records when it last read, and the producer checks both on its heartbeat
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import time
 from collections.abc import Mapping
@@ -104,6 +105,18 @@ return 1
 """
 
 
+# Append an event numbered one past the newest (several writers may append to a task's log).
+_APPEND_NEXT_SCRIPT = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+-- entry id <seq + 1>-0: a new log starts at seq 1 (id 2-0)
+local seq = 1
+if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
+redis.call('XADD', KEYS[1], (seq + 1) .. '-0', 'k', ARGV[1], 'd', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return seq
+"""
+
+
 class RedisLog:
     async def create(self, name: str, *, owner_id: int, producer: str, extra: Mapping[str, str]) -> None:
         now = time.time()
@@ -133,6 +146,15 @@ class RedisLog:
             return []
         entries = reply[0][1]
         return [LogEvent(int(entry_id.split("-")[0]) - 1, fields["k"], json.loads(fields["d"])) for entry_id, fields in entries]
+
+    async def append_next(self, name: str, *, kind: str, data: Mapping[str, Any]) -> int:
+        """Append an event numbered one past the newest (from 1 for a new log); return its seq."""
+        seq: Any = await async_redis().eval(_APPEND_NEXT_SCRIPT, 1, _log_key(name), kind, _dumps(data), LOG_TTL_SECONDS)
+        return int(seq)
+
+    async def last_seq(self, name: str) -> int | None:
+        entries: Any = await async_redis().xrevrange(_log_key(name), count=1)
+        return int(entries[0][0].split("-")[0]) - 1 if entries else None
 
     async def meta(self, name: str) -> LogMeta | None:
         raw: Any = await async_redis().hgetall(_meta_key(name))
@@ -189,7 +211,9 @@ class LocalLog:
         self.streams[name] = _LocalStream(meta=meta)
 
     async def append(self, name: str, events: list[LogEvent], *, final: bool = False) -> None:
-        stream = self.streams[name]
+        stream = self.streams.get(name)
+        if stream is None:  # appending to a log whose meta data expired (a long-queued task)
+            stream = self.streams[name] = _LocalStream(meta={"owner": "0", "status": "running", "hb": "0", "reader": "0"})
         stream.events.extend(events)
         if final:
             stream.meta["status"] = "done"
@@ -197,16 +221,29 @@ class LocalLog:
 
     async def read(self, name: str, *, after: int, wait: float, limit: int = 1000) -> list[LogEvent]:
         stream = self.streams.get(name)
+        if stream is None and wait > 0:
+            await asyncio.sleep(min(wait, 0.05))  # not created yet (a queued task): poll
+            return []
         if stream is None:
             return []
-        if len(stream.events) <= after + 1 and wait > 0:
+        if (not stream.events or stream.events[-1].seq <= after) and wait > 0:
             changed = stream.changed
             try:
                 await asyncio.wait_for(changed.wait(), wait)
             except TimeoutError:
                 return []
-        # seq == index: events are appended in order from 0.
-        return stream.events[after + 1 : after + 1 + limit]
+        start = bisect.bisect_right([event.seq for event in stream.events], after)
+        return stream.events[start : start + limit]
+
+    async def append_next(self, name: str, *, kind: str, data: Mapping[str, Any]) -> int:
+        last = await self.last_seq(name)
+        seq = 1 if last is None else last + 1
+        await self.append(name, [LogEvent(seq, kind, data)])
+        return seq
+
+    async def last_seq(self, name: str) -> int | None:
+        stream = self.streams.get(name)
+        return stream.events[-1].seq if stream and stream.events else None
 
     async def meta(self, name: str) -> LogMeta | None:
         stream = self.streams.get(name)

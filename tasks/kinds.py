@@ -1,0 +1,87 @@
+"""The built-in task kinds."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from chat.models import Message, Room
+from streaming.backends import ChatTurn, get_backend
+from tasks.registry import TaskContext, TaskRequestError, task_kind
+
+# Read a room this many messages at a time, reporting progress after each chunk.
+SUMMARY_CHUNK = 200
+# The transcript handed to the model is cut to its newest characters (a context window).
+SUMMARY_MAX_CHARS = 12_000
+SUMMARY_MAX_TOKENS = 120
+
+
+def _int(body: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise TaskRequestError(400, "invalid", f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def validate_countdown(body: dict[str, Any]) -> dict[str, Any]:
+    return {"steps": _int(body, "steps", 1, 10_000), "interval_ms": _int(body, "interval_ms", 0, 60_000)}
+
+
+@task_kind("countdown", validate=validate_countdown)
+async def countdown(context: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
+    """A diagnostic: N steps of M ms, a progress event after each."""
+    steps, interval = params["steps"], params["interval_ms"] / 1000
+    for step in range(1, steps + 1):
+        await asyncio.sleep(interval)
+        await context.progress(step * 100 // steps, f"step {step} of {steps}")
+    return {"steps": steps}
+
+
+def validate_summarize_room(body: dict[str, Any]) -> dict[str, Any]:
+    slug = body.get("room")
+    if not isinstance(slug, str) or not Room.objects.filter(slug=slug).exists():
+        raise TaskRequestError(404 if isinstance(slug, str) else 400, "no_such_room", "room must name an existing room")
+    return {"room": slug}
+
+
+def _chunk(room_slug: str, after: int) -> list[tuple[int, str, str]]:
+    return list(
+        Message.objects.filter(room__slug=room_slug, removed_at__isnull=True, pk__gt=after)
+        .order_by("pk")
+        .values_list("pk", "user__username", "content")[:SUMMARY_CHUNK]
+    )
+
+
+def _count(room_slug: str) -> int:
+    return Message.objects.filter(room__slug=room_slug, removed_at__isnull=True).count()
+
+
+@task_kind("summarize_room", validate=validate_summarize_room)
+async def summarize_room(context: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Read the room in chunks (progress per chunk), then ask the model for a summary."""
+    room = params["room"]
+    total = await database_sync_to_async(_count)(room)
+    lines: list[str] = []
+    after, read = 0, 0
+    while True:
+        chunk = await database_sync_to_async(_chunk)(room, after)
+        if not chunk:
+            break
+        after, read = chunk[-1][0], read + len(chunk)
+        lines.extend(f"{user}: {content}" for _, user, content in chunk)
+        await context.progress(min(90, read * 90 // max(total, 1)), f"read {read} of {total} messages")
+    transcript = "\n".join(lines)[-SUMMARY_MAX_CHARS:]
+    await context.progress(90, "asking the model")
+    generation = get_backend().generate(
+        messages=[ChatTurn("system", "Summarise this chat in a few sentences."), ChatTurn("user", transcript or "(no messages)")],
+        max_tokens=SUMMARY_MAX_TOKENS,
+    )
+    tokens: list[str] = []
+    try:
+        async for batch in generation:
+            tokens.extend(batch)
+    finally:
+        await generation.aclose()
+    return {"summary": "".join(tokens).strip(), "messages": read}

@@ -1,0 +1,140 @@
+"""The task API of CONTRACT §5: thin async views over tasks.services and the task log."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import wraps
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
+
+from project.api import error_response
+from streaming.log import get_log
+from streaming.sse import KEEPALIVE, encode_event
+from streaming.views import KEEPALIVE_SECONDS, sse_response
+from tasks import services
+from tasks.models import Task
+from tasks.registry import TaskRequestError
+from tasks.runner import ensure_local_runner, task_event, task_final_event
+
+FINAL_EVENTS = ("complete", "failed")
+# A finished task whose final event is not in its log after this long (the log expired,
+# or its runner died between recording and announcing) gets one made from its row.
+FINAL_EVENT_GRACE_SECONDS = 2.0
+
+AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+
+
+def task_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
+    def decorator(view: AsyncView) -> AsyncView:
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method not in methods:
+                return error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
+            user = await request.auser()
+            if not user.is_authenticated:
+                return error_response(401, "not_authenticated", "log in or send Authorization: Bearer <token>")
+            request.resolved_user_id = user.pk  # type: ignore[attr-defined]
+            try:
+                return await view(request, *args, **kwargs)
+            except TaskRequestError as refused:
+                return error_response(refused.status, refused.code, refused.detail)
+
+        return wrapper
+
+    return decorator
+
+
+def task_state(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.pk,
+        "kind": task.kind,
+        "status": task.status,
+        "progress": task.progress,
+        "result": task.result,
+        "error": task.error or None,
+        "created_at": task.created_at.isoformat(),
+        "finished_at": task.finished_at.isoformat() if task.finished_at else None,
+    }
+
+
+async def _owned_task(request: HttpRequest, task_id: int) -> Task:
+    task = await Task.objects.filter(pk=task_id, owner_id=request.resolved_user_id).afirst()  # type: ignore[attr-defined]
+    if task is None:
+        raise TaskRequestError(404, "not_found", "no such task")
+    return task
+
+
+@task_view("POST", "GET")
+async def tasks(request: HttpRequest) -> HttpResponseBase:
+    """POST /api/tasks/ -> 202 {"id","status","events_url"}; GET lists the user's tasks."""
+    owner_id = request.resolved_user_id  # type: ignore[attr-defined]
+    if request.method == "GET":
+        mine = [task async for task in Task.objects.filter(owner_id=owner_id).order_by("-pk")[:50]]
+        return JsonResponse({"tasks": [task_state(task) for task in mine]})
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, RecursionError):
+        raise TaskRequestError(400, "bad_json", "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise TaskRequestError(400, "bad_request", "request body must be a JSON object")
+    if settings.TASKS_IN_PROCESS:
+        ensure_local_runner()
+    task = await database_sync_to_async(services.task_create)(owner_id=owner_id, body=body)
+    await task_event(task.pk, "progress", {"progress": 0, "status": "queued", "message": "queued"})
+    await database_sync_to_async(services.task_wake)()
+    return JsonResponse({"id": task.pk, "status": task.status, "events_url": f"/api/tasks/{task.pk}/events"}, status=202)
+
+
+@task_view("GET", "DELETE")
+async def task_detail(request: HttpRequest, task_id: int) -> HttpResponseBase:
+    task = await _owned_task(request, task_id)
+    if request.method == "GET":
+        return JsonResponse(task_state(task))
+    if await database_sync_to_async(services.task_cancel)(task=task):
+        await task_final_event(task)
+    return JsonResponse({"id": task.pk, "status": "cancelled" if task.cancel_requested else task.status}, status=202)
+
+
+@task_view("GET")
+async def task_events(request: HttpRequest, task_id: int) -> HttpResponseBase:
+    """SSE: progress events numbered from 1; Last-Event-ID resumes; any worker serves it."""
+    task = await _owned_task(request, task_id)
+    last = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
+    after = int(last) if last.isdigit() else 0
+    return sse_response(_events(task.pk, after))
+
+
+async def _events(task_id: int, after: int) -> AsyncIterator[str]:
+    log, name = get_log(), f"task:{task_id}"
+    idle_since = time.monotonic()
+    finished_seen: float | None = None
+    while True:
+        events = await log.read(name, after=after, wait=1.0)
+        if events:
+            idle_since = time.monotonic()
+            yield "".join(encode_event(event=e.kind, data=e.data, id=str(e.seq)) for e in events)
+            after = events[-1].seq
+            if events[-1].kind in FINAL_EVENTS:
+                return
+            continue
+        task = await Task.objects.aget(pk=task_id)
+        if task.status in Task.FINISHED:
+            finished_seen = finished_seen or time.monotonic()
+            if time.monotonic() - finished_seen >= FINAL_EVENT_GRACE_SECONDS:
+                kind = "complete" if task.status == Task.Status.SUCCEEDED else "failed"
+                data = (
+                    {"status": task.status, "result": task.result}
+                    if kind == "complete"
+                    else {"status": task.status, "error": task.error}
+                )
+                yield encode_event(event=kind, data=data, id=str(after + 1))
+                return
+        if time.monotonic() - idle_since >= KEEPALIVE_SECONDS:
+            idle_since = time.monotonic()
+            yield KEEPALIVE
