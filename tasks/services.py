@@ -77,7 +77,8 @@ def task_claim(*, runner: str, limit: int = 1) -> list[Task]:
     on PostgreSQL, SKIP LOCKED keeps them from waiting on each other's candidates.
     """
     now = timezone.now()
-    runnable = Q(status=Task.Status.QUEUED) | Q(status=Task.Status.RUNNING, lease_expires_at__lt=now)
+    # A task whose lease ran out is retried, unless it has had its attempts (task_sweep fails it).
+    runnable = Q(status=Task.Status.QUEUED) | Q(status=Task.Status.RUNNING, lease_expires_at__lt=now, attempts__lt=MAX_ATTEMPTS)
     claimed: list[Task] = []
     with transaction.atomic():
         candidates = Task.objects.filter(runnable, cancel_requested=False).order_by("pk")

@@ -11,6 +11,7 @@ from django.test import AsyncClient, override_settings
 
 from streaming import limits
 from streaming.models import ConversationMessage
+from tests.asgi_client import BearerClient, read_all
 from tests.factories import make_token, make_user
 from tests.streaming.sse_parsing import parse_events
 
@@ -29,28 +30,8 @@ def token(transactional_db):
     return make_token(make_user("alice"))
 
 
-class BearerClient(AsyncClient):
-    """AsyncClient's own ``headers=`` does not reach ASGI scope headers; add them per request."""
-
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self.token = token
-
-    def generic(self, method, path, data="", content_type="application/octet-stream", secure=False, *, headers=None, **extra):
-        headers = {"Authorization": f"Bearer {self.token}", **(headers or {})}
-        return super().generic(method, path, data, content_type, secure, headers=headers, **extra)
-
-
 def client_for(token: str) -> AsyncClient:
     return BearerClient(token)
-
-
-async def read_all(response, timeout: float = 10) -> str:
-    chunks = []
-    async with asyncio.timeout(timeout):
-        async for chunk in response.streaming_content:
-            chunks.append(chunk.decode())
-    return "".join(chunks)
 
 
 async def start(client: AsyncClient, **body):
