@@ -15,7 +15,7 @@ class BearerClient(AsyncClient):
         super().__init__()
         self.token = token
 
-    def generic(self, method, path, data="", content_type="application/octet-stream", secure=False, *, headers=None, **extra):  # type: ignore[no-untyped-def]
+    def generic(self, method, path, data="", content_type="application/octet-stream", secure=False, *, headers=None, **extra):
         headers = {"Authorization": f"Bearer {self.token}", **(headers or {})}
         return super().generic(method, path, data, content_type, secure, headers=headers, **extra)
 

@@ -56,6 +56,7 @@ def test_leases_are_renewed_only_by_their_owner():
     assert Task.objects.get(pk=task.pk).lease_expires_at == before
     services.leases_renew(runner="a", progress={task.pk: 50})
     row = Task.objects.get(pk=task.pk)
+    assert before is not None and row.lease_expires_at is not None
     assert row.lease_expires_at > before and row.progress == 50
 
 
