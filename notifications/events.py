@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from chat import broker
 from notifications.models import Notification
+from notifications.wakeups import user_topic
 
 
 def notification_published(*, notification: Notification) -> None:
-    """Wake the user's open notification streams. The row is the truth: a stream that
-    misses this reads the table (see notifications.views)."""
-    from chat import broker
-
-    broker.publish(f"notify:{notification.user_id}", str(notification.pk))
+    """Wake the user's open notification streams, on every worker."""
+    broker.publish(user_topic(notification.user_id), str(notification.pk))

@@ -15,3 +15,15 @@ def notification_create(*, user_id: int, kind: str, data: dict[str, Any]) -> Not
     notification = Notification.objects.create(user_id=user_id, kind=kind, data=data)
     transaction.on_commit(lambda: events.notification_published(notification=notification))
     return notification
+
+
+def notifications_mark_read(*, user_id: int, ids: list[int] | None = None, up_to: int | None = None) -> int:
+    """Mark the user's notifications read: these ids, or every one up to an id."""
+    from django.utils import timezone
+
+    query = Notification.objects.filter(user_id=user_id, read_at__isnull=True)
+    if ids is not None:
+        query = query.filter(pk__in=ids)
+    elif up_to is not None:
+        query = query.filter(pk__lte=up_to)
+    return query.update(read_at=timezone.now())

@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/", include("chat.urls")),
     path("api/", include(streaming_urls.api_urlpatterns)),
     path("api/", include("tasks.urls")),
+    path("api/", include("notifications.urls")),
     path("v1/", include(streaming_urls.openai_urlpatterns)),
     path("healthz", views.healthz),
     path("metrics", views.metrics),

@@ -1,0 +1,92 @@
+"""GET /api/notifications/stream (SSE), the unread list, and marking them read (CONTRACT §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
+
+from notifications import selectors, services
+from notifications.wakeups import get_wakeups, user_topic
+from project.api import error_response
+from streaming.sse import KEEPALIVE, encode_event
+from streaming.views import KEEPALIVE_SECONDS, async_api_view, sse_response
+
+# Besides wake-ups, the table is read this often: a wake-up lost in a Redis blip
+# delays a notification by at most this long.
+POLL_SECONDS = 2.0
+
+
+def _user_id(request: HttpRequest) -> int:
+    return int(request.resolved_user.pk)  # type: ignore[attr-defined]
+
+
+@async_api_view("GET")
+async def notification_list(request: HttpRequest) -> HttpResponseBase:
+    """GET /api/notifications/?after=<id>: the unread notifications after that id."""
+    after = request.GET.get("after", "0")
+    if not after.isdigit():
+        return error_response(400, "invalid", "after must be a non-negative integer")
+    found = await database_sync_to_async(selectors.notifications_after)(
+        user_id=_user_id(request), after=int(after), unread_only=True
+    )
+    return JsonResponse({"notifications": [selectors.notification_object(n) for n in found]})
+
+
+@async_api_view("POST")
+async def notification_read(request: HttpRequest) -> HttpResponseBase:
+    """POST /api/notifications/read {"ids":[…]} or {"up_to": id} -> {"marked": n}."""
+    try:
+        body: Any = json.loads(request.body or b"{}")
+    except (ValueError, RecursionError):
+        return error_response(400, "bad_json", "request body is not valid JSON")
+    ids, up_to = (body.get("ids"), body.get("up_to")) if isinstance(body, dict) else (None, None)
+    valid_ids = isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+    valid_up_to = isinstance(up_to, int) and not isinstance(up_to, bool)
+    if not (valid_ids or valid_up_to):
+        return error_response(400, "invalid", 'send {"ids": [<id>, …]} or {"up_to": <id>}')
+    marked = await database_sync_to_async(services.notifications_mark_read)(
+        user_id=_user_id(request), ids=ids if valid_ids else None, up_to=up_to if valid_up_to else None
+    )
+    return JsonResponse({"marked": marked})
+
+
+@async_api_view("GET")
+async def notification_stream(request: HttpRequest) -> HttpResponseBase:
+    """SSE of the user's notifications: ``event: <kind>``, ``id: <notification id>``.
+
+    With Last-Event-ID: every notification after it, then live ones. Without: live
+    ones only (the unread list is GET /api/notifications/)."""
+    user_id = _user_id(request)
+    last = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+    if last is not None and last.isdigit():
+        after = int(last)
+    else:
+        after = await database_sync_to_async(selectors.notification_latest_id)(user_id=user_id)
+    return sse_response(_stream(user_id, after))
+
+
+async def _stream(user_id: int, after: int) -> AsyncIterator[str]:
+    async with get_wakeups().watch(user_topic(user_id)) as woken:
+        idle_since = time.monotonic()
+        while True:
+            woken.clear()
+            found = await database_sync_to_async(selectors.notifications_after)(user_id=user_id, after=after, unread_only=False)
+            if found:
+                after = found[-1].pk
+                idle_since = time.monotonic()
+                yield "".join(encode_event(event=n.kind, data=n.data, id=str(n.pk)) for n in found)
+                continue
+            if time.monotonic() - idle_since >= KEEPALIVE_SECONDS:
+                idle_since = time.monotonic()
+                yield KEEPALIVE
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_SECONDS):
+                    await woken.wait()

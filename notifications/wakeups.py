@@ -1,0 +1,60 @@
+"""Wake-ups for open notification streams of this worker.
+
+One broker subscription per user with an open stream on this worker; a published
+notification id wakes that user's streams, which then read the table (the row is the
+truth: a wake-up lost in a Redis blip only delays delivery until the next poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator
+
+from chat.broker import Broker, create_broker
+
+
+class Wakeups:
+    def __init__(self) -> None:
+        self.waiters: dict[str, set[asyncio.Event]] = {}
+        self.broker: Broker = create_broker(self._on_message, self._on_reconnect)
+
+    async def _on_message(self, topic: str, data: str) -> None:
+        for event in self.waiters.get(topic, ()):
+            event.set()
+
+    async def _on_reconnect(self) -> None:
+        for events in self.waiters.values():
+            for event in events:
+                event.set()  # anything may have been missed: look at the table
+
+    @contextlib.asynccontextmanager
+    async def watch(self, topic: str) -> AsyncIterator[asyncio.Event]:
+        event = asyncio.Event()
+        waiters = self.waiters.setdefault(topic, set())
+        if not waiters:
+            await self.broker.subscribe(topic)
+        waiters.add(event)
+        try:
+            yield event
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self.waiters.pop(topic, None)
+                await self.broker.unsubscribe(topic)
+
+
+_wakeups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Wakeups] = weakref.WeakKeyDictionary()
+
+
+def get_wakeups() -> Wakeups:
+    loop = asyncio.get_running_loop()
+    wakeups = _wakeups.get(loop)
+    if wakeups is None:
+        wakeups = _wakeups[loop] = Wakeups()
+    return wakeups
+
+
+def user_topic(user_id: int) -> str:
+    return f"notify:{user_id}"

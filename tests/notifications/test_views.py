@@ -1,0 +1,94 @@
+"""Notifications in process: the stream, resume, the unread list, marking read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+
+from notifications.services import notification_create
+from tests.asgi_client import BearerClient
+from tests.factories import make_token, make_user
+from tests.streaming.sse_parsing import parse_events
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def nina(transactional_db):
+    user = make_user("nina")
+    return user, BearerClient(make_token(user))
+
+
+async def notify(user: User, kind: str, **data):
+    return await database_sync_to_async(notification_create)(user_id=user.pk, kind=kind, data=data)
+
+
+async def next_events(response, count: int, timeout: float = 5) -> list[dict]:
+    events: list[dict] = []
+    buffer = ""
+    iterator = response.streaming_content.__aiter__()
+    async with asyncio.timeout(timeout):
+        while len(events) < count:
+            buffer += (await anext(iterator)).decode()
+            *blocks, buffer = buffer.split("\n\n")
+            events += [e for b in blocks for e in parse_events(b + "\n\n") if "event" in e]
+    return events
+
+
+async def test_live_notifications_arrive_on_the_stream(nina):
+    user, client = nina
+    await notify(user, "moderation", action="old")  # before the stream: not replayed without Last-Event-ID
+    stream = await client.get("/api/notifications/stream")
+    assert stream["Content-Type"].startswith("text/event-stream")
+    await asyncio.sleep(0.1)
+    created = await notify(user, "mention", room="lobby", **{"from": "sam"}, message_id=7, content="hi @nina")
+    [event] = await next_events(stream, 1)
+    assert event == {
+        "comments": [],
+        "event": "mention",
+        "data": {"room": "lobby", "from": "sam", "message_id": 7, "content": "hi @nina"},
+        "id": str(created.pk),
+    }
+
+
+async def test_last_event_id_replays_what_was_missed(nina):
+    user, client = nina
+    first = await notify(user, "task", task_id=1, status="succeeded")
+    await notify(user, "task", task_id=2, status="failed")
+    await notify(user, "dm", room="dm-a-b", **{"from": "x"}, message_id=3, content="psst")
+    stream = await client.get("/api/notifications/stream", headers={"Last-Event-ID": str(first.pk)})
+    events = await next_events(stream, 2)
+    assert [e["event"] for e in events] == ["task", "dm"]
+
+
+async def test_unread_list_and_mark_read(nina):
+    user, client = nina
+    one = await notify(user, "task", task_id=1)
+    two = await notify(user, "task", task_id=2)
+    other = await database_sync_to_async(make_user)("someone")
+    await notify(other, "task", task_id=3)
+    listed = (await client.get("/api/notifications/")).json()["notifications"]
+    assert [n["id"] for n in listed] == [one.pk, two.pk] and listed[0]["read"] is False
+    assert [n["id"] for n in (await client.get(f"/api/notifications/?after={one.pk}")).json()["notifications"]] == [two.pk]
+    marked = await client.post("/api/notifications/read", json.dumps({"ids": [one.pk]}), content_type="application/json")
+    assert marked.json() == {"marked": 1}
+    assert [n["id"] for n in (await client.get("/api/notifications/")).json()["notifications"]] == [two.pk]
+    await client.post("/api/notifications/read", json.dumps({"up_to": two.pk}), content_type="application/json")
+    assert (await client.get("/api/notifications/")).json() == {"notifications": []}
+
+
+@pytest.mark.parametrize("body", ["{", "[]", "{}", '{"ids": "1"}', '{"up_to": true}'])
+async def test_bad_mark_read_bodies(nina, body):
+    _, client = nina
+    response = await client.post("/api/notifications/read", body, content_type="application/json")
+    assert response.status_code == 400
+
+
+async def test_bad_after_and_no_login():
+    from django.test import AsyncClient
+
+    assert (await AsyncClient().get("/api/notifications/")).status_code == 401
