@@ -132,6 +132,7 @@ class Cluster:
         self.manage("migrate", "--verbosity", "0")
         self.ports = [free_port() for _ in range(workers)]
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * workers
+        self.taskworkers: list[subprocess.Popen[bytes]] = []
         for index in range(workers):
             self.start_worker(index)
 
@@ -168,6 +169,16 @@ class Cluster:
         self.processes[index] = process
         wait_for_port(self.ports[index], process)
 
+    def start_taskworker(self) -> subprocess.Popen[bytes]:
+        """A task worker on the cluster's database and Redis (stopped with the cluster)."""
+        log = open(self.dir / "taskworker.log", "ab")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [PYTHON, "manage.py", "taskworker"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        self.taskworkers.append(process)
+        return process
+
     def kill_worker(self, index: int) -> None:
         process = self.processes[index]
         assert process is not None
@@ -182,10 +193,10 @@ class Cluster:
         return f"ws://127.0.0.1:{self.ports[index]}{path}"
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.dir.glob("worker*.log")))
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.dir.glob("*worker*.log")))
 
     def stop(self) -> None:
-        for process in self.processes:
+        for process in [*self.processes, *self.taskworkers]:
             if process is not None:
                 stop(process)
         shutil.rmtree(self.dir, ignore_errors=True)
