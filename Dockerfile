@@ -9,6 +9,7 @@ COPY accounts ./accounts
 COPY chat ./chat
 COPY streaming ./streaming
 COPY notifications ./notifications
+COPY tasks ./tasks
 COPY templates ./templates
 COPY manage.py ./
 RUN pip install --no-compile . \

@@ -1,4 +1,4 @@
-"""Run N daphne workers on one port with no sticky sessions (``make serve``).
+"""Run N daphne workers on one port with no sticky sessions, plus the task worker (``make serve``).
 
 supervisor's ``fcgi-program`` opens the listening socket once and hands it to every
 worker as file descriptor 0 (``daphne --fd 0``), which is how the Channels deployment
@@ -46,6 +46,18 @@ process_name=web%(process_num)d
 autostart=true
 autorestart=true
 startsecs=2
+stopwaitsecs=10
+stopasgroup=true
+killasgroup=true
+stdout_logfile=/dev/stdout
+stdout_logfile_maxbytes=0
+redirect_stderr=true
+
+[program:taskworker]
+directory={ROOT}
+command={sys.executable} manage.py taskworker
+autostart=true
+autorestart=true
 stopwaitsecs=10
 stopasgroup=true
 killasgroup=true

@@ -56,6 +56,8 @@ async def test_two_workers_share_one_port_and_rooms(served):
     port, tokens = served
     base = f"http://127.0.0.1:{port}"
     assert len(worker_pids(port)) >= 2, "supervisor started two daphne workers"
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert "manage.py taskworker" in processes, "and the task worker"
     assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok", "db": "ok", "redis": "ok"}
     headers = {"Authorization": f"Bearer {tokens['sam']}"}
     assert (
