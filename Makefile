@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 WORKERS ?= 2
 HOST ?= 127.0.0.1
+SERVER ?= daphne
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test lint serve bench soak system-deps migrate clean
+.PHONY: run test lint serve bench bench-sse soak system-deps migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,16 +41,21 @@ lint: $(STAMP)
 system-deps:
 	@bash deploy/install-system-deps.sh
 
-## make serve WORKERS=N PORT=P: N daphne workers on one port, no sticky sessions (needs REDIS_URL).
+## make serve WORKERS=N PORT=P [SERVER=uvicorn]: N workers on one port, no sticky sessions, plus the task worker (needs REDIS_URL).
 serve: $(STAMP)
 	@test -n "$$REDIS_URL" || { echo "make serve needs REDIS_URL (several workers share nothing else)"; exit 2; }
 	$(BIN)/python manage.py migrate --verbosity 0
-	$(BIN)/python deploy/serve.py --workers $(WORKERS) --port $(PORT) --host $(HOST)
+	$(BIN)/python deploy/serve.py --workers $(WORKERS) --port $(PORT) --host $(HOST) --server $(SERVER)
 
 ## make bench: the fan-out benchmark (short default; see bench/README.md).
 bench: $(STAMP) system-deps
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/fanout.py $(BENCH_ARGS)
+
+## make bench-sse: the SSE token-stream benchmark, ours and a bare Django view (see bench/README.md).
+bench-sse: $(STAMP) system-deps
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/sse.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .mypy_cache .ruff_cache

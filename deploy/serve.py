@@ -18,8 +18,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def supervisor_config(*, workers: int, host: str, port: int, run_dir: Path) -> str:
+SERVERS = {
+    # Both serve the same ASGI application from the socket supervisor hands them as fd 0.
+    "daphne": "{bin}/daphne --fd 0 --proxy-headers -v 1 project.asgi:application",
+    "uvicorn": "{bin}/uvicorn --fd 0 --proxy-headers --no-access-log --log-level warning project.asgi:application",
+}
+
+
+def supervisor_config(*, workers: int, host: str, port: int, run_dir: Path, server: str = "daphne") -> str:
     bin_dir = Path(sys.executable).parent
+    command = SERVERS[server].format(bin=bin_dir)
     return f"""\
 [supervisord]
 nodaemon=true
@@ -40,7 +48,7 @@ serverurl=unix://{run_dir}/supervisor.sock
 socket=tcp://{host}:{port}
 socket_backlog=2048
 directory={ROOT}
-command={bin_dir}/daphne --fd 0 --proxy-headers -v 1 project.asgi:application
+command={command}
 numprocs={workers}
 process_name=web%(process_num)d
 autostart=true
@@ -72,13 +80,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--server", choices=sorted(SERVERS), default="daphne")
     args = parser.parse_args()
     if not os.environ.get("REDIS_URL"):
         sys.exit("serve: REDIS_URL must be set; workers share rooms through Redis")
     run_dir = Path(tempfile.mkdtemp(prefix="serve-"))
     config = run_dir / "supervisord.conf"
-    config.write_text(supervisor_config(workers=args.workers, host=args.host, port=args.port, run_dir=run_dir))
-    print(f"serving {args.workers} workers on http://{args.host}:{args.port}/ (config {config})", flush=True)
+    config.write_text(
+        supervisor_config(workers=args.workers, host=args.host, port=args.port, run_dir=run_dir, server=args.server)
+    )
+    print(f"serving {args.workers} {args.server} workers on http://{args.host}:{args.port}/ (config {config})", flush=True)
     supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or "supervisord"
     os.execv(supervisord, [supervisord, "-c", str(config)])
 

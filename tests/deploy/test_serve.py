@@ -18,13 +18,13 @@ from tests.wsclient import room_client
 pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
 
 
-@pytest.fixture(scope="module")
-def served(redis_server: RedisServer) -> Iterator[tuple[int, dict[str, str]]]:
+@pytest.fixture(scope="module", params=["daphne", "uvicorn"])
+def served(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[tuple[int, dict[str, str]]]:
     database = Cluster(redis_server, workers=0)  # a migrated database, no workers of its own
-    tokens = database.mint_tokens("sam", "sue")
+    tokens = database.mint_tokens("sam", "sue")  # a fresh database per server
     port = free_port()
     process = subprocess.Popen(
-        [PYTHON, "deploy/serve.py", "--workers", "2", "--port", str(port)],
+        [PYTHON, "deploy/serve.py", "--workers", "2", "--port", str(port), "--server", request.param],
         cwd=ROOT,
         env=database.env,
         stdout=subprocess.DEVNULL,
@@ -48,15 +48,15 @@ def served(redis_server: RedisServer) -> Iterator[tuple[int, dict[str, str]]]:
 
 def worker_pids(port: int) -> set[int]:
     """PIDs of the daphne processes serving through supervisor's socket."""
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return {int(line.split()[0]) for line in out.splitlines() if "daphne --fd 0" in line}
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return {int(line.split()[0]) for line in out.splitlines() if "--fd 0" in line and "project.asgi" in line}
 
 
 async def test_two_workers_share_one_port_and_rooms(served):
     port, tokens = served
     base = f"http://127.0.0.1:{port}"
-    assert len(worker_pids(port)) >= 2, "supervisor started two daphne workers"
-    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert len(worker_pids(port)) >= 2, "supervisor started two web workers"
+    processes = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert "manage.py taskworker" in processes, "and the task worker"
     assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok", "db": "ok", "redis": "ok"}
     headers = {"Authorization": f"Bearer {tokens['sam']}"}
