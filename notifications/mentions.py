@@ -1,0 +1,52 @@
+"""``@username`` mentions in chat messages become ``mention`` notifications."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from django.contrib.auth.models import User
+
+from notifications.services import notification_create
+
+# Django's default username characters: letters, digits and @.+-_ (a trailing dot or
+# comma belongs to the sentence, not the name).
+MENTION = re.compile(r"(?<![\w@])@([\w.+-]*[\w+-])")
+
+
+@dataclass(frozen=True, slots=True)
+class PostedMessage:
+    message_id: int
+    room_slug: str
+    author_id: int
+    author: str
+    content: str
+
+
+def mentioned_usernames(content: str) -> set[str]:
+    return set(MENTION.findall(content)) if "@" in content else set()
+
+
+def mentions_notify(*, messages: list[PostedMessage]) -> int:
+    """Notify everyone mentioned (once per message, never the author); call inside the
+    messages' transaction. Returns how many notifications were created."""
+    wanted = {message.message_id: mentioned_usernames(message.content) for message in messages}
+    names = set().union(*wanted.values()) if wanted else set()
+    if not names:
+        return 0
+    users = dict(User.objects.filter(username__in=names, is_active=True).values_list("username", "pk"))
+    created = 0
+    for message in messages:
+        for name in sorted(wanted[message.message_id]):
+            user_id = users.get(name)
+            if user_id is None or user_id == message.author_id:
+                continue
+            data = {
+                "room": message.room_slug,
+                "from": message.author,
+                "message_id": message.message_id,
+                "content": message.content,
+            }
+            notification_create(user_id=user_id, kind="mention", data=data)
+            created += 1
+    return created
