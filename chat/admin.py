@@ -1,25 +1,453 @@
-from django.contrib import admin
+"""The moderators' admin (docs/moderation.md).
 
-from chat.models import Ban, Message, Mute, Room
+Every action that changes something calls chat.services, the same code as the staff
+API, so it is logged and takes effect live on every worker. Fields whose change must be
+heard live (a room's lock, a message's removal, a ban's end) are read-only in the forms:
+a plain save would change the row and tell nobody.
+
+A moderator is a staff user in the Moderators group, not a superuser: each action names
+the permission it needs, and the group has exactly those (chat.services.MODERATOR_PERMISSIONS).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from chat import presence, protocol, services
+from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, sanction_active_q
 
 
+def _actor(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User), "the admin lets only signed-in staff in"
+    return user
+
+
+def _excerpt(text: str, length: int = 80) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+# ---- intermediate pages for actions that need input -----------------------------------
+class SanctionForm(forms.Form):
+    room = forms.ModelChoiceField(queryset=Room.objects.all(), required=False, empty_label="Site-wide (every room)")
+    minutes = forms.IntegerField(
+        required=False, min_value=1, max_value=services.MAX_SANCTION_MINUTES, help_text="Empty: until lifted."
+    )
+    reason = forms.CharField(required=False, max_length=services.MAX_REASON_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class NoticeForm(forms.Form):
+    content = forms.CharField(max_length=protocol.MAX_CONTENT_CHARS, widget=forms.Textarea(attrs={"rows": 4}))
+
+
+def _ask(
+    model_admin: admin.ModelAdmin[Any],
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    form_class: type[forms.Form],
+    *,
+    action: str,
+    title: str,
+    intro: str,
+    submit: str,
+) -> forms.Form | TemplateResponse:
+    """The valid form once the intermediate page was submitted; until then the page itself.
+
+    The changelist posts the action without ``apply``; the page posts it back with the
+    same selection and ``apply``, and Django runs the action again with both.
+    """
+    form = form_class(request.POST if "apply" in request.POST else None)
+    if form.is_valid():
+        return form
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "intro": intro,
+        "submit": submit,
+        "opts": model_admin.model._meta,
+        "queryset": queryset,
+        "form": form,
+        "action": action,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "media": model_admin.media + form.media,
+    }
+    return TemplateResponse(request, "admin/chat/action_form.html", context)
+
+
+# ---- rooms -------------------------------------------------------------------------------
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ["slug", "title", "locked", "created_at"]
+    list_display = ["slug", "title", "online", "message_count", "locked", "created_at"]
     search_fields = ["slug", "title"]
     list_filter = ["locked"]
+    readonly_fields = ["locked", "last_message_id"]
+    actions = ["lock_rooms", "unlock_rooms", "send_notice"]
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        """Counts for the page's rooms only, one query each, rather than one per row
+        (or an aggregate over every message of every room)."""
+        changelist = super().get_changelist_instance(request)
+        rooms: list[Any] = list(changelist.result_list)
+        ids = [room.pk for room in rooms]
+        online = presence.room_online_counts(ids)
+        counts = dict(
+            Message.objects.filter(room_id__in=ids, removed_at__isnull=True)
+            .values("room_id")
+            .annotate(count=Count("id"))
+            .values_list("room_id", "count")
+        )
+        for room in rooms:
+            room.online_now, room.visible_messages = online[room.pk], counts.get(room.pk, 0)
+        return changelist
+
+    @admin.display(description="online now")
+    def online(self, room: Any) -> int | None:
+        return getattr(room, "online_now", None)
+
+    @admin.display(description="messages")
+    def message_count(self, room: Any) -> int | None:
+        return getattr(room, "visible_messages", None)
+
+    @admin.action(description="Lock selected rooms", permissions=["change"])
+    def lock_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        self._lock(request, queryset, locked=True)
+
+    @admin.action(description="Unlock selected rooms", permissions=["change"])
+    def unlock_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        self._lock(request, queryset, locked=False)
+
+    def _lock(self, request: HttpRequest, queryset: QuerySet[Room], *, locked: bool) -> None:
+        for room in queryset:
+            services.room_lock(room=room, locked=locked, locked_by=_actor(request))
+        self.message_user(request, f"{'Locked' if locked else 'Unlocked'} {_count(len(queryset), 'room')}.", messages.SUCCESS)
+
+    @admin.action(description="Send a notice to selected rooms…", permissions=["change"])
+    def send_notice(self, request: HttpRequest, queryset: QuerySet[Room]) -> TemplateResponse | None:
+        answer = _ask(
+            self,
+            request,
+            queryset,
+            NoticeForm,
+            action="send_notice",
+            title="Send a notice",
+            intro="Everyone connected to these rooms now gets this notice:",
+            submit="Send",
+        )
+        if isinstance(answer, TemplateResponse):
+            return answer
+        for room in queryset:
+            services.room_notice(room=room, content=answer.cleaned_data["content"], sent_by=_actor(request))
+        self.message_user(request, f"Sent the notice to {_count(len(queryset), 'room')}.", messages.SUCCESS)
+        return None
+
+
+# ---- messages ----------------------------------------------------------------------------
+class RemovedFilter(admin.SimpleListFilter):
+    title = "removed"
+    parameter_name = "removed"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("no", "Visible"), ("yes", "Removed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(removed_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(removed_at__isnull=True)
+        return queryset
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ["id", "room", "user", "content", "created_at", "removed_at"]
-    list_filter = ["room", "created_at"]
+    list_display = ["id", "room", "user", "excerpt", "created_at", "removed_at", "removed_by"]
+    list_filter = ["room", "created_at", RemovedFilter]
     search_fields = ["content", "user__username", "room__slug"]
-    raw_id_fields = ["user", "room", "removed_by"]
-    readonly_fields = ["created_at"]
+    list_select_related = ["room", "user", "removed_by"]
+    fields = ("room", "user", "content", "nonce", "created_at", "removed_at", "removed_by")
+    readonly_fields = ("room", "user", "content", "nonce", "created_at", "removed_at", "removed_by")
+    # The exact total would count the whole table on every page view.
+    show_full_result_count = False
+    actions = ["remove_messages", "restore_messages"]
+
+    @admin.display(description="content")
+    def excerpt(self, message: Message) -> str:
+        return _excerpt(message.content)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # messages come from the rooms
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        # A hard delete would tell no connected client; "Remove" redacts and tells them.
+        actions.pop("delete_selected", None)
+        return actions
+
+    @admin.action(description="Remove selected messages (redact)", permissions=["change"])
+    def remove_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        removed = sum(services.message_remove(message=m, removed_by=_actor(request)) for m in queryset)
+        self.message_user(request, f"Removed {_count(removed, 'message')}.", messages.SUCCESS)
+
+    @admin.action(description="Restore selected messages", permissions=["change"])
+    def restore_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        restored = sum(services.message_restore(message=m, restored_by=_actor(request)) for m in queryset)
+        self.message_user(request, f"Restored {_count(restored, 'message')}.", messages.SUCCESS)
 
 
-@admin.register(Ban, Mute)
+# ---- users -------------------------------------------------------------------------------
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class ModeratedUserAdmin(UserAdmin):
+    """Django's UserAdmin, plus banning and muting."""
+
+    actions = ["ban_users", "mute_users"]
+
+    def has_ban_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("chat.add_ban")
+
+    def has_mute_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("chat.add_mute")
+
+    @admin.action(description="Ban selected users…", permissions=["ban"])
+    def ban_users(self, request: HttpRequest, queryset: QuerySet[User]) -> TemplateResponse | None:
+        answer = _ask(
+            self,
+            request,
+            queryset,
+            SanctionForm,
+            action="ban_users",
+            title="Ban users",
+            intro="Their connections close at once, on every worker, and they cannot reconnect until the ban ends:",
+            submit="Ban",
+        )
+        if isinstance(answer, TemplateResponse):
+            return answer
+        for user in queryset:
+            services.ban_create(user=user, created_by=_actor(request), **answer.cleaned_data)
+        self.message_user(request, f"Banned {_count(len(queryset), 'user')}.", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Mute selected users…", permissions=["mute"])
+    def mute_users(self, request: HttpRequest, queryset: QuerySet[User]) -> TemplateResponse | None:
+        answer = _ask(
+            self,
+            request,
+            queryset,
+            SanctionForm,
+            action="mute_users",
+            title="Mute users",
+            intro="Their next messages are refused with the muted error until the mute ends:",
+            submit="Mute",
+        )
+        if isinstance(answer, TemplateResponse):
+            return answer
+        for user in queryset:
+            services.mute_create(user=user, created_by=_actor(request), **answer.cleaned_data)
+        self.message_user(request, f"Muted {_count(len(queryset), 'user')}.", messages.SUCCESS)
+        return None
+
+
+# ---- bans and mutes ------------------------------------------------------------------------
+class SanctionStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("ended", "Ended or lifted")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "active":
+            return queryset.filter(sanction_active_q(timezone.now()))
+        if self.value() == "ended":
+            return queryset.exclude(sanction_active_q(timezone.now()))
+        return queryset
+
+
+class SanctionAddForm(forms.ModelForm):
+    minutes = forms.IntegerField(
+        required=False, min_value=1, max_value=services.MAX_SANCTION_MINUTES, help_text="Empty: until lifted."
+    )
+
+
 class SanctionAdmin(admin.ModelAdmin):
-    list_display = ["user", "room", "reason", "created_at", "ends_at", "lifted_at"]
-    raw_id_fields = ["user", "room", "created_by"]
+    """Adding goes through the service (so it is logged and heard live); once made, a
+    sanction is only lifted, never edited or deleted, so the history stays true."""
+
+    form = SanctionAddForm
+    list_display = ["id", "user", "scope", "reason", "created_by", "created_at", "ends_at", "lifted_at", "in_force"]
+    list_filter = [SanctionStateFilter, "created_at"]
+    search_fields = ["user__username", "room__slug", "reason"]
+    list_select_related = ["user", "room", "created_by"]
+    raw_id_fields = ["user", "room"]
+    actions = ["lift"]
+    noun = "sanction"
+
+    def create(self, **kwargs: Any) -> Ban | Mute:
+        raise NotImplementedError
+
+    def lift_one(self, sanction: Any, lifted_by: User) -> bool:
+        raise NotImplementedError
+
+    @admin.display(description="room")
+    def scope(self, sanction: Ban | Mute) -> str:
+        return sanction.room.slug if sanction.room else "site-wide"
+
+    @admin.display(description="in force", boolean=True)
+    def in_force(self, sanction: Ban | Mute) -> bool:
+        return sanction.lifted_at is None and (sanction.ends_at is None or sanction.ends_at > timezone.now())
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ["user", "room", "minutes", "reason"]
+        return ["user", "room", "reason", "created_by", "created_at", "ends_at", "lifted_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            return  # every field is read-only once the sanction exists
+        data = form.cleaned_data
+        created = self.create(
+            user=data["user"], room=data["room"], minutes=data["minutes"], reason=data["reason"], created_by=_actor(request)
+        )
+        obj.pk = created.pk
+        obj.refresh_from_db()
+
+    @admin.action(description="Lift selected", permissions=["change"])
+    def lift(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        lifted = sum(self.lift_one(sanction, _actor(request)) for sanction in queryset)
+        self.message_user(request, f"Lifted {_count(lifted, self.noun)}.", messages.SUCCESS)
+
+
+@admin.register(Ban)
+class BanAdmin(SanctionAdmin):
+    noun = "ban"
+
+    def create(self, **kwargs: Any) -> Ban:
+        return services.ban_create(**kwargs)
+
+    def lift_one(self, sanction: Ban, lifted_by: User) -> bool:
+        return services.ban_lift(ban=sanction, lifted_by=lifted_by)
+
+
+@admin.register(Mute)
+class MuteAdmin(SanctionAdmin):
+    noun = "mute"
+
+    def create(self, **kwargs: Any) -> Mute:
+        return services.mute_create(**kwargs)
+
+    def lift_one(self, sanction: Mute, lifted_by: User) -> bool:
+        return services.mute_lift(mute=sanction, lifted_by=lifted_by)
+
+
+# ---- reports -----------------------------------------------------------------------------
+class ReportStatusFilter(admin.SimpleListFilter):
+    """Open reports unless asked otherwise: the changelist is the moderators' queue."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "Open"), ("resolved", "Resolved"), ("all", "All")]
+
+    def choices(self, changelist: Any) -> Any:
+        current = self.value() or "open"
+        for value, title in self.lookup_choices:
+            yield {
+                "selected": current == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": title,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        current = self.value() or "open"
+        if current == "open":
+            return queryset.filter(resolved_at__isnull=True)
+        if current == "resolved":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+@admin.register(Report)
+class ReportAdmin(admin.ModelAdmin):
+    list_display = ["id", "message_excerpt", "room", "author", "reporter", "reason", "created_at", "resolution", "resolved_by"]
+    list_filter = [ReportStatusFilter, "resolution", "created_at"]
+    search_fields = ["reason", "message__content", "reporter__username", "message__user__username"]
+    list_select_related = ["message__room", "message__user", "reporter", "resolved_by"]
+    fields = ("message", "reporter", "reason", "created_at", "resolved_at", "resolved_by", "resolution")
+    readonly_fields = ("message", "reporter", "reason", "created_at", "resolved_at", "resolved_by", "resolution")
+    actions = ["remove_messages", "dismiss_reports"]
+
+    @admin.display(description="message")
+    def message_excerpt(self, report: Report) -> str:
+        removed = " (removed)" if report.message.removed_at else ""
+        return _excerpt(report.message.content) + removed
+
+    @admin.display(description="room")
+    def room(self, report: Report) -> str:
+        return report.message.room.slug
+
+    @admin.display(description="author")
+    def author(self, report: Report) -> str:
+        return report.message.user.get_username()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # users report messages through the API
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Remove the reported messages", permissions=["change"])
+    def remove_messages(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+        for report in queryset.select_related("message"):
+            services.report_resolve(report=report, resolution=Report.Resolution.REMOVED, resolved_by=_actor(request))
+        self.message_user(request, f"Removed the messages of {_count(len(queryset), 'report')}.", messages.SUCCESS)
+
+    @admin.action(description="Dismiss selected reports (keep the messages)", permissions=["change"])
+    def dismiss_reports(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+        dismissed = sum(
+            services.report_resolve(report=report, resolution=Report.Resolution.DISMISSED, resolved_by=_actor(request))
+            for report in queryset.select_related("message")
+        )
+        self.message_user(request, f"Dismissed {_count(dismissed, 'report')}.", messages.SUCCESS)
+
+
+# ---- the audit log -------------------------------------------------------------------------
+@admin.register(ModerationAction)
+class ModerationActionAdmin(admin.ModelAdmin):
+    """Read-only for everyone, superusers included: the log is written by chat.services only."""
+
+    list_display = ["created_at", "actor", "action", "target_user", "room", "message_id", "reason"]
+    list_filter = ["action", "created_at"]
+    search_fields = ["actor__username", "target_user__username", "room__slug", "reason"]
+    list_select_related = ["actor", "target_user", "room"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,7 +1,10 @@
-"""The JSON API of CONTRACT §3: thin views over chat.services and chat.selectors."""
+"""The JSON API of CONTRACT §3 and §6: thin views over chat.services and chat.selectors."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -19,6 +22,30 @@ def _room_or_404(slug: str) -> Room:
     if room is None:
         raise ApiError(404, "no_such_room", f"no room {slug!r}")
     return room
+
+
+def _message_or_404(room: Room, message_id: int) -> Message:
+    message = selectors.message_get_visible(room=room, message_id=message_id)
+    if message is None:
+        raise ApiError(404, "no_such_message", f"no message {message_id} in {room.slug!r}")
+    return message
+
+
+def _staff_user(request: HttpRequest) -> User:
+    """The signed-in caller if staff; 403 otherwise, before anything else is looked at."""
+    user = signed_in_user(request)
+    if not user.is_staff:
+        raise ApiError(403, "forbidden", "staff only")
+    return user
+
+
+def _optional_string(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid", f"{name} must be a string")
+    return value
 
 
 def _int_param(request: HttpRequest, name: str, default: int, *, minimum: int, maximum: int) -> int:
@@ -64,8 +91,12 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
         raise ApiError(400, "bad_frame", "nonce must be a string of at most 64 characters")
     if "content" not in body:
         raise ApiError(400, "bad_frame", "content is required")
+    user = signed_in_user(request)
+    # A banned user's sockets are closed and refused; REST must not be the way around that.
+    if selectors.user_is_banned(user_id=user.pk, room_id=room.pk):
+        raise ApiError(403, "banned", "you are banned from this room")
     try:
-        message = services.message_create(room=room, user=signed_in_user(request), content=body["content"], nonce=nonce)
+        message = services.message_create(room=room, user=user, content=body["content"], nonce=nonce)
     except ChatError as error:
         headers = {"Retry-After": str(max(1, round(error.retry_after + 0.499)))} if error.retry_after else None
         raise ApiError(_STATUS.get(error.code, 400), error.code, error.detail, headers=headers) from None
@@ -75,11 +106,96 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
 
 @api_view("DELETE")
 def room_message(request: HttpRequest, slug: str, message_id: int) -> HttpResponse:
-    room = _room_or_404(slug)
-    message = Message.objects.filter(pk=message_id, room=room, removed_at__isnull=True).first()
-    if message is None:
-        raise ApiError(404, "no_such_message", f"no message {message_id} in {slug!r}")
+    message = _message_or_404(_room_or_404(slug), message_id)
     if not (request.user.is_staff or message.user_id == request.user.pk):
         raise ApiError(403, "forbidden", "only staff or the author may remove a message")
     services.message_remove(message=message, removed_by=signed_in_user(request))
+    return HttpResponse(status=204)
+
+
+@api_view("POST")
+def message_report(request: HttpRequest, slug: str, message_id: int) -> HttpResponse:
+    """Any signed-in user may report a message, once."""
+    message = _message_or_404(_room_or_404(slug), message_id)
+    reason = _optional_string(json_body(request), "reason")
+    try:
+        report = services.report_create(message=message, reporter=signed_in_user(request), reason=reason)
+    except services.ReportExistsError:
+        raise ApiError(409, "exists", "you have already reported this message") from None
+    return JsonResponse(selectors.report_object(report=report), status=201)
+
+
+# ---- staff only (CONTRACT §6) ------------------------------------------------------------
+@api_view("POST")
+def room_lock(request: HttpRequest, slug: str) -> HttpResponse:
+    staff = _staff_user(request)
+    room = _room_or_404(slug)
+    locked = json_body(request).get("locked")
+    if not isinstance(locked, bool):
+        raise ApiError(400, "invalid", "locked must be true or false")
+    room = services.room_lock(room=room, locked=locked, locked_by=staff)
+    return JsonResponse(selectors.room_object(room=room))
+
+
+@api_view("POST")
+def room_notice(request: HttpRequest, slug: str) -> HttpResponse:
+    staff = _staff_user(request)
+    room = _room_or_404(slug)
+    content = json_body(request).get("content")
+    if not isinstance(content, str):
+        raise ApiError(400, "invalid", "content must be a string")
+    services.room_notice(room=room, content=content, sent_by=staff)  # ValidationError -> 400
+    return JsonResponse({"room": room.slug, "content": content.strip()}, status=202)
+
+
+def _sanction_body(request: HttpRequest) -> dict[str, Any]:
+    """The keyword arguments of ban_create / mute_create from ``{"user","room","minutes","reason"}``:
+    400 for a malformed body, then 404 for an unknown user or room."""
+    body = json_body(request)
+    username, slug, minutes = body.get("user"), body.get("room"), body.get("minutes")
+    if not isinstance(username, str) or not username:
+        raise ApiError(400, "invalid", "user must be a username")
+    if slug is not None and not isinstance(slug, str):
+        raise ApiError(400, "invalid", "room must be a room's slug, or null for site-wide")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int | float)):
+        raise ApiError(400, "invalid", "minutes must be a number, or null for until lifted")
+    reason = _optional_string(body, "reason")
+    user = selectors.user_get(username=username)
+    if user is None:
+        raise ApiError(404, "no_such_user", f"no user {username!r}")
+    room = None if slug is None else _room_or_404(slug)
+    return {"user": user, "room": room, "minutes": minutes, "reason": reason}
+
+
+@api_view("POST")
+def bans(request: HttpRequest) -> HttpResponse:
+    staff = _staff_user(request)
+    ban = services.ban_create(**_sanction_body(request), created_by=staff)  # ValidationError -> 400
+    return JsonResponse(selectors.sanction_object(sanction=ban), status=201)
+
+
+@api_view("DELETE")
+def ban(request: HttpRequest, ban_id: int) -> HttpResponse:
+    staff = _staff_user(request)
+    found = selectors.ban_get(ban_id=ban_id)
+    if found is None:
+        raise ApiError(404, "no_such_ban", f"no ban {ban_id}")
+    services.ban_lift(ban=found, lifted_by=staff)
+    return HttpResponse(status=204)
+
+
+@api_view("POST")
+def mutes(request: HttpRequest) -> HttpResponse:
+    staff = _staff_user(request)
+    mute = services.mute_create(**_sanction_body(request), created_by=staff)  # ValidationError -> 400
+    return JsonResponse(selectors.sanction_object(sanction=mute), status=201)
+
+
+@api_view("DELETE")
+def mute(request: HttpRequest, mute_id: int) -> HttpResponse:
+    staff = _staff_user(request)
+    found = selectors.mute_get(mute_id=mute_id)
+    if found is None:
+        raise ApiError(404, "no_such_mute", f"no mute {mute_id}")
+    services.mute_lift(mute=found, lifted_by=staff)
     return HttpResponse(status=204)

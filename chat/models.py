@@ -5,6 +5,8 @@ No behaviour lives in save(): writes go through chat.services.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -50,10 +52,14 @@ class Message(models.Model):
         return f"#{self.pk} in {self.room_id}"
 
 
+def sanction_active_q(now: datetime) -> Q:
+    """Sanctions in force at ``now``: not lifted, and not past their end."""
+    return Q(lifted_at__isnull=True) & (Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+
+
 class SanctionQuerySet(models.QuerySet["Sanction"]):
     def active(self) -> SanctionQuerySet:
-        now = timezone.now()
-        return self.filter(lifted_at__isnull=True).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+        return self.filter(sanction_active_q(timezone.now()))
 
     def applying_to(self, *, user_id: int, room_id: int | None) -> SanctionQuerySet:
         """Sanctions on this user that cover this room (site-wide ones cover every room)."""
@@ -82,3 +88,62 @@ class Ban(Sanction):
 
 class Mute(Sanction):
     """While active, the user's messages are refused with the ``muted`` error."""
+
+
+class Report(models.Model):
+    """A user's complaint about a message, waiting in the moderators' queue until resolved."""
+
+    class Resolution(models.TextChoices):
+        REMOVED = "removed"
+        DISMISSED = "dismissed"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reports")
+    reporter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    resolution = models.CharField(max_length=10, choices=Resolution.choices, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["message", "reporter"], name="chat_report_one_per_reporter")]
+
+    def __str__(self) -> str:
+        return f"report #{self.pk} on message #{self.message_id}"
+
+
+class ModerationAction(models.Model):
+    """The audit log: who did what to whom, when and why. Written by chat.services only,
+    in the same transaction as the action, and never changed afterwards."""
+
+    class Kind(models.TextChoices):
+        BAN = "ban", "ban"
+        BAN_LIFT = "ban_lift", "ban lifted"
+        MUTE = "mute", "mute"
+        MUTE_LIFT = "mute_lift", "mute lifted"
+        LOCK = "lock", "room locked"
+        UNLOCK = "unlock", "room unlocked"
+        NOTICE = "notice", "notice"
+        MESSAGE_REMOVE = "message_remove", "message removed"
+        MESSAGE_RESTORE = "message_restore", "message restored"
+        REPORT_DISMISS = "report_dismiss", "report dismissed"
+
+    # SET_NULL everywhere: the log outlives the people, rooms and messages it mentions.
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=20, choices=Kind.choices)
+    target_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    room = models.ForeignKey(Room, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.CharField(max_length=500, blank=True)
+    # What else the action needs to be understood later: a ban's id and end, a notice's text.
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "moderation action"
+        verbose_name_plural = "moderation log"
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_id} at {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -79,6 +79,13 @@ class NoticeFrame(TypedDict):
     content: str
 
 
+class RoomLockedFrame(TypedDict):
+    """An extension of CONTRACT §2: a moderator locked (or unlocked) the room."""
+
+    type: Literal["room_locked"]
+    locked: bool
+
+
 class PingFrame(TypedDict):
     type: Literal["ping"]
 
@@ -104,6 +111,7 @@ ServerFrame = (
     | TypingFrame
     | MessageDeletedFrame
     | NoticeFrame
+    | RoomLockedFrame
     | PingFrame
     | PongFrame
     | ErrorFrame

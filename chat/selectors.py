@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from chat import presence, protocol
-from chat.models import Ban, Message, Mute, Room
+from chat.models import Ban, Message, Mute, Report, Room
 
 
 def room_get(*, slug: str) -> Room | None:
     return Room.objects.filter(slug=slug).first()
+
+
+def user_get(*, username: str) -> User | None:
+    return User.objects.filter(username=username).first()
 
 
 def room_list() -> list[Room]:
@@ -34,6 +42,11 @@ def room_last_message_ids(*, room_ids: list[int]) -> dict[int, int]:
 
 def _visible(room_id: int) -> QuerySet[Message]:
     return Message.objects.filter(room_id=room_id, removed_at__isnull=True).select_related("user")
+
+
+def message_get_visible(*, room: Room, message_id: int) -> Message | None:
+    """A message of this room that has not been removed."""
+    return _visible(room.pk).filter(pk=message_id).first()
 
 
 def message_frames(*, messages: list[Message], room_slug: str) -> list[protocol.MessageFrame]:
@@ -85,3 +98,40 @@ def muted_pairs(*, user_ids: set[int]) -> set[tuple[int, int | None]]:
 
 def user_is_banned(*, user_id: int, room_id: int) -> bool:
     return Ban.objects.applying_to(user_id=user_id, room_id=room_id).exists()
+
+
+def ban_get(*, ban_id: int) -> Ban | None:
+    return Ban.objects.select_related("user", "room", "created_by").filter(pk=ban_id).first()
+
+
+def mute_get(*, mute_id: int) -> Mute | None:
+    return Mute.objects.select_related("user", "room", "created_by").filter(pk=mute_id).first()
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment else None
+
+
+def sanction_object(*, sanction: Ban | Mute) -> dict[str, object]:
+    """A ban or mute as the staff API shows it (CONTRACT §6)."""
+    now = timezone.now()
+    return {
+        "id": sanction.pk,
+        "user": sanction.user.get_username(),
+        "room": sanction.room.slug if sanction.room else None,
+        "reason": sanction.reason,
+        "created_by": sanction.created_by.get_username() if sanction.created_by else None,
+        "created_at": _iso(sanction.created_at),
+        "ends_at": _iso(sanction.ends_at),
+        "lifted_at": _iso(sanction.lifted_at),
+        "active": sanction.lifted_at is None and (sanction.ends_at is None or sanction.ends_at > now),
+    }
+
+
+def report_object(*, report: Report) -> dict[str, object]:
+    return {
+        "id": report.pk,
+        "message": report.message_id,
+        "reason": report.reason,
+        "created_at": _iso(report.created_at),
+    }

@@ -6,4 +6,12 @@ urlpatterns = [
     path("rooms/", api.rooms),
     path("rooms/<str:slug>/messages", api.room_messages),
     path("rooms/<str:slug>/messages/<int:message_id>", api.room_message),
+    path("rooms/<str:slug>/messages/<int:message_id>/report", api.message_report),
+    # Staff only (CONTRACT §6).
+    path("rooms/<str:slug>/lock", api.room_lock),
+    path("rooms/<str:slug>/notice", api.room_notice),
+    path("moderation/bans", api.bans),
+    path("moderation/bans/<int:ban_id>", api.ban),
+    path("moderation/mutes", api.mutes),
+    path("moderation/mutes/<int:mute_id>", api.mute),
 ]

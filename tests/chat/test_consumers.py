@@ -12,6 +12,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from chat import broker, protocol, services
 from chat.hub import get_hub
@@ -129,6 +130,19 @@ async def test_banned_user_is_refused_4003_and_kicked_live(alice_token, bob_toke
     again = room_socket(alice_token)
     await again.connect(timeout=TIMEOUT)
     assert await close_code(again) == protocol.CLOSE_BANNED
+
+
+async def test_an_expired_ban_lets_the_user_back_in_with_nobody_acting(alice_token):
+    alice = await database_sync_to_async(User.objects.get)(username="alice")
+    ban = await database_sync_to_async(services.ban_create)(user=alice, minutes=2 / 60)
+    refused = room_socket(alice_token)
+    await refused.connect(timeout=TIMEOUT)
+    assert await close_code(refused) == protocol.CLOSE_BANNED
+    assert ban.ends_at is not None
+    await asyncio.sleep(max(0.0, (ban.ends_at - timezone.now()).total_seconds()) + 0.1)
+    again = room_socket(alice_token)
+    await join(again)
+    await again.disconnect()
 
 
 @override_settings(CHAT_MAX_CONNECTIONS_PER_USER=2)

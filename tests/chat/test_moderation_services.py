@@ -1,0 +1,289 @@
+"""Moderation services without sockets: what they store, log, notify and publish, and
+that sanctions end on time with nobody acting."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from chat import broker, selectors, services
+from chat.models import Ban, Message, ModerationAction, Mute, Report, Room
+from chat.protocol import ChatError
+from notifications.models import Notification
+from tests.factories import make_messages, make_room, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Everything published, as (topic, data) pairs (notifications included)."""
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(broker, "publish", lambda topic, data: sent.append((topic, data)))
+    monkeypatch.setattr(broker, "publish_many", sent.extend)
+    return sent
+
+
+@pytest.fixture
+def later(monkeypatch):
+    """Move the clock forward: ``later(minutes=5)``. Nothing but the clock changes."""
+
+    def move(**delta):
+        moved_to = timezone.now() + timedelta(**delta)
+        monkeypatch.setattr(timezone, "now", lambda: moved_to)
+
+    return move
+
+
+def chat_events(published):
+    return [(topic, data) for topic, data in published if not topic.startswith("notify:")]
+
+
+def moderation_notifications(user):
+    return [n.data for n in Notification.objects.filter(user=user, kind="moderation").order_by("pk")]
+
+
+def log():
+    return list(ModerationAction.objects.order_by("pk").values_list("action", "actor__username", "target_user__username"))
+
+
+# ---- bans --------------------------------------------------------------------------------
+def test_a_ban_is_stored_logged_notified_and_closes_connections_after_commit(django_capture_on_commit_callbacks, published):
+    room, user, moderator = make_room(), make_user("spammer"), make_user("mod", staff=True)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        ban = services.ban_create(user=user, room=room, minutes=30, reason=" spam ", created_by=moderator)
+    assert published == [], "nothing is published before commit"
+    for callback in callbacks:
+        callback()
+    assert chat_events(published) == [(f"user:{user.pk}", f"k 4003 {room.pk}\n")]
+    assert ban.reason == "spam" and ban.created_by == moderator
+    assert ban.ends_at is not None and timedelta(minutes=29) < ban.ends_at - timezone.now() <= timedelta(minutes=30)
+    assert log() == [("ban", "mod", "spammer")]
+    entry = ModerationAction.objects.get()
+    assert (entry.room, entry.reason, entry.detail["id"]) == (room, "spam", ban.pk)
+    [data] = moderation_notifications(user)
+    assert data == {"action": "ban", "room": "lobby", "reason": "spam", "until": ban.ends_at.isoformat()}
+    assert data["until"].endswith("+00:00")
+
+
+def test_a_site_wide_ban_without_end_closes_every_connection(django_capture_on_commit_callbacks, published):
+    user = make_user()
+    with django_capture_on_commit_callbacks(execute=True):
+        ban = services.ban_create(user=user)
+    assert ban.ends_at is None and ban.room is None
+    assert chat_events(published) == [(f"user:{user.pk}", "k 4003 0\n")]
+    assert moderation_notifications(user) == [{"action": "ban", "room": None, "reason": "", "until": None}]
+
+
+@pytest.mark.parametrize("minutes", [0, -1, float("nan"), float("inf"), True, "5", services.MAX_SANCTION_MINUTES + 1])
+def test_bad_durations_are_refused_and_nothing_is_written(minutes):
+    user = make_user()
+    for create in (services.ban_create, services.mute_create):
+        with pytest.raises(ValidationError):
+            create(user=user, minutes=minutes)
+    assert not Ban.objects.exists() and not Mute.objects.exists() and not ModerationAction.objects.exists()
+
+
+def test_an_overlong_reason_is_refused():
+    with pytest.raises(ValidationError):
+        services.ban_create(user=make_user(), reason="x" * 501)
+
+
+def test_a_ban_ends_on_time_without_anyone_acting(later):
+    room, other, user = make_room(), make_room("other"), make_user()
+    services.ban_create(user=user, room=room, minutes=10)
+    assert selectors.user_is_banned(user_id=user.pk, room_id=room.pk)
+    assert not selectors.user_is_banned(user_id=user.pk, room_id=other.pk)
+    later(minutes=9, seconds=59)
+    assert selectors.user_is_banned(user_id=user.pk, room_id=room.pk)
+    later(minutes=10, seconds=1)
+    assert not selectors.user_is_banned(user_id=user.pk, room_id=room.pk)
+
+
+def test_lifting_a_ban_lets_the_user_back_and_is_logged_once():
+    room, user, moderator = make_room(), make_user(), make_user("mod", staff=True)
+    ban = services.ban_create(user=user, created_by=moderator)
+    assert selectors.user_is_banned(user_id=user.pk, room_id=room.pk)
+    assert services.ban_lift(ban=ban, lifted_by=moderator) is True
+    assert services.ban_lift(ban=ban, lifted_by=moderator) is False
+    assert not selectors.user_is_banned(user_id=user.pk, room_id=room.pk)
+    ban.refresh_from_db()
+    assert ban.lifted_at is not None
+    assert log() == [("ban", "mod", "alice"), ("ban_lift", "mod", "alice")]
+    assert len(moderation_notifications(user)) == 1, "the user is told of the ban, not of its end"
+
+
+# ---- mutes -------------------------------------------------------------------------------
+def test_a_mute_refuses_the_next_message_and_ends_on_time(later, published):
+    room, user = make_room(), make_user()
+    mute = services.mute_create(user=user, minutes=5, reason="calm down")
+    assert chat_events(published) == [], "a mute needs no live event: the write path reads it"
+    with pytest.raises(ChatError) as raised:
+        services.message_create(room=room, user=user, content="hi")
+    assert raised.value.code == "muted"
+    assert mute.ends_at is not None
+    assert moderation_notifications(user) == [
+        {"action": "mute", "room": None, "reason": "calm down", "until": mute.ends_at.isoformat()}
+    ]
+    later(minutes=5, seconds=1)
+    services.message_create(room=room, user=user, content="I am back")
+    assert Message.objects.filter(user=user).count() == 1
+
+
+def test_lifting_a_mute_lets_the_next_message_through():
+    room, user = make_room(), make_user()
+    mute = services.mute_create(user=user, room=room)
+    with pytest.raises(ChatError):
+        services.message_create(room=room, user=user, content="hi")
+    assert services.mute_lift(mute=mute, lifted_by=None) is True
+    services.message_create(room=room, user=user, content="hi")
+    assert [action for action, *_ in log()] == ["mute", "mute_lift"]
+
+
+# ---- rooms -------------------------------------------------------------------------------
+def test_locking_refuses_messages_and_tells_the_room_once(django_capture_on_commit_callbacks, published):
+    room, user, moderator = make_room(), make_user(), make_user("mod", staff=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.room_lock(room=room, locked=True, locked_by=moderator).locked is True
+        services.room_lock(room=room, locked=True, locked_by=moderator)  # already locked: nothing
+    assert chat_events(published) == [(f"room:{room.pk}", 'f\n{"type":"room_locked","locked":true}')]
+    with pytest.raises(ChatError) as raised:
+        services.message_create(room=room, user=user, content="hi")
+    assert raised.value.code == "room_locked"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.room_lock(room=room, locked=False, locked_by=moderator).locked is False
+    assert chat_events(published)[-1] == (f"room:{room.pk}", 'f\n{"type":"room_locked","locked":false}')
+    services.message_create(room=room, user=user, content="hi")
+    assert [action for action, *_ in log()] == ["lock", "unlock"]
+    assert Room.objects.get(pk=room.pk).locked is False
+
+
+def test_a_notice_is_published_after_commit_and_logged(django_capture_on_commit_callbacks, published):
+    room, moderator = make_room(), make_user("mod", staff=True)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.room_notice(room=room, content="  Be kind.  ", sent_by=moderator)
+    assert published == []
+    for callback in callbacks:
+        callback()
+    assert published == [(f"room:{room.pk}", 'f\n{"type":"notice","content":"Be kind."}')]
+    entry = ModerationAction.objects.get()
+    assert (entry.action, entry.room, entry.detail) == ("notice", room, {"content": "Be kind."})
+
+
+@pytest.mark.parametrize("content", ["", "   ", "x" * 4001])
+def test_a_bad_notice_is_refused(content, published):
+    with pytest.raises(ValidationError):
+        services.room_notice(room=make_room(), content=content)
+    assert published == [] and not ModerationAction.objects.exists()
+
+
+# ---- messages and reports ----------------------------------------------------------------
+def test_removal_by_a_moderator_is_logged_notified_and_never_replayed(django_capture_on_commit_callbacks, published):
+    room, author, moderator = make_room(), make_user(), make_user("mod", staff=True)
+    messages = make_messages(room, author, 3)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.message_remove(message=messages[1], removed_by=moderator, reason="rude") is True
+        assert services.message_remove(message=messages[1], removed_by=moderator) is False
+    assert chat_events(published) == [(f"room:{room.pk}", f'f\n{{"type":"message_deleted","id":{messages[1].pk}}}')]
+    row = Message.objects.get(pk=messages[1].pk)
+    assert row.removed_by == moderator and row.removed_at is not None and row.content == "m1", "redacted, not deleted"
+    assert moderation_notifications(author) == [{"action": "message_removed", "room": "lobby", "message_id": messages[1].pk}]
+    entry = ModerationAction.objects.get()
+    assert (entry.action, entry.actor, entry.target_user, entry.message_id, entry.reason) == (
+        "message_remove",
+        moderator,
+        author,
+        messages[1].pk,
+        "rude",
+    )
+    visible = [messages[0].pk, messages[2].pk]
+    assert [f["id"] for f in selectors.message_backlog(room_id=room.pk, room_slug="lobby", last_id=0)[1]] == visible
+    assert [f["id"] for f in selectors.message_range(room_id=room.pk, room_slug="lobby", after=0, upto=None)] == visible
+
+
+def test_an_author_removing_their_own_message_is_not_moderation():
+    room, author = make_room(), make_user()
+    [message] = make_messages(room, author, 1)
+    assert services.message_remove(message=message, removed_by=author)
+    assert not ModerationAction.objects.exists() and moderation_notifications(author) == []
+
+
+def test_a_restored_message_is_replayed_again():
+    room, author, moderator = make_room(), make_user(), make_user("mod", staff=True)
+    messages = make_messages(room, author, 3)
+    services.message_remove(message=messages[1], removed_by=moderator)
+    assert services.message_restore(message=messages[1], restored_by=moderator) is True
+    assert services.message_restore(message=messages[1], restored_by=moderator) is False
+    row = Message.objects.get(pk=messages[1].pk)
+    assert row.removed_at is None and row.removed_by is None
+    every = [m.pk for m in messages]
+    assert [f["id"] for f in selectors.message_backlog(room_id=room.pk, room_slug="lobby", last_id=None)[1]] == every
+    assert [f["id"] for f in selectors.message_backlog(room_id=room.pk, room_slug="lobby", last_id=0)[1]] == every
+    assert [f["id"] for f in selectors.message_list_after(room=room, after=0, limit=10)] == every
+    assert [f["id"] for f in selectors.message_range(room_id=room.pk, room_slug="lobby", after=0, upto=None)] == every
+    assert [action for action, *_ in log()] == ["message_remove", "message_restore"]
+
+
+def test_one_report_per_user_per_message():
+    room, author, reporter = make_room(), make_user(), make_user("bob")
+    [message] = make_messages(room, author, 1)
+    report = services.report_create(message=message, reporter=reporter, reason=" rude ")
+    assert (report.reason, report.resolved_at, report.resolution) == ("rude", None, "")
+    with pytest.raises(services.ReportExistsError):
+        services.report_create(message=message, reporter=reporter, reason="again")
+    services.report_create(message=message, reporter=make_user("carol"))
+    assert Report.objects.count() == 2
+
+
+def test_resolving_a_report_by_removal_closes_every_open_report_on_the_message(published):
+    room, author, moderator = make_room(), make_user(), make_user("mod", staff=True)
+    [message, other] = make_messages(room, author, 2)
+    first = services.report_create(message=message, reporter=make_user("bob"), reason="spam")
+    second = services.report_create(message=message, reporter=make_user("carol"))
+    elsewhere = services.report_create(message=other, reporter=make_user("dan"))
+    assert services.report_resolve(report=first, resolution=Report.Resolution.REMOVED, resolved_by=moderator) is True
+    assert Message.objects.get(pk=message.pk).removed_by == moderator
+    for report in (first, second):
+        report.refresh_from_db()
+        assert (report.resolution, report.resolved_by, report.resolved_at is not None) == ("removed", moderator, True)
+    elsewhere.refresh_from_db()
+    assert elsewhere.resolved_at is None
+    assert [(a, t) for a, _, t in log()] == [("message_remove", "alice")]
+    assert ModerationAction.objects.get().reason == "spam"
+
+
+def test_dismissing_a_report_keeps_the_message_and_closes_that_report_only():
+    room, author, moderator = make_room(), make_user(), make_user("mod", staff=True)
+    [message] = make_messages(room, author, 1)
+    first = services.report_create(message=message, reporter=make_user("bob"))
+    second = services.report_create(message=message, reporter=make_user("carol"))
+    assert services.report_resolve(report=first, resolution=Report.Resolution.DISMISSED, resolved_by=moderator) is True
+    assert services.report_resolve(report=first, resolution=Report.Resolution.DISMISSED, resolved_by=moderator) is False
+    assert first.resolution == "dismissed" and first.resolved_by == moderator
+    second.refresh_from_db()
+    assert second.resolved_at is None
+    assert Message.objects.get(pk=message.pk).removed_at is None
+    assert log() == [("report_dismiss", "mod", "alice")]
+    assert moderation_notifications(author) == []
+
+
+# ---- moderators --------------------------------------------------------------------------
+def permission_names(group):
+    return sorted(f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.select_related("content_type"))
+
+
+def test_the_migration_ships_a_moderators_group_with_exactly_the_moderator_permissions():
+    assert permission_names(Group.objects.get(name="Moderators")) == sorted(services.MODERATOR_PERMISSIONS)
+
+
+def test_making_a_moderator_makes_staff_in_the_group_not_superuser():
+    user = make_user("mo")
+    Group.objects.filter(name="Moderators").delete()  # even if someone deleted the group
+    services.moderator_make(user=user)
+    user.refresh_from_db()
+    assert user.is_staff and not user.is_superuser
+    assert [g.name for g in user.groups.all()] == ["Moderators"]
+    assert permission_names(user.groups.get()) == sorted(services.MODERATOR_PERMISSIONS)
+    assert user.has_perm("chat.add_ban") and not user.has_perm("chat.delete_ban")
