@@ -17,8 +17,10 @@ from project.api import ApiError, api_view, json_body, signed_in_user
 _STATUS = {"rate_limited": 429, "muted": 403, "room_locked": 423}
 
 
-def _room_or_404(slug: str) -> Room:
-    room = selectors.room_get(slug=slug)
+def _room_or_404(slug: str, request: HttpRequest) -> Room:
+    """The room, as this caller may see it: a private room is a 404 for non-members
+    (staff may read and moderate it over REST)."""
+    room = selectors.room_get_for(slug=slug, user=signed_in_user(request))
     if room is None:
         raise ApiError(404, "no_such_room", f"no room {slug!r}")
     return room
@@ -63,14 +65,17 @@ def _int_param(request: HttpRequest, name: str, default: int, *, minimum: int, m
 
 @api_view("GET", "POST")
 def rooms(request: HttpRequest) -> HttpResponse:
+    user = signed_in_user(request)
     if request.method == "GET":
-        return JsonResponse({"rooms": selectors.room_objects(rooms=selectors.room_list())})
+        return JsonResponse({"rooms": selectors.room_objects(rooms=selectors.room_list_for(user=user), user=user)})
     body = json_body(request)
-    slug, title = body.get("slug"), body.get("title", body.get("slug"))
+    slug, title, private = body.get("slug"), body.get("title", body.get("slug")), body.get("private", False)
     if not isinstance(slug, str) or not isinstance(title, str):
         raise ApiError(400, "invalid", "slug and title must be strings")
+    if not isinstance(private, bool):
+        raise ApiError(400, "invalid", "private must be true or false")
     try:
-        room = services.room_create(slug=slug, title=title, created_by=signed_in_user(request))
+        room = services.room_create(slug=slug, title=title, created_by=user, private=private)
     except services.RoomExistsError:
         raise ApiError(409, "exists", f"room {slug!r} exists") from None
     except ValidationError as error:
@@ -80,7 +85,7 @@ def rooms(request: HttpRequest) -> HttpResponse:
 
 @api_view("GET", "POST")
 def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
-    room = _room_or_404(slug)
+    room = _room_or_404(slug, request)
     if request.method == "GET":
         after = _int_param(request, "after", 0, minimum=0, maximum=2**63 - 1)
         limit = _int_param(request, "limit", 50, minimum=1, maximum=200)
@@ -106,7 +111,7 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
 
 @api_view("DELETE")
 def room_message(request: HttpRequest, slug: str, message_id: int) -> HttpResponse:
-    message = _message_or_404(_room_or_404(slug), message_id)
+    message = _message_or_404(_room_or_404(slug, request), message_id)
     if not (request.user.is_staff or message.user_id == request.user.pk):
         raise ApiError(403, "forbidden", "only staff or the author may remove a message")
     services.message_remove(message=message, removed_by=signed_in_user(request))
@@ -116,7 +121,7 @@ def room_message(request: HttpRequest, slug: str, message_id: int) -> HttpRespon
 @api_view("POST")
 def message_report(request: HttpRequest, slug: str, message_id: int) -> HttpResponse:
     """Any signed-in user may report a message, once."""
-    message = _message_or_404(_room_or_404(slug), message_id)
+    message = _message_or_404(_room_or_404(slug, request), message_id)
     reason = _optional_string(json_body(request), "reason")
     try:
         report = services.report_create(message=message, reporter=signed_in_user(request), reason=reason)
@@ -129,7 +134,7 @@ def message_report(request: HttpRequest, slug: str, message_id: int) -> HttpResp
 @api_view("POST")
 def room_lock(request: HttpRequest, slug: str) -> HttpResponse:
     staff = _staff_user(request)
-    room = _room_or_404(slug)
+    room = _room_or_404(slug, request)
     locked = json_body(request).get("locked")
     if not isinstance(locked, bool):
         raise ApiError(400, "invalid", "locked must be true or false")
@@ -140,7 +145,7 @@ def room_lock(request: HttpRequest, slug: str) -> HttpResponse:
 @api_view("POST")
 def room_notice(request: HttpRequest, slug: str) -> HttpResponse:
     staff = _staff_user(request)
-    room = _room_or_404(slug)
+    room = _room_or_404(slug, request)
     content = json_body(request).get("content")
     if not isinstance(content, str):
         raise ApiError(400, "invalid", "content must be a string")
@@ -163,7 +168,7 @@ def _sanction_body(request: HttpRequest) -> dict[str, Any]:
     user = selectors.user_get(username=username)
     if user is None:
         raise ApiError(404, "no_such_user", f"no user {username!r}")
-    room = None if slug is None else _room_or_404(slug)
+    room = None if slug is None else _room_or_404(slug, request)
     return {"user": user, "room": room, "minutes": minutes, "reason": reason}
 
 
@@ -199,3 +204,72 @@ def mute(request: HttpRequest, mute_id: int) -> HttpResponse:
         raise ApiError(404, "no_such_mute", f"no mute {mute_id}")
     services.mute_lift(mute=found, lifted_by=staff)
     return HttpResponse(status=204)
+
+
+# ---- private rooms and direct messages (CONTRACT §10) ----------------------------------------
+def _user_or_400(body: dict[str, Any]) -> User:
+    name = body.get("user")
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, "invalid", "user must be a username")
+    user = selectors.user_get(username=name)
+    if user is None:
+        raise ApiError(400, "no_such_user", f"no user {name!r}")
+    return user
+
+
+def _membership_call(call: Any) -> Any:
+    try:
+        return call()
+    except services.MembershipError as error:
+        raise ApiError(error.status, error.code, error.detail) from None
+
+
+@api_view("GET", "POST")
+def room_members(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET: the members (members and staff only). POST {"user"}: add one (a member, or staff)."""
+    caller = signed_in_user(request)
+    room = _room_or_404(slug, request)
+    if not room.private:
+        raise ApiError(400, "invalid", "only private rooms have members")
+    if request.method == "GET":
+        if not (caller.is_staff or selectors.room_member(room_id=room.pk, user_id=caller.pk)):
+            raise ApiError(404, "no_such_room", f"no room {slug!r}")
+        return JsonResponse({"members": selectors.room_members(room=room)})
+    user = _user_or_400(json_body(request))
+    member = _membership_call(lambda: services.member_add(room=room, user=user, added_by=caller))
+    return JsonResponse({"username": user.get_username(), "role": member.role}, status=201)
+
+
+@api_view("DELETE")
+def room_member(request: HttpRequest, slug: str, username: str) -> HttpResponse:
+    """Remove a member: themselves, or anyone by the owner or staff (403 for other members)."""
+    caller = signed_in_user(request)
+    room = _room_or_404(slug, request)
+    user = selectors.user_get(username=username)
+    if user is None:
+        raise ApiError(404, "not_found", f"{username} is not a member")
+    _membership_call(lambda: services.member_remove(room=room, user=user, removed_by=caller))
+    return HttpResponse(status=204)
+
+
+@api_view("POST")
+def room_read(request: HttpRequest, slug: str) -> HttpResponse:
+    """POST {"last_id"}: how far the caller has read (an addition, for unread counts)."""
+    room = _room_or_404(slug, request)
+    last_id = json_body(request).get("last_id")
+    if isinstance(last_id, bool) or not isinstance(last_id, int) or last_id < 0:
+        raise ApiError(400, "invalid", "last_id must be a non-negative integer")
+    services.room_mark_read(room_id=room.pk, user_id=signed_in_user(request).pk, last_id=last_id)
+    return JsonResponse({"last_id": last_id})
+
+
+@api_view("POST")
+def direct_messages(request: HttpRequest) -> HttpResponse:
+    """POST {"user"}: the direct-message room with that user; 201 the first time, 200 after."""
+    caller = signed_in_user(request)
+    other = _user_or_400(json_body(request))
+    try:
+        room, created = services.dm_open(user=caller, other=other)
+    except ValidationError as error:
+        raise ApiError(400, "invalid", "; ".join(error.messages)) from None
+    return JsonResponse(selectors.room_object(room=room), status=201 if created else 200)

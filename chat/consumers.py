@@ -44,6 +44,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     syncing = True
     presence_version = 0
     joined = False
+    private = False
     counted = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -77,12 +78,16 @@ class RoomConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self.close_with(protocol.CLOSE_UNAUTHENTICATED)
-        room = await database_sync_to_async(selectors.room_get)(slug=self.scope["url_route"]["kwargs"]["slug"])
+        # A private room the user is not in does not exist for them (4004, not 4003).
+        room = await database_sync_to_async(selectors.room_get_for)(
+            slug=self.scope["url_route"]["kwargs"]["slug"], user=user, staff_sees_private=False
+        )
         if room is None:
             return await self.close_with(protocol.CLOSE_NO_ROOM)
         # Keep ids and names, not model instances, nor the scope's session and cookies: an
         # idle connection should cost as little memory as possible (docs/performance.md).
         self.room_id, self.room_slug, self.user_id, self.username = room.pk, room.slug, user.pk, user.get_username()
+        self.private = room.private
         last_id = _last_id(self.scope.get("query_string", b""))
         self.scope = {"type": "websocket", "path": self.scope["path"]}
         self.hub = get_hub()
@@ -144,6 +149,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 self.joined = False
                 await self.hub.leave(self)
                 await self.hub.presence_leave(self)
+                if self.private and self.last_sent_id:  # unread counts start after what was shown
+                    await database_sync_to_async(services.room_mark_read)(
+                        room_id=self.room_id, user_id=self.user_id, last_id=self.last_sent_id
+                    )
             if self.counted:
                 self.counted = False
                 await presence.connection_close(user_id=self.user_id, connection_key=self.connection_key)

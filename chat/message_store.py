@@ -9,6 +9,7 @@ models, so a renamed field cannot silently drift from this file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -38,13 +39,21 @@ def muted_pairs(*, user_ids: list[int], now: datetime) -> set[tuple[int, int | N
         return {(user_id, room_id) for user_id, room_id in cursor.fetchall()}
 
 
-def rooms_lock(*, room_ids: list[int]) -> dict[int, tuple[bool, int]]:
-    """Lock the rooms' rows until commit (in id order: no deadlocks); {id: (locked, last message id)}."""
+@dataclass(frozen=True, slots=True)
+class LockedRoom:
+    locked: bool
+    last_message_id: int
+    direct_key: str | None  # set for a direct-message room
+
+
+def rooms_lock(*, room_ids: list[int]) -> dict[int, LockedRoom]:
+    """Lock the rooms' rows until commit (in id order: no deadlocks)."""
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    sql = f"SELECT id, locked, last_message_id FROM {_ROOM} WHERE id IN ({_placeholders(len(room_ids))}) ORDER BY id{lock}"
+    placeholders = _placeholders(len(room_ids))
+    sql = f"SELECT id, locked, last_message_id, direct_key FROM {_ROOM} WHERE id IN ({placeholders}) ORDER BY id{lock}"
     with connection.cursor() as cursor:
         cursor.execute(sql, room_ids)
-        return {room_id: (bool(locked), last_id) for room_id, locked, last_id in cursor.fetchall()}
+        return {room_id: LockedRoom(bool(locked), last_id, key) for room_id, locked, last_id, key in cursor.fetchall()}
 
 
 def messages_insert(*, rows: list[tuple[int, int, str, str]], created_at: datetime) -> list[int]:

@@ -22,6 +22,11 @@ class Room(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     locked = models.BooleanField(default=False)
+    # A private room exists only for its members (and staff, in the admin and over REST).
+    private = models.BooleanField(default=False)
+    # A direct-message room: "<smaller user id>:<larger user id>". Unique, so that two
+    # first requests at the same moment still make one room.
+    direct_key = models.CharField(max_length=41, unique=True, null=True, blank=True, editable=False)
     # The id of the newest message, written in the same transaction as that message.
     # Each broadcast carries the previous value, so a worker that sees a broadcast
     # whose predecessor it never got knows it missed one and backfills from here.
@@ -32,6 +37,26 @@ class Room(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+
+class RoomMember(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        MEMBER = "member"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    # The newest message this member has seen; what is above it is unread.
+    last_read_id = models.BigIntegerField(default=0)
+    joined_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["room", "joined_at"]
+        constraints = [models.UniqueConstraint(fields=["room", "user"], name="room_member_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.room_id} ({self.role})"
 
 
 class Message(models.Model):

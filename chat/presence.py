@@ -179,6 +179,22 @@ async def refresh(*, rooms: dict[int, list[str]], users: dict[int, list[str]]) -
     await pipe.execute()
 
 
+def room_online_usernames(room_ids: list[int]) -> dict[int, set[str]]:
+    """Who is online per room (synchronous), from live presence entries."""
+    stale = time.time() - stale_after_seconds()
+    if not room_ids:
+        return {}
+    if not redis_configured():
+        return {
+            room_id: set(usernames([m for m, s in _local.rooms.get(room_id, {}).items() if s >= stale])) for room_id in room_ids
+        }
+    pipe = sync_redis().pipeline(transaction=False)
+    for room_id in room_ids:
+        pipe.zrangebyscore(ROOM_KEY.format(room_id=room_id), stale, "+inf")
+    results = pipe.execute()
+    return {room_id: set(usernames(members)) for room_id, members in zip(room_ids, results, strict=True)}
+
+
 def room_online_counts(room_ids: list[int]) -> dict[int, int]:
     """Distinct users online per room, for REST listings (synchronous)."""
     stale = time.time() - stale_after_seconds()

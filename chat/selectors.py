@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from chat import presence, protocol
-from chat.models import Ban, Message, Mute, Report, Room
+from chat.models import Ban, Message, Mute, Report, Room, RoomMember
 
 
 def room_get(*, slug: str) -> Room | None:
@@ -24,16 +24,77 @@ def room_list() -> list[Room]:
     return list(Room.objects.all())
 
 
-def room_object(*, room: Room, online: int | None = None) -> dict[str, object]:
-    """The room object of CONTRACT §3."""
+def room_member(*, room_id: int, user_id: int) -> RoomMember | None:
+    return RoomMember.objects.filter(room_id=room_id, user_id=user_id).first()
+
+
+def room_visible(*, room: Room, user: User, staff_sees_private: bool) -> bool:
+    """A private room exists only for its members (and, over REST and in the admin, staff)."""
+    if not room.private or (staff_sees_private and user.is_staff):
+        return True
+    return RoomMember.objects.filter(room=room, user=user).exists()
+
+
+def room_get_for(*, slug: str, user: User, staff_sees_private: bool = True) -> Room | None:
+    """The room as this user may see it: None for a private room they are not in."""
+    room = room_get(slug=slug)
+    if room is None or not room_visible(room=room, user=user, staff_sees_private=staff_sees_private):
+        return None
+    return room
+
+
+def room_list_for(*, user: User) -> list[Room]:
+    """Public rooms, and the private rooms (direct messages included) the user is in."""
+    return list(Room.objects.filter(Q(private=False) | Q(memberships__user=user)).distinct())
+
+
+def room_object(*, room: Room, online: int | None = None, unread: int | None = None) -> dict[str, object]:
+    """The room object of CONTRACT §3 and §10 (``direct`` and ``unread`` are additions)."""
     if online is None:
         online = presence.room_online_counts([room.pk])[room.pk]
-    return {"slug": room.slug, "title": room.title, "online": online, "locked": room.locked}
+    room_object: dict[str, object] = {
+        "slug": room.slug,
+        "title": room.title,
+        "online": online,
+        "locked": room.locked,
+        "private": room.private,
+        "direct": room.direct_key is not None,
+    }
+    if unread is not None:
+        room_object["unread"] = unread
+    return room_object
 
 
-def room_objects(*, rooms: list[Room]) -> list[dict[str, object]]:
+def room_objects(*, rooms: list[Room], user: User | None = None) -> list[dict[str, object]]:
     counts = presence.room_online_counts([room.pk for room in rooms])
-    return [room_object(room=room, online=counts[room.pk]) for room in rooms]
+    unread = room_unread_counts(user_id=user.pk, room_ids=[r.pk for r in rooms if r.private]) if user else {}
+    return [room_object(room=room, online=counts[room.pk], unread=unread.get(room.pk)) for room in rooms]
+
+
+def room_unread_counts(*, user_id: int, room_ids: list[int]) -> dict[int, int]:
+    """Visible messages above the member's last read id, per private room they are in."""
+    last_read = dict(RoomMember.objects.filter(user_id=user_id, room_id__in=room_ids).values_list("room_id", "last_read_id"))
+    if not last_read:
+        return {}
+    unread = Q()
+    for room_id, last_id in last_read.items():
+        unread |= Q(room_id=room_id, pk__gt=last_id)
+    counted = dict(
+        Message.objects.filter(unread, removed_at__isnull=True)
+        .values("room_id")
+        .annotate(n=Count("pk"))
+        .values_list("room_id", "n")
+    )
+    return {room_id: counted.get(room_id, 0) for room_id in last_read}
+
+
+def room_members(*, room: Room) -> list[dict[str, str]]:
+    return [
+        {"username": username, "role": role}
+        for username, role in RoomMember.objects.filter(room=room)
+        .order_by("joined_at", "pk")
+        .values_list("user__username", "role")
+    ]
 
 
 def room_last_message_ids(*, room_ids: list[int]) -> dict[int, int]:

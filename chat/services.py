@@ -7,6 +7,7 @@ and management commands alike.
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,8 +17,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from chat import events, message_store, protocol
-from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, slug_validator
+from chat import events, message_store, presence, protocol
+from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, RoomMember, slug_validator
 from chat.protocol import ChatError
 from chat.ratelimit import rate_limit_hits
 from notifications.mentions import PostedMessage, mentions_notify
@@ -29,17 +30,96 @@ class RoomExistsError(Exception):
     pass
 
 
-def room_create(*, slug: str, title: str, created_by: User | None) -> Room:
-    """Create a room; ValidationError for a bad slug or title, RoomExistsError if taken."""
+def room_create(*, slug: str, title: str, created_by: User | None, private: bool = False) -> Room:
+    """Create a room; ValidationError for a bad slug or title, RoomExistsError if taken.
+
+    The creator of a private room is its owner and first member."""
     slug_validator(slug)
     title = title.strip()
     if not title or len(title) > 200:
         raise ValidationError("title must be 1 to 200 characters")
+    if private and created_by is None:
+        raise ValidationError("a private room needs an owner")
     try:
         with transaction.atomic():
-            return Room.objects.create(slug=slug, title=title, created_by=created_by)
+            room = Room.objects.create(slug=slug, title=title, created_by=created_by, private=private)
+            if private and created_by is not None:
+                RoomMember.objects.create(room=room, user=created_by, role=RoomMember.Role.OWNER)
+            return room
     except IntegrityError:
         raise RoomExistsError(slug) from None
+
+
+# ---- private rooms and direct messages (CONTRACT §10) -------------------------------------
+class MembershipError(Exception):
+    """A membership change that is not allowed: ``status`` and ``code`` say how to answer."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def member_add(*, room: Room, user: User, added_by: User) -> RoomMember:
+    """Add someone to a private room; members and staff may. Adding a member again is a no-op."""
+    if not room.private or room.direct_key is not None:
+        raise MembershipError(400, "invalid", "members can be added to private rooms only (not to direct messages)")
+    if not (added_by.is_staff or RoomMember.objects.filter(room=room, user=added_by).exists()):
+        raise MembershipError(403, "forbidden", "only members and staff may add members")
+    member, _ = RoomMember.objects.get_or_create(room=room, user=user)
+    return member
+
+
+def member_remove(*, room: Room, user: User, removed_by: User) -> None:
+    """Remove a member (themselves, or anyone by the owner or staff); their sockets in the
+    room close with 4003 on every worker, and new handshakes get 4004."""
+    membership = RoomMember.objects.filter(room=room, user=user).first()
+    if membership is None:
+        raise MembershipError(404, "not_found", f"{user.get_username()} is not a member")
+    allowed = removed_by.pk == user.pk or removed_by.is_staff
+    allowed = allowed or RoomMember.objects.filter(room=room, user=removed_by, role=RoomMember.Role.OWNER).exists()
+    if not allowed:
+        raise MembershipError(403, "forbidden", "only the owner, staff, or the member themselves may remove a member")
+    with transaction.atomic():
+        membership.delete()
+        events.user_close_on_commit(user_id=user.pk, code=protocol.CLOSE_BANNED, room_id=room.pk)
+
+
+def dm_open(*, user: User, other: User) -> tuple[Room, bool]:
+    """The one private room of exactly these two users, created on first use: (room, created).
+
+    The room's unique ``direct_key`` makes two first requests at once create one room:
+    the loser of the race gets an IntegrityError and reads the winner's room."""
+    if user.pk == other.pk:
+        raise ValidationError("a direct message needs another user")
+    low, high = sorted((user.pk, other.pk))
+    key = f"{low}:{high}"
+    existing = Room.objects.filter(direct_key=key).first()
+    if existing is not None:
+        return existing, False
+    names = sorted((user.get_username(), other.get_username()))
+    try:
+        with transaction.atomic():
+            room = Room.objects.create(
+                slug=f"dm-{uuid.uuid4().hex[:20]}",
+                title=f"{names[0]} and {names[1]}",
+                private=True,
+                direct_key=key,
+                created_by=user,
+            )
+            RoomMember.objects.bulk_create(
+                [
+                    RoomMember(room=room, user_id=low, role=RoomMember.Role.MEMBER),
+                    RoomMember(room=room, user_id=high, role=RoomMember.Role.MEMBER),
+                ]
+            )
+        return room, True
+    except IntegrityError:
+        return Room.objects.get(direct_key=key), False
+
+
+def room_mark_read(*, room_id: int, user_id: int, last_id: int) -> None:
+    """Record how far a member has read (never backwards)."""
+    RoomMember.objects.filter(room_id=room_id, user_id=user_id, last_read_id__lt=last_id).update(last_read_id=last_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +205,7 @@ def _write_messages(
         rooms = message_store.rooms_lock(room_ids=sorted({drafts[i].room_id for i in texts}))
         accepted: list[int] = []
         for index in texts:
-            if rooms[drafts[index].room_id][0]:
+            if rooms[drafts[index].room_id].locked:
                 results[index] = ChatError("room_locked", "the room is locked", nonce=drafts[index].nonce)
             else:
                 accepted.append(index)
@@ -133,7 +213,7 @@ def _write_messages(
             return
         rows = [(drafts[i].room_id, drafts[i].user_id, texts[i], drafts[i].nonce or "") for i in accepted]
         message_ids = message_store.messages_insert(rows=rows, created_at=now)
-        last_ids = {room_id: last_id for room_id, (_, last_id) in rooms.items()}
+        last_ids = {room_id: room.last_message_id for room_id, room in rooms.items()}
         created: list[events.CreatedMessage] = []
         for index, message_id in zip(accepted, message_ids, strict=True):
             draft = drafts[index]
@@ -155,18 +235,20 @@ def _write_messages(
         events.messages_created_on_commit(messages=created)
         # In the same transaction, so a mention is notified exactly when its message exists.
         # Costs nothing for messages without an "@" (no query at all).
-        mentions_notify(
-            messages=[
-                PostedMessage(
-                    message_id=m.message_id,
-                    room_slug=m.frame["room"],
-                    author_id=drafts[index].user_id,
-                    author=m.frame["user"],
-                    content=m.frame["content"],
-                )
-                for index, m in zip(accepted, created, strict=True)
-            ]
-        )
+        posted = [
+            PostedMessage(
+                message_id=m.message_id,
+                room_slug=m.frame["room"],
+                author_id=drafts[index].user_id,
+                author=m.frame["user"],
+                content=m.frame["content"],
+            )
+            for index, m in zip(accepted, created, strict=True)
+        ]
+        mentions_notify(messages=posted)
+        direct = [(p, m.room_id, key) for p, m in zip(posted, created, strict=True) if (key := rooms[m.room_id].direct_key)]
+        if direct:
+            _notify_direct_messages(direct)
     metrics.MESSAGES_CREATED.inc(len(accepted))
 
 
@@ -374,6 +456,22 @@ def room_notice(*, room: Room, content: str, sent_by: User | None = None) -> Non
     with transaction.atomic():
         _audit(actor=sent_by, action=ModerationAction.Kind.NOTICE, room_id=room.pk, detail={"content": text})
         events.room_frame_on_commit(room_id=room.pk, frame={"type": "notice", "content": text})
+
+
+def _notify_direct_messages(messages: list[tuple[PostedMessage, int, str]]) -> None:
+    """A ``dm`` notification for the other person of a direct message, when none of
+    their connections is in the room (so they did not see it live). Inside the write."""
+    pairs = []
+    for message, room_id, key in messages:
+        low, high = (int(part) for part in key.split(":"))
+        pairs.append((message, room_id, high if message.author_id == low else low))
+    usernames = dict(User.objects.filter(pk__in={other for _, _, other in pairs}).values_list("pk", "username"))
+    online = presence.room_online_usernames(sorted({room_id for _, room_id, _ in pairs}))
+    for message, room_id, other in pairs:
+        if usernames.get(other) in online.get(room_id, set()):
+            continue
+        data = {"room": message.room_slug, "from": message.author, "message_id": message.message_id, "content": message.content}
+        notification_create(user_id=other, kind="dm", data=data)
 
 
 def message_remove(*, message: Message, removed_by: User | None, reason: str = "") -> bool:

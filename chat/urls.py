@@ -7,6 +7,11 @@ urlpatterns = [
     path("rooms/<str:slug>/messages", api.room_messages),
     path("rooms/<str:slug>/messages/<int:message_id>", api.room_message),
     path("rooms/<str:slug>/messages/<int:message_id>/report", api.message_report),
+    # Private rooms and direct messages (CONTRACT §10).
+    path("rooms/<str:slug>/members", api.room_members),
+    path("rooms/<str:slug>/members/<str:username>", api.room_member),
+    path("rooms/<str:slug>/read", api.room_read),
+    path("dms/", api.direct_messages),
     # Staff only (CONTRACT §6).
     path("rooms/<str:slug>/lock", api.room_lock),
     path("rooms/<str:slug>/notice", api.room_notice),

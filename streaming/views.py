@@ -17,10 +17,11 @@ from project.api import error_response
 from streaming import services
 from streaming.backends import ChatTurn
 from streaming.log import LogEvent
-from streaming.sse import KEEPALIVE, encode_event
+from streaming.sse import KEEPALIVE, encode_comment, encode_event
 
 # A comment after this many idle seconds keeps proxies and browsers from timing out.
 KEEPALIVE_SECONDS = 15.0
+OPENING = encode_comment("stream open")
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
@@ -61,8 +62,17 @@ def render_event(stream_id: str, event: LogEvent) -> str:
     return encode_event(event=event.kind, data=event.data, id=f"{stream_id}:{event.seq}")
 
 
+async def _opened(body: AsyncIterator[str]) -> AsyncIterator[str]:
+    # Servers send the status line and headers with the first body bytes (daphne does),
+    # so a stream with nothing to say yet would leave its client waiting for them.
+    yield OPENING
+    async for chunk in body:
+        yield chunk
+
+
 def sse_response(body: AsyncIterator[str], *, stream_id: str | None = None) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(body, content_type="text/event-stream; charset=utf-8")
+    """An SSE response; it opens with a comment, so headers reach the client at once."""
+    response = StreamingHttpResponse(_opened(body), content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
     if stream_id:

@@ -37,8 +37,17 @@ def test_rooms_need_authentication_with_a_json_401():
 def test_create_and_list_rooms(api):
     response = post(api, "/api/rooms/", {"slug": "general", "title": "General"})
     assert response.status_code == 201
-    assert response.json() == {"slug": "general", "title": "General", "online": 0, "locked": False}
-    assert api.get("/api/rooms/").json() == {"rooms": [{"slug": "general", "title": "General", "online": 0, "locked": False}]}
+    assert response.json() == {
+        "slug": "general",
+        "title": "General",
+        "online": 0,
+        "locked": False,
+        "private": False,
+        "direct": False,
+    }
+    assert api.get("/api/rooms/").json() == {
+        "rooms": [{"slug": "general", "title": "General", "online": 0, "locked": False, "private": False, "direct": False}]
+    }
     assert_error(post(api, "/api/rooms/", {"slug": "general", "title": "Again"}), 409, "exists")
 
 

@@ -29,5 +29,6 @@ def parse_events(text: str) -> list[dict[str, Any]]:
                 event["data"] = json.loads(joined)
             except ValueError:
                 event["data"] = joined
-        events.append(event)
+        if len(event) > 1:  # like EventSource, a block of comments only dispatches nothing
+            events.append(event)
     return events
