@@ -14,209 +14,50 @@ import argparse
 import array
 import asyncio
 import contextlib
-import ctypes
-import datetime
 import gc
-import json
 import os
-import platform
-import resource
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import redis
 import uvloop
+from common import (
+    CLK_TCK,
+    HOST,
+    NCPU,
+    ROOT,
+    BenchError,
+    Procs,
+    Target,
+    asgi_argv,
+    cpu_ticks,
+    fmt,
+    machine_ticks,
+    md_table,
+    mono,
+    mono_ns,
+    ours_env,
+    ours_prepare,
+    pctl_ms,
+    session,
+    shown,
+    start_redis,
+)
 from picows import WSListener, WSMsgType, ws_connect
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-HOST = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-NCPU = os.cpu_count() or 1
-USERS = 20
-mono_ns = time.monotonic_ns
-mono = time.monotonic
 loads = orjson.loads
 TEXT = WSMsgType.TEXT
-MINT = """
-from accounts.services import token_create, user_get_or_create
-for i in range(%d):
-    user = user_get_or_create(username=f"bench{i}", create=True, staff=False)
-    print(token_create(user=user, name="bench")[1])
-"""
-
-
-class BenchError(Exception):
-    """A failure of the set-up (not of the server under load): printed, then exit 1."""
-
-
-# ------------------------------------------------------------------ processes
-
-
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: should this script be SIGKILLed, its servers get SIGTERM instead of lingering.
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
-
-
-class Procs:
-    """Every process this script starts; `stop` is TERM, up to 5 s, then KILL, only by their pids."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.running: list[subprocess.Popen[bytes]] = []
-        self.logs: dict[int, Path] = {}
-
-    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen[bytes]:
-        log = self.tmp / f"{name}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches this script only; it stops them in order
-                preexec_fn=_die_with_parent,
-            )
-        self.running.append(proc)
-        self.logs[proc.pid] = log
-        return proc
-
-    def stop(self, procs: list[subprocess.Popen[bytes]]) -> None:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        deadline = mono() + 5
-        for p in procs:
-            try:
-                p.wait(max(0.1, deadline - mono()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-            if p in self.running:
-                self.running.remove(p)
-
-    def stop_all(self) -> None:
-        self.stop(list(reversed(self.running)))
-
-    def tail(self, proc: subprocess.Popen[bytes], lines: int = 30) -> str:
-        try:
-            return "\n".join(self.logs[proc.pid].read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_listening(procs: Procs, proc: subprocess.Popen[bytes], port: int, name: str, timeout: float = 30.0) -> None:
-    deadline = mono() + timeout
-    while mono() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    state = f"exited with {proc.returncode}" if proc.poll() is not None else f"not listening after {timeout:.0f} s"
-    raise BenchError(f"{name} (pid {proc.pid}, port {port}) {state}; last lines of its log:\n{procs.tail(proc)}")
-
-
-def cpu_ticks(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def machine_ticks() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4], sum(v)  # busy, total
 
 
 # ------------------------------------------------------------------ targets
 
 
-class Target:
-    """One server under test: its workers, how a client authenticates, and the protocol it speaks."""
-
-    def __init__(self, name: str, desc: str, env: dict[str, str], argv_for_port: Any, contract: bool) -> None:
-        self.name, self.desc, self.env, self.argv_for_port, self.contract = name, desc, env, argv_for_port, contract
-        self.tokens: list[str] = []
-        self.ports: list[int] = []
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def headers(self, i: int) -> list[tuple[str, str]] | None:
-        return [("Authorization", f"Bearer {self.tokens[i % len(self.tokens)]}")] if self.tokens else None
-
-    def start(self, procs: Procs, workers: int) -> None:
-        self.ports = free_ports(workers)
-        self.procs = [procs.start(f"{self.name}-w{i}", self.argv_for_port(p), self.env) for i, p in enumerate(self.ports)]
-        for i, (proc, port) in enumerate(zip(self.procs, self.ports, strict=True)):
-            wait_listening(procs, proc, port, f"{self.name} worker {i}")
-
-
 def ours_target(a: argparse.Namespace, tmp: Path, redis_url: str) -> Target:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
-        "DJANGO_SECRET_KEY": "bench",
-        "DJANGO_DEBUG": "0",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "REDIS_URL": redis_url,
-        "CHAT_RATE_LIMIT": "1000000",
-        "CHAT_RATE_WINDOW": "1",
-        "CHAT_MAX_CONNECTIONS_PER_USER": "100000",
-        "LOG_LEVEL": "WARNING",
-    }
-    if a.server == "uvicorn":
-
-        def argv(port: int) -> list[str]:
-            opts = ["--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "warning"]
-            return [PY, "-m", "uvicorn", *opts, "project.asgi:application"]
-    else:
-
-        def argv(port: int) -> list[str]:
-            return [PY, "-m", "daphne", "-v", "0", "-b", HOST, "-p", str(port), "project.asgi:application"]
-
-    return Target("ours", f"the project, {a.server}", env, argv, contract=True)
-
-
-def ours_prepare(t: Target) -> None:
-    """Migrate a fresh SQLite database and mint the users' tokens (before the workers start)."""
-    for what, argv in (
-        ("migrate", [PY, "manage.py", "migrate", "-v", "0", "--no-input"]),
-        ("mint tokens", [PY, "manage.py", "shell", "-c", MINT % USERS]),
-    ):
-        r = subprocess.run(argv, cwd=ROOT, env=t.env, capture_output=True, text=True, timeout=180)
-        if r.returncode != 0:
-            raise BenchError(f"ours: {what} failed ({r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}")
-    t.tokens = [line for line in r.stdout.split() if line.startswith("rt_")]
-    if len(t.tokens) != USERS:
-        raise BenchError(f"ours: expected {USERS} tokens from manage.py shell, got {len(t.tokens)}:\n{r.stdout[-2000:]}")
+    env = ours_env(tmp, redis_url)
+    return Target("ours", f"the project, {a.server}", env, asgi_argv(a.server, "project.asgi:application"), contract=True)
 
 
 def ours_create_rooms(t: Target, rooms: list[str]) -> None:
@@ -259,10 +100,7 @@ def bare_target(a: argparse.Namespace, redis_url: str) -> Target:
         "BENCH_REDIS_URL": redis_url,
         "BENCH_LAYER": a.bare_layer,
     }
-
-    def argv(port: int) -> list[str]:
-        return [PY, "-m", "daphne", "-v", "0", "-b", HOST, "-p", str(port), "bare_channels.asgi:application"]
-
+    argv = asgi_argv("daphne", "bare_channels.asgi:application")
     layer = "RedisPubSubChannelLayer" if a.bare_layer == "pubsub" else "RedisChannelLayer"
     return Target("bare", f"bare Channels consumer, {layer}, daphne", env, argv, contract=False)
 
@@ -351,12 +189,6 @@ class Client(WSListener):
             ld.dups += 1
         if ld.recv - ld.dups >= ld.expected:
             ld.all_in.set()
-
-
-def pctl_ms(sorted_ns: list[int], q: float) -> float | None:
-    if not sorted_ns:
-        return None
-    return round(sorted_ns[min(len(sorted_ns) - 1, round(q * (len(sorted_ns) - 1)))] / 1e6, 2)
 
 
 class Load:
@@ -606,16 +438,6 @@ class Load:
 # ------------------------------------------------------------------ report
 
 
-def fmt(v: Any, nd: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.{nd}f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
-
 def table(a: argparse.Namespace, results: list[dict[str, Any]]) -> str:
     head = (
         "target",
@@ -633,7 +455,7 @@ def table(a: argparse.Namespace, results: list[dict[str, Any]]) -> str:
         "persisted",
         "stopped by",
     )
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in results:
         b = r.get("best") or {}
         p = r.get("persisted")
@@ -656,42 +478,15 @@ def table(a: argparse.Namespace, results: list[dict[str, Any]]) -> str:
             persisted,
             r.get("stopped_by", r.get("error", "-")),
         )
-        rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    return "\n".join(rows)
-
-
-def env_info() -> dict[str, Any]:
-    import importlib.metadata as md
-
-    versions = {}
-    for name in ("django", "channels", "channels-redis", "daphne", "uvicorn", "redis", "picows", "uvloop", "orjson"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            versions[name] = md.version(name)
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10)
-    return {
-        "git": git.stdout.strip() + ("-dirty" if dirty.stdout.strip() else ""),
-        "python": platform.python_version(),
-        "cpus": NCPU,
-        "loadavg_at_start": os.getloadavg(),
-        "kernel": platform.release(),
-        "redis_server": redis_v.stdout.strip(),
-        "packages": versions,
-    }
+        rows.append(cells)
+    return md_table(head, rows)
 
 
 # ------------------------------------------------------------------ main
 
 
 def run(a: argparse.Namespace, tmp: Path, procs: Procs) -> list[dict[str, Any]]:
-    redis_port = free_ports(1)[0]
-    redis_url = f"redis://{HOST}:{redis_port}/0"
-    argv = ["redis-server", "--port", str(redis_port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-    rproc = procs.start("redis", [*argv, "--dir", str(tmp), "--loglevel", "warning", "--maxclients", "20000"], dict(os.environ))
-    wait_listening(procs, rproc, redis_port, "redis-server", timeout=10)
-    rcli = redis.Redis(host=HOST, port=redis_port, socket_timeout=10)
-    print(f"# redis pid {rproc.pid} port {redis_port}; logs in {tmp}", file=sys.stderr)
+    rproc, redis_url, rcli = start_redis(procs, tmp)
     rooms = [f"bench-{i}" for i in range(a.rooms)]
     results = []
     for name in a.targets:
@@ -759,47 +554,17 @@ def main() -> int:
     if shutil.which("redis-server") is None:
         ap.error("redis-server is not installed (make bench installs it with apt)")
 
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
-    procs = Procs(tmp)
-    t0 = mono()
-    done = False
-    try:
-        env = env_info()
-        results = run(a, tmp, procs)
-        done = True
-    except BenchError as e:
-        print(f"bench: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        procs.stop_all()
-        if done and not a.keep_tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            print(f"bench: database and logs kept in {tmp}", file=sys.stderr)
-
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
-    doc = {"timestamp": stamp, "scenario": "fanout", "wall_s": round(mono() - t0, 1), "params": params, "env": env}
-    a.results_dir.mkdir(parents=True, exist_ok=True)
-    out = a.results_dir / f"{stamp}_fanout.json"
-    out.write_text(json.dumps({**doc, "targets": results}, indent=1) + "\n")
+    status, doc, out = session(a, "fanout", lambda tmp, procs: run(a, tmp, procs))
+    if out is None:
+        return status
+    results, stamp = doc["targets"], doc["timestamp"]
     mode = f"fixed {a.rate:g} msg/s" if a.rate is not None else f"find-max from {a.start_rate:g} msg/s x{a.factor:g}"
     print(
         f"\n### fan-out {stamp}: {a.rooms} rooms x {a.clients} clients ({a.senders} senders a room), {mode},"
         f" {a.duration:g} s a step, pass = p99 <= {a.p99_ms:g} ms and no loss\n"
     )
     print(table(a, results))
-    try:
-        shown = out.relative_to(Path.cwd())
-    except ValueError:
-        shown = out
-    print(f"\nJSON: {shown}  (wall {doc['wall_s']:.0f} s)")
+    print(f"\nJSON: {shown(out)}  (wall {doc['wall_s']:.0f} s)")
     persisted_ok = all(r["persisted"]["ok"] for r in results if "persisted" in r)
     if not persisted_ok:
         print("bench: FAIL: not every acknowledged message of ours was persisted", file=sys.stderr)
