@@ -20,6 +20,10 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.async
 
 # Short enough that a dead Redis is noticed quickly, long enough for a busy one.
 CONNECT_TIMEOUT_SECONDS = 2.0
+# redis-py's pools stop at 100 connections and then raise. Every stream reader holds one
+# for its blocking XREAD, so a worker with a few hundred open streams needs more; Redis
+# itself accepts 10,000 clients by default.
+MAX_CONNECTIONS = 4096
 
 
 def redis_configured() -> bool:
@@ -43,6 +47,7 @@ def sync_redis() -> redis.Redis:
                     socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                     health_check_interval=30,
                     decode_responses=True,
+                    max_connections=MAX_CONNECTIONS,
                 )
     return _sync_client
 
@@ -57,6 +62,7 @@ def async_redis() -> redis.asyncio.Redis:
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
             health_check_interval=30,
             decode_responses=True,
+            max_connections=MAX_CONNECTIONS,
         )
         _async_clients[loop] = client
     return client

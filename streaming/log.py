@@ -97,7 +97,7 @@ if redis.call('HGET', KEYS[2], 'status') ~= 'running' then return 0 end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local ms = 0
 if #last > 0 then ms = tonumber(string.match(last[1][1], '^(%d+)')) end
-redis.call('XADD', KEYS[1], (ms + 1) .. '-0', 'k', ARGV[1], 'd', ARGV[2])
+redis.call('XADD', KEYS[1], (ms + 1) .. '-0', 'e', '[[' .. ms .. ',"' .. ARGV[1] .. '",' .. ARGV[2] .. ']]')
 redis.call('HSET', KEYS[2], 'status', 'done')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
@@ -111,7 +111,7 @@ local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 -- entry id <seq + 1>-0: a new log starts at seq 1 (id 2-0)
 local seq = 1
 if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
-redis.call('XADD', KEYS[1], (seq + 1) .. '-0', 'k', ARGV[1], 'd', ARGV[2])
+redis.call('XADD', KEYS[1], (seq + 1) .. '-0', 'e', '[[' .. seq .. ',"' .. ARGV[1] .. '",' .. ARGV[2] .. ']]')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return seq
 """
@@ -129,9 +129,14 @@ class RedisLog:
         await pipe.execute()
 
     async def append(self, name: str, events: list[LogEvent], *, final: bool = False) -> None:
+        """Append events (in seq order) as one entry, named after the last of them: a
+        batch of tokens costs one Redis entry, not one per token."""
         pipe = async_redis().pipeline(transaction=False)
-        for event in events:
-            pipe.xadd(_log_key(name), {"k": event.kind, "d": _dumps(event.data)}, id=_entry_id(event.seq))
+        if events:
+            batch = [[event.seq, event.kind, event.data] for event in events]
+            pipe.xadd(
+                _log_key(name), {"e": json.dumps(batch, ensure_ascii=False, separators=(",", ":"))}, id=_entry_id(events[-1].seq)
+            )
         if final:
             pipe.hset(_meta_key(name), "status", "done")
         pipe.expire(_log_key(name), LOG_TTL_SECONDS)
@@ -144,8 +149,11 @@ class RedisLog:
         reply: Any = await async_redis().xread({_log_key(name): _entry_id(after)}, count=limit, block=block)
         if not reply:
             return []
-        entries = reply[0][1]
-        return [LogEvent(int(entry_id.split("-")[0]) - 1, fields["k"], json.loads(fields["d"])) for entry_id, fields in entries]
+        # Entries are named after their last event, so the first entry may start at or
+        # below ``after``: keep only what comes after it.
+        return [
+            LogEvent(seq, kind, data) for _, fields in reply[0][1] for seq, kind, data in json.loads(fields["e"]) if seq > after
+        ][:limit]
 
     async def append_next(self, name: str, *, kind: str, data: Mapping[str, Any]) -> int:
         """Append an event numbered one past the newest (from 1 for a new log); return its seq."""

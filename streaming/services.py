@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from project.db_thread import in_db_thread
 from project.tasks import spawn
 from streaming import limits
 from streaming.backends import Backend, BackendError, ChatTurn, get_backend
@@ -131,19 +131,19 @@ async def generation_start(
     if not await limits.slot_acquire(stream_id=stream_id):
         raise StreamRefusedError(429, "busy", "too many replies are being generated; try again shortly")
     try:
-        conversation_id, context = await database_sync_to_async(_conversation_begin)(
-            owner_id=user_id, conversation_id=conversation_id, turns=turns
+        conversation, context = await in_db_thread(
+            _conversation_begin, owner_id=user_id, conversation_id=conversation_id, turns=turns
         )
         log = get_log()
-        await log.create(stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation_id})
-        await log.append(stream_id, [LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation_id})])
+        await log.create(stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation})
+        await log.append(stream_id, [LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})])
     except BaseException:
         await limits.slot_release(stream_id=stream_id)
         raise
     producer = Producer(
         stream_id=stream_id,
         user_id=user_id,
-        conversation_id=conversation_id,
+        conversation_id=conversation,
         context=context,
         max_tokens=max_tokens,
         backend=backend or get_backend(),
@@ -151,7 +151,7 @@ async def generation_start(
     task = spawn(producer.run(), name=f"generation-{stream_id}")
     _running.add(task)
     task.add_done_callback(_running.discard)
-    return StreamStarted(stream_id=stream_id, conversation_id=conversation_id)
+    return StreamStarted(stream_id=stream_id, conversation_id=conversation)
 
 
 async def stream_cancel(*, stream_id: str, user_id: int) -> bool:
@@ -260,7 +260,8 @@ class Producer:
         if self.stop_reason == "abandoned":
             finish_reason = "abandoned"
         try:
-            await database_sync_to_async(_reply_store)(
+            await in_db_thread(
+                _reply_store,
                 conversation_id=self.conversation_id,
                 stream_id=self.stream_id,
                 content=content,

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from streaming import openai_api, views
+from streaming import conversations_api, openai_api, views
 
 STREAM_ID = r"(?P<stream_id>[0-9a-f]{32})"
 
@@ -8,6 +8,8 @@ api_urlpatterns = [
     path("assistant/stream", views.assistant_stream),
     re_path(rf"^streams/{STREAM_ID}/events$", views.stream_events),
     re_path(rf"^streams/{STREAM_ID}/cancel$", views.stream_cancel),
+    path("conversations/", conversations_api.conversations),
+    path("conversations/<uuid:conversation_id>", conversations_api.conversation),
 ]
 
 openai_urlpatterns = [

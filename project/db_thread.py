@@ -1,0 +1,35 @@
+"""A database thread that keeps its connection, for hot paths of async code.
+
+``database_sync_to_async`` closes and reopens the database connection around every
+call (CONN_MAX_AGE is 0 under ASGI, as Django advises), which costs more than a short
+query. Work that runs often and briefly (starting a token stream, storing a reply)
+goes to this one long-lived thread instead; its connection is dropped after an error
+and reopened on the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from django.db import connection
+
+T = TypeVar("T")
+
+_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-thread")
+
+
+def _call(function: Callable[..., T], kwargs: dict[str, Any]) -> T:
+    try:
+        return function(**kwargs)
+    except Exception:
+        connection.close()  # a broken connection is not reused
+        raise
+
+
+async def in_db_thread(function: Callable[..., T], **kwargs: Any) -> T:
+    """Run ``function(**kwargs)`` on the database thread and return its result."""
+    return await asyncio.get_running_loop().run_in_executor(_executor, functools.partial(_call, function, kwargs))
