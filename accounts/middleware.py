@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.http.cookie import parse_cookie
 
 from accounts.services import bearer_from_header, user_for_token
+from project.db_thread import in_db_thread
 from project.origin import origin_allowed
 
 
@@ -26,24 +27,49 @@ class BearerTokenMiddleware:
     the request anonymous rather than falling back to the session.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    # Both, so that async views (SSE) are not sent through a thread for every request.
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        header = request.headers.get("Authorization")
-        if header is not None and header.lower().startswith("bearer"):
-            raw = bearer_from_header(header)
-            user = user_for_token(raw=raw) if raw else None
-            request.user = user or AnonymousUser()
-            resolved = request.user
-
-            async def auser() -> User | AnonymousUser:
-                return resolved
-
-            request.auser = auser
-            request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
-            request.bearer_authenticated = user is not None  # type: ignore[attr-defined]
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        raw = _bearer(request)
+        if raw is not None:
+            _authenticate(request, user_for_token(raw=raw) if raw else None)
         return self.get_response(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        raw = _bearer(request)
+        if raw is not None:
+            _authenticate(request, await in_db_thread(user_for_token, raw=raw) if raw else None)
+        return await self.get_response(request)
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    """None without a bearer header; "" for a malformed one; else the token."""
+    header = request.headers.get("Authorization")
+    if header is None or not header.lower().startswith("bearer"):
+        return None
+    return bearer_from_header(header) or ""
+
+
+def _authenticate(request: HttpRequest, user: User | None) -> None:
+    resolved: User | AnonymousUser = user or AnonymousUser()
+    request.user = resolved
+
+    async def auser() -> User | AnonymousUser:
+        return resolved
+
+    request.auser = auser
+    request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
+    request.bearer_authenticated = user is not None  # type: ignore[attr-defined]
 
 
 async def authenticate_handshake(headers: dict[bytes, bytes]) -> User | AnonymousUser:

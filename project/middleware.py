@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -34,25 +35,54 @@ class CorsMiddleware:
     (Django's 404/405/500 pages, CSRF failures) into the JSON error shape.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
         if not is_api_path(request.path):
             return self.get_response(request)
-        origin = request.headers.get("Origin") or ""
-        allowed = origin in settings.CORS_ALLOWED_ORIGINS
-        if allowed and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            response = HttpResponse(status=204)
-        else:
-            response = self.get_response(request)
-            if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
-                response = _error_for(request.path, response.status_code)
-        if allowed:
-            response["Access-Control-Allow-Origin"] = origin
-            response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
-            response["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-            response["Access-Control-Expose-Headers"] = "X-Stream-Id, Retry-After"
-            response["Access-Control-Max-Age"] = "600"
-            response["Vary"] = "Origin"
-        return response
+        if _preflight(request):
+            return _with_cors(request, HttpResponse(status=204))
+        return _with_cors(request, _as_json_error(request, self.get_response(request)))
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        if not is_api_path(request.path):
+            return await self.get_response(request)
+        if _preflight(request):
+            return _with_cors(request, HttpResponse(status=204))
+        return _with_cors(request, _as_json_error(request, await self.get_response(request)))
+
+
+def _allowed_origin(request: HttpRequest) -> str | None:
+    origin = request.headers.get("Origin") or ""
+    return origin if origin in settings.CORS_ALLOWED_ORIGINS else None
+
+
+def _preflight(request: HttpRequest) -> bool:
+    return bool(_allowed_origin(request)) and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
+def _as_json_error(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
+        return _error_for(request.path, response.status_code)
+    return response
+
+
+def _with_cors(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    origin = _allowed_origin(request)
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
+        response["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+        response["Access-Control-Expose-Headers"] = "X-Stream-Id, Retry-After"
+        response["Access-Control-Max-Age"] = "600"
+        response["Vary"] = "Origin"
+    return response
