@@ -177,7 +177,13 @@ class RedisBroker(Broker):
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         # Subscribing to a placeholder keeps the reader's get_message blocking on the
         # socket even while this worker has no rooms, so a dead Redis is noticed.
-        await pubsub.subscribe(TOPIC_PREFIX + "_worker", *(TOPIC_PREFIX + t for t in self.topics))
+        subscribed = set(self.topics)
+        await pubsub.subscribe(TOPIC_PREFIX + "_worker", *(TOPIC_PREFIX + t for t in subscribed))
+        # A topic added while that was in flight found no pubsub to subscribe on (a worker's
+        # first room join races its first connection): subscribe it here, or it is lost.
+        while added := self.topics - subscribed:
+            subscribed |= added
+            await pubsub.subscribe(*(TOPIC_PREFIX + t for t in added))
         return pubsub
 
     async def _run(self) -> None:

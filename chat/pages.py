@@ -1,18 +1,72 @@
-"""Pages for people (the full set is CONTRACT §9)."""
+"""Pages for people (CONTRACT §9): server-rendered shells; the live parts are the plain
+JavaScript modules in chat/static/chat/, talking to the same API as any client."""
+
+from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.contrib.auth.models import User
+from django.contrib.staticfiles import views as staticfiles_views
+from django.core.exceptions import SuspiciousFileOperation
+from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 
 from chat import selectors
 from chat.models import Room
+from tasks.models import Task
+
+
+def _user(request: HttpRequest) -> User:
+    assert isinstance(request.user, User), "login_required lets only signed-in users through"
+    return request.user
 
 
 def index(request: HttpRequest) -> HttpResponse:
-    rooms = selectors.room_objects(rooms=selectors.room_list()) if request.user.is_authenticated else []
-    return render(request, "chat/index.html", {"rooms": rooms})
+    """Public rooms, the private ones the user is in, and their direct messages (as GET /api/rooms/)."""
+    if not request.user.is_authenticated:
+        return render(request, "chat/index.html")
+    user = _user(request)
+    rooms = selectors.room_objects(rooms=selectors.room_list_for(user=user), user=user)
+    rooms.sort(key=lambda room: str(room["title"]).casefold())  # as rooms.js sorts them
+    return render(
+        request,
+        "chat/index.html",
+        {"rooms": [r for r in rooms if not r["direct"]], "dms": [r for r in rooms if r["direct"]]},
+    )
 
 
 @login_required
 def room(request: HttpRequest, slug: str) -> HttpResponse:
-    return render(request, "chat/room.html", {"room": get_object_or_404(Room, slug=slug)})
+    # As on the socket: a private room does not exist for those outside it, staff included.
+    found = selectors.room_get_for(slug=slug, user=_user(request), staff_sees_private=False)
+    if found is None:
+        raise Http404("no such room")
+    return render(request, "chat/room.html", {"room": found})
+
+
+@login_required
+def assistant(request: HttpRequest) -> HttpResponse:
+    return render(request, "chat/assistant.html")
+
+
+@login_required
+def task(request: HttpRequest, task_id: int) -> HttpResponse:
+    found = get_object_or_404(Task, pk=task_id, owner_id=request.user.pk)  # someone else's task is no task
+    room = None
+    if found.kind == "summarize_room" and isinstance(found.params, dict):
+        room = Room.objects.filter(slug=found.params.get("room")).first()
+    title = f"Summary of {room.title}" if room else found.kind.replace("_", " ").capitalize()
+    return render(request, "chat/task.html", {"task": found, "room": room, "title": title})
+
+
+def static_file(request: HttpRequest, path: str) -> HttpResponseBase:
+    """/static/ when nothing in front of Django serves it (`make serve`, the test cluster).
+
+    docker-compose's nginx serves the collected files itself and never gets here. The
+    finders look only inside the static directories (no path escapes them)."""
+    try:
+        response = staticfiles_views.serve(request, path, insecure=True)
+    except SuspiciousFileOperation:  # "../" out of a static directory
+        raise Http404(path) from None
+    response["Cache-Control"] = "no-cache"  # revalidate (Last-Modified), so a deploy is seen at once
+    return response

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from chat import pages
 from project import views
@@ -8,6 +8,8 @@ from streaming import urls as streaming_urls
 urlpatterns = [
     path("", pages.index, name="index"),
     path("rooms/<slug:slug>/", pages.room, name="room"),
+    path("assistant/", pages.assistant, name="assistant"),
+    path("tasks/<int:task_id>/", pages.task, name="task"),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("chat.urls")),
@@ -17,4 +19,5 @@ urlpatterns = [
     path("v1/", include(streaming_urls.openai_urlpatterns)),
     path("healthz", views.healthz),
     path("metrics", views.metrics),
+    re_path(r"^static/(?P<path>.+)$", pages.static_file),
 ]

@@ -1,0 +1,300 @@
+// The assistant (CONTRACT §4b-4d): the reply renders token by token from
+// POST /api/assistant/stream, read with fetch() (EventSource cannot POST). A dropped stream
+// resumes from GET /api/streams/<id>/events with Last-Event-ID, so the text continues where
+// it stopped; Stop cancels the generation wherever it runs. Text is inserted as text only.
+import { api, ApiError, backoff, csrfToken, el, readEventStream, sleepOrOnline } from "./common.js";
+
+const transcript = document.getElementById("transcript");
+const state = document.getElementById("state");
+const errorBox = document.getElementById("error");
+const form = document.getElementById("composer");
+const box = document.getElementById("message");
+const sendButton = form.querySelector("button[type=submit]");
+const stopButton = document.getElementById("stop");
+const maxTokensInput = document.getElementById("max-tokens");
+const sidebar = document.getElementById("conversations");
+const newButton = document.getElementById("new-conversation");
+
+const SILENCE_MS = 20000; // the server sends a keep-alive after 15 idle seconds
+const ACTIVE_KEY = "assistant.active"; // the reply being generated, to pick it up after a reload
+
+let conversationId = new URLSearchParams(location.search).get("c");
+let reply = null; // the reply being streamed: {streamId, lastSeq, nextIndex, item, text, final, abort}
+
+function setState(name, text) {
+  state.dataset.state = name;
+  state.textContent = text;
+}
+
+function showError(text) {
+  errorBox.textContent = text;
+}
+
+function setBusy(busy) {
+  sendButton.disabled = busy;
+  stopButton.disabled = !busy;
+  newButton.disabled = busy;
+  transcript.setAttribute("aria-busy", String(busy));
+}
+
+// ---- the transcript ------------------------------------------------------------------------------
+
+function turnItem(role, content) {
+  const text = el("div", { className: "content", text: content });
+  const item = el("li", { className: `turn ${role}` },
+    el("div", { className: "meta" }, el("span", { className: "author", text: role === "user" ? "You" : "Assistant" })), text);
+  transcript.append(item);
+  transcript.scrollTop = transcript.scrollHeight;
+  return { item, text };
+}
+
+const ENDINGS = {
+  cancelled: "Stopped.",
+  abandoned: "Stopped.",
+  length: "Cut off at the token limit.",
+  error: "The reply failed.",
+};
+
+function noteOn(item, text, kind = "note") {
+  item.querySelector(".meta").append(el("span", { className: kind, text }));
+}
+
+// ---- streaming a reply ------------------------------------------------------------------------------
+
+/** Handle one SSE event of the reply; true once it is the last one. */
+function onEvent(current, event) {
+  const seq = Number(String(event.id || "").split(":")[1]);
+  if (Number.isInteger(seq)) current.lastSeq = Math.max(current.lastSeq, seq);
+  let data;
+  try { data = JSON.parse(event.data); } catch { return false; }
+  if (event.event === "start") {
+    current.streamId = data.stream_id;
+    setConversation(data.conversation_id);
+    sessionStorage.setItem(ACTIVE_KEY, JSON.stringify({ stream: data.stream_id, conversation: data.conversation_id }));
+  } else if (event.event === "token") {
+    if (data.index < current.nextIndex) return false; // already shown (a resume overlaps nothing, but be sure)
+    current.nextIndex = data.index + 1;
+    const stick = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 80;
+    current.text.append(data.token); // a text node: markup in a reply stays text
+    if (stick) transcript.scrollTop = transcript.scrollHeight;
+  } else if (event.event === "done") {
+    current.text.textContent = data.content; // the whole reply, as stored
+    if (ENDINGS[data.finish_reason]) noteOn(current.item, ENDINGS[data.finish_reason]);
+    return true;
+  } else if (event.event === "error") {
+    noteOn(current.item, "The reply failed.");
+    showError(`The reply failed: ${data.detail || data.code}`);
+    return true;
+  }
+  return false;
+}
+
+/** Read a response's events into the reply; true when the final event came. */
+async function consume(current, response) {
+  let silence = null;
+  const watch = () => { clearTimeout(silence); silence = setTimeout(() => current.abort?.abort(), SILENCE_MS); };
+  watch();
+  try {
+    for await (const event of readEventStream(response, watch)) {
+      if (onEvent(current, event)) return true;
+    }
+    return false;
+  } finally {
+    clearTimeout(silence);
+  }
+}
+
+function startRequest(current, url, init) {
+  current.abort = new AbortController();
+  return fetch(url, { ...init, signal: current.abort.signal, credentials: "same-origin" });
+}
+
+/** Follow the reply to its end, resuming with Last-Event-ID after every drop. */
+async function follow(current, firstResponse) {
+  let response = firstResponse;
+  let attempt = 0;
+  for (;;) {
+    if (response) {
+      try {
+        if (await consume(current, response)) return;
+      } catch {
+        // The network dropped (or went silent): resume below.
+      }
+    }
+    if (!current.streamId) { showError("The connection dropped before the reply started."); return; }
+    setState("reconnecting", navigator.onLine === false ? "Offline: the reply continues when you are back" : "Reconnecting…");
+    await sleepOrOnline(attempt ? backoff(attempt - 1) : 0);
+    attempt += 1;
+    if (navigator.onLine === false) { response = null; continue; }
+    const headers = { Accept: "text/event-stream" };
+    if (current.lastSeq >= 0) headers["Last-Event-ID"] = `${current.streamId}:${current.lastSeq}`;
+    try {
+      response = await startRequest(current, `/api/streams/${current.streamId}/events`, { headers });
+    } catch {
+      response = null;
+      continue;
+    }
+    if (response.status === 404) { showError("This reply is no longer available."); return; }
+    if (!response.ok) { response = null; continue; }
+    attempt = 0;
+    setState("streaming", "Replying…");
+  }
+}
+
+async function ask(content) {
+  showError("");
+  const maxTokens = maxTokensInput.value ? Number(maxTokensInput.value) : null;
+  turnItem("user", content);
+  const { item, text } = turnItem("assistant", "");
+  item.classList.add("streaming");
+  const current = { streamId: null, lastSeq: -1, nextIndex: 0, item, text, abort: null };
+  reply = current;
+  setBusy(true);
+  setState("streaming", "Replying…");
+  try {
+    let response;
+    try {
+      response = await startRequest(current, "/api/assistant/stream", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "text/event-stream", "X-CSRFToken": csrfToken() },
+        body: JSON.stringify({ message: content, conversation_id: conversationId, max_tokens: maxTokens }),
+      });
+    } catch {
+      throw new ApiError(0, "network", "Could not reach the server; your message is back in the box.");
+    }
+    if (!response.ok) {
+      const body = await response.json().catch(() => null);
+      throw new ApiError(response.status, body?.error?.code, body?.error?.detail || `HTTP ${response.status}`);
+    }
+    current.streamId = response.headers.get("X-Stream-Id");
+    await follow(current, response);
+  } catch (error) {
+    item.previousElementSibling?.remove();
+    item.remove();
+    if (!box.value.trim()) box.value = content;
+    showError(error.code === "busy" ? "The assistant is busy; try again in a moment." : error.message);
+  } finally {
+    finishReply(current);
+  }
+}
+
+function finishReply(current) {
+  current.item.classList.remove("streaming");
+  if (reply === current) reply = null;
+  sessionStorage.removeItem(ACTIVE_KEY);
+  setBusy(false);
+  setState("idle", "Ready");
+  loadSidebar();
+}
+
+stopButton.addEventListener("click", async () => {
+  const current = reply;
+  if (!current?.streamId) return;
+  setState("stopping", "Stopping…");
+  try {
+    await api(`/api/streams/${current.streamId}/cancel`, { method: "POST" });
+  } catch (error) {
+    showError(`Could not stop the reply: ${error.message}`);
+    if (reply === current) setState("streaming", "Replying…");
+  }
+});
+
+// The browser knows the network is gone: drop the request now and resume when it is back.
+window.addEventListener("offline", () => reply?.abort?.abort());
+
+// ---- conversations ------------------------------------------------------------------------------------
+
+function setConversation(id) {
+  conversationId = id;
+  const url = new URL(location.href);
+  if (id) url.searchParams.set("c", id);
+  else url.searchParams.delete("c");
+  history.replaceState(null, "", url);
+  for (const link of sidebar.querySelectorAll("a")) {
+    if (link.dataset.id === id) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+}
+
+async function loadSidebar() {
+  try {
+    const { conversations } = await api("/api/conversations/");
+    sidebar.replaceChildren(...conversations.map((conversation) => {
+      const link = el("a", { text: conversation.title || "(untitled)", attrs: { href: `/assistant/?c=${conversation.id}`, "data-id": conversation.id } });
+      if (conversation.id === conversationId) link.setAttribute("aria-current", "page");
+      return el("li", {}, link);
+    }));
+    if (!conversations.length) sidebar.replaceChildren(el("li", { className: "empty", text: "None yet." }));
+  } catch {
+    // Offline: the list comes back with the next reply.
+  }
+}
+
+async function openConversation(id) {
+  showError("");
+  transcript.replaceChildren();
+  setConversation(id);
+  if (!id) { box.focus(); return; }
+  let conversation;
+  try {
+    conversation = await api(`/api/conversations/${id}`);
+  } catch (error) {
+    showError(error.status === 404 ? "No such conversation." : `Could not load the conversation: ${error.message}`);
+    setConversation(null);
+    return;
+  }
+  for (const message of conversation.messages) {
+    if (message.role === "system") continue;
+    const { item } = turnItem(message.role, message.content);
+    if (message.role === "assistant" && ENDINGS[message.finish_reason]) noteOn(item, ENDINGS[message.finish_reason]);
+  }
+  // A reply that was still being generated when the page was left: follow it from its start.
+  const active = JSON.parse(sessionStorage.getItem(ACTIVE_KEY) || "null");
+  const last = conversation.messages.at(-1);
+  if (active?.stream && active.conversation === id && last?.role === "user") resumeAfterReload(active.stream);
+}
+
+async function resumeAfterReload(streamId) {
+  const { item, text } = turnItem("assistant", "");
+  item.classList.add("streaming");
+  const current = { streamId, lastSeq: -1, nextIndex: 0, item, text, abort: null };
+  reply = current;
+  setBusy(true);
+  try {
+    await follow(current, null);
+  } finally {
+    finishReply(current);
+  }
+}
+
+sidebar.addEventListener("click", (event) => {
+  const link = event.target.closest("a[data-id]");
+  if (!link) return;
+  event.preventDefault();
+  if (reply) { showError("A reply is still coming: stop it first, or wait."); return; }
+  openConversation(link.dataset.id);
+});
+
+newButton.addEventListener("click", () => { if (!reply) openConversation(null); });
+
+// ---- the composer ----------------------------------------------------------------------------------
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const content = box.value.trim();
+  if (!content || reply) return;
+  box.value = "";
+  ask(content);
+});
+
+box.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+  } else if (event.key === "Escape" && reply) {
+    stopButton.click();
+  }
+});
+
+loadSidebar();
+openConversation(conversationId);

@@ -1,0 +1,81 @@
+// The room list: live online counts (GET /api/rooms/ every few seconds), direct messages
+// with their unread counts, creating a room and opening a direct conversation.
+import { api, el } from "./common.js";
+
+const POLL_MS = 4000;
+const list = document.getElementById("rooms");
+const dmList = document.getElementById("dms");
+const me = list.dataset.user;
+const createForm = document.getElementById("create-room");
+const createError = document.getElementById("create-error");
+const titleInput = document.getElementById("room-title");
+const slugInput = document.getElementById("room-slug");
+const dmForm = document.getElementById("open-dm");
+const dmError = document.getElementById("dm-error");
+
+/** "alice and bob" is "bob" to alice. */
+function dmName(room) {
+  const names = (room.title || "").split(" and ");
+  return names.length === 2 && names.includes(me) ? names.find((name) => name !== me) || me : room.title;
+}
+
+function roomItem(room) {
+  const item = el("li", { attrs: { "data-slug": room.slug } },
+    el("a", { text: room.direct ? dmName(room) : room.title || room.slug, attrs: { href: `/rooms/${room.slug}/` } }));
+  if (room.private && !room.direct) item.append(el("span", { className: "tag", text: "private" }));
+  if (room.locked) item.append(el("span", { className: "tag", text: "locked" }));
+  if (room.unread) item.append(el("span", { className: "badge", text: String(room.unread), attrs: { title: "unread" } }));
+  item.append(el("span", { className: "online", text: `${room.online} online` }));
+  return item;
+}
+
+function render(rooms) {
+  const sorted = [...rooms].sort((a, b) => (a.title || a.slug).localeCompare(b.title || b.slug, undefined, { sensitivity: "base" }));
+  const channels = sorted.filter((room) => !room.direct);
+  const dms = sorted.filter((room) => room.direct);
+  list.replaceChildren(...(channels.length ? channels.map(roomItem) : [el("li", { className: "empty", text: "No rooms yet. Create the first one." })]));
+  dmList.replaceChildren(...(dms.length ? dms.map(roomItem) : [el("li", { className: "empty", text: "None yet." })]));
+}
+
+async function poll() {
+  try {
+    if (document.visibilityState === "visible") render((await api("/api/rooms/")).rooms);
+  } catch {
+    // Offline or a server hiccup: keep what is shown, try again at the next tick.
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+// Suggest an address from the title until the person edits the address themselves.
+let slugEdited = false;
+slugInput.addEventListener("input", () => { slugEdited = true; });
+titleInput.addEventListener("input", () => {
+  if (slugEdited) return;
+  slugInput.value = titleInput.value.toLowerCase().normalize("NFKD").replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 50);
+});
+
+createForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  createError.textContent = "";
+  const slug = slugInput.value.trim();
+  try {
+    await api("/api/rooms/", { method: "POST", body: { slug, title: titleInput.value.trim() || slug } });
+    location.href = `/rooms/${slug}/`;
+  } catch (error) {
+    createError.textContent = error.status === 409 ? `A room at /rooms/${slug}/ exists already.` : error.message;
+  }
+});
+
+dmForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  dmError.textContent = "";
+  const user = document.getElementById("dm-user").value.trim();
+  try {
+    const room = await api("/api/dms/", { method: "POST", body: { user } });
+    location.href = `/rooms/${room.slug}/`;
+  } catch (error) {
+    dmError.textContent = error.status === 400 && user === me ? "That is you." : error.message;
+  }
+});
+
+poll();
