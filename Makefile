@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 SERVER ?= daphne
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test lint serve bench bench-sse soak system-deps migrate clean
+.PHONY: run test lint serve bench bench-sse bench-tasks soak system-deps migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench: $(STAMP) system-deps
 bench-sse: $(STAMP) system-deps
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/sse.py $(BENCH_ARGS)
+
+## make bench-tasks: the task event-stream benchmark, 200 countdown tasks over SSE (see bench/README.md).
+bench-tasks: $(STAMP) system-deps
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/tasks.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .mypy_cache .ruff_cache
