@@ -19,6 +19,31 @@ SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-insecure-key-change-me") if DEBUG
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# ---- HTTPS, behind the proxy (docs/deployment.md) -----------------------------------
+# DJANGO_HTTPS=1: the site is served over HTTPS, TLS ending at the proxy in front of the
+# workers. Off by default, so that plain-http local runs (make run, make serve) work.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+# The proxy overwrites X-Forwarded-Proto with its own scheme on every request
+# (deploy/nginx.conf.template) and the workers are reachable only through it.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_SSL_REDIRECT = HTTPS
+# Health checks and metrics scrapers talk to a worker directly, over plain http.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+# security.W005 and W021 ask for HSTS includeSubDomains and preload. Both bind every
+# subdomain of the domain to HTTPS (preload: for good, in browsers' built-in lists), a
+# decision about the whole domain that this application cannot make for its owner; they
+# are opt-in above, and their checks are silenced only while they are off.
+SILENCED_SYSTEM_CHECKS = [
+    check
+    for check, enabled in (("security.W005", SECURE_HSTS_INCLUDE_SUBDOMAINS), ("security.W021", SECURE_HSTS_PRELOAD))
+    if not enabled
+]
+
 INSTALLED_APPS = [
     # daphne first, before staticfiles, so that `runserver` serves ASGI (WebSocket, SSE).
     "daphne",

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from chat import presence, ratelimit
-from tests.processes import Cluster, RedisServer
+from tests.processes import Cluster, PostgresServer, RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +31,25 @@ def cluster(redis_server: RedisServer) -> Iterator[Cluster]:
     started.tokens = started.mint_tokens(*(f"user{i}" for i in range(12)))
     yield started
     started.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL for the session; each cluster gets a database of its own."""
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(postgres_server: PostgresServer) -> Iterator[Cluster]:
+    """The `cluster` fixture's twin on PostgreSQL, with the same users.
+
+    It has a Redis of its own: pub/sub channels and presence are keyed by room id, and
+    the two databases hand out the same ids."""
+    redis = RedisServer()
+    started = Cluster(redis, workers=3, env={"DATABASE_URL": postgres_server.create_database("cluster")})
+    started.tokens = started.mint_tokens(*(f"user{i}" for i in range(12)))
+    yield started
+    started.stop()
+    redis.stop()

@@ -1,4 +1,5 @@
-"""Real processes for tests: a redis-server and daphne workers on free loopback ports.
+"""Real processes for tests: redis-server, PostgreSQL, nginx and daphne workers on free
+loopback ports.
 
 Every wait here is bounded; every process started is stopped (and killed if it does
 not stop) when its fixture ends.
@@ -6,8 +7,10 @@ not stop) when its fixture ends.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -111,8 +114,22 @@ class Cluster:
 
     tokens: dict[str, str]  # username -> bearer token, for the users a fixture minted
 
-    def __init__(self, redis: RedisServer, *, workers: int = 3, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        redis: RedisServer,
+        *,
+        workers: int = 3,
+        env: dict[str, str] | None = None,
+        proxy_headers: bool = False,
+        access_log: bool = False,
+    ) -> None:
+        """``env`` overrides the defaults (``DATABASE_URL`` from PostgresServer.create_database
+        puts the cluster on PostgreSQL); ``proxy_headers`` starts daphne as the Dockerfile
+        does, behind a proxy; ``access_log`` writes each worker's access log, line-buffered,
+        to ``access<index>.log`` in ``self.dir`` (read with ``access_entries``)."""
         self.redis = redis
+        self.proxy_headers = proxy_headers
+        self.access_log = access_log
         self.dir = Path(tempfile.mkdtemp(prefix="test-cluster-"))
         self.env = {
             **os.environ,
@@ -158,8 +175,11 @@ class Cluster:
 
     def start_worker(self, index: int) -> None:
         log = open(self.dir / f"worker{index}.log", "ab")  # noqa: SIM115 - closed with the process
+        options = ["--proxy-headers"] if self.proxy_headers else []
+        if self.access_log:
+            options += ["--access-log", str(self.dir / f"access{index}.log")]
         process = subprocess.Popen(
-            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.ports[index]), "project.asgi:application"],
+            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.ports[index]), *options, "project.asgi:application"],
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -192,6 +212,11 @@ class Cluster:
     def ws(self, index: int, path: str) -> str:
         return f"ws://127.0.0.1:{self.ports[index]}{path}"
 
+    def access_entries(self, index: int) -> list[str]:
+        """Lines of worker ``index``'s access log (with ``access_log=True``)."""
+        path = self.dir / f"access{index}.log"
+        return path.read_text(errors="replace").splitlines() if path.exists() else []
+
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.dir.glob("*worker*.log")))
 
@@ -199,4 +224,244 @@ class Cluster:
         for process in [*self.processes, *self.taskworkers]:
             if process is not None:
                 stop(process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _postgres_bin_dir() -> Path:
+    """The newest PostgreSQL server binaries of Debian's packages (or initdb on PATH)."""
+    candidates = sorted(
+        (Path(d) for d in glob.glob("/usr/lib/postgresql/*/bin") if (Path(d) / "initdb").exists()),
+        key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
+    )
+    if candidates:
+        return candidates[-1]
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        raise RuntimeError("PostgreSQL is not installed: run `make test`, which installs it")
+    return Path(initdb).resolve().parent
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster on a free loopback port, trust authentication, no fsync.
+
+    PostgreSQL refuses to run as root: as root, initdb and the server run as Debian's
+    ``postgres`` system user (the package creates it), in a temporary directory that
+    user owns. ``create_database`` gives each test cluster a database of its own.
+    """
+
+    USER = "chat"  # the password-less (trust) role the application connects as
+
+    def __init__(self) -> None:
+        self.bin = _postgres_bin_dir()
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="test-postgres-"))
+        self.data = self.dir / "data"
+        self.log_path = self.dir / "postgres.log"
+        self._user: str | None = None  # who runs initdb and the server: this process's user, or
+        if os.geteuid() == 0:  # as root, Debian's postgres system user
+            try:
+                shutil.chown(self.dir, user="postgres", group="postgres")
+            except LookupError:
+                raise RuntimeError("no `postgres` system user: run `make test`, which installs PostgreSQL") from None
+            self._user = "postgres"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._databases = 0
+        try:
+            self._run(
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "--username=postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
+            self.start()
+            self._sql(f"CREATE ROLE {self.USER} LOGIN CREATEDB")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run(
+            list(args),
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            user=self._user,
+            group=self._user,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed:\n{result.stdout}{result.stderr}")
+
+    def _sql(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True, connect_timeout=10
+        ) as connection:
+            connection.execute(statement)
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.dir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+            ],
+            cwd=self.dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=self._user,
+            group=self._user,
+        )
+        log.close()
+        assert self.process is not None
+        wait_for_port(self.port, self.process)
+        deadline = time.monotonic() + 30
+        while True:  # the port opens before the server accepts logins
+            try:
+                self._sql("SELECT 1")
+                return
+            except Exception:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"PostgreSQL did not start:\n{self.logs()}") from None
+                time.sleep(0.1)
+
+    def create_database(self, prefix: str = "test") -> str:
+        """A new, empty database owned by the application's role; its DATABASE_URL."""
+        self._databases += 1
+        name = re.sub(r"[^a-z0-9_]", "_", f"{prefix}_{self._databases}".lower())
+        self._sql(f"CREATE DATABASE {name} OWNER {self.USER}")
+        return f"postgres://{self.USER}@127.0.0.1:{self.port}/{name}"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # fast shutdown: roll back, close connections
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx.conf.template"
+_NGINX_PLACEHOLDER = re.compile(r"\$\{(NGINX_[A-Z0-9_]+)\}")
+
+
+def nginx_placeholders(template: str | None = None) -> set[str]:
+    """The ``${NGINX_...}`` variables the project's nginx template needs."""
+    text = NGINX_TEMPLATE.read_text() if template is None else template
+    return set(_NGINX_PLACEHOLDER.findall(text))
+
+
+def render_nginx_site(values: dict[str, str]) -> str:
+    """deploy/nginx.conf.template with its variables filled in, as the nginx image's
+    envsubst does at start-up in docker-compose.yml (only the ``NGINX_`` variables)."""
+    text = NGINX_TEMPLATE.read_text()
+    missing = nginx_placeholders(text) - set(values)
+    if missing:
+        raise KeyError(f"no value for {sorted(missing)} in the nginx template")
+    return _NGINX_PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
+
+
+class NginxServer:
+    """nginx from Debian's package serving one site configuration (an http-context file,
+    like the nginx image's conf.d) under a test-only main configuration: in the foreground,
+    everything (logs, pid, temporary files) in its own directory."""
+
+    def __init__(self, site: str, *, port: int) -> None:
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+        if nginx is None:
+            raise RuntimeError("nginx is not installed: run `make test`, which installs it")
+        self.port = port
+        self.dir = Path(tempfile.mkdtemp(prefix="test-nginx-"))
+        self.dir.chmod(0o755)  # its worker processes run as an unprivileged user when started as root
+        (self.dir / "site.conf").write_text(site)
+        mime_types = "include /etc/nginx/mime.types;" if Path("/etc/nginx/mime.types").exists() else ""
+        temp_paths = "\n".join(
+            f"    {kind}_temp_path {self.dir / ('temp-' + kind)};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        (self.dir / "nginx.conf").write_text(
+            f"""\
+daemon off;
+master_process on;
+worker_processes 1;
+error_log {self.dir / "error.log"} info;
+pid {self.dir / "nginx.pid"};
+events {{
+    worker_connections 1024;
+}}
+http {{
+    {mime_types}
+    default_type application/octet-stream;
+    # Which worker answered each request: what tests check to see round-robin at work.
+    log_format upstream '$remote_addr [$time_local] "$request" $status $body_bytes_sent upstream=$upstream_addr';
+    access_log {self.dir / "access.log"} upstream;
+{temp_paths}
+    include {self.dir / "site.conf"};
+}}
+"""
+        )
+        check = subprocess.run(
+            [nginx, "-t", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx rejected the configuration:\n{check.stderr}")
+        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [nginx, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port, self.process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def access_entries(self) -> list[str]:
+        """nginx's access log: one line per finished request, ending ``upstream=<host:port>``."""
+        path = self.dir / "access.log"
+        return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+    def logs(self) -> str:
+        parts = []
+        for name in ("error.log", "access.log"):
+            path = self.dir / name
+            if path.exists():
+                parts.append(f"--- nginx {name}\n" + path.read_text(errors="replace")[-3000:])
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)  # SIGTERM: nginx's fast shutdown, long-lived connections included
+            self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -12,6 +12,13 @@ pytestmark = pytest.mark.multiworker
 _room_numbers = itertools.count(1)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_cluster(request: pytest.FixtureRequest) -> Cluster:
+    """The shared three-worker cluster on SQLite, then its twin on PostgreSQL: for the tests
+    that must hold on both databases (DATABASE_URL decides, CONTRACT §8)."""
+    return request.getfixturevalue("cluster" if request.param == "sqlite" else "pg_cluster")
+
+
 def new_room(cluster: Cluster, token: str, worker: int = 0) -> str:
     """Create a room with a slug no other test uses; return the slug."""
     slug = f"mw-{next(_room_numbers)}-{id(cluster) % 10000}"
@@ -49,7 +56,7 @@ def pytest_runtest_makereport(item, call):
     """On a failure, attach the workers' logs to the report."""
     report = yield
     if report.when == "call" and report.failed:
-        for name in ("cluster", "own_cluster"):
+        for name in ("cluster", "db_cluster", "own_cluster", "limited", "tasks_cluster"):
             started = item.funcargs.get(name)
             if isinstance(started, Cluster):
                 report.sections.append((f"{name} worker logs", started.logs()))

@@ -16,13 +16,14 @@ from tests.wsclient import room_client
 pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
 
 
-@pytest.fixture(scope="module")
-def limited() -> Iterator[Cluster]:
-    """Two workers with a low rate limit and connection cap."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def limited(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Two workers with a low rate limit and connection cap, on SQLite, then on PostgreSQL."""
     redis = RedisServer()
-    started = Cluster(
-        redis, workers=2, env={"CHAT_RATE_LIMIT": "5", "CHAT_RATE_WINDOW": "3", "CHAT_MAX_CONNECTIONS_PER_USER": "2"}
-    )
+    env = {"CHAT_RATE_LIMIT": "5", "CHAT_RATE_WINDOW": "3", "CHAT_MAX_CONNECTIONS_PER_USER": "2"}
+    if request.param == "postgres":
+        env["DATABASE_URL"] = request.getfixturevalue("postgres_server").create_database("limited")
+    started = Cluster(redis, workers=2, env=env)
     started.tokens = started.mint_tokens("amy", "ben")
     yield started
     started.stop()
@@ -113,7 +114,8 @@ async def test_chat_resumes_after_a_redis_restart_without_restarting_workers(own
         assert online == 2
 
 
-async def test_a_ban_closes_the_users_sockets_on_every_worker_within_two_seconds(cluster: Cluster):
+async def test_a_ban_closes_the_users_sockets_on_every_worker_within_two_seconds(db_cluster: Cluster):
+    cluster = db_cluster  # on SQLite and on PostgreSQL
     tokens = cluster.tokens
     slug = new_room(cluster, tokens["user0"])
     path = f"/ws/rooms/{slug}/"

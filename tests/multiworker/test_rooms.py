@@ -18,7 +18,8 @@ def ids(frames: list[dict]) -> list[int]:
     return [f["id"] for f in frames]
 
 
-async def test_a_message_sent_on_one_worker_reaches_every_worker_exactly_once(cluster: Cluster):
+async def test_a_message_sent_on_one_worker_reaches_every_worker_exactly_once(db_cluster: Cluster):
+    cluster = db_cluster  # on SQLite and on PostgreSQL
     tokens = cluster.tokens
     slug = new_room(cluster, tokens["user0"])
     path = f"/ws/rooms/{slug}/"
@@ -43,7 +44,8 @@ async def test_a_message_sent_on_one_worker_reaches_every_worker_exactly_once(cl
         assert ids(list_messages(cluster, slug, tokens["user0"])) == ids(sender.messages), "every message persisted"
 
 
-async def test_two_hundred_rapid_messages_keep_the_senders_order(cluster: Cluster):
+async def test_two_hundred_rapid_messages_keep_the_senders_order(db_cluster: Cluster):
+    cluster = db_cluster  # on SQLite and on PostgreSQL
     tokens = cluster.tokens
     slug = new_room(cluster, tokens["user3"])
     path = f"/ws/rooms/{slug}/"
@@ -63,7 +65,8 @@ async def test_two_hundred_rapid_messages_keep_the_senders_order(cluster: Cluste
             assert ids(client.messages) == sorted(ids(client.messages))
 
 
-async def test_reconnecting_with_last_id_while_another_sends_misses_nothing(cluster: Cluster):
+async def test_reconnecting_with_last_id_while_another_sends_misses_nothing(db_cluster: Cluster):
+    cluster = db_cluster  # on SQLite and on PostgreSQL
     tokens = cluster.tokens
     slug = new_room(cluster, tokens["user6"])
     path = f"/ws/rooms/{slug}/"
@@ -160,7 +163,8 @@ async def test_an_idle_worker_stays_subscribed_past_ten_seconds(cluster: Cluster
     assert "subscriber lost" not in cluster.logs(), "the subscriber was never torn down while idle"
 
 
-async def test_rest_posts_are_broadcast_to_websocket_clients_on_other_workers(cluster: Cluster):
+async def test_rest_posts_are_broadcast_to_websocket_clients_on_other_workers(db_cluster: Cluster):
+    cluster = db_cluster  # on SQLite and on PostgreSQL
     tokens = cluster.tokens
     slug = new_room(cluster, tokens["user1"])
     async with room_client(cluster.ws(2, f"/ws/rooms/{slug}/"), tokens["user2"]) as reader:

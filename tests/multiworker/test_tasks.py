@@ -16,9 +16,11 @@ from tests.streaming.sse_parsing import parse_events
 pytestmark = pytest.mark.multiworker
 
 
-@pytest.fixture(scope="module")
-def tasks_cluster(cluster: Cluster) -> Iterator[Cluster]:
-    """The shared cluster with a task worker running."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def tasks_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The shared cluster with a task worker running, on SQLite, then on PostgreSQL
+    (where claims take SELECT ... FOR UPDATE SKIP LOCKED)."""
+    cluster: Cluster = request.getfixturevalue("cluster" if request.param == "sqlite" else "pg_cluster")
     cluster.start_taskworker()
     yield cluster
     for worker in cluster.taskworkers:  # tests kill and replace task workers
