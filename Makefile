@@ -8,7 +8,6 @@ PORT ?= 8000
 WORKERS ?= 2
 HOST ?= 127.0.0.1
 SERVER ?= daphne
-export DJANGO_SETTINGS_MODULE := project.settings
 
 .PHONY: run test lint serve bench bench-sse bench-tasks soak system-deps migrate clean
 
