@@ -22,7 +22,7 @@ run: $(STAMP)
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --verbosity 0
 	@echo
 	@echo "  Open http://$(HOST):$(PORT)/ and sign up at http://$(HOST):$(PORT)/accounts/signup/"
-	@echo "  Admin: $(BIN)/python manage.py createsuperuser, then http://$(HOST):$(PORT)/admin/"
+	@echo "  Admin: DJANGO_DEBUG=1 $(BIN)/python manage.py createsuperuser, then http://$(HOST):$(PORT)/admin/"
 	@echo "  A token for scripts: DJANGO_DEBUG=1 $(BIN)/python manage.py mint_token alice --create"
 	@echo
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver $(HOST):$(PORT)
