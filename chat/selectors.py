@@ -150,13 +150,6 @@ def message_backlog(*, room_id: int, room_slug: str, last_id: int | None) -> tup
     return missed, message_frames(messages=newest[::-1], room_slug=room_slug)
 
 
-def muted_pairs(*, user_ids: set[int]) -> set[tuple[int, int | None]]:
-    """(user id, room id or None for site-wide) of the active mutes of these users."""
-    if not user_ids:
-        return set()
-    return set(Mute.objects.active().filter(user_id__in=user_ids).values_list("user_id", "room_id"))
-
-
 def user_is_banned(*, user_id: int, room_id: int) -> bool:
     return Ban.objects.applying_to(user_id=user_id, room_id=room_id).exists()
 
