@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from chat import pages
-from project import views
+from project import openapi, views
 from streaming import urls as streaming_urls
 
 urlpatterns = [
@@ -12,6 +12,7 @@ urlpatterns = [
     path("tasks/<int:task_id>/", pages.task, name="task"),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
+    path("api/schema/", openapi.schema_view),
     path("api/", include("chat.urls")),
     path("api/", include(streaming_urls.api_urlpatterns)),
     path("api/", include("tasks.urls")),
