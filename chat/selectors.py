@@ -20,10 +20,6 @@ def user_get(*, username: str) -> User | None:
     return User.objects.filter(username=username).first()
 
 
-def room_list() -> list[Room]:
-    return list(Room.objects.all())
-
-
 def room_member(*, room_id: int, user_id: int) -> RoomMember | None:
     return RoomMember.objects.filter(room_id=room_id, user_id=user_id).first()
 

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -35,6 +34,8 @@ MAX_MESSAGE_CHARS = 32_000
 MAX_TOKENS_LIMIT = 100_000
 # The worker's identity in stream meta data (which worker produces a stream).
 WORKER_ID = uuid.uuid4().hex[:12]
+# The concurrency slot is refreshed this often (limits.SLOT_STALE_SECONDS is 15).
+SLOT_REFRESH_SECONDS = 3.0
 # Generations keep a reference here so the event loop does not collect them mid-run.
 _running: set[asyncio.Task[None]] = set()
 
@@ -194,6 +195,7 @@ class Producer:
         started = time.monotonic()
         producing = asyncio.get_running_loop().create_task(self._produce())
         final: LogEvent | None = None
+        next_slot_refresh = time.monotonic() + SLOT_REFRESH_SECONDS
         try:
             while not producing.done():
                 await asyncio.wait({producing}, timeout=HEARTBEAT_SECONDS)
@@ -201,7 +203,9 @@ class Producer:
                     break
                 try:
                     control = await self.log.heartbeat(self.stream_id)
-                    await limits.slot_refresh(stream_id=self.stream_id)
+                    if time.monotonic() >= next_slot_refresh:  # the slot goes stale after 15 s, not 250 ms
+                        next_slot_refresh = time.monotonic() + SLOT_REFRESH_SECONDS
+                        await limits.slot_refresh(stream_id=self.stream_id)
                 except Exception:
                     logger.warning("heartbeat of %s failed", self.stream_id, exc_info=True)
                     continue
@@ -325,7 +329,3 @@ def parse_last_event_id(value: str | None, *, stream_id: str) -> int:
     if prefix != stream_id or not number.isdigit():
         return -1
     return int(number)
-
-
-def event_payload(event: LogEvent) -> dict[str, Any]:
-    return dict(event.data)
