@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 WORKERS ?= 2
 HOST ?= 127.0.0.1
-SERVER ?= daphne
+# daphne (the default, as runserver) or uvicorn (faster: docs/performance.md). SERVER= still works.
+WEB_SERVER ?= $(or $(SERVER),daphne)
 
 .PHONY: run test lint serve bench bench-sse bench-tasks soak system-deps migrate clean
 
@@ -40,11 +41,11 @@ lint: $(STAMP)
 system-deps:
 	@bash deploy/install-system-deps.sh
 
-## make serve WORKERS=N PORT=P [SERVER=uvicorn]: N workers on one port, no sticky sessions, plus the task worker (needs REDIS_URL).
+## make serve WORKERS=N PORT=P [WEB_SERVER=uvicorn]: N workers on one port, no sticky sessions, plus the task worker (needs REDIS_URL).
 serve: $(STAMP)
 	@test -n "$$REDIS_URL" || { echo "make serve needs REDIS_URL (several workers share nothing else)"; exit 2; }
 	$(BIN)/python manage.py migrate --verbosity 0
-	$(BIN)/python deploy/serve.py --workers $(WORKERS) --port $(PORT) --host $(HOST) --server $(SERVER)
+	$(BIN)/python deploy/serve.py --workers $(WORKERS) --port $(PORT) --host $(HOST) --server $(WEB_SERVER)
 
 ## make bench: the fan-out benchmark (short default; see bench/README.md).
 bench: $(STAMP) system-deps
@@ -60,6 +61,11 @@ bench-sse: $(STAMP) system-deps
 bench-tasks: $(STAMP) system-deps
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/tasks.py $(BENCH_ARGS)
+
+## make soak: 2 workers, 2,000 clients in 50 rooms, churn, SSE streams and tasks (SOAK_ARGS="--duration 300"; see bench/README.md).
+soak: $(STAMP) system-deps
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .mypy_cache .ruff_cache
