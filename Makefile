@@ -43,7 +43,7 @@ system-deps:
 
 ## make serve WORKERS=N PORT=P [WEB_SERVER=uvicorn]: N workers on one port, no sticky sessions, plus the task worker (needs REDIS_URL).
 serve: $(STAMP)
-	@test -n "$$REDIS_URL" || { echo "make serve needs REDIS_URL (several workers share nothing else)"; exit 2; }
+	@test -n "$$REDIS_URL$$REDIS_URLS$$REDIS_SENTINELS" || { echo "make serve needs REDIS_URL (or REDIS_URLS, or REDIS_SENTINELS): several workers share nothing else"; exit 2; }
 	$(BIN)/python manage.py migrate --verbosity 0
 	$(BIN)/python deploy/serve.py --workers $(WORKERS) --port $(PORT) --host $(HOST) --server $(WEB_SERVER)
 

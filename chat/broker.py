@@ -22,10 +22,18 @@ from typing import ClassVar
 
 import redis
 import redis.asyncio
-from django.conf import settings
 
 from project import metrics
-from project.redis_clients import CONNECT_TIMEOUT_SECONDS, async_redis, redis_configured, sync_redis
+from project.redis_clients import (
+    async_redis,
+    group_by_shard,
+    new_async_client,
+    redis_configured,
+    shard_count,
+    shard_for,
+    sync_redis,
+    sync_redis_at,
+)
 from project.tasks import spawn
 
 logger = logging.getLogger(__name__)
@@ -43,7 +51,7 @@ def publish(topic: str, data: str) -> None:
         LocalBroker.publish(topic, data)
         return
     try:
-        sync_redis().publish(TOPIC_PREFIX + topic, data)
+        sync_redis(topic).publish(TOPIC_PREFIX + topic, data)
     except (redis.RedisError, OSError) as exc:
         metrics.BROKER_PUBLISH_ERRORS.inc()
         logger.warning("publish to %s failed (%s); subscribers will backfill", topic, exc)
@@ -57,10 +65,13 @@ def publish_many(batch: list[tuple[str, str]]) -> None:
             LocalBroker.publish(topic, data)
         return
     try:
-        pipe = sync_redis().pipeline(transaction=False)
-        for topic, data in batch:
-            pipe.publish(TOPIC_PREFIX + topic, data)
-        pipe.execute()
+        # A topic lives on one shard, so its events stay in order within that shard's pipeline.
+        for shard, positions in group_by_shard(topic for topic, _ in batch).items():
+            pipe = sync_redis_at(shard).pipeline(transaction=False)
+            for position in positions:
+                topic, data = batch[position]
+                pipe.publish(TOPIC_PREFIX + topic, data)
+            pipe.execute()
     except (redis.RedisError, OSError) as exc:
         metrics.BROKER_PUBLISH_ERRORS.inc()
         logger.warning("publishing %d events failed (%s); subscribers will backfill", len(batch), exc)
@@ -73,7 +84,7 @@ async def apublish(topic: str, data: str) -> None:
         LocalBroker.publish(topic, data)
         return
     try:
-        await async_redis().publish(TOPIC_PREFIX + topic, data)
+        await async_redis(topic).publish(TOPIC_PREFIX + topic, data)
     except (redis.RedisError, OSError) as exc:
         metrics.BROKER_PUBLISH_ERRORS.inc()
         logger.warning("publish to %s failed (%s)", topic, exc)
@@ -142,33 +153,59 @@ class LocalBroker(Broker):
 
 
 class RedisBroker(Broker):
-    """Redis pub/sub on one dedicated connection per worker, re-established on loss."""
+    """Redis pub/sub: one dedicated subscriber connection per shard per worker, each
+    re-established on loss. A topic is subscribed on the shard it is published to."""
 
     def __init__(self, on_message: MessageHandler, on_reconnect: ReconnectHandler) -> None:
         super().__init__(on_message, on_reconnect)
-        # No socket timeout on the subscriber: it is idle whenever rooms are quiet, and a
-        # read timeout would tear it down every few seconds (the channels_redis#422 trap).
-        # Keepalive notices a dead peer; a Redis restart resets the connection at once.
-        self.client = redis.asyncio.Redis.from_url(
-            str(settings.REDIS_URL),
-            socket_timeout=None,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            socket_keepalive=True,
-            decode_responses=True,
-        )
-        self.pubsub: redis.asyncio.client.PubSub | None = None
-        self.connected = asyncio.Event()
-        self.task = spawn(self._run(), name="redis-broker")
+        self.shards = [_ShardSubscriber(self, index) for index in range(shard_count())]
+
+    def _shard(self, topic: str) -> _ShardSubscriber:
+        return self.shards[shard_for(topic)]
+
+    async def wait_connected(self) -> None:
+        """Return once every shard's subscriber is connected."""
+        await asyncio.gather(*(shard.connected.wait() for shard in self.shards))
 
     async def subscribe(self, topic: str) -> None:
         self.topics.add(topic)
+        await self._shard(topic).subscribe(topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        self.topics.discard(topic)
+        await self._shard(topic).unsubscribe(topic)
+
+    async def close(self) -> None:
+        for shard in self.shards:
+            await shard.close()
+
+
+class _ShardSubscriber:
+    """The subscriber connection of one shard: the topics of ``broker`` that hash here."""
+
+    def __init__(self, broker: RedisBroker, index: int) -> None:
+        self.broker = broker
+        self.index = index
+        # No socket timeout on the subscriber: it is idle whenever rooms are quiet, and a
+        # read timeout would tear it down every few seconds (the channels_redis#422 trap).
+        # Keepalive notices a dead peer; a Redis restart resets the connection at once.
+        self.client = new_async_client(
+            index, socket_timeout=None, socket_keepalive=True, health_check_interval=0, max_connections=None
+        )
+        self.pubsub: redis.asyncio.client.PubSub | None = None
+        self.connected = asyncio.Event()
+        self.task = spawn(self._run(), name=f"redis-broker-{index}")
+
+    def _topics(self) -> set[str]:
+        return {topic for topic in self.broker.topics if shard_for(topic) == self.index}
+
+    async def subscribe(self, topic: str) -> None:
         if self.pubsub is not None:
             # On failure the reader reconnects and subscribes to every topic again.
             with contextlib.suppress(redis.RedisError, OSError):
                 await self.pubsub.subscribe(TOPIC_PREFIX + topic)
 
     async def unsubscribe(self, topic: str) -> None:
-        self.topics.discard(topic)
         if self.pubsub is not None:
             with contextlib.suppress(redis.RedisError, OSError):
                 await self.pubsub.unsubscribe(TOPIC_PREFIX + topic)
@@ -177,11 +214,11 @@ class RedisBroker(Broker):
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         # Subscribing to a placeholder keeps the reader's get_message blocking on the
         # socket even while this worker has no rooms, so a dead Redis is noticed.
-        subscribed = set(self.topics)
+        subscribed = self._topics()
         await pubsub.subscribe(TOPIC_PREFIX + "_worker", *(TOPIC_PREFIX + t for t in subscribed))
         # A topic added while that was in flight found no pubsub to subscribe on (a worker's
         # first room join races its first connection): subscribe it here, or it is lost.
-        while added := self.topics - subscribed:
+        while added := self._topics() - subscribed:
             subscribed |= added
             await pubsub.subscribe(*(TOPIC_PREFIX + t for t in added))
         return pubsub
@@ -189,6 +226,7 @@ class RedisBroker(Broker):
     async def _run(self) -> None:
         backoff = 0.05
         prefix_length = len(TOPIC_PREFIX)
+        broker = self.broker
         while True:
             try:
                 pubsub = await self._connect()
@@ -197,16 +235,16 @@ class RedisBroker(Broker):
                 # Anything published while we were not subscribed is lost to us: on every
                 # (re)connection the hub compares each room with the database.
                 metrics.BROKER_CONNECTS.inc()
-                await self.on_reconnect()
+                await broker.on_reconnect()
                 backoff = 0.05
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                     if message is None or message.get("type") != "message":
                         continue
                     topic = message["channel"][prefix_length:]
-                    if topic in self.topics:
+                    if topic in broker.topics:
                         try:
-                            await self.on_message(topic, message["data"])
+                            await broker.on_message(topic, message["data"])
                         except Exception:
                             logger.exception("handling a message on %s failed", topic)
             except asyncio.CancelledError:
@@ -214,7 +252,7 @@ class RedisBroker(Broker):
             except Exception as exc:  # a lost connection, whatever the exception says
                 self.connected.clear()
                 self.pubsub = None
-                logger.warning("Redis subscriber lost (%s); retrying in %.2fs", exc, backoff)
+                logger.warning("Redis subscriber of shard %d lost (%s); retrying in %.2fs", self.index, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from project.redis_clients import async_redis, redis_configured, sync_redis
+from project.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured, sync_redis_at
 
 ROOM_KEY = "chat:presence:{room_id}"
 ROOM_VERSION_KEY = "chat:presence:{room_id}:version"
@@ -113,7 +113,7 @@ async def _room_op(room_id: int, op: str, member: str = "") -> PresenceChange:
     if not redis_configured():
         return _local.room_op(room_id, op, member, now, stale)
     keys = [ROOM_KEY.format(room_id=room_id), ROOM_VERSION_KEY.format(room_id=room_id)]
-    version, before, after = await async_redis().eval(_ROOM_SCRIPT, 2, *keys, now, stale, op, member, _key_ttl())
+    version, before, after = await async_redis(keys[0]).eval(_ROOM_SCRIPT, 2, *keys, now, stale, op, member, _key_ttl())
     return PresenceChange(int(version), usernames(before), usernames(after))
 
 
@@ -144,7 +144,7 @@ async def connection_open(*, user_id: int, connection_key: str, limit: int) -> b
         connections[connection_key] = now
         return True
     key = USER_KEY.format(user_id=user_id)
-    opened = await async_redis().eval(_OPEN_SCRIPT, 1, key, now, stale, connection_key, limit, _key_ttl())
+    opened = await async_redis(key).eval(_OPEN_SCRIPT, 1, key, now, stale, connection_key, limit, _key_ttl())
     return bool(opened)
 
 
@@ -152,7 +152,8 @@ async def connection_close(*, user_id: int, connection_key: str) -> None:
     if not redis_configured():
         _local.users[user_id].pop(connection_key, None)
         return
-    await async_redis().zrem(USER_KEY.format(user_id=user_id), connection_key)
+    key = USER_KEY.format(user_id=user_id)
+    await async_redis(key).zrem(key, connection_key)
 
 
 async def refresh(*, rooms: dict[int, list[str]], users: dict[int, list[str]]) -> None:
@@ -165,18 +166,15 @@ async def refresh(*, rooms: dict[int, list[str]], users: dict[int, list[str]]) -
             _local.users[user_id].update(dict.fromkeys(keys, now))
         return
     ttl = _key_ttl()
-    pipe = async_redis().pipeline(transaction=False)
-    for room_id, members in rooms.items():
-        if members:
-            key = ROOM_KEY.format(room_id=room_id)
+    entries = [(ROOM_KEY.format(room_id=room_id), members) for room_id, members in rooms.items() if members]
+    entries += [(USER_KEY.format(user_id=user_id), keys) for user_id, keys in users.items() if keys]
+    for shard, positions in group_by_shard(key for key, _ in entries).items():
+        pipe = async_redis_at(shard).pipeline(transaction=False)
+        for position in positions:
+            key, members = entries[position]
             pipe.zadd(key, dict.fromkeys(members, now))
             pipe.expire(key, ttl)
-    for user_id, keys in users.items():
-        if keys:
-            key = USER_KEY.format(user_id=user_id)
-            pipe.zadd(key, dict.fromkeys(keys, now))
-            pipe.expire(key, ttl)
-    await pipe.execute()
+        await pipe.execute()
 
 
 def room_online_usernames(room_ids: list[int]) -> dict[int, set[str]]:
@@ -188,11 +186,7 @@ def room_online_usernames(room_ids: list[int]) -> dict[int, set[str]]:
         return {
             room_id: set(usernames([m for m, s in _local.rooms.get(room_id, {}).items() if s >= stale])) for room_id in room_ids
         }
-    pipe = sync_redis().pipeline(transaction=False)
-    for room_id in room_ids:
-        pipe.zrangebyscore(ROOM_KEY.format(room_id=room_id), stale, "+inf")
-    results = pipe.execute()
-    return {room_id: set(usernames(members)) for room_id, members in zip(room_ids, results, strict=True)}
+    return {room_id: set(usernames(members)) for room_id, members in _room_members(room_ids, stale).items()}
 
 
 def room_online_counts(room_ids: list[int]) -> dict[int, int]:
@@ -203,8 +197,17 @@ def room_online_counts(room_ids: list[int]) -> dict[int, int]:
             room_id: len(usernames([m for m, score in _local.rooms.get(room_id, {}).items() if score >= stale]))
             for room_id in room_ids
         }
-    pipe = sync_redis().pipeline(transaction=False)
-    for room_id in room_ids:
-        pipe.zrangebyscore(ROOM_KEY.format(room_id=room_id), stale, "+inf")
-    results = pipe.execute()
-    return {room_id: len(usernames(members)) for room_id, members in zip(room_ids, results, strict=True)}
+    return {room_id: len(usernames(members)) for room_id, members in _room_members(room_ids, stale).items()}
+
+
+def _room_members(room_ids: list[int], stale: float) -> dict[int, list[str]]:
+    """Live presence members per room, one pipeline per Redis shard."""
+    keys = [ROOM_KEY.format(room_id=room_id) for room_id in room_ids]
+    members: dict[int, list[str]] = {}
+    for shard, positions in group_by_shard(keys).items():
+        pipe = sync_redis_at(shard).pipeline(transaction=False)
+        for position in positions:
+            pipe.zrangebyscore(keys[position], stale, "+inf")
+        for position, result in zip(positions, pipe.execute(), strict=True):
+            members[room_ids[position]] = result
+    return {room_id: members[room_id] for room_id in room_ids}

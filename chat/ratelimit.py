@@ -19,7 +19,7 @@ import redis
 from django.conf import settings
 from redis.commands.core import Script as Script
 
-from project.redis_clients import redis_configured, sync_redis
+from project.redis_clients import group_by_shard, redis_configured, sync_redis_at
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ _script: Script | None = None
 def _rate_script() -> Script:
     global _script
     if _script is None:
-        _script = sync_redis().register_script(_SCRIPT)  # sent once, then called by its SHA
+        # Sent once per shard, then called by its SHA (redis-py loads it on NOSCRIPT).
+        _script = sync_redis_at(0).register_script(_SCRIPT)
     return _script
 
 
@@ -77,12 +78,20 @@ def rate_limit_hits(*, user_ids: list[int]) -> list[float]:
         return [_local_hit(user_id, limit, window) for user_id in user_ids]
     keys = [KEY.format(user_id=user_id) for user_id in user_ids]
     members = [f"{uuid.uuid4().hex}" for _ in user_ids]
-    try:
-        waits = _rate_script()(keys=keys, args=[int(window * 1000), limit, *members])
-    except (redis.RedisError, OSError) as exc:
-        logger.warning("rate limit unavailable (%s); allowing %d messages", exc, len(user_ids))
-        return [0.0] * len(user_ids)
-    return [int(wait_ms) / 1000.0 for wait_ms in waits]
+    waits = [0.0] * len(user_ids)
+    for shard, positions in group_by_shard(keys).items():
+        try:
+            shard_waits = _rate_script()(
+                keys=[keys[p] for p in positions],
+                args=[int(window * 1000), limit, *(members[p] for p in positions)],
+                client=sync_redis_at(shard),
+            )
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("rate limit unavailable (%s); allowing %d messages", exc, len(positions))
+            continue
+        for position, wait_ms in zip(positions, shard_waits, strict=True):
+            waits[position] = int(wait_ms) / 1000.0
+    return waits
 
 
 def _local_hit(user_id: int, limit: int, window: float) -> float:

@@ -80,10 +80,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--server", choices=sorted(SERVERS), default="daphne")
+    parser.add_argument("--server", choices=sorted(SERVERS), default=os.environ.get("WEB_SERVER", "daphne"))
     args = parser.parse_args()
-    if not os.environ.get("REDIS_URL"):
-        sys.exit("serve: REDIS_URL must be set; workers share rooms through Redis")
+    if not any(os.environ.get(name) for name in ("REDIS_URL", "REDIS_URLS", "REDIS_SENTINELS")):
+        sys.exit("serve: set REDIS_URL (or REDIS_URLS, or REDIS_SENTINELS); workers share rooms through Redis")
     run_dir = Path(tempfile.mkdtemp(prefix="serve-"))
     config = run_dir / "supervisord.conf"
     config.write_text(

@@ -1,22 +1,38 @@
-"""The process's Redis clients, created on first use when REDIS_URL is set.
+"""The process's Redis clients, created on first use when Redis is configured.
 
-One pooled synchronous client serves threads (services run in Django's sync world);
-one asyncio client per event loop serves consumers and async views.
+Redis is one server (``REDIS_URL``), several shards (``REDIS_URLS``), or masters found
+through Sentinel (``REDIS_SENTINELS`` + ``REDIS_SENTINEL_MASTERS``, one shard per
+master). Sharding is client-side: every key, stream and pub/sub topic lives on the
+shard its *shard key* hashes to (``shard_for``), the way channels_redis spreads its
+channels. Callers pass the shard key; keys that a Lua script or pipeline touches
+together share one (a room's presence keys, a stream's log and meta).
+
+One pooled synchronous client per shard serves threads (services run in Django's sync
+world); one asyncio client per shard per event loop serves consumers and async views.
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import threading
 import weakref
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 from django.conf import settings
 
-_sync_client: redis.Redis | None = None
+# Keyed by the shard's address as well as its index, so that tests pointing REDIS_SHARDS
+# elsewhere (override_settings) get clients of their own.
+_sync_clients: dict[tuple[int, str], redis.Redis] = {}
 _sync_lock = threading.Lock()
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
+_ShardClients = dict[tuple[int, str], redis.asyncio.Redis]
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ShardClients] = weakref.WeakKeyDictionary()
 
 # Short enough that a dead Redis is noticed quickly, long enough for a busy one.
 CONNECT_TIMEOUT_SECONDS = 2.0
@@ -27,42 +43,111 @@ MAX_CONNECTIONS = 4096
 
 
 def redis_configured() -> bool:
-    return bool(settings.REDIS_URL)
+    return bool(settings.REDIS_SHARDS)
 
 
-def _redis_url() -> str:
-    url = settings.REDIS_URL
-    assert url, "Redis is used only when REDIS_URL is set"
-    return str(url)
+def shard_count() -> int:
+    return len(settings.REDIS_SHARDS)
 
 
-def sync_redis() -> redis.Redis:
-    global _sync_client
-    if _sync_client is None:
-        with _sync_lock:
-            if _sync_client is None:
-                _sync_client = redis.Redis.from_url(
-                    _redis_url(),
-                    socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-                    socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                    health_check_interval=30,
-                    decode_responses=True,
-                    max_connections=MAX_CONNECTIONS,
-                )
-    return _sync_client
+def shard_for(shard_key: str) -> int:
+    """The shard a key lives on: CRC32 modulo the number of shards.
+
+    The mapping changes when the list of shards does; docs/deployment.md says what that
+    costs (streams and presence in flight move, pub/sub subscribers re-subscribe)."""
+    count = len(settings.REDIS_SHARDS)
+    if count == 1:
+        return 0
+    return binascii.crc32(shard_key.encode()) % count
 
 
-def async_redis() -> redis.asyncio.Redis:
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
+def group_by_shard(shard_keys: Iterable[str]) -> dict[int, list[int]]:
+    """Positions of ``shard_keys`` grouped by shard, in order: for batches that span keys
+    (one pipeline or script call per shard instead of one round trip per key)."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for position, key in enumerate(shard_keys):
+        groups[shard_for(key)].append(position)
+    return dict(groups)
+
+
+def _client_options(**overrides: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "socket_timeout": settings.REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "health_check_interval": 30,
+        "decode_responses": True,
+        "max_connections": MAX_CONNECTIONS,
+    }
+    options.update(overrides)
+    return options
+
+
+def _sentinel_options(shard: dict[str, Any]) -> dict[str, Any]:
+    """Options for the connections to the master a Sentinel names."""
+    return {"db": shard["db"], "password": shard["password"]}
+
+
+def _sentinel_connection(shard: dict[str, Any]) -> dict[str, Any]:
+    """Options for the connections to the Sentinels themselves (asked which server is the
+    master whenever a connection to it is opened)."""
+    return {
+        "socket_timeout": CONNECT_TIMEOUT_SECONDS,
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "password": shard["sentinel_password"],
+    }
+
+
+def _new_sync_client(index: int) -> redis.Redis:
+    shard = settings.REDIS_SHARDS[index]
+    if "url" in shard:
+        return redis.Redis.from_url(shard["url"], **_client_options())
+    sentinel = redis.sentinel.Sentinel(shard["sentinels"], sentinel_kwargs=_sentinel_connection(shard))
+    return sentinel.master_for(shard["master"], **_client_options(**_sentinel_options(shard)))
+
+
+def new_async_client(index: int, **overrides: Any) -> redis.asyncio.Redis:
+    """A new asyncio client for shard ``index`` (the broker's dedicated subscriber
+    connections use this with their own timeouts)."""
+    shard = settings.REDIS_SHARDS[index]
+    if "url" in shard:
+        return redis.asyncio.Redis.from_url(shard["url"], **_client_options(**overrides))
+    sentinel = redis.asyncio.sentinel.Sentinel(shard["sentinels"], sentinel_kwargs=_sentinel_connection(shard))
+    return sentinel.master_for(shard["master"], **_client_options(**_sentinel_options(shard), **overrides))
+
+
+def _cache_key(index: int) -> tuple[int, str]:
+    shard = settings.REDIS_SHARDS[index]
+    return index, shard.get("url") or shard["master"]
+
+
+def sync_redis_at(index: int) -> redis.Redis:
+    key = _cache_key(index)
+    client = _sync_clients.get(key)
     if client is None:
-        client = redis.asyncio.Redis.from_url(
-            _redis_url(),
-            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            health_check_interval=30,
-            decode_responses=True,
-            max_connections=MAX_CONNECTIONS,
-        )
-        _async_clients[loop] = client
+        with _sync_lock:
+            client = _sync_clients.get(key)
+            if client is None:
+                client = _sync_clients[key] = _new_sync_client(index)
     return client
+
+
+def sync_redis(shard_key: str) -> redis.Redis:
+    """The synchronous client of the shard that holds ``shard_key``."""
+    return sync_redis_at(shard_for(shard_key))
+
+
+def async_redis_at(index: int) -> redis.asyncio.Redis:
+    loop = asyncio.get_running_loop()
+    clients = _async_clients.get(loop)
+    if clients is None:
+        clients = _async_clients[loop] = {}
+    key = _cache_key(index)
+    client = clients.get(key)
+    if client is None:
+        client = clients[key] = new_async_client(index)
+    return client
+
+
+def async_redis(shard_key: str) -> redis.asyncio.Redis:
+    """This event loop's client of the shard that holds ``shard_key``."""
+    return async_redis_at(shard_for(shard_key))

@@ -10,6 +10,7 @@ from pathlib import Path
 import dj_database_url
 
 from project.env import ImproperlyConfiguredError, env_bool, env_float, env_int, env_list, env_optional, env_optional_int, env_str
+from project.redis_config import channel_layer_hosts, redis_shards
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -126,17 +127,34 @@ STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # ---- Redis and the channel layer -------------------------------------------------
+# One Redis (REDIS_URL), several shards (REDIS_URLS, comma-separated), or masters found
+# through Sentinel (REDIS_SENTINELS=host:port,... and REDIS_SENTINEL_MASTERS=name,...,
+# one shard per master). Set one of the three; none keeps everything in process.
 REDIS_URL = env_optional("REDIS_URL")
+REDIS_URLS = env_list("REDIS_URLS", [])
+REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
+REDIS_SENTINEL_MASTERS = env_list("REDIS_SENTINEL_MASTERS", [])
+REDIS_SHARDS = redis_shards(
+    url=REDIS_URL,
+    urls=REDIS_URLS,
+    sentinels=REDIS_SENTINELS,
+    sentinel_masters=REDIS_SENTINEL_MASTERS,
+    sentinel_db=env_int("REDIS_SENTINEL_DB", 0, minimum=0),
+    password=env_optional("REDIS_PASSWORD"),
+    sentinel_password=env_optional("REDIS_SENTINEL_PASSWORD"),
+)
 # redis-py 8 defaults socket_timeout to 5 s, the same as channels_redis' BZPOPMIN
 # timeout, so idle readers die every 5 s (channels_redis#422). Commands get an explicit
 # timeout well above any blocking call we make; the broker's subscriber connection
 # sets its own (none, with health checks) in chat/broker.py.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 10.0, minimum=1.0)
-if REDIS_URL:
+if REDIS_SHARDS:
+    # Chat does not go through the channel layer (chat/broker.py); it is here for code
+    # that uses Channels' groups, sharded over the same servers.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT}]},
+            "CONFIG": {"hosts": channel_layer_hosts(REDIS_SHARDS, socket_timeout=REDIS_SOCKET_TIMEOUT)},
         }
     }
 else:
@@ -168,7 +186,7 @@ LLM_TOKENS_PER_DAY = env_optional_int("LLM_TOKENS_PER_DAY", minimum=0)
 
 # ---- Tasks (see tasks/) ----------------------------------------------------------------
 # Without Redis there is no task worker to hand tasks to: the web process runs them.
-TASKS_IN_PROCESS = env_bool("TASKS_IN_PROCESS", REDIS_URL is None)
+TASKS_IN_PROCESS = env_bool("TASKS_IN_PROCESS", not REDIS_SHARDS)
 TASK_CONCURRENCY = env_int("TASK_CONCURRENCY", 16, minimum=1)
 
 # ---- Operations -------------------------------------------------------------------

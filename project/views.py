@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from accounts.services import bearer_from_header
-from project.redis_clients import redis_configured, sync_redis
+from project.redis_clients import redis_configured, shard_count, sync_redis_at
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
         body.update(status="error", db="down")
     if redis_configured():
         try:
-            sync_redis().ping()
+            for shard in range(shard_count()):
+                sync_redis_at(shard).ping()
             body["redis"] = "ok"
         except (redis.RedisError, OSError) as exc:
             logger.warning("health check: redis down: %s", exc)

@@ -45,7 +45,8 @@ async def slot_acquire(*, stream_id: str) -> bool:
             return False
         _local_running[stream_id] = now
         return True
-    acquired = await async_redis().eval(_ACQUIRE_SCRIPT, 1, RUNNING_KEY, now, now - SLOT_STALE_SECONDS, limit, stream_id)
+    client = async_redis(RUNNING_KEY)
+    acquired = await client.eval(_ACQUIRE_SCRIPT, 1, RUNNING_KEY, now, now - SLOT_STALE_SECONDS, limit, stream_id)
     return bool(acquired)
 
 
@@ -53,14 +54,14 @@ async def slot_refresh(*, stream_id: str) -> None:
     if not redis_configured():
         _local_running[stream_id] = time.time()
         return
-    await async_redis().zadd(RUNNING_KEY, {stream_id: time.time()}, xx=True)
+    await async_redis(RUNNING_KEY).zadd(RUNNING_KEY, {stream_id: time.time()}, xx=True)
 
 
 async def slot_release(*, stream_id: str) -> None:
     if not redis_configured():
         _local_running.pop(stream_id, None)
         return
-    await async_redis().zrem(RUNNING_KEY, stream_id)
+    await async_redis(RUNNING_KEY).zrem(RUNNING_KEY, stream_id)
 
 
 async def budget_exceeded(*, user_id: int) -> bool:
@@ -69,7 +70,8 @@ async def budget_exceeded(*, user_id: int) -> bool:
         return False
     if not redis_configured():
         return _local_tokens[_budget_key(user_id)] >= budget
-    used = await async_redis().get(_budget_key(user_id))
+    key = _budget_key(user_id)
+    used = await async_redis(key).get(key)
     return int(used or 0) >= budget
 
 
@@ -80,7 +82,7 @@ async def budget_spend(*, user_id: int, tokens: int) -> None:
     if not redis_configured():
         _local_tokens[key] += tokens
         return
-    pipe = async_redis().pipeline(transaction=False)
+    pipe = async_redis(key).pipeline(transaction=False)
     pipe.incrby(key, tokens)
     pipe.expire(key, 2 * 86400)
     await pipe.execute()

@@ -120,7 +120,7 @@ return seq
 class RedisLog:
     async def create(self, name: str, *, owner_id: int, producer: str, extra: Mapping[str, str]) -> None:
         now = time.time()
-        pipe = async_redis().pipeline(transaction=True)
+        pipe = async_redis(name).pipeline(transaction=True)
         pipe.hset(
             _meta_key(name),
             mapping={"owner": owner_id, "status": "running", "producer": producer, "hb": now, "reader": now, **dict(extra)},  # type: ignore[dict-item]
@@ -131,7 +131,7 @@ class RedisLog:
     async def append(self, name: str, events: list[LogEvent], *, final: bool = False) -> None:
         """Append events (in seq order) as one entry, named after the last of them: a
         batch of tokens costs one Redis entry, not one per token."""
-        pipe = async_redis().pipeline(transaction=False)
+        pipe = async_redis(name).pipeline(transaction=False)
         if events:
             batch = [[event.seq, event.kind, event.data] for event in events]
             pipe.xadd(
@@ -146,7 +146,7 @@ class RedisLog:
     async def read(self, name: str, *, after: int, wait: float, limit: int = 1000) -> list[LogEvent]:
         """Events with seq > after, waiting up to ``wait`` seconds for the first."""
         block = max(1, int(wait * 1000)) if wait > 0 else None
-        reply: Any = await async_redis().xread({_log_key(name): _entry_id(after)}, count=limit, block=block)
+        reply: Any = await async_redis(name).xread({_log_key(name): _entry_id(after)}, count=limit, block=block)
         if not reply:
             return []
         # Entries are named after their last event, so the first entry may start at or
@@ -157,19 +157,19 @@ class RedisLog:
 
     async def append_next(self, name: str, *, kind: str, data: Mapping[str, Any]) -> int:
         """Append an event numbered one past the newest (from 1 for a new log); return its seq."""
-        seq: Any = await async_redis().eval(_APPEND_NEXT_SCRIPT, 1, _log_key(name), kind, _dumps(data), LOG_TTL_SECONDS)
+        seq: Any = await async_redis(name).eval(_APPEND_NEXT_SCRIPT, 1, _log_key(name), kind, _dumps(data), LOG_TTL_SECONDS)
         return int(seq)
 
     async def last_seq(self, name: str) -> int | None:
-        entries: Any = await async_redis().xrevrange(_log_key(name), count=1)
+        entries: Any = await async_redis(name).xrevrange(_log_key(name), count=1)
         return int(entries[0][0].split("-")[0]) - 1 if entries else None
 
     async def meta(self, name: str) -> LogMeta | None:
-        raw: Any = await async_redis().hgetall(_meta_key(name))
+        raw: Any = await async_redis(name).hgetall(_meta_key(name))
         return _meta_from(raw) if raw else None
 
     async def heartbeat(self, name: str) -> Control:
-        pipe = async_redis().pipeline(transaction=False)
+        pipe = async_redis(name).pipeline(transaction=False)
         pipe.hset(_meta_key(name), "hb", time.time())
         pipe.hmget(_meta_key(name), ["cancel", "reader"])
         pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
@@ -177,13 +177,14 @@ class RedisLog:
         return Control(cancel=cancel == "1", reader_seen=float(reader or 0))
 
     async def cancel(self, name: str) -> None:
-        await async_redis().hset(_meta_key(name), "cancel", "1")
+        await async_redis(name).hset(_meta_key(name), "cancel", "1")
 
     async def touch_reader(self, name: str) -> None:
-        await async_redis().hset(_meta_key(name), "reader", time.time())
+        await async_redis(name).hset(_meta_key(name), "reader", time.time())
 
     async def fail_if_running(self, name: str, *, kind: str, data: Mapping[str, Any]) -> bool:
-        result = await async_redis().eval(_FAIL_SCRIPT, 2, _log_key(name), _meta_key(name), kind, _dumps(data), LOG_TTL_SECONDS)
+        keys = (_log_key(name), _meta_key(name))
+        result = await async_redis(name).eval(_FAIL_SCRIPT, 2, *keys, kind, _dumps(data), LOG_TTL_SECONDS)
         return bool(result)
 
 

@@ -112,7 +112,7 @@ class TaskRunner:
             return
         if redis_configured() and not self._in_process:
             with contextlib.suppress(Exception):
-                await async_redis().blpop([services.WAKE_KEY], timeout=IDLE_POLL_SECONDS)
+                await async_redis(services.WAKE_KEY).blpop([services.WAKE_KEY], timeout=IDLE_POLL_SECONDS)
                 return
             await asyncio.sleep(IDLE_POLL_SECONDS)
             return

@@ -49,7 +49,7 @@ def task_wake() -> None:
         wake_local_runner()
         return
     try:
-        pipe = sync_redis().pipeline(transaction=False)
+        pipe = sync_redis(WAKE_KEY).pipeline(transaction=False)
         pipe.lpush(WAKE_KEY, "1")
         pipe.ltrim(WAKE_KEY, 0, 99)
         pipe.expire(WAKE_KEY, WAKE_TTL_SECONDS)

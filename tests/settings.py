@@ -4,7 +4,10 @@ import os
 
 os.environ.setdefault("DJANGO_DEBUG", "1")
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-not-secret")
-os.environ.pop("REDIS_URL", None)  # the in-process layer; multi-worker tests start their own Redis
+# The in-process layer; multi-worker tests start their own Redis.
+os.environ.pop("REDIS_URL", None)
+os.environ.pop("REDIS_URLS", None)
+os.environ.pop("REDIS_SENTINELS", None)
 
 from project.settings import *  # noqa: F403
 

@@ -23,12 +23,12 @@ async def test_a_topic_subscribed_while_the_broker_connects_is_not_lost(redis_se
     async def on_reconnect() -> None:
         pass
 
-    with override_settings(REDIS_URL=redis_server.url):
+    with override_settings(REDIS_SHARDS=[{"url": redis_server.url}]):
         broker = RedisBroker(on_message, on_reconnect)
         try:
             await asyncio.sleep(0)  # the broker's reader is now connecting (a worker's first room join)
             await broker.subscribe("room:race")
-            await asyncio.wait_for(broker.connected.wait(), 10)
+            await asyncio.wait_for(broker.wait_connected(), 10)
             publisher = redis.Redis.from_url(redis_server.url)
             try:
                 for _ in range(50):  # until the subscription is in place, or give up

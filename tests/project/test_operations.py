@@ -12,13 +12,9 @@ def test_healthz_reports_database_and_unconfigured_redis():
     assert response.json() == {"status": "ok", "db": "ok", "redis": "not configured"}
 
 
-@override_settings(REDIS_URL="redis://127.0.0.1:1/0")
-def test_healthz_is_503_when_redis_is_down(monkeypatch):
-    import project.redis_clients
-
-    monkeypatch.setattr(project.redis_clients, "_sync_client", None)
+@override_settings(REDIS_SHARDS=[{"url": "redis://127.0.0.1:1/0"}])
+def test_healthz_is_503_when_redis_is_down():
     response = Client().get("/healthz")
-    monkeypatch.setattr(project.redis_clients, "_sync_client", None)
     assert response.status_code == 503
     assert response.json()["redis"] == "down"
 

@@ -20,7 +20,7 @@ def log(request):
         yield LocalLog()
         return
     redis_server = request.getfixturevalue("redis_server")
-    with override_settings(REDIS_URL=redis_server.url):
+    with override_settings(REDIS_SHARDS=[{"url": redis_server.url}]):
         yield RedisLog()
 
 

@@ -1,0 +1,74 @@
+"""Turn the Redis environment variables into a list of shards (pure, read by settings).
+
+A shard is ``{"url": ...}`` or ``{"sentinels": [(host, port), ...], "master": name, ...}``;
+project.redis_clients opens the clients, channel_layer_hosts gives channels_redis the
+same servers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from project.env import ImproperlyConfiguredError
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ImproperlyConfiguredError(f"environment variable REDIS_SENTINELS needs host:port items, got {address!r}")
+    return host, int(port)
+
+
+def redis_shards(
+    *,
+    url: str | None,
+    urls: list[str],
+    sentinels: list[str],
+    sentinel_masters: list[str],
+    sentinel_db: int = 0,
+    password: str | None = None,
+    sentinel_password: str | None = None,
+) -> list[dict[str, Any]]:
+    """The shards, in order (the order decides which key lives where: keep it stable)."""
+    given = [name for name, value in (("REDIS_URL", url), ("REDIS_URLS", urls), ("REDIS_SENTINELS", sentinels)) if value]
+    if len(given) > 1:
+        raise ImproperlyConfiguredError(f"set only one of REDIS_URL, REDIS_URLS and REDIS_SENTINELS (got {', '.join(given)})")
+    if sentinels:
+        if not sentinel_masters:
+            raise ImproperlyConfiguredError("environment variable REDIS_SENTINEL_MASTERS is required with REDIS_SENTINELS")
+        addresses = [_host_port(address) for address in sentinels]
+        return [
+            {
+                "sentinels": addresses,
+                "master": master,
+                "db": sentinel_db,
+                "password": password,
+                "sentinel_password": sentinel_password,
+            }
+            for master in sentinel_masters
+        ]
+    if sentinel_masters:
+        raise ImproperlyConfiguredError("environment variable REDIS_SENTINELS is required with REDIS_SENTINEL_MASTERS")
+    if len(set(urls)) != len(urls):
+        raise ImproperlyConfiguredError("environment variable REDIS_URLS lists a server twice")
+    return [{"url": item} for item in ([url] if url else urls)]
+
+
+def channel_layer_hosts(shards: list[dict[str, Any]], *, socket_timeout: float) -> list[dict[str, Any]]:
+    """channels_redis' ``hosts`` for the same shards (it shards by CRC32 as we do)."""
+    hosts: list[dict[str, Any]] = []
+    for shard in shards:
+        if "url" in shard:
+            hosts.append({"address": shard["url"], "socket_timeout": socket_timeout})
+        else:
+            hosts.append(
+                {
+                    "sentinels": shard["sentinels"],
+                    "master_name": shard["master"],
+                    "db": shard["db"],
+                    "password": shard["password"],
+                    "sentinel_kwargs": {"password": shard["sentinel_password"]},
+                    "socket_timeout": socket_timeout,
+                }
+            )
+    return hosts
