@@ -53,3 +53,15 @@ def pg_cluster(postgres_server: PostgresServer) -> Iterator[Cluster]:
     yield started
     started.stop()
     redis.stop()
+
+
+@pytest.fixture(scope="session")
+def uvicorn_cluster() -> Iterator[Cluster]:
+    """The `cluster` fixture's twin served by uvicorn (WEB_SERVER=uvicorn), with the same
+    users, and a Redis of its own (its database hands out the same room ids)."""
+    redis = RedisServer()
+    started = Cluster(redis, workers=3, server="uvicorn")
+    started.tokens = started.mint_tokens(*(f"user{i}" for i in range(12)))
+    yield started
+    started.stop()
+    redis.stop()

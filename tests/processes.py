@@ -122,11 +122,15 @@ class Cluster:
         env: dict[str, str] | None = None,
         proxy_headers: bool = False,
         access_log: bool = False,
+        server: str = "daphne",
     ) -> None:
         """``env`` overrides the defaults (``DATABASE_URL`` from PostgresServer.create_database
         puts the cluster on PostgreSQL); ``proxy_headers`` starts daphne as the Dockerfile
         does, behind a proxy; ``access_log`` writes each worker's access log, line-buffered,
-        to ``access<index>.log`` in ``self.dir`` (read with ``access_entries``)."""
+        to ``access<index>.log`` in ``self.dir`` (read with ``access_entries``); ``server`` is
+        ``daphne`` (the default, as in production) or ``uvicorn`` (WEB_SERVER=uvicorn)."""
+        assert server in ("daphne", "uvicorn"), server
+        self.server = server
         self.redis = redis
         self.proxy_headers = proxy_headers
         self.access_log = access_log
@@ -175,11 +179,19 @@ class Cluster:
 
     def start_worker(self, index: int) -> None:
         log = open(self.dir / f"worker{index}.log", "ab")  # noqa: SIM115 - closed with the process
-        options = ["--proxy-headers"] if self.proxy_headers else []
-        if self.access_log:
-            options += ["--access-log", str(self.dir / f"access{index}.log")]
+        port = str(self.ports[index])
+        if self.server == "uvicorn":
+            options = ["--proxy-headers"] if self.proxy_headers else ["--no-proxy-headers"]
+            if not self.access_log:
+                options.append("--no-access-log")  # uvicorn logs access to stdout, in the worker's log
+            command = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", port, "--log-level", "warning", *options]
+        else:
+            options = ["--proxy-headers"] if self.proxy_headers else []
+            if self.access_log:
+                options += ["--access-log", str(self.dir / f"access{index}.log")]
+            command = ["-m", "daphne", "-b", "127.0.0.1", "-p", port, *options]
         process = subprocess.Popen(
-            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.ports[index]), *options, "project.asgi:application"],
+            [PYTHON, *command, "project.asgi:application"],
             cwd=ROOT,
             env=self.env,
             stdout=log,

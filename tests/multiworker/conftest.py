@@ -12,11 +12,15 @@ pytestmark = pytest.mark.multiworker
 _room_numbers = itertools.count(1)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+_DB_CLUSTERS = {"sqlite": "cluster", "postgres": "pg_cluster", "uvicorn": "uvicorn_cluster"}
+
+
+@pytest.fixture(params=list(_DB_CLUSTERS))
 def db_cluster(request: pytest.FixtureRequest) -> Cluster:
-    """The shared three-worker cluster on SQLite, then its twin on PostgreSQL: for the tests
-    that must hold on both databases (DATABASE_URL decides, CONTRACT §8)."""
-    return request.getfixturevalue("cluster" if request.param == "sqlite" else "pg_cluster")
+    """The shared three-worker cluster on SQLite, its twin on PostgreSQL, and its twin
+    served by uvicorn: for the tests that must hold on both databases (DATABASE_URL
+    decides, CONTRACT §8) and under both web servers (WEB_SERVER)."""
+    return request.getfixturevalue(_DB_CLUSTERS[request.param])
 
 
 def new_room(cluster: Cluster, token: str, worker: int = 0) -> str:
@@ -56,8 +60,7 @@ def pytest_runtest_makereport(item, call):
     """On a failure, attach the workers' logs to the report."""
     report = yield
     if report.when == "call" and report.failed:
-        for name in ("cluster", "db_cluster", "own_cluster", "limited", "tasks_cluster"):
-            started = item.funcargs.get(name)
+        for name, started in item.funcargs.items():
             if isinstance(started, Cluster):
                 report.sections.append((f"{name} worker logs", started.logs()))
     return report

@@ -41,13 +41,20 @@ def read_events(response: httpx.Response, *, until: int | None = None) -> list[d
     return events
 
 
+@pytest.fixture(params=["daphne", "uvicorn"])
+def server_cluster(request: pytest.FixtureRequest) -> Cluster:
+    """The shared cluster under daphne, then its twin under uvicorn (WEB_SERVER)."""
+    return request.getfixturevalue("cluster" if request.param == "daphne" else "uvicorn_cluster")
+
+
 def start_stream(cluster: Cluster, worker: int, token: str, **body) -> httpx.Response:
     client = httpx.Client(timeout=20)
     request = client.build_request("POST", f"{cluster.http(worker)}/api/assistant/stream", json=body, headers=auth(token))
     return client.send(request, stream=True)
 
 
-def test_a_dropped_stream_resumes_on_another_worker_with_exactly_the_rest(cluster: Cluster):
+def test_a_dropped_stream_resumes_on_another_worker_with_exactly_the_rest(server_cluster: Cluster):
+    cluster = server_cluster
     token = cluster.tokens["user3"]
     response = start_stream(cluster, 0, token, message="alpha beta gamma", max_tokens=60)
     stream_id = response.headers["X-Stream-Id"]
@@ -97,7 +104,8 @@ def test_readers_learn_of_a_killed_producer_within_ten_seconds(cluster: Cluster)
         cluster.start_worker(0)
 
 
-def test_the_openai_sdk_works_unchanged(cluster: Cluster):
+def test_the_openai_sdk_works_unchanged(server_cluster: Cluster):
+    cluster = server_cluster
     client = openai.OpenAI(base_url=f"{cluster.http(1)}/v1", api_key=cluster.tokens["user6"], max_retries=0, timeout=20)
     assert [m.id for m in client.models.list()] == ["echo"]
     reply = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "say this back"}])
@@ -117,7 +125,8 @@ def test_the_openai_sdk_works_unchanged(cluster: Cluster):
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4 and chunks[-1].choices == []
 
 
-def test_an_openai_stream_is_resumable_by_its_stream_id(cluster: Cluster):
+def test_an_openai_stream_is_resumable_by_its_stream_id(server_cluster: Cluster):
+    cluster = server_cluster
     token = cluster.tokens["user7"]
     client = openai.OpenAI(base_url=f"{cluster.http(0)}/v1", api_key=token, max_retries=0, timeout=20)
     raw = client.chat.completions.with_raw_response.create(

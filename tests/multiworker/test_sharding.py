@@ -1,0 +1,102 @@
+"""Two Redis shards (REDIS_URLS): cross-worker chat and resumable streams still hold, and
+both shards carry part of the load."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from tests.multiworker.conftest import list_messages, new_room
+from tests.processes import Cluster, RedisServer
+from tests.streaming.test_multiworker import auth, read_events, start_stream
+from tests.wsclient import room_client
+
+pytestmark = [pytest.mark.multiworker]
+
+
+@pytest.fixture(scope="module")
+def sharded() -> Iterator[tuple[Cluster, list[RedisServer]]]:
+    shards = [RedisServer(), RedisServer()]
+    cluster = Cluster(shards[0], workers=2, env={"REDIS_URL": "", "REDIS_URLS": ",".join(s.url for s in shards)})
+    cluster.tokens = cluster.mint_tokens("ann", "bob")
+    yield cluster, shards
+    cluster.stop()
+    for shard in shards:
+        shard.stop()
+
+
+def keys_on(shard: RedisServer, pattern: str) -> list[str]:
+    client = redis.Redis.from_url(shard.url, decode_responses=True, socket_timeout=5)
+    try:
+        return list(client.scan_iter(pattern))
+    finally:
+        client.close()
+
+
+def subscribed_topics(shard: RedisServer) -> list[str]:
+    client = redis.Redis.from_url(shard.url, decode_responses=True, socket_timeout=5)
+    try:
+        return [str(channel) for channel in client.pubsub_channels("chat:topic:room:*")]
+    finally:
+        client.close()
+
+
+@pytest.mark.asyncio
+async def test_chat_across_workers_is_exactly_once_with_rooms_on_both_shards(sharded):
+    cluster, shards = sharded
+    ann, bob = cluster.tokens["ann"], cluster.tokens["bob"]
+    slugs = [new_room(cluster, ann) for _ in range(8)]  # eight rooms: both shards get some
+    async with contextlib.AsyncExitStack() as stack, asyncio.timeout(60):
+        pairs = [
+            (
+                await stack.enter_async_context(room_client(cluster.ws(0, f"/ws/rooms/{slug}/"), ann)),
+                await stack.enter_async_context(room_client(cluster.ws(1, f"/ws/rooms/{slug}/"), bob)),
+            )
+            for slug in slugs
+        ]
+        for sender, reader in pairs:
+            await sender.sync()
+            await reader.sync()
+        topics = [subscribed_topics(shard) for shard in shards]
+        assert all(topics), f"each shard carries some rooms' topics: {topics}"
+        assert sum(len(t) for t in topics) == len(slugs), "every room is subscribed on exactly one shard"
+        for slug, (sender, _) in zip(slugs, pairs, strict=True):
+            for i in range(15):
+                await sender.say(f"{slug} {i}")
+        for slug, (sender, reader) in zip(slugs, pairs, strict=True):
+            for client in (sender, reader):
+                await client.wait_messages(15)
+            await reader.quiet(0.2)
+            expected = [f"{slug} {i}" for i in range(15)]
+            assert [m["content"] for m in reader.messages] == expected, "each message once, in order, on the other worker"
+            assert [m["id"] for m in list_messages(cluster, slug, ann)] == [m["id"] for m in sender.messages]
+
+
+def test_streams_resume_on_the_other_worker_with_their_logs_on_both_shards(sharded):
+    cluster, shards = sharded
+    token = cluster.tokens["bob"]
+    for number in range(6):  # six streams: both shards hold some logs
+        response = start_stream(cluster, number % 2, token, message=f"stream {number}", max_tokens=30)
+        stream_id = response.headers["X-Stream-Id"]
+        first = read_events(response, until=5)
+        response.close()  # the client drops; the generation goes on
+        seen = [e["data"]["index"] for e in first if e.get("event") == "token"]
+        last_id = next(e["id"] for e in reversed(first) if e.get("event") == "token")
+        with httpx.stream(
+            "GET",
+            f"{cluster.http(1 - number % 2)}/api/streams/{stream_id}/events",
+            headers={**auth(token), "Last-Event-ID": last_id},
+            timeout=20,
+        ) as resumed:
+            rest = read_events(resumed)
+        indexes = [e["data"]["index"] for e in rest if e.get("event") == "token"]
+        assert seen + indexes == list(range(30)), "every token exactly once across the two connections"
+        assert rest[-1]["event"] == "done"
+    logs = [[key for key in keys_on(shard, "log:*") if not key.endswith(":meta")] for shard in shards]
+    assert all(logs), f"each shard holds some stream logs: {logs}"
+    assert sum(len(keys) for keys in logs) >= 6
