@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from chat import selectors, services
 from chat.models import Message, Room
-from chat.protocol import ChatError
+from chat.protocol import ChatError, is_storable_text
 from project.api import ApiError, api_view, json_body, signed_in_user
 
 # A ChatError code -> the HTTP status REST answers with.
@@ -92,7 +92,7 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
         return JsonResponse({"messages": selectors.message_list_after(room=room, after=after, limit=limit)})
     body = json_body(request)
     nonce = body.get("nonce")
-    if nonce is not None and (not isinstance(nonce, str) or len(nonce) > 64):
+    if nonce is not None and (not isinstance(nonce, str) or len(nonce) > 64 or not is_storable_text(nonce)):
         raise ApiError(400, "bad_frame", "nonce must be a string of at most 64 characters")
     if "content" not in body:
         raise ApiError(400, "bad_frame", "content is required")

@@ -187,10 +187,30 @@ class ChatError(Exception):
         return error_frame(self.code, self.detail, nonce=self.nonce, retry_after=self.retry_after)
 
 
+def is_storable_text(value: str) -> bool:
+    """Whether every database and socket can carry ``value``.
+
+    JSON can spell a lone surrogate (``"\\ud800"``), and the parser turns it into a str
+    that has no UTF-8 form: SQLite, PostgreSQL and the socket's encoder would all raise on
+    it, failing a whole batch of other people's messages with it (found by
+    tests/multiworker/test_fuzz.py). PostgreSQL also refuses NUL in text, so NUL is refused
+    on every database alike rather than only on some.
+    """
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def clean_content(content: object, *, nonce: str | None = None) -> str:
     """Trim and check message content, shared by WebSocket and REST."""
     if not isinstance(content, str):
         raise ChatError("bad_frame", "content must be a string", nonce=nonce)
+    if not is_storable_text(content):
+        raise ChatError("bad_frame", "content must be Unicode text without NUL or lone surrogates", nonce=nonce)
     content = content.strip()
     if not content:
         raise ChatError("empty", "content is empty", nonce=nonce)
@@ -208,7 +228,8 @@ def parse_client_frame(text: str) -> ClientFrame:
     if not isinstance(data, dict):
         raise ChatError("bad_frame", "frame must be a JSON object")
     raw_nonce = data.get("nonce")
-    nonce = raw_nonce if isinstance(raw_nonce, str) and len(raw_nonce) <= MAX_NONCE_CHARS else None
+    valid_nonce = isinstance(raw_nonce, str) and len(raw_nonce) <= MAX_NONCE_CHARS and is_storable_text(raw_nonce)
+    nonce = raw_nonce if valid_nonce else None  # an invalid nonce is never echoed: it may not even encode
     kind = data.get("type")
     if kind == "message":
         if raw_nonce is not None and nonce is None:

@@ -18,6 +18,7 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
+from chat.protocol import is_storable_text
 from streaming import services
 from streaming.backends import ChatTurn
 from streaming.views import sse_response
@@ -84,9 +85,12 @@ def _parse(request: HttpRequest) -> tuple[list[ChatTurn], int | None, bool, bool
             raise bad(400, "invalid_messages", "Each message needs a role of system, developer, user or assistant.")
         content = message.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
+            texts = [part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+            content = "".join(texts) if all(isinstance(text, str) for text in texts) else None
         if not isinstance(content, str):
             raise bad(400, "invalid_messages", "Each message's content must be a string.")
+        if not is_storable_text(content):  # a lone surrogate or NUL would fail the database write
+            raise bad(400, "invalid_messages", "Each message's content must be Unicode text without NUL or lone surrogates.")
         role = "system" if message["role"] == "developer" else message["role"]
         turns.append(ChatTurn(role, content))
     if not any(t.role == "user" and t.content.strip() for t in turns):

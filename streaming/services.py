@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from chat.protocol import is_storable_text
 from project.db_thread import in_db_thread
 from project.tasks import spawn
 from streaming import limits
@@ -105,6 +106,8 @@ def _reply_store(*, conversation_id: str, stream_id: str, content: str, finish_r
 def clean_request(*, message: object, max_tokens: object) -> tuple[str, int | None]:
     if not isinstance(message, str) or not message.strip():
         raise StreamRefusedError(400, "bad_request", "message must be a non-empty string")
+    if not is_storable_text(message):  # a lone surrogate or NUL would fail the database write
+        raise StreamRefusedError(400, "bad_request", "message must be Unicode text without NUL or lone surrogates")
     if len(message) > MAX_MESSAGE_CHARS:
         raise StreamRefusedError(400, "bad_request", f"message is longer than {MAX_MESSAGE_CHARS} characters")
     if max_tokens is not None and (
