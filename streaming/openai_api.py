@@ -86,7 +86,7 @@ def _parse(request: HttpRequest) -> tuple[list[ChatTurn], int | None, bool, bool
         content = message.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
             texts = [part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"]
-            content = "".join(texts) if all(isinstance(text, str) for text in texts) else None
+            content = "".join(text for text in texts if isinstance(text, str)) if all(isinstance(t, str) for t in texts) else None
         if not isinstance(content, str):
             raise bad(400, "invalid_messages", "Each message's content must be a string.")
         if not is_storable_text(content):  # a lone surrogate or NUL would fail the database write
