@@ -56,7 +56,9 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
 class RedisServer:
     """A private redis-server; ``restart`` keeps the port, like an operator's restart."""
 
-    def __init__(self, *, persistent: bool = False) -> None:
+    def __init__(self, *, persistent: bool = False, replica_of: RedisServer | None = None) -> None:
+        """``replica_of`` starts a replica of that server (for Sentinel failover tests)."""
+        self.replica_of = replica_of
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
         self.port = free_port()
@@ -71,6 +73,8 @@ class RedisServer:
 
     def start(self) -> None:
         persistence = ["--appendonly", "yes"] if self.persistent else ["--appendonly", "no"]
+        if self.replica_of is not None:
+            persistence += ["--replicaof", "127.0.0.1", str(self.replica_of.port)]
         self.process = subprocess.Popen(
             [
                 "redis-server",
@@ -107,6 +111,41 @@ class RedisServer:
     def resume(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+
+
+class SentinelServer:
+    """A Redis Sentinel (redis-server in sentinel mode) watching one master as ``name``."""
+
+    def __init__(self, master: RedisServer, *, name: str = "chat") -> None:
+        self.port = free_port()
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix="test-sentinel-"))
+        config = self.dir / "sentinel.conf"  # Sentinel rewrites its configuration: a file of its own
+        config.write_text(
+            f"port {self.port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.dir}\n"
+            f"sentinel monitor {name} 127.0.0.1 {master.port} 1\n"
+            # Quick failover for tests: a master silent for 1 s is down (the default is 30 s).
+            f"sentinel down-after-milliseconds {name} 1000\n"
+            f"sentinel failover-timeout {name} 5000\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
+            ["redis-server", str(config), "--sentinel", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.process)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Cluster:
