@@ -37,7 +37,9 @@ def sentinel_cluster() -> Iterator[tuple[Cluster, RedisServer, RedisServer, Sent
 def master_port(sentinel: SentinelServer) -> int:
     client = redis.Redis(host="127.0.0.1", port=sentinel.port, decode_responses=True, socket_timeout=2)
     try:
-        return int(client.sentinel_get_master_addr_by_name("chat")[1])
+        address = client.sentinel_get_master_addr_by_name("chat")
+        assert isinstance(address, tuple), address
+        return int(address[1])
     finally:
         client.close()
 
