@@ -1,11 +1,10 @@
-"""Cross-cutting HTTP behaviour: JSON errors under the API, and CORS for API clients."""
+"""Cross-cutting HTTP behaviour: JSON errors under the API (CORS is django-cors-headers')."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from project.api import error_response, status_code_name
@@ -28,11 +27,12 @@ def _error_for(path: str, status: int) -> HttpResponse:
     return error_response(status, name, "see the status code")
 
 
-class CorsMiddleware:
-    """CORS for the API (CONTRACT §8): only origins in CORS_ALLOWED_ORIGINS get headers.
+class ApiErrorMiddleware:
+    """Turns every non-JSON error under the API (Django's 404/405/500 pages, CSRF
+    failures) into the JSON error shape: ours under /api/, OpenAI's under /v1/.
 
-    Also the outermost middleware, so it turns every non-JSON error under the API
-    (Django's 404/405/500 pages, CSRF failures) into the JSON error shape.
+    Runs just inside django-cors-headers' middleware, so those errors carry CORS headers
+    for allowed origins too (a browser otherwise hides the status from the page).
     """
 
     sync_capable = True
@@ -47,42 +47,15 @@ class CorsMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self._acall(request)
-        if not is_api_path(request.path):
-            return self.get_response(request)
-        if _preflight(request):
-            return _with_cors(request, HttpResponse(status=204))
-        return _with_cors(request, _as_json_error(request, self.get_response(request)))
+        response = self.get_response(request)
+        return _as_json_error(request, response) if is_api_path(request.path) else response
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        if not is_api_path(request.path):
-            return await self.get_response(request)
-        if _preflight(request):
-            return _with_cors(request, HttpResponse(status=204))
-        return _with_cors(request, _as_json_error(request, await self.get_response(request)))
-
-
-def _allowed_origin(request: HttpRequest) -> str | None:
-    origin = request.headers.get("Origin") or ""
-    return origin if origin in settings.CORS_ALLOWED_ORIGINS else None
-
-
-def _preflight(request: HttpRequest) -> bool:
-    return bool(_allowed_origin(request)) and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+        response = await self.get_response(request)
+        return _as_json_error(request, response) if is_api_path(request.path) else response
 
 
 def _as_json_error(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
         return _error_for(request.path, response.status_code)
-    return response
-
-
-def _with_cors(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    origin = _allowed_origin(request)
-    if origin:
-        response["Access-Control-Allow-Origin"] = origin
-        response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
-        response["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-        response["Access-Control-Expose-Headers"] = "X-Stream-Id, Retry-After"
-        response["Access-Control-Max-Age"] = "600"
-        response["Vary"] = "Origin"
     return response

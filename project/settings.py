@@ -10,6 +10,7 @@ from pathlib import Path
 import dj_database_url
 
 from project.env import ImproperlyConfiguredError, env_bool, env_float, env_int, env_list, env_optional, env_optional_int, env_str
+from corsheaders.defaults import default_headers as cors_default_headers
 from project.redis_config import channel_layer_hosts, redis_shards
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -55,6 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "corsheaders",
     "accounts",
     "chat",
     "streaming",
@@ -63,7 +65,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "project.middleware.CorsMiddleware",
+    # First, so that every answer under /api/ and /v1/ gets its CORS headers, errors too.
+    "corsheaders.middleware.CorsMiddleware",
+    "project.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -192,6 +196,14 @@ TASK_CONCURRENCY = env_int("TASK_CONCURRENCY", 16, minimum=1)
 # ---- Operations -------------------------------------------------------------------
 METRICS_TOKEN = env_optional("METRICS_TOKEN")
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+# django-cors-headers, for the API only: pages and the admin never answer other origins.
+# Browser clients there authenticate with a bearer token, never cookies, so credentials
+# stay off; Last-Event-ID lets an EventSource polyfill resume a stream across origins.
+CORS_URLS_REGEX = r"^/(api|v1)/"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = (*cors_default_headers, "last-event-id")
+CORS_EXPOSE_HEADERS = ["X-Stream-Id", "Retry-After"]
+CORS_PREFLIGHT_MAX_AGE = 600
 
 LOGGING = {
     "version": 1,
