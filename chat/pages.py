@@ -12,7 +12,6 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 
 from chat import selectors
-from chat.models import Room
 from tasks.models import Task
 
 
@@ -53,8 +52,10 @@ def assistant(request: HttpRequest) -> HttpResponse:
 def task(request: HttpRequest, task_id: int) -> HttpResponse:
     found = get_object_or_404(Task, pk=task_id, owner_id=request.user.pk)  # someone else's task is no task
     room = None
-    if found.kind == "summarize_room" and isinstance(found.params, dict):
-        room = Room.objects.filter(slug=found.params.get("room")).first()
+    slug = found.params.get("room") if found.kind == "summarize_room" and isinstance(found.params, dict) else None
+    if isinstance(slug, str):
+        # Only a room its owner may read: the page must not name a private room to an outsider.
+        room = selectors.room_get_for(slug=slug, user=_user(request))
     title = f"Summary of {room.title}" if room else found.kind.replace("_", " ").capitalize()
     return render(request, "chat/task.html", {"task": found, "room": room, "title": title})
 

@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "project.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "project.security_headers.ContentSecurityPolicyMiddleware",  # HTML pages only (docs/security.md)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

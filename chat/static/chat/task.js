@@ -127,5 +127,7 @@ cancelButton.addEventListener("click", async () => {
   }
 });
 
+// The server-rendered progress, drawn here: the Content-Security-Policy allows no style attribute.
+setProgress(bar.getAttribute("aria-valuenow"));
 setStatus(statusText.dataset.status);
 start();

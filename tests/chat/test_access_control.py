@@ -1,0 +1,251 @@
+"""What an attacker with a valid account can and cannot do (docs/security.md), in process:
+other people's private rooms, direct messages, streams, conversations, notifications,
+speaking as someone else, and the limits that do not care which address a request says
+it comes from."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client, override_settings
+
+from chat import ratelimit, services
+from chat.hub import get_hub
+from chat.models import Message, Report
+from chat.writer import get_writer
+from notifications.models import Notification
+from notifications.services import notification_create
+from project.asgi import application
+from streaming import limits
+from tests.asgi_client import BearerClient, read_all
+from tests.factories import make_room, make_token, make_user
+
+TIMEOUT = 5
+
+
+def api(user) -> Client:
+    return Client(headers={"Authorization": f"Bearer {make_token(user)}"})
+
+
+def post(client: Client, url: str, body: dict) -> Any:
+    return client.post(url, data=json.dumps(body), content_type="application/json")
+
+
+def socket(token: str, path: str) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, path, headers=[(b"authorization", f"Bearer {token}".encode())])
+
+
+async def handshake_close_code(token: str, path: str) -> int:
+    communicator = socket(token, path)
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert connected, "the contract accepts, then closes with the code"
+    output = await communicator.receive_output(timeout=TIMEOUT)
+    assert output["type"] == "websocket.close", output
+    return output["code"]
+
+
+@pytest.fixture
+def _fresh_limits():
+    ratelimit.reset_local_state()
+    limits.reset_local_state()
+    yield
+    ratelimit.reset_local_state()
+    limits.reset_local_state()
+
+
+# ---- private rooms and direct messages ----------------------------------------------------------
+@pytest.mark.django_db
+def test_a_third_person_gets_nothing_out_of_a_direct_message_room():
+    """Every REST route and the page: 404 (the room does not exist for them), nothing written."""
+    amy, ben, eve = make_user("amy"), make_user("ben"), make_user("eve")
+    room, _ = services.dm_open(user=amy, other=ben)
+    secret = services.message_create(room=room, user=amy, content="the secret")
+    stranger = api(eve)
+    assert room.slug not in [r["slug"] for r in stranger.get("/api/rooms/").json()["rooms"]]
+    base = f"/api/rooms/{room.slug}"
+    for response in (
+        stranger.get(f"{base}/messages"),
+        post(stranger, f"{base}/messages", {"content": "let me in"}),
+        stranger.delete(f"{base}/messages/{secret.pk}"),
+        post(stranger, f"{base}/messages/{secret.pk}/report", {"reason": "probe"}),
+        stranger.get(f"{base}/members"),
+        post(stranger, f"{base}/members", {"user": "eve"}),
+        post(stranger, f"{base}/read", {"last_id": secret.pk}),
+    ):
+        assert response.status_code == 404, response.content
+        assert b"the secret" not in response.content
+    page = Client()
+    page.force_login(eve)
+    assert page.get(f"/rooms/{room.slug}/").status_code == 404
+    # A member cannot bring a third person into a direct message either.
+    assert post(api(amy), f"{base}/members", {"user": "eve"}).status_code == 400
+    assert not Report.objects.filter(message=secret).exists()
+    assert list(Message.objects.filter(room=room).values_list("content", "removed_at")) == [("the secret", None)]
+    assert not room.memberships.filter(user=eve).exists()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_third_persons_socket_to_a_direct_message_room_closes_4004():
+    def setup():
+        amy, ben = make_user("amy"), make_user("ben")
+        room, _ = services.dm_open(user=amy, other=ben)
+        return room.slug, make_token(make_user("eve")), make_token(make_user("mod", staff=True))
+
+    slug, eve_token, staff_token = await database_sync_to_async(setup)()
+    try:
+        assert await handshake_close_code(eve_token, f"/ws/rooms/{slug}/") == 4004
+        assert await handshake_close_code(staff_token, f"/ws/rooms/{slug}/") == 4004, "staff do not listen in either"
+    finally:
+        await get_hub().close()
+        await get_writer().close()
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(
+    strict=True,
+    reason="SECURITY BUG (docs/security.md, finding 1): tasks/kinds.py validate_summarize_room checks only that "
+    "the room exists, not that the task's owner may read it, so an outsider's summary task reads a private room",
+)
+def test_an_outsider_cannot_have_a_private_room_summarised():
+    owner, outsider = make_user("owner"), make_user("outsider")
+    room = services.room_create(slug="club", title="Club", created_by=owner, private=True)
+    services.message_create(room=room, user=owner, content="the launch code is 0000")
+    response = post(api(outsider), "/api/tasks/", {"kind": "summarize_room", "room": "club"})
+    assert response.status_code == 404, f"{response.status_code}: an outsider queued a summary of a private room"
+
+
+@pytest.mark.django_db
+def test_a_task_page_does_not_show_the_title_of_a_room_its_owner_cannot_see():
+    """Even if such a task exists (finding 1), its page names no private room."""
+    from tasks.models import Task
+
+    owner, outsider = make_user("owner"), make_user("outsider")
+    services.room_create(slug="club", title="Plans for the merger", created_by=owner, private=True)
+    task = Task.objects.create(owner=outsider, kind="summarize_room", params={"room": "club"})
+    page = Client()
+    page.force_login(outsider)
+    response = page.get(f"/tasks/{task.pk}/")
+    assert response.status_code == 200
+    assert b"merger" not in response.content and b"/rooms/club/" not in response.content
+
+
+# ---- speaking as someone else -------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_the_author_is_always_the_authenticated_user_over_rest():
+    alice, _bob = make_user("alice"), make_user("bob")
+    make_room()
+    response = post(api(alice), "/api/rooms/lobby/messages", {"content": "hello", "user": "bob", "user_id": _bob.pk})
+    assert response.status_code == 201 and response.json()["user"] == "alice"
+    assert list(Message.objects.values_list("user__username", flat=True)) == ["alice"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_the_author_is_always_the_authenticated_user_over_the_socket():
+    def setup():
+        make_room()
+        make_user("bob")
+        return make_token(make_user("alice"))
+
+    token = await database_sync_to_async(setup)()
+    communicator = socket(token, "/ws/rooms/lobby/")
+    try:
+        assert (await communicator.connect(timeout=TIMEOUT))[0]
+        while (await communicator.receive_json_from(timeout=TIMEOUT))["type"] != "presence":
+            pass
+        await communicator.send_json_to({"type": "message", "content": "hi", "user": "bob", "nonce": "n1"})
+        frame = await communicator.receive_json_from(timeout=TIMEOUT)
+        while frame.get("type") != "message":
+            frame = await communicator.receive_json_from(timeout=TIMEOUT)
+        assert (frame["user"], frame["nonce"]) == ("alice", "n1")
+        await communicator.disconnect()
+    finally:
+        await get_hub().close()
+        await get_writer().close()
+    authors = await database_sync_to_async(lambda: list(Message.objects.values_list("user__username", flat=True)))()
+    assert authors == ["alice"]
+
+
+# ---- other people's streams, conversations and notifications ----------------------------------------
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_someone_elses_stream_and_conversation_are_not_found_over_the_socket(_fresh_limits):
+    def setup():
+        return make_token(make_user("alice")), make_token(make_user("mallory"))
+
+    alice_token, mallory_token = await database_sync_to_async(setup)()
+    alice = BearerClient(alice_token)
+    started = await alice.post(
+        "/api/assistant/stream", json.dumps({"message": "my secret plan"}), content_type="application/json"
+    )
+    stream_id = started["X-Stream-Id"]
+    body = await read_all(started)
+    conversation_id = json.loads(body.split("data: ", 1)[1].split("\n", 1)[0])["conversation_id"]
+
+    # Her conversation: the handshake closes 4004 before any history is sent.
+    assert await handshake_close_code(mallory_token, f"/ws/assistant/?conversation_id={conversation_id}") == 4004
+    mallory = socket(mallory_token, "/ws/assistant/")
+    assert (await mallory.connect(timeout=TIMEOUT))[0]
+    # Her stream: resume is not_found, and nothing of it is sent.
+    await mallory.send_json_to({"type": "resume", "stream_id": stream_id, "after": -1})
+    answer = await mallory.receive_json_from(timeout=TIMEOUT)
+    assert (answer["type"], answer["code"]) == ("error", "not_found")
+    # Her conversation as context for a new message: refused.
+    await mallory.send_json_to({"type": "user_message", "content": "continue", "conversation_id": conversation_id})
+    answer = await mallory.receive_json_from(timeout=TIMEOUT)
+    assert (answer["type"], answer["code"]) == ("error", "not_found")
+    assert await mallory.receive_nothing(timeout=0.3)
+    await mallory.disconnect()
+    # The same over SSE.
+    refused = await BearerClient(mallory_token).post(
+        "/api/assistant/stream",
+        json.dumps({"message": "continue", "conversation_id": conversation_id}),
+        content_type="application/json",
+    )
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_notifications_are_read_and_marked_by_their_owner_only():
+    def setup():
+        nina, mallory = make_user("nina"), make_user("mallory")
+        note = notification_create(user_id=nina.pk, kind="mention", data={"room": "lobby", "content": "for nina only"})
+        return note.pk, make_token(mallory)
+
+    note_id, mallory_token = await database_sync_to_async(setup)()
+    mallory = BearerClient(mallory_token)
+    listed = await mallory.get("/api/notifications/")
+    assert listed.status_code == 200 and listed.json()["notifications"] == []
+    for body in ({"ids": [note_id]}, {"up_to": note_id + 1000}):
+        marked = await mallory.post("/api/notifications/read", json.dumps(body), content_type="application/json")
+        assert marked.status_code == 200 and marked.json() == {"marked": 0}
+    assert await Notification.objects.filter(pk=note_id, read_at__isnull=True).aexists()
+
+
+# ---- limits are per account, whatever address a request claims ------------------------------------
+@pytest.mark.django_db(transaction=True)
+@override_settings(CHAT_RATE_LIMIT=3, CHAT_RATE_WINDOW=60)
+def test_the_rate_limit_counts_the_account_not_the_address_it_claims(_fresh_limits):
+    """Nothing security-relevant keys on the client's address: changing REMOTE_ADDR or
+    sending X-Forwarded-For does not buy a fresh allowance."""
+    make_room()
+    client = api(make_user("alice"))
+    statuses = [
+        client.post(
+            "/api/rooms/lobby/messages",
+            data=json.dumps({"content": f"m{i}"}),
+            content_type="application/json",
+            REMOTE_ADDR=f"10.0.0.{i + 1}",
+            headers={"X-Forwarded-For": f"192.0.2.{i + 1}", "X-Real-IP": f"198.51.100.{i + 1}"},
+        ).status_code
+        for i in range(5)
+    ]
+    assert statuses == [201, 201, 201, 429, 429]
+    assert Message.objects.count() == 3
