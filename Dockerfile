@@ -12,10 +12,12 @@ COPY notifications ./notifications
 COPY tasks ./tasks
 COPY templates ./templates
 COPY manage.py ./
+COPY deploy/web-server.sh ./deploy/web-server.sh
 RUN pip install --no-compile . \
     && useradd --system --uid 10001 --home /app app \
     && DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput --verbosity 0 \
     && chown -R app /app
 USER app
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "project.asgi:application"]
+# daphne, or uvicorn with WEB_SERVER=uvicorn (docker-compose.yml passes it through).
+CMD ["deploy/web-server.sh"]

@@ -72,6 +72,7 @@ def test_the_services_and_their_order_of_start(resolved: dict[str, Any]):
         }, name
         assert service["environment"]["DATABASE_URL"].startswith("postgres://")
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert service["environment"]["WEB_SERVER"] == "daphne", "daphne unless WEB_SERVER says uvicorn"
         assert service["restart"] == "unless-stopped"
         assert "ports" not in service, f"{name} is reachable only through nginx (it trusts X-Forwarded-For)"
     assert services["taskworker"]["command"] == ["python", "manage.py", "taskworker"]
