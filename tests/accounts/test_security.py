@@ -110,6 +110,31 @@ async def _handshake_rules(alice, token, raw, browser) -> None:
     assert await first_frame_or_close([await database_sync_to_async(log_in_again_then_out)()]) == 4001, "logged out"
 
 
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_cross_site_page_cannot_use_the_session_cookie_on_a_socket():
+    """Cross-site WebSocket hijacking: a hostile page's handshake carries the victim's
+    cookie and the page's Origin; it is refused before accept, on both sockets."""
+
+    def setup():
+        make_room()
+        browser = Client()
+        browser.force_login(make_user("alice"))
+        return session_cookie(browser)
+
+    cookie = await database_sync_to_async(setup)()
+    try:
+        for path in ("/ws/rooms/lobby/", "/ws/assistant/"):
+            for origin in (b"https://evil.example", b"null", b"http://localhost.evil.example"):
+                communicator = WebsocketCommunicator(application, path, headers=[cookie, (b"origin", origin)])
+                connected, _ = await communicator.connect(timeout=TIMEOUT)
+                assert not connected, (path, origin)
+        assert await first_frame_or_close([cookie, (b"origin", b"http://localhost:8000")]) == "hello", "the site itself"
+    finally:
+        await get_hub().close()
+        await get_writer().close()
+
+
 @pytest.mark.django_db
 def test_what_is_stored_cannot_be_used_as_a_token():
     """The database holds the SHA-256 and the first 10 characters (rt_ + 7): neither is a credential."""

@@ -5,6 +5,7 @@ it comes from."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -21,6 +22,7 @@ from notifications.models import Notification
 from notifications.services import notification_create
 from project.asgi import application
 from streaming import limits
+from tasks.runner import _local_runners
 from tests.asgi_client import BearerClient, read_all
 from tests.factories import make_room, make_token, make_user
 
@@ -105,18 +107,34 @@ async def test_a_third_persons_socket_to_a_direct_message_room_closes_4004():
         await get_writer().close()
 
 
-@pytest.mark.django_db
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@override_settings(LLM_TOKEN_DELAY_MS=0)
 @pytest.mark.xfail(
     strict=True,
     reason="SECURITY BUG (docs/security.md, finding 1): tasks/kinds.py validate_summarize_room checks only that "
     "the room exists, not that the task's owner may read it, so an outsider's summary task reads a private room",
 )
-def test_an_outsider_cannot_have_a_private_room_summarised():
-    owner, outsider = make_user("owner"), make_user("outsider")
-    room = services.room_create(slug="club", title="Club", created_by=owner, private=True)
-    services.message_create(room=room, user=owner, content="the launch code is 0000")
-    response = post(api(outsider), "/api/tasks/", {"kind": "summarize_room", "room": "club"})
-    assert response.status_code == 404, f"{response.status_code}: an outsider queued a summary of a private room"
+async def test_an_outsider_cannot_have_a_private_room_summarised():
+    def setup():
+        owner = make_user("owner")
+        room = services.room_create(slug="club", title="Club", created_by=owner, private=True)
+        services.message_create(room=room, user=owner, content="the launch code is 0000")
+        return make_token(make_user("outsider"))
+
+    outsider = BearerClient(await database_sync_to_async(setup)())
+    try:
+        response = await outsider.post(
+            "/api/tasks/", json.dumps({"kind": "summarize_room", "room": "club"}), content_type="application/json"
+        )
+        leaked = ""
+        if response.status_code == 202:
+            leaked = await read_all(await outsider.get(f"/api/tasks/{response.json()['id']}/events"))
+        assert response.status_code == 404, f"an outsider's summary task was accepted; its events: {leaked[-300:]!r}"
+    finally:
+        runner = _local_runners.get(asyncio.get_running_loop())
+        if runner is not None:
+            await runner.close()
 
 
 @pytest.mark.django_db
@@ -249,3 +267,38 @@ def test_the_rate_limit_counts_the_account_not_the_address_it_claims(_fresh_limi
     ]
     assert statuses == [201, 201, 201, 429, 429]
     assert Message.objects.count() == 3
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@override_settings(LLM_MAX_CONCURRENT=3, LLM_TOKEN_DELAY_MS=50)
+@pytest.mark.xfail(
+    strict=True,
+    reason="WEAKNESS (docs/security.md, finding 2): LLM_MAX_CONCURRENT is one pool for everyone "
+    "(streaming/limits.py); one account can hold every slot and everyone else gets 429 busy",
+)
+async def test_one_account_cannot_take_every_generation_slot(_fresh_limits):
+    def setup():
+        return make_token(make_user("mallory")), make_token(make_user("alice"))
+
+    mallory_token, alice_token = await database_sync_to_async(setup)()
+    mallory = BearerClient(mallory_token)
+    hogs = []
+    try:
+        for _ in range(3):
+            response = await mallory.post(
+                "/api/assistant/stream", json.dumps({"message": "hog", "max_tokens": 1000}), content_type="application/json"
+            )
+            if response.status_code == 200:
+                hogs.append(response)
+        alice = BearerClient(alice_token)
+        answer = await alice.post(
+            "/api/assistant/stream", json.dumps({"message": "hi", "max_tokens": 1}), content_type="application/json"
+        )
+        if answer.status_code == 200:
+            await read_all(answer)
+        assert answer.status_code == 200, f"alice got {answer.status_code} while mallory holds {len(hogs)} streams"
+    finally:
+        for response in hogs:
+            await mallory.post(f"/api/streams/{response['X-Stream-Id']}/cancel")
+            await read_all(response)
