@@ -302,3 +302,40 @@ async def test_one_account_cannot_take_every_generation_slot(_fresh_limits):
         for response in hogs:
             await mallory.post(f"/api/streams/{response['X-Stream-Id']}/cancel")
             await read_all(response)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.xfail(
+    strict=True,
+    reason="WEAKNESS (docs/security.md, finding 3): tasks have no per-user cap (tasks/views.py, tasks/runner.py); "
+    "one account's long countdowns fill every runner slot and everyone else's tasks wait in the queue",
+)
+async def test_one_account_cannot_fill_every_task_slot():
+    from tasks.models import Task
+
+    def setup():
+        return make_token(make_user("mallory")), make_token(make_user("alice"))
+
+    mallory_token, alice_token = await database_sync_to_async(setup)()
+    mallory, alice = BearerClient(mallory_token), BearerClient(alice_token)
+    hogs: list[int] = []
+    try:
+        for _ in range(8):  # the in-process runner's concurrency (a task worker's: TASK_CONCURRENCY)
+            body = json.dumps({"kind": "countdown", "steps": 1, "interval_ms": 60_000})
+            hogs.append((await mallory.post("/api/tasks/", body, content_type="application/json")).json()["id"])
+        body = json.dumps({"kind": "countdown", "steps": 1, "interval_ms": 0})
+        mine = (await alice.post("/api/tasks/", body, content_type="application/json")).json()["id"]
+        async with asyncio.timeout(10):
+            for _ in range(30):  # 3 s: an idle runner finishes it in milliseconds
+                status = (await Task.objects.aget(pk=mine)).status
+                if status == "succeeded":
+                    break
+                await asyncio.sleep(0.1)
+        assert status == "succeeded", f"alice's task is still {status} behind {len(hogs)} of mallory's"
+    finally:
+        for task_id in hogs:
+            await mallory.delete(f"/api/tasks/{task_id}")
+        runner = _local_runners.get(asyncio.get_running_loop())
+        if runner is not None:
+            await runner.close()
