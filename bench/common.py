@@ -138,17 +138,34 @@ def cpu_ticks(pid: int) -> int:
         return 0
 
 
+def rss_kib(pid: int) -> int | None:
+    """VmRSS of a process in KiB (None once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def machine_ticks() -> tuple[int, int]:
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     return sum(v) - v[3] - v[4], sum(v)  # busy, total
 
 
+def redis_argv(port: int, tmp: Path) -> list[str]:
+    """The command line of the benchmarks' redis-server: loopback, nothing saved to disk."""
+    argv = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+    return [*argv, "--dir", str(tmp), "--loglevel", "warning", "--maxclients", "20000"]
+
+
 def start_redis(procs: Procs, tmp: Path) -> tuple[subprocess.Popen[bytes], str, redis.Redis]:
     """A private redis-server on a free loopback port, nothing saved to disk: (process, URL, client)."""
     port = free_ports(1)[0]
-    argv = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-    proc = procs.start("redis", [*argv, "--dir", str(tmp), "--loglevel", "warning", "--maxclients", "20000"], dict(os.environ))
+    proc = procs.start("redis", redis_argv(port, tmp), dict(os.environ))
     wait_listening(procs, proc, port, "redis-server", timeout=10)
     print(f"# redis pid {proc.pid} port {port}; logs in {tmp}", file=sys.stderr)
     return proc, f"redis://{HOST}:{port}/0", redis.Redis(host=HOST, port=port, socket_timeout=10)
@@ -215,18 +232,18 @@ def ours_env(tmp: Path, redis_url: str, **extra: str) -> dict[str, str]:
     }
 
 
-def ours_prepare(t: Target) -> None:
-    """Migrate a fresh SQLite database and mint the users' tokens (before the workers start)."""
+def ours_prepare(t: Target, users: int = USERS) -> None:
+    """Migrate a fresh SQLite database and mint `users` users' tokens (before the workers start)."""
     for what, argv in (
         ("migrate", [PY, "manage.py", "migrate", "-v", "0", "--no-input"]),
-        ("mint tokens", [PY, "manage.py", "shell", "-c", MINT % USERS]),
+        ("mint tokens", [PY, "manage.py", "shell", "-c", MINT % users]),
     ):
         r = subprocess.run(argv, cwd=ROOT, env=t.env, capture_output=True, text=True, timeout=180)
         if r.returncode != 0:
             raise BenchError(f"ours: {what} failed ({r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}")
     t.tokens = [line for line in r.stdout.split() if line.startswith("rt_")]
-    if len(t.tokens) != USERS:
-        raise BenchError(f"ours: expected {USERS} tokens from manage.py shell, got {len(t.tokens)}:\n{r.stdout[-2000:]}")
+    if len(t.tokens) != users:
+        raise BenchError(f"ours: expected {users} tokens from manage.py shell, got {len(t.tokens)}:\n{r.stdout[-2000:]}")
 
 
 # ------------------------------------------------------------------ report
