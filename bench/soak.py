@@ -1132,12 +1132,15 @@ def table(a: argparse.Namespace, r: dict[str, Any]) -> str:
         ),
     ]
     if growth:
+        # Too few reconnects make the per-1,000 figure an extrapolation of noise.
+        enough = growth["reconnects_after_warm"] >= 200
+        per_1000 = f"{growth['mib_per_1000_reconnects']:+.2f}" if enough else "(too few reconnects to say)"
         rows.append(
             (
                 "RSS growth after warm-up",
                 f"workers {growth['workers_total_pct']:+.2f} %"
                 f" ({' / '.join(f'{x:+.2f} %' for x in growth['workers_pct'] if x is not None)}),"
-                f" {fmt(growth['mib_per_1000_reconnects'], 2)} MiB per 1,000 reconnects ({growth['reconnects_after_warm']:,});"
+                f" {per_1000} MiB per 1,000 reconnects ({growth['reconnects_after_warm']:,});"
                 f" task worker {growth['taskworker_pct']:+.1f} %, Redis {growth['redis_pct']:+.1f} %",
             )
         )
