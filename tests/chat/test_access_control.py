@@ -271,7 +271,7 @@ def test_the_rate_limit_counts_the_account_not_the_address_it_claims(_fresh_limi
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-@override_settings(LLM_MAX_CONCURRENT=3, LLM_TOKEN_DELAY_MS=50)
+@override_settings(LLM_MAX_CONCURRENT=10, LLM_TOKEN_DELAY_MS=50)
 @pytest.mark.xfail(
     strict=True,
     reason="WEAKNESS (docs/security.md, finding 2): LLM_MAX_CONCURRENT is one pool for everyone "
@@ -285,7 +285,7 @@ async def test_one_account_cannot_take_every_generation_slot(_fresh_limits):
     mallory = BearerClient(mallory_token)
     hogs = []
     try:
-        for _ in range(3):
+        for _ in range(10):  # every slot, if she is allowed them
             response = await mallory.post(
                 "/api/assistant/stream", json.dumps({"message": "hog", "max_tokens": 1000}), content_type="application/json"
             )
@@ -323,7 +323,9 @@ async def test_one_account_cannot_fill_every_task_slot():
     try:
         for _ in range(8):  # the in-process runner's concurrency (a task worker's: TASK_CONCURRENCY)
             body = json.dumps({"kind": "countdown", "steps": 1, "interval_ms": 60_000})
-            hogs.append((await mallory.post("/api/tasks/", body, content_type="application/json")).json()["id"])
+            created = await mallory.post("/api/tasks/", body, content_type="application/json")
+            if created.status_code == 202:  # a per-user cap would refuse some of them
+                hogs.append(created.json()["id"])
         body = json.dumps({"kind": "countdown", "steps": 1, "interval_ms": 0})
         mine = (await alice.post("/api/tasks/", body, content_type="application/json")).json()["id"]
         async with asyncio.timeout(10):
