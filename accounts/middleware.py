@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
+from django.db import Error as DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.http.cookie import parse_cookie
 
@@ -109,7 +110,13 @@ class WebSocketAuthMiddleware:
         headers = dict(scope.get("headers", ()))
         if not origin_allowed(headers.get(b"origin")):
             return await WebsocketDenier()(scope, receive, send)
-        user = await authenticate_handshake(headers)
+        database_unavailable = False
+        try:
+            user: User | AnonymousUser = await authenticate_handshake(headers)
+        except DatabaseError:
+            # The database is down (a restart): the consumer accepts and closes with 4503
+            # "try again later" instead of the handshake failing with an HTTP 500.
+            user, database_unavailable = AnonymousUser(), True
         inner = {
             "type": scope["type"],
             "path": scope["path"],
@@ -117,6 +124,7 @@ class WebSocketAuthMiddleware:
             "query_string": scope.get("query_string", b""),
             "client": scope.get("client"),
             "user": user,
+            "database_unavailable": database_unavailable,
         }
         del headers, scope
         return await self.application(inner, receive, send)

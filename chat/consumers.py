@@ -6,6 +6,7 @@ Live events do not come through a per-socket channel-layer channel: the worker's
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import Error as DatabaseError
 
 from chat import presence, protocol, selectors, services
 from chat.hub import Hub, get_hub
@@ -32,6 +34,62 @@ def _last_id(query_string: bytes) -> int | None:
     return int(values[0])
 
 
+class SendFlow:
+    """Whether the client is reading: a Twisted push producer on a daphne socket's
+    transport. Twisted pauses it when the transport's write buffer passes its high-water
+    mark (64 KiB) and resumes it once the buffer has drained. daphne itself never asks,
+    so without this a client that stops reading would have every broadcast buffered for
+    it, without limit; and sends must not wait for it either, or one stalled client
+    would hold up the hub's fan-out to the whole room."""
+
+    def __init__(self, previous: Any = None) -> None:
+        self.previous = previous  # the producer registered before us: told everything too
+        self.paused_since: float | None = None
+        self.bytes_while_paused = 0
+
+    def pauseProducing(self) -> None:  # Twisted names; called on every write while full
+        if self.paused_since is None:
+            self.paused_since = time.monotonic()
+            self.bytes_while_paused = 0
+        if self.previous is not None:
+            self.previous.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused_since = None
+        if self.previous is not None:
+            self.previous.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.paused_since = None
+        if self.previous is not None:
+            self.previous.stopProducing()
+
+    @classmethod
+    def attach(cls, send: Any) -> SendFlow | None:
+        """A flow on daphne's WebSocket transport (daphne's ``send`` is
+        ``partial(server.handle_reply, protocol)``); None under other servers, whose
+        ``send`` waits while the transport is full."""
+        protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
+        transport = getattr(protocol, "transport", None)
+        if transport is None or not hasattr(transport, "registerProducer"):
+            return None
+        from twisted.internet.interfaces import IPushProducer
+        from zope.interface import classImplements
+
+        if not IPushProducer.implementedBy(cls):
+            classImplements(cls, IPushProducer)
+        # Twisted's HTTP channel, which read the handshake, is registered already; a
+        # transport takes one producer, so ours stands in front of it.
+        previous = transport.producer if getattr(transport, "streamingProducer", False) else None
+        if transport.producer is not None:
+            if previous is None:
+                return None
+            transport.unregisterProducer()
+        flow = cls(previous)
+        transport.registerProducer(flow, True)
+        return flow
+
+
 class RoomConsumer(AsyncWebsocketConsumer):
     scope: dict[str, Any]
     hub: Hub
@@ -46,6 +104,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
     joined = False
     private = False
     counted = False
+    flow: SendFlow | None = None
+    cut_off = False  # closed for not reading: nothing more is sent
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Runs for the connection's whole life, handling one event at a time.
@@ -75,6 +135,18 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.pending_presence: tuple[int, str] | None = None
         self.last_seen = time.monotonic()
         await self.accept()
+        self.flow = SendFlow.attach(self.base_send)
+        try:
+            await self._join()
+        except DatabaseError:
+            # The database is down (a restart): say "try again later" (4503) rather than
+            # let the consumer die with 1011; clients reconnect with back-off and last_id.
+            logger.warning("handshake of %s failed: database unavailable", self.scope.get("path"), exc_info=True)
+            await self.close_with(protocol.CLOSE_UNAVAILABLE)
+
+    async def _join(self) -> None:
+        if self.scope.get("database_unavailable"):  # set by accounts.middleware
+            return await self.close_with(protocol.CLOSE_UNAVAILABLE)
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self.close_with(protocol.CLOSE_UNAUTHENTICATED)
@@ -122,16 +194,23 @@ class RoomConsumer(AsyncWebsocketConsumer):
             frame = protocol.parse_client_frame(text_data)
             if isinstance(frame, protocol.SendMessage):
                 # The broadcast echo, carrying the nonce, is the sender's ack.
-                await self.writer.write(
-                    services.MessageDraft(
-                        room_id=self.room_id,
-                        room_slug=self.room_slug,
-                        user_id=self.user_id,
-                        username=self.username,
-                        content=frame.content,
-                        nonce=frame.nonce,
+                try:
+                    await self.writer.write(
+                        services.MessageDraft(
+                            room_id=self.room_id,
+                            room_slug=self.room_slug,
+                            user_id=self.user_id,
+                            username=self.username,
+                            content=frame.content,
+                            nonce=frame.nonce,
+                        )
                     )
-                )
+                except DatabaseError:
+                    # Not stored (the transaction rolled back): no ack, and an error the
+                    # client can act on, instead of a consumer dying with 1011.
+                    raise ChatError(
+                        "unavailable", "the database is unavailable; the message was not stored, send it again", nonce=frame.nonce
+                    ) from None
             elif isinstance(frame, protocol.Typing):
                 await services.typing_set(
                     room_id=self.room_id, user_id=self.user_id, username=self.username, is_typing=frame.is_typing
@@ -177,6 +256,19 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.send_text(protocol.encode(frame))
 
     async def send_text(self, text: str) -> None:
+        flow = self.flow
+        if flow is not None and flow.paused_since is not None:
+            if self.cut_off:
+                return
+            flow.bytes_while_paused += len(text)
+            stalled = time.monotonic() - flow.paused_since
+            if stalled > settings.WS_SEND_TIMEOUT_SECONDS or flow.bytes_while_paused > settings.WS_SEND_BUFFER_BYTES:
+                # Closing frees the buffer: autobahn drops the connection when the close
+                # handshake times out (1 s), as a client that does not read never answers.
+                self.cut_off = True
+                logger.info("closing %s: its client read nothing for %.1f s", self.connection_key, stalled)
+                await self.close_with(protocol.CLOSE_TOO_SLOW)
+                return
         await self.base_send({"type": "websocket.send", "text": text})
 
     async def close_with(self, code: int) -> None:

@@ -23,6 +23,7 @@ message twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import time
@@ -87,6 +88,7 @@ class Hub:
         self.feeds: dict[int, RoomFeed] = {}
         self.users: dict[int, set[RoomConnection]] = {}
         self.broker: Broker = create_broker(self._on_message, self._on_reconnect)
+        self._pings_sent: collections.deque[float] = collections.deque(maxlen=3)  # the last three heartbeats
         self._ticker = spawn(self._tick_forever(), name="hub-ticker")
 
     def new_connection_key(self) -> str:
@@ -300,7 +302,12 @@ class Hub:
             feed.suspected_upto = database_last if database_last > feed.last_id else 0
 
     async def _heartbeat(self, heartbeat: float) -> None:
-        idle_limit = time.monotonic() - 3 * heartbeat
+        # Idle means three pings went unanswered, not three heartbeats of wall time: when
+        # this clock itself stood still (Redis stalled under the presence refresh, the
+        # database under the gap check), no pings went out and nobody had to answer.
+        now = time.monotonic()
+        idle_limit = min(now - 3 * heartbeat, self._pings_sent[0]) if len(self._pings_sent) == 3 else -1.0
+        self._pings_sent.append(now)
         for feed in list(self.feeds.values()):
             for connection in list(feed.connections):
                 if connection.syncing:

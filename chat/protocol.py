@@ -18,6 +18,12 @@ CLOSE_UNAUTHENTICATED = 4001
 CLOSE_BANNED = 4003  # banned, or removed from a private room
 CLOSE_NO_ROOM = 4004
 CLOSE_TOO_MANY_CONNECTIONS = 4029
+# The client stopped reading: its send buffer stayed full too long (WS_SEND_TIMEOUT_SECONDS
+# or WS_SEND_BUFFER_BYTES); it reconnects with last_id and misses nothing.
+CLOSE_TOO_SLOW = 4008
+# The database is unreachable, so the handshake cannot be served now (HTTP's 503, like
+# 4029 is 429; RFC 6455's 1013 is refused by daphne's autobahn): reconnect with back-off.
+CLOSE_UNAVAILABLE = 4503
 
 # ---- limits ----------------------------------------------------------------------
 MAX_CONTENT_CHARS = 4000
@@ -27,7 +33,7 @@ BACKLOG_DEFAULT = 50
 # bounding the burst one reconnect can cost the server; older history is on REST.
 BACKLOG_MAX = 1000
 
-ErrorCode = Literal["bad_json", "bad_frame", "empty", "too_long", "rate_limited", "muted", "room_locked"]
+ErrorCode = Literal["bad_json", "bad_frame", "empty", "too_long", "rate_limited", "muted", "room_locked", "unavailable"]
 
 
 # ---- server frames -------------------------------------------------------------------

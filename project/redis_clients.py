@@ -23,9 +23,12 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
 import redis.asyncio.sentinel
+import redis.retry
 import redis.sentinel
 from django.conf import settings
+from redis.backoff import ExponentialBackoff
 
 # Keyed by the shard's address as well as its index, so that tests pointing REDIS_SHARDS
 # elsewhere (override_settings) get clients of their own.
@@ -40,6 +43,12 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 # for its blocking XREAD, so a worker with a few hundred open streams needs more; Redis
 # itself accepts 10,000 clients by default.
 MAX_CONNECTIONS = 4096
+# A restarted Redis leaves every pooled connection dead, and redis-py's from_url retries
+# nothing: each command would fail once per stale connection (a token stream or a task
+# ended by an error). Commands retry connection errors on a fresh connection with
+# back-off (0.05 s doubling to 0.5 s, about 1.7 s in all), riding out a restart.
+# Time-outs are not retried: a stalled Redis already had REDIS_SOCKET_TIMEOUT.
+COMMAND_RETRIES = 5
 
 
 def redis_configured() -> bool:
@@ -99,10 +108,11 @@ def _sentinel_connection(shard: dict[str, Any]) -> dict[str, Any]:
 
 def _new_sync_client(index: int) -> redis.Redis:
     shard = settings.REDIS_SHARDS[index]
+    retry = redis.retry.Retry(ExponentialBackoff(cap=0.5, base=0.05), COMMAND_RETRIES, (redis.ConnectionError,))
     if "url" in shard:
-        return redis.Redis.from_url(shard["url"], **_client_options())
+        return redis.Redis.from_url(shard["url"], **_client_options(retry=retry))
     sentinel = redis.sentinel.Sentinel(shard["sentinels"], sentinel_kwargs=_sentinel_connection(shard))
-    return sentinel.master_for(shard["master"], **_client_options(**_sentinel_options(shard)))
+    return sentinel.master_for(shard["master"], **_client_options(**_sentinel_options(shard), retry=retry))
 
 
 def new_async_client(index: int, **overrides: Any) -> redis.asyncio.Redis:
@@ -144,7 +154,8 @@ def async_redis_at(index: int) -> redis.asyncio.Redis:
     key = _cache_key(index)
     client = clients.get(key)
     if client is None:
-        client = clients[key] = new_async_client(index)
+        retry = redis.asyncio.retry.Retry(ExponentialBackoff(cap=0.5, base=0.05), COMMAND_RETRIES, (redis.ConnectionError,))
+        client = clients[key] = new_async_client(index, retry=retry)
     return client
 
 

@@ -175,6 +175,12 @@ WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 20.0, minimum=0.2)
 # 1 MiB is far above the largest legal frame (4000 characters of content, at most
 # 16 KiB as UTF-8 inside JSON) and small enough that a flood of them cannot exhaust memory.
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
+# A room socket whose client stopped reading (under daphne, chat/consumers.py) is closed
+# with 4008 once its buffer has stayed full for WS_SEND_TIMEOUT_SECONDS, or sooner when
+# WS_SEND_BUFFER_BYTES more piled up meanwhile (16 MiB: above the largest backlog burst,
+# 1000 messages of 16 KiB), so it never blocks the room nor grows the worker's memory.
+WS_SEND_TIMEOUT_SECONDS = env_float("WS_SEND_TIMEOUT_SECONDS", 30.0, minimum=0.5)
+WS_SEND_BUFFER_BYTES = env_int("WS_SEND_BUFFER_BYTES", 16 * 1024 * 1024, minimum=64 * 1024)
 
 # ---- Token streaming (see streaming/) ----------------------------------------------
 LLM_BACKEND = env_str("LLM_BACKEND", "echo")

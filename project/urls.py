@@ -5,6 +5,9 @@ from chat import pages
 from project import openapi, views
 from streaming import urls as streaming_urls
 
+# An exception while the database is down answers 503 "unavailable", not 500.
+handler500 = "project.views.server_error"
+
 urlpatterns = [
     path("", pages.index, name="index"),
     path("rooms/<slug:slug>/", pages.room, name="room"),

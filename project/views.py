@@ -7,11 +7,13 @@ import logging
 
 import redis
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from accounts.services import bearer_from_header
+from project.api import error_response
 from project.redis_clients import redis_configured, shard_count, sync_redis_at
 
 logger = logging.getLogger(__name__)
@@ -46,3 +48,37 @@ def metrics(request: HttpRequest) -> HttpResponse:
             response["WWW-Authenticate"] = "Bearer"
             return response
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: runs when a request raised an exception nothing else handled.
+
+    While the database is unreachable (PostgreSQL restarting) that is no bug but an
+    outage: 503 with ``Retry-After`` and, under the API, the JSON error ``unavailable``
+    (docs/reliability.md). Anything else is Django's 500, which CorsMiddleware turns
+    into JSON under the API."""
+    if _database_reachable():
+        return defaults.server_error(request)
+    detail = "the database is unavailable; nothing was stored, try again shortly"
+    if request.path.startswith("/v1/"):
+        response: HttpResponse = JsonResponse(
+            {"error": {"message": detail, "type": "server_error", "param": None, "code": "unavailable"}}, status=503
+        )
+    elif request.path.startswith("/api/"):
+        response = error_response(503, "unavailable", detail)
+    else:
+        response = HttpResponse(f"Service unavailable: {detail}.\n", status=503, content_type="text/plain")
+    response["Retry-After"] = "1"
+    return response
+
+
+def _database_reachable() -> bool:
+    database = connections["default"]
+    database.close()  # a connection broken by the outage is not evidence either way
+    try:
+        database.ensure_connection()
+    except Exception:
+        return False
+    finally:
+        database.close()
+    return True

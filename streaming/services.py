@@ -209,6 +209,17 @@ class Producer:
                     if time.monotonic() >= next_slot_refresh:  # the slot goes stale after 15 s, not 250 ms
                         next_slot_refresh = time.monotonic() + SLOT_REFRESH_SECONDS
                         await limits.slot_refresh(stream_id=self.stream_id)
+                    if not control.reader_seen:
+                        # The meta data is gone (Redis restarted without persistence):
+                        # write it again, or readers would find no stream and this
+                        # producer would take itself for abandoned.
+                        await self.log.create(
+                            self.stream_id,
+                            owner_id=self.user_id,
+                            producer=WORKER_ID,
+                            extra={"conversation": self.conversation_id},
+                        )
+                        continue
                 except Exception:
                     logger.warning("heartbeat of %s failed", self.stream_id, exc_info=True)
                     continue

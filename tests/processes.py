@@ -407,6 +407,18 @@ class PostgresServer:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
 
+    def shut_down(self) -> None:
+        """Stop the server but keep its data (``start`` brings it back on the same port):
+        a fast shutdown, which rolls back open transactions and closes every connection."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(15)
+        self.process = None
+
+    def restart(self) -> None:
+        self.shut_down()
+        self.start()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)  # fast shutdown: roll back, close connections
