@@ -175,6 +175,14 @@ WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 20.0, minimum=0.2)
 # 1 MiB is far above the largest legal frame (4000 characters of content, at most
 # 16 KiB as UTF-8 inside JSON) and small enough that a flood of them cannot exhaust memory.
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
+# Slow and stalled HTTP clients under daphne (project/daphne_limits.py). A connection that
+# sends nothing for HTTP_IDLE_TIMEOUT_SECONDS outside a running request is closed (half a
+# request, slowloris, idle keep-alive): 20 s, as a real client sends its request at once.
+# A client that takes nothing of a response for HTTP_SEND_TIMEOUT_SECONDS while 64 KiB
+# wait for it is cut off (60 s, nginx's send_timeout): a reader that stalls cannot grow
+# the worker's memory. SSE clients resume with Last-Event-ID.
+HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 20.0, minimum=0.5)
+HTTP_SEND_TIMEOUT_SECONDS = env_float("HTTP_SEND_TIMEOUT_SECONDS", 60.0, minimum=0.5)
 # A room socket whose client stopped reading (under daphne, chat/consumers.py) is closed
 # with 4008 once its buffer has stayed full for WS_SEND_TIMEOUT_SECONDS, or sooner when
 # WS_SEND_BUFFER_BYTES more piled up meanwhile (16 MiB: above the largest backlog burst,

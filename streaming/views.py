@@ -22,6 +22,9 @@ from streaming.sse import KEEPALIVE, encode_comment, encode_event
 # A comment after this many idle seconds keeps proxies and browsers from timing out.
 KEEPALIVE_SECONDS = 15.0
 OPENING = encode_comment("stream open")
+# Events are sent in chunks of about this size: big enough that a fast reader gets a
+# burst in few writes, small enough that a stalled one leaves little in the buffer.
+MAX_CHUNK_CHARS = 16 * 1024
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
@@ -80,13 +83,34 @@ def sse_response(body: AsyncIterator[str], *, stream_id: str | None = None) -> S
     return response
 
 
+def in_chunks(texts: list[str], *, limit: int) -> list[str]:
+    """Whole events joined into chunks of about ``limit`` characters (an event larger than
+    that is a chunk of its own)."""
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for text in texts:
+        if current and size + len(text) > limit:
+            chunks.append("".join(current))
+            current, size = [], 0
+        current.append(text)
+        size += len(text)
+    if current:
+        chunks.append("".join(current))
+    return chunks
+
+
 async def sse_events(stream_id: str, after: int) -> AsyncIterator[str]:
-    """The stream's events after ``after`` as SSE text, a read's events in one chunk."""
+    """The stream's events after ``after`` as SSE text, a read's events in few chunks."""
     idle_since = time.monotonic()
     async for events in services.stream_follow(stream_id=stream_id, after=after):
         if events:
             idle_since = time.monotonic()
-            yield "".join(render_event(stream_id, event) for event in events)
+            # A read returns up to 1000 events, megabytes with long tokens: sent as one chunk,
+            # all of it would sit in a stalled client's write buffer. In chunks, the server's
+            # flow control (project/daphne_limits.py, uvicorn's own) stops after the first.
+            for chunk in in_chunks([render_event(stream_id, event) for event in events], limit=MAX_CHUNK_CHARS):
+                yield chunk
         elif time.monotonic() - idle_since >= KEEPALIVE_SECONDS:
             idle_since = time.monotonic()
             yield KEEPALIVE
