@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from chat import selectors, services
 from chat.models import Message, Room
 from chat.protocol import ChatError, is_storable_text
-from project.api import ApiError, api_view, json_body, signed_in_user
+from project.api import MAX_ID, ApiError, api_view, json_body, signed_in_user
 
 # A ChatError code -> the HTTP status REST answers with.
 _STATUS = {"rate_limited": 429, "muted": 403, "room_locked": 423}
@@ -257,7 +257,7 @@ def room_read(request: HttpRequest, slug: str) -> HttpResponse:
     """POST {"last_id"}: how far the caller has read (an addition, for unread counts)."""
     room = _room_or_404(slug, request)
     last_id = json_body(request).get("last_id")
-    if isinstance(last_id, bool) or not isinstance(last_id, int) or last_id < 0:
+    if isinstance(last_id, bool) or not isinstance(last_id, int) or not 0 <= last_id <= MAX_ID:
         raise ApiError(400, "invalid", "last_id must be a non-negative integer")
     services.room_mark_read(room_id=room.pk, user_id=signed_in_user(request).pk, last_id=last_id)
     return JsonResponse({"last_id": last_id})

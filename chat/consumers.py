@@ -23,15 +23,14 @@ from chat.hub import Hub, get_hub
 from chat.protocol import ChatError
 from chat.writer import get_writer
 from project import metrics
+from project.api import parse_id
 
 logger = logging.getLogger(__name__)
 
 
 def _last_id(query_string: bytes) -> int | None:
     values = parse_qs(query_string.decode("latin-1")).get("last_id")
-    if not values or not values[0].isdigit():
-        return None
-    return int(values[0])
+    return parse_id(values[0]) if values else None
 
 
 class SendFlow:

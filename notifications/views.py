@@ -15,7 +15,7 @@ from django.http.response import HttpResponseBase
 
 from notifications import selectors, services
 from notifications.wakeups import get_wakeups, user_topic
-from project.api import error_response
+from project.api import MAX_ID, error_response, parse_id
 from streaming.sse import KEEPALIVE, encode_event
 from streaming.views import KEEPALIVE_SECONDS, async_api_view, sse_response
 
@@ -31,13 +31,15 @@ def _user_id(request: HttpRequest) -> int:
 @async_api_view("GET")
 async def notification_list(request: HttpRequest) -> HttpResponseBase:
     """GET /api/notifications/?after=<id>: the unread notifications after that id."""
-    after = request.GET.get("after", "0")
-    if not after.isdigit():
+    after = parse_id(request.GET.get("after", "0"))
+    if after is None:
         return error_response(400, "invalid", "after must be a non-negative integer")
-    found = await database_sync_to_async(selectors.notifications_after)(
-        user_id=_user_id(request), after=int(after), unread_only=True
-    )
+    found = await database_sync_to_async(selectors.notifications_after)(user_id=_user_id(request), after=after, unread_only=True)
     return JsonResponse({"notifications": [selectors.notification_object(n) for n in found]})
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
 @async_api_view("POST")
@@ -48,9 +50,11 @@ async def notification_read(request: HttpRequest) -> HttpResponseBase:
     except (ValueError, RecursionError):
         return error_response(400, "bad_json", "request body is not valid JSON")
     ids, up_to = (body.get("ids"), body.get("up_to")) if isinstance(body, dict) else (None, None)
-    valid_ids = isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-    valid_up_to = isinstance(up_to, int) and not isinstance(up_to, bool)
-    if not (valid_ids or valid_up_to):
+    # Ids are database integers: a larger number would fail in the driver (a 500).
+    valid_ids = isinstance(ids, list) and all(_is_id(i) for i in ids)
+    valid_up_to = _is_id(up_to)
+    # Each field sent must be valid: a malformed one is an error, not silently ignored.
+    if not (valid_ids or valid_up_to) or (ids is not None and not valid_ids) or (up_to is not None and not valid_up_to):
         return error_response(400, "invalid", 'send {"ids": [<id>, …]} or {"up_to": <id>}')
     marked = await database_sync_to_async(services.notifications_mark_read)(
         user_id=_user_id(request), ids=ids if valid_ids else None, up_to=up_to if valid_up_to else None
@@ -65,9 +69,9 @@ async def notification_stream(request: HttpRequest) -> HttpResponseBase:
     With Last-Event-ID: every notification after it, then live ones. Without: live
     ones only (the unread list is GET /api/notifications/)."""
     user_id = _user_id(request)
-    last = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
-    if last is not None and last.isdigit():
-        after = int(last)
+    last = parse_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id"))
+    if last is not None:
+        after = last
     else:
         after = await database_sync_to_async(selectors.notification_latest_id)(user_id=user_id)
     return sse_response(_stream(user_id, after))

@@ -12,7 +12,13 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from chat.protocol import is_storable_text
+
 P = ParamSpec("P")
+
+# The largest id a database integer column holds (signed 64 bits). A larger number names
+# nothing, and handing it to the database driver fails (OverflowError on SQLite).
+MAX_ID = 2**63 - 1
 
 
 class ApiError(Exception):
@@ -35,14 +41,48 @@ def signed_in_user(request: HttpRequest) -> User:
     return user
 
 
+def parse_id(raw: str | None) -> int | None:
+    """A non-negative id written in ASCII digits (a query parameter, a Last-Event-ID), or
+    None for anything else.
+
+    ``str.isdigit`` alone is not enough: it accepts "²" and other digits ``int`` refuses,
+    and a number above MAX_ID would reach the database driver."""
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw.lstrip("0")) > len(str(MAX_ID)):
+        return None
+    value = int(raw)
+    return value if value <= MAX_ID else None
+
+
+def _storable(value: Any) -> bool:
+    """Whether every string in a parsed JSON value (keys included) can be stored and sent."""
+    if isinstance(value, str):
+        return is_storable_text(value)
+    if isinstance(value, dict):
+        return all(_storable(key) and _storable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_storable(item) for item in value)
+    return True
+
+
 def json_body(request: HttpRequest) -> dict[str, Any]:
-    """The request's JSON object; 400 ``bad_json`` otherwise."""
+    """The request's JSON object; 400 ``bad_json`` or ``bad_request`` otherwise.
+
+    JSON can spell a lone surrogate (``"\\ud800"``) and carry NUL, which no database
+    stores (PostgreSQL refuses NUL, nothing encodes a lone surrogate): a body with either,
+    anywhere, is refused here, once, rather than failing in whichever field reaches the
+    database (found by tests/project/test_schemathesis.py)."""
     try:
         data = json.loads(request.body or b"{}")
     except (ValueError, RecursionError):
         raise ApiError(400, "bad_json", "request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "request body must be a JSON object")
+    try:
+        storable = _storable(data)
+    except RecursionError:  # deeper than json.loads itself allows: not reached in practice
+        storable = False
+    if not storable:
+        raise ApiError(400, "bad_request", "strings in the request body must be Unicode text without NUL or lone surrogates")
     return data
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,9 +20,13 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chat.protocol import CLOSE_NO_ROOM, CLOSE_UNAUTHENTICATED
+from project.api import MAX_ID
 from streaming import services
 from streaming.backends import ChatTurn
 from streaming.log import LogEvent
+
+# A stream id as the server makes them (uuid4().hex), the same as in streaming/urls.py.
+STREAM_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _frame(**fields: Any) -> str:
@@ -102,9 +107,11 @@ class AssistantConsumer(AsyncWebsocketConsumer):
 
     async def _resume(self, frame: dict[str, Any]) -> None:
         stream_id, after = frame.get("stream_id"), frame.get("after", -1)
-        if not isinstance(stream_id, str) or isinstance(after, bool) or not isinstance(after, int):
+        if not isinstance(stream_id, str) or isinstance(after, bool) or not isinstance(after, int) or after >= MAX_ID:
             return await self._error("bad_frame", "resume needs stream_id (string) and after (integer index)")
-        if not await services.stream_owner_check(stream_id=stream_id, user_id=self.user_id):
+        # Only a well-formed id is looked up: any other string names no stream, and one with
+        # a lone surrogate would not even encode as a Redis key (the socket died with 1011).
+        if not STREAM_ID.fullmatch(stream_id) or not await services.stream_owner_check(stream_id=stream_id, user_id=self.user_id):
             return await self._error("not_found", "no such stream (or it expired)")
         self.stream_id = stream_id
         self._read(stream_id, after=max(after + 1, 0))  # chunk index i is log event i + 1

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat.protocol import is_storable_text
+from project.api import parse_id
 from project.db_thread import in_db_thread
 from project.tasks import spawn
 from streaming import limits
@@ -340,6 +341,7 @@ def parse_last_event_id(value: str | None, *, stream_id: str) -> int:
     if not value:
         return -1
     prefix, _, number = value.rpartition(":")
-    if prefix != stream_id or not number.isdigit():
+    after = parse_id(number)
+    if prefix != stream_id or after is None:
         return -1
-    return int(number)
+    return after

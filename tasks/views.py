@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import wraps
@@ -13,7 +12,7 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
-from project.api import error_response
+from project.api import ApiError, error_response, json_body, parse_id
 from streaming.log import get_log
 from streaming.sse import KEEPALIVE, encode_event
 from streaming.views import KEEPALIVE_SECONDS, sse_response
@@ -78,11 +77,9 @@ async def tasks(request: HttpRequest) -> HttpResponseBase:
         mine = [task async for task in Task.objects.filter(owner_id=owner_id).order_by("-pk")[:50]]
         return JsonResponse({"tasks": [task_state(task) for task in mine]})
     try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, RecursionError):
-        raise TaskRequestError(400, "bad_json", "request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise TaskRequestError(400, "bad_request", "request body must be a JSON object")
+        body = json_body(request)
+    except ApiError as error:
+        raise TaskRequestError(error.status, error.code, error.detail) from None
     if settings.TASKS_IN_PROCESS:
         ensure_local_runner()
     task = await database_sync_to_async(services.task_create)(owner_id=owner_id, body=body)
@@ -105,8 +102,7 @@ async def task_detail(request: HttpRequest, task_id: int) -> HttpResponseBase:
 async def task_events(request: HttpRequest, task_id: int) -> HttpResponseBase:
     """SSE: progress events numbered from 1; Last-Event-ID resumes; any worker serves it."""
     task = await _owned_task(request, task_id)
-    last = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
-    after = int(last) if last.isdigit() else 0
+    after = parse_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")) or 0
     return sse_response(_events(task.pk, after))
 
 
