@@ -83,6 +83,7 @@ class Member:
 
     __slots__ = (
         "busy",
+        "churning",
         "conn",
         "dups",
         "excused",
@@ -107,6 +108,7 @@ class Member:
         self.dups = self.reordered = self.seq = self.reconnects = 0
         self.excused: list[tuple[int, int]] = []  # (after, before): ids the server left out with a `gap` frame
         self.busy = False  # a close or reconnect is under way
+        self.churning = False  # closed on purpose by the churn, not yet back
 
     def live(self) -> bool:
         return self.conn is not None and self.conn.live
@@ -194,7 +196,7 @@ class Soak:
         self.windows: dict[int, array.array[int]] = {}
         self.lat_all = array.array("q")
         self.reconnects = Counter[str]()  # churn, unexpected
-        self.reconnect_ms = array.array("q")
+        self.reconnect_ms: dict[str, array.array[int]] = {}  # why -> ms from the close (or drop) to ready again
         self.failed_dials = 0
         self.pending_reconnects: set[asyncio.Task[None]] = set()
         self.rest_inflight = 0
@@ -261,7 +263,6 @@ class Soak:
         resume = m.join_id is not None
         url = f"ws://{HOST}:{port}/ws/rooms/{self.rooms[m.room]}/" + (f"?last_id={m.max_id}" if resume else "")
         conn = Conn(self, m)
-        t0 = mono_ns()
         try:
             await ws_connect(
                 lambda: conn,
@@ -290,8 +291,6 @@ class Soak:
         if m.join_id is None:
             m.join_id = conn.synced_last_id or 0
         conn.live = True
-        if resume:
-            self.reconnect_ms.append((mono_ns() - t0) // 1_000_000)
         return True
 
     async def connect_all(self) -> dict[str, Any]:
@@ -326,6 +325,7 @@ class Soak:
         task.add_done_callback(self.pending_reconnects.discard)
 
     async def reconnect(self, m: Member, delay: float, why: str) -> None:
+        t0 = mono_ns()
         try:
             deadline = mono() + 120
             while mono() < deadline:
@@ -334,17 +334,20 @@ class Soak:
                 if await self.dial(m):
                     m.reconnects += 1
                     self.reconnects[why] += 1
+                    self.reconnect_ms.setdefault(why, array.array("q")).append((mono_ns() - t0 - int(delay * 1e9)) // 1_000_000)
                     return
                 delay = min(5.0, 2 * delay + 0.25)
             self.error("reconnect gave up after 120 s")
         finally:
             m.busy = False
+            if why == "churn":
+                m.churning = False
 
     async def churn_one(self, m: Member, abrupt: bool) -> None:
         """Close `m` (a close frame, or the TCP connection dropped), wait, resume with last_id."""
         conn = m.conn
         if conn is None or not conn.live:
-            m.busy = False
+            m.busy = m.churning = False
             return
         conn.closing = True
         if abrupt:
@@ -377,7 +380,7 @@ class Soak:
                     m = order[pos]
                     pos = (pos + 1) % len(order)
                     if m.live() and not m.busy:
-                        m.busy = True
+                        m.busy = m.churning = True
                         n += 1
                         task = asyncio.ensure_future(self.churn_one(m, abrupt=n % 2 == 0))
                         self.pending_reconnects.add(task)
@@ -638,7 +641,7 @@ class Soak:
         deadline = mono() + cap
         while mono() < deadline:
             chat = self.ack_sent_ns > t_done
-            clients = all(m.live() for m in self.members)
+            clients = all(m.live() or m.churning for m in self.members)  # the churn goes on meanwhile
             tasks_ok = not task or self.tasks["last_completed_ns"] > t_done
             if chat and clients and tasks_ok:
                 return {
@@ -928,7 +931,6 @@ class Soak:
                 }
             )
         lat = sorted(self.lat_all)
-        rc = sorted(self.reconnect_ms)
         mk = self.marks
 
         def mib(kib: int | None) -> float | None:
@@ -971,10 +973,14 @@ class Soak:
             },
             "windows": windows,
             "reconnects": dict(self.reconnects),
+            # From the close (or the drop) to ready again, less the client's own wait before its first dial.
             "reconnect_ms": {
-                "p50": pctl_ms([x * 1_000_000 for x in rc], 0.5),
-                "p99": pctl_ms([x * 1_000_000 for x in rc], 0.99),
-                "max": rc[-1] if rc else None,
+                why: {
+                    "p50": pctl_ms([x * 1_000_000 for x in sorted(v)], 0.5),
+                    "p99": pctl_ms([x * 1_000_000 for x in sorted(v)], 0.99),
+                    "max": max(v),
+                }
+                for why, v in self.reconnect_ms.items()
             },
             "failed_dials": self.failed_dials,
             "rss": rss,
@@ -1023,7 +1029,14 @@ class CutReader(SSEReader):
 def run(a: argparse.Namespace, tmp: Path, procs: Procs) -> list[dict[str, Any]]:
     rproc, redis_url, rcli = start_redis(procs, tmp)
     redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    env = ours_env(tmp, redis_url, LLM_BACKEND="echo", LLM_TOKEN_DELAY_MS=str(a.sse_delay_ms), LLM_MAX_CONCURRENT="100000")
+    env = ours_env(
+        tmp,
+        redis_url,
+        LLM_BACKEND="echo",
+        LLM_TOKEN_DELAY_MS=str(a.sse_delay_ms),
+        LLM_MAX_CONCURRENT="100000",
+        LLM_MAX_CONCURRENT_PER_USER="100000",
+    )
     env.pop("LLM_TOKENS_PER_DAY", None)
     t = Target("ours", f"the project, {a.server}", env, asgi_argv(a.server, "project.asgi:application", backlog=BACKLOG), True)
     t0 = mono()
@@ -1118,7 +1131,8 @@ def table(a: argparse.Namespace, r: dict[str, Any]) -> str:
         (
             "reconnects",
             f"{sum(r['reconnects'].values()):,} ({', '.join(f'{k} {v:,}' for k, v in r['reconnects'].items()) or '-'});"
-            f" resume to ready p50 {fmt(r['reconnect_ms']['p50'], 0)} ms, p99 {fmt(r['reconnect_ms']['p99'], 0)} ms",
+            " resume to ready "
+            + "; ".join(f"{k} p50 {fmt(v['p50'], 0)} ms, p99 {fmt(v['p99'], 0)} ms" for k, v in r["reconnect_ms"].items()),
         ),
         (
             "delivery latency",
@@ -1134,13 +1148,13 @@ def table(a: argparse.Namespace, r: dict[str, Any]) -> str:
     if growth:
         # Too few reconnects make the per-1,000 figure an extrapolation of noise.
         enough = growth["reconnects_after_warm"] >= 200
-        per_1000 = f"{growth['mib_per_1000_reconnects']:+.2f}" if enough else "(too few reconnects to say)"
+        per_1000 = f"{growth['mib_per_1000_reconnects']:+.2f} MiB" if enough else "too few to say:"
         rows.append(
             (
                 "RSS growth after warm-up",
                 f"workers {growth['workers_total_pct']:+.2f} %"
                 f" ({' / '.join(f'{x:+.2f} %' for x in growth['workers_pct'] if x is not None)}),"
-                f" {per_1000} MiB per 1,000 reconnects ({growth['reconnects_after_warm']:,});"
+                f" per 1,000 reconnects {per_1000} ({growth['reconnects_after_warm']:,} reconnects);"
                 f" task worker {growth['taskworker_pct']:+.1f} %, Redis {growth['redis_pct']:+.1f} %",
             )
         )
