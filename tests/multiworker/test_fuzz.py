@@ -374,13 +374,12 @@ async def test_room_socket_survives_fuzzing_and_keeps_every_accepted_message(db_
     async with connect(cluster.ws(0, path), additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as raw:
         await drain_until_synced(raw)
         await raw.send(b'{"type":"message","content":"\xff\xfe bad utf-8"}', text=True)
-        code = await close_code(raw)
-        print("invalid utf-8 close", code)
+        # daphne (autobahn) fails the connection by dropping it, no close frame (None); others send 1007.
+        assert await close_code(raw) in (None, 1007), "invalid UTF-8 in a text frame ends the connection"
     async with connect(cluster.ws(0, path), additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as raw:
         await drain_until_synced(raw)
         await raw.send("x" * (DAPHNE_MAX_MESSAGE_BYTES + 1))
-        code = await close_code(raw)
-        print("oversize close", code)
+        assert await close_code(raw) in (None, 1009), "a message over the server's limit ends the connection"
 
     # The worker is healthy: a fresh client joins and chats, and nothing was lost.
     healthz(cluster)
