@@ -81,7 +81,8 @@ def _parse(request: HttpRequest) -> tuple[list[ChatTurn], int | None, bool, bool
         raise bad(400, "invalid_messages", "'messages' must be a non-empty array.")
     turns = []
     for message in raw_messages:
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        # A role that is a list or an object is unhashable: ``in ROLES`` would raise (a 500).
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or message["role"] not in ROLES:
             raise bad(400, "invalid_messages", "Each message needs a role of system, developer, user or assistant.")
         content = message.get("content")
         if isinstance(content, list):  # content parts: keep the text ones

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from chat import presence, ratelimit
 from tests.processes import Cluster, PostgresServer, RedisServer
+
+# Property tests (tests/**/test_*_properties.py): a bounded number of examples, the same
+# ones on every run (derandomize), and no example database; hypothesis's other caches
+# (unicode tables) go to the temporary directory, not to a .hypothesis in the checkout.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "hypothesis-rooms"))
+hypothesis_settings.register_profile("project", max_examples=150, deadline=None, database=None, derandomize=True)
+hypothesis_settings.load_profile("project")
 
 
 @pytest.fixture(autouse=True)
