@@ -1036,6 +1036,7 @@ def run(a: argparse.Namespace, tmp: Path, procs: Procs) -> list[dict[str, Any]]:
         LLM_TOKEN_DELAY_MS=str(a.sse_delay_ms),
         LLM_MAX_CONCURRENT="100000",
         LLM_MAX_CONCURRENT_PER_USER="100000",
+        TASKS_MAX_ACTIVE_PER_USER="100000",  # per-user caps meant for abuse, out of the way as the chat limits are
     )
     env.pop("LLM_TOKENS_PER_DAY", None)
     t = Target("ours", f"the project, {a.server}", env, asgi_argv(a.server, "project.asgi:application", backlog=BACKLOG), True)
