@@ -62,7 +62,14 @@ BACKLOG = 2048  # the listen backlog of deploy/serve.py; Twisted's default (50) 
 
 
 def ours_target(a: argparse.Namespace, tmp: Path, redis_url: str) -> Target:
-    env = ours_env(tmp, redis_url, LLM_BACKEND="echo", LLM_TOKEN_DELAY_MS="0", LLM_MAX_CONCURRENT="100000")
+    env = ours_env(
+        tmp,
+        redis_url,
+        LLM_BACKEND="echo",
+        LLM_TOKEN_DELAY_MS="0",
+        LLM_MAX_CONCURRENT="100000",
+        LLM_MAX_CONCURRENT_PER_USER="100000",
+    )
     env.pop("LLM_TOKENS_PER_DAY", None)  # no daily budget
     argv = asgi_argv(a.server, "project.asgi:application", backlog=BACKLOG)
     return Target("ours", f"the project, {a.server}", env, argv, contract=True)

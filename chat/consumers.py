@@ -6,6 +6,8 @@ Live events do not come through a per-socket channel-layer channel: the worker's
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import functools
 import logging
 import time
@@ -24,6 +26,7 @@ from chat.protocol import ChatError
 from chat.writer import get_writer
 from project import metrics
 from project.api import parse_id
+from project.tasks import spawn
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,70 @@ class SendFlow:
         return flow
 
 
+class Outbox:
+    """The same protection under asyncio servers (uvicorn), whose ``send`` waits while the
+    transport's buffer is above its high-water mark: awaited from the hub's fan-out, one
+    stalled client would hold up the whole room. A frame that would make ``send`` wait
+    goes to this outbox instead, which a task of this connection drains; frames after
+    it queue behind it, in order."""
+
+    def __init__(self, transport: Any, send: Any) -> None:
+        self.transport = transport
+        self.send = send
+        self.frames: collections.deque[str] = collections.deque()
+        self.queued_bytes = 0
+        self.paused_since: float | None = None  # since when frames have been waiting
+        self.writer: asyncio.Task[None] | None = None
+
+    @classmethod
+    def attach(cls, send: Any) -> Outbox | None:
+        """An outbox on an asyncio transport (``send`` a bound method of the server's
+        protocol, as in uvicorn); None elsewhere."""
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        # Duck-typed: uvloop's transports have asyncio's methods without its base classes.
+        if not all(hasattr(transport, name) for name in ("get_write_buffer_size", "get_write_buffer_limits", "abort")):
+            return None
+        return cls(transport, send)
+
+    def would_wait(self, size: int) -> bool:
+        if self.frames or self.writer is not None:
+            return True
+        low_water, high_water = self.transport.get_write_buffer_limits()
+        buffered = self.transport.get_write_buffer_size()
+        # Above the low-water mark the transport may still be paused from an earlier
+        # burst (it resumes only at or below it); past the high-water mark this write
+        # would pause it. Frame headers are a few bytes: the margin covers them.
+        return buffered > low_water or buffered + size + 64 > high_water
+
+    def push(self, text: str) -> None:
+        self.frames.append(text)
+        self.queued_bytes += len(text)
+        if self.paused_since is None:
+            self.paused_since = time.monotonic()
+        if self.writer is None:
+            self.writer = spawn(self._drain(), name="room-socket-outbox")
+
+    async def _drain(self) -> None:
+        try:
+            while self.frames:
+                text = self.frames.popleft()
+                self.queued_bytes -= len(text)
+                await self.send({"type": "websocket.send", "text": text})
+        except Exception:  # the connection went away; its consumer is told by receive()
+            logger.debug("outbox writer stopped", exc_info=True)
+        finally:
+            self.writer = None
+            self.paused_since = None
+
+    def abort(self) -> None:
+        """Drop what waits and the connection itself (its client reads nothing anyway)."""
+        self.frames.clear()
+        self.queued_bytes = 0
+        if self.writer is not None:
+            self.writer.cancel()
+        self.transport.abort()
+
+
 class RoomConsumer(AsyncWebsocketConsumer):
     scope: dict[str, Any]
     hub: Hub
@@ -104,6 +171,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     private = False
     counted = False
     flow: SendFlow | None = None
+    outbox: Outbox | None = None
     cut_off = False  # closed for not reading: nothing more is sent
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -135,6 +203,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.last_seen = time.monotonic()
         await self.accept()
         self.flow = SendFlow.attach(self.base_send)
+        if self.flow is None:
+            self.outbox = Outbox.attach(self.base_send)
+
         try:
             await self._join()
         except DatabaseError:
@@ -268,6 +339,21 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 logger.info("closing %s: its client read nothing for %.1f s", self.connection_key, stalled)
                 await self.close_with(protocol.CLOSE_TOO_SLOW)
                 return
+        outbox = self.outbox
+        if outbox is not None and outbox.would_wait(len(text)):
+            if self.cut_off:
+                return
+            outbox.push(text)
+            assert outbox.paused_since is not None
+            stalled = time.monotonic() - outbox.paused_since
+            if stalled > settings.WS_SEND_TIMEOUT_SECONDS or outbox.queued_bytes > settings.WS_SEND_BUFFER_BYTES:
+                self.cut_off = True
+                logger.info("closing %s: its client read nothing for %.1f s", self.connection_key, stalled)
+                metrics.WS_CLOSES.labels(code=str(protocol.CLOSE_TOO_SLOW)).inc()
+                # A close frame would wait behind everything queued for a client that does
+                # not read: drop the connection instead (the client sees 1006 and resumes).
+                outbox.abort()
+            return
         await self.base_send({"type": "websocket.send", "text": text})
 
     async def close_with(self, code: int) -> None:

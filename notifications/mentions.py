@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 
+from chat.models import Room, RoomMember
 from notifications.services import notification_create
 
 # Django's default username characters: letters, digits and @.+-_ (a trailing dot or
@@ -35,11 +36,22 @@ def mentions_notify(*, messages: list[PostedMessage]) -> int:
     if not names:
         return 0
     users = dict(User.objects.filter(username__in=names, is_active=True).values_list("username", "pk"))
+    # A private room's content goes only to its members: mentioning someone outside it
+    # notifies nobody (the notification would carry the message).
+    slugs = {message.room_slug for message in messages if wanted[message.message_id]}
+    members: dict[str, set[int]] = {
+        slug: set() for slug in Room.objects.filter(slug__in=slugs, private=True).values_list("slug", flat=True)
+    }
+    in_rooms = RoomMember.objects.filter(room__slug__in=members, user_id__in=users.values())
+    for slug, member_id in in_rooms.values_list("room__slug", "user_id"):
+        members[slug].add(member_id)
     created = 0
     for message in messages:
         for name in sorted(wanted[message.message_id]):
             user_id = users.get(name)
             if user_id is None or user_id == message.author_id:
+                continue
+            if message.room_slug in members and user_id not in members[message.room_slug]:
                 continue
             data = {
                 "room": message.room_slug,

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers as cors_default_headers
 
 from project.env import ImproperlyConfiguredError, env_bool, env_float, env_int, env_list, env_optional, env_optional_int, env_str
-from corsheaders.defaults import default_headers as cors_default_headers
 from project.redis_config import channel_layer_hosts, redis_shards
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -67,8 +67,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so that every answer under /api/ and /v1/ gets its CORS headers, errors too.
     "corsheaders.middleware.CorsMiddleware",
-    "project.middleware.ApiErrorMiddleware",
+    # Outside ApiErrorMiddleware, so the JSON errors it substitutes get nosniff and HSTS too.
     "django.middleware.security.SecurityMiddleware",
+    "project.middleware.ApiErrorMiddleware",
     "project.security_headers.ContentSecurityPolicyMiddleware",  # HTML pages only (docs/security.md)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -183,7 +184,8 @@ WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
 # the worker's memory. SSE clients resume with Last-Event-ID.
 HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 20.0, minimum=0.5)
 HTTP_SEND_TIMEOUT_SECONDS = env_float("HTTP_SEND_TIMEOUT_SECONDS", 60.0, minimum=0.5)
-# A room socket whose client stopped reading (under daphne, chat/consumers.py) is closed
+# A room socket whose client stopped reading (chat/consumers.py: SendFlow under daphne,
+# Outbox under uvicorn) is closed
 # with 4008 once its buffer has stayed full for WS_SEND_TIMEOUT_SECONDS, or sooner when
 # WS_SEND_BUFFER_BYTES more piled up meanwhile (16 MiB: above the largest backlog burst,
 # 1000 messages of 16 KiB), so it never blocks the room nor grows the worker's memory.
@@ -201,12 +203,18 @@ LLM_TOKEN_DELAY_MS = env_int("LLM_TOKEN_DELAY_MS", 20, minimum=0)
 LLM_ABANDON_SECONDS = env_float("LLM_ABANDON_SECONDS", 30.0, minimum=1.0)
 LLM_TIMEOUT_SECONDS = env_float("LLM_TIMEOUT_SECONDS", 30.0, minimum=0.1)
 LLM_MAX_CONCURRENT = env_int("LLM_MAX_CONCURRENT", 100, minimum=1)
+# Per user, so that one account cannot hold every slot of LLM_MAX_CONCURRENT (a person
+# reads a few replies at once; scripts that need more get their own setting).
+LLM_MAX_CONCURRENT_PER_USER = env_int("LLM_MAX_CONCURRENT_PER_USER", 5, minimum=1)
 LLM_TOKENS_PER_DAY = env_optional_int("LLM_TOKENS_PER_DAY", minimum=0)
 
 # ---- Tasks (see tasks/) ----------------------------------------------------------------
 # Without Redis there is no task worker to hand tasks to: the web process runs them.
 TASKS_IN_PROCESS = env_bool("TASKS_IN_PROCESS", not REDIS_SHARDS)
 TASK_CONCURRENCY = env_int("TASK_CONCURRENCY", 16, minimum=1)
+# Queued plus running tasks per user (429 busy beyond): well below a runner's
+# concurrency, so that one account's long tasks never take every slot.
+TASKS_MAX_ACTIVE_PER_USER = env_int("TASKS_MAX_ACTIVE_PER_USER", 4, minimum=1)
 
 # ---- Operations -------------------------------------------------------------------
 METRICS_TOKEN = env_optional("METRICS_TOKEN")

@@ -1,6 +1,7 @@
 """Limits on generations, counted across all workers (in process without Redis).
 
-- LLM_MAX_CONCURRENT generations at once: a sorted set of running stream ids scored by
+- LLM_MAX_CONCURRENT generations at once, and LLM_MAX_CONCURRENT_PER_USER per user (so
+  that one account cannot take every slot): sorted sets of running stream ids scored by
   their producer's last heartbeat, so the slot of a producer that died frees itself.
 - LLM_TOKENS_PER_DAY per user (unset: no limit): a counter per user per UTC day.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Literal
 
 from django.conf import settings
 
@@ -26,7 +28,7 @@ redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
 return 1
 """
 
-_local_running: dict[str, float] = {}
+_local_running: dict[str, dict[str, float]] = defaultdict(dict)  # pool key -> stream id -> seen
 _local_tokens: dict[str, int] = defaultdict(int)
 
 
@@ -34,34 +36,69 @@ def _budget_key(user_id: int) -> str:
     return f"llm:tokens:{user_id}:{datetime.now(UTC):%Y%m%d}"
 
 
-async def slot_acquire(*, stream_id: str) -> bool:
+def _user_running_key(user_id: int) -> str:
+    return f"llm:running:user:{user_id}"
+
+
+def _pools(user_id: int) -> list[tuple[str, int]]:
+    """The sorted sets a generation takes a slot in, with their sizes: one per user, then
+    the one for everybody (the user's first, so that a user at their own cap never
+    takes, even briefly, a slot everyone else needs)."""
+    return [
+        (_user_running_key(user_id), int(settings.LLM_MAX_CONCURRENT_PER_USER)),
+        (RUNNING_KEY, int(settings.LLM_MAX_CONCURRENT)),
+    ]
+
+
+async def slot_acquire(*, stream_id: str, user_id: int) -> Literal["ok", "user", "all"]:
+    """Take a generation slot: "ok", or which pool is full ("user": this user's
+    LLM_MAX_CONCURRENT_PER_USER; "all": LLM_MAX_CONCURRENT)."""
     now = time.time()
-    limit = int(settings.LLM_MAX_CONCURRENT)
+    taken: list[str] = []
+    for (key, limit), pool in zip(_pools(user_id), ("user", "all"), strict=True):
+        if not await _pool_take(key, limit, stream_id, now):
+            for held in taken:
+                await _pool_drop(held, stream_id)
+            return "user" if pool == "user" else "all"
+        taken.append(key)
+    return "ok"
+
+
+async def _pool_take(key: str, limit: int, stream_id: str, now: float) -> bool:
     if not redis_configured():
-        for name, seen in list(_local_running.items()):
+        running = _local_running[key]
+        for name, seen in list(running.items()):
             if seen < now - SLOT_STALE_SECONDS:
-                del _local_running[name]
-        if len(_local_running) >= limit:
+                del running[name]
+        if len(running) >= limit:
             return False
-        _local_running[stream_id] = now
+        running[stream_id] = now
         return True
-    client = async_redis(RUNNING_KEY)
-    acquired = await client.eval(_ACQUIRE_SCRIPT, 1, RUNNING_KEY, now, now - SLOT_STALE_SECONDS, limit, stream_id)
+    # Each pool's key lives on its own shard; the script is atomic within one.
+    acquired = await async_redis(key).eval(_ACQUIRE_SCRIPT, 1, key, now, now - SLOT_STALE_SECONDS, limit, stream_id)
     return bool(acquired)
 
 
-async def slot_refresh(*, stream_id: str) -> None:
+async def _pool_drop(key: str, stream_id: str) -> None:
     if not redis_configured():
-        _local_running[stream_id] = time.time()
+        _local_running[key].pop(stream_id, None)
         return
-    await async_redis(RUNNING_KEY).zadd(RUNNING_KEY, {stream_id: time.time()}, xx=True)
+    await async_redis(key).zrem(key, stream_id)
 
 
-async def slot_release(*, stream_id: str) -> None:
-    if not redis_configured():
-        _local_running.pop(stream_id, None)
-        return
-    await async_redis(RUNNING_KEY).zrem(RUNNING_KEY, stream_id)
+async def slot_refresh(*, stream_id: str, user_id: int) -> None:
+    now = time.time()
+    for key, _ in _pools(user_id):
+        if not redis_configured():
+            if stream_id in _local_running[key]:
+                _local_running[key][stream_id] = now
+            continue
+        await async_redis(key).zadd(key, {stream_id: now}, xx=True)
+
+
+async def slot_release(*, stream_id: str, user_id: int) -> None:
+    for key, _ in _pools(user_id):
+        await _pool_drop(key, stream_id)
 
 
 async def budget_exceeded(*, user_id: int) -> bool:

@@ -133,7 +133,10 @@ async def generation_start(
     if await limits.budget_exceeded(user_id=user_id):
         raise StreamRefusedError(429, "budget_exceeded", "the daily token budget is used up")
     stream_id = uuid.uuid4().hex
-    if not await limits.slot_acquire(stream_id=stream_id):
+    full = await limits.slot_acquire(stream_id=stream_id, user_id=user_id)
+    if full == "user":
+        raise StreamRefusedError(429, "busy", "you have too many replies being generated; wait for one to finish")
+    if full == "all":
         raise StreamRefusedError(429, "busy", "too many replies are being generated; try again shortly")
     try:
         conversation, context = await in_db_thread(
@@ -143,7 +146,7 @@ async def generation_start(
         await log.create(stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation})
         await log.append(stream_id, [LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})])
     except BaseException:
-        await limits.slot_release(stream_id=stream_id)
+        await limits.slot_release(stream_id=stream_id, user_id=user_id)
         raise
     producer = Producer(
         stream_id=stream_id,
@@ -209,7 +212,7 @@ class Producer:
                     control = await self.log.heartbeat(self.stream_id)
                     if time.monotonic() >= next_slot_refresh:  # the slot goes stale after 15 s, not 250 ms
                         next_slot_refresh = time.monotonic() + SLOT_REFRESH_SECONDS
-                        await limits.slot_refresh(stream_id=self.stream_id)
+                        await limits.slot_refresh(stream_id=self.stream_id, user_id=self.user_id)
                     if not control.reader_seen:
                         # The meta data is gone (Redis restarted without persistence):
                         # write it again, or readers would find no stream and this
@@ -291,7 +294,7 @@ class Producer:
         except Exception:
             logger.exception("could not store the reply of %s", self.stream_id)
         finally:
-            await limits.slot_release(stream_id=self.stream_id)
+            await limits.slot_release(stream_id=self.stream_id, user_id=self.user_id)
         logger.debug("stream %s: %d tokens in %.3fs (%s)", self.stream_id, len(self.tokens), elapsed, finish_reason)
 
 

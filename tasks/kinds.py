@@ -6,8 +6,10 @@ import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
 
 from chat.models import Message, Room
+from chat.selectors import room_get_for
 from streaming.backends import ChatTurn, get_backend
 from tasks.registry import TaskContext, TaskRequestError, task_kind
 
@@ -25,8 +27,16 @@ def _int(body: dict[str, Any], name: str, low: int, high: int) -> int:
     return value
 
 
-def validate_countdown(body: dict[str, Any]) -> dict[str, Any]:
-    return {"steps": _int(body, "steps", 1, 10_000), "interval_ms": _int(body, "interval_ms", 0, 60_000)}
+# A countdown is a diagnostic: an hour in all is plenty, and a bound keeps one account's
+# countdowns from holding runner slots for days.
+COUNTDOWN_MAX_MS = 3_600_000
+
+
+def validate_countdown(body: dict[str, Any], *, owner_id: int) -> dict[str, Any]:
+    steps, interval_ms = _int(body, "steps", 1, 10_000), _int(body, "interval_ms", 0, 60_000)
+    if steps * interval_ms > COUNTDOWN_MAX_MS:
+        raise TaskRequestError(400, "invalid", f"steps x interval_ms must be at most {COUNTDOWN_MAX_MS} (an hour)")
+    return {"steps": steps, "interval_ms": interval_ms}
 
 
 @task_kind("countdown", validate=validate_countdown)
@@ -39,10 +49,18 @@ async def countdown(context: TaskContext, params: dict[str, Any]) -> dict[str, A
     return {"steps": steps}
 
 
-def validate_summarize_room(body: dict[str, Any]) -> dict[str, Any]:
+def _readable_room(slug: str, owner_id: int) -> Room | None:
+    """The room if the task's owner may read it (a private room only for its members)."""
+    owner = User.objects.filter(pk=owner_id, is_active=True).first()
+    return None if owner is None else room_get_for(slug=slug, user=owner)
+
+
+def validate_summarize_room(body: dict[str, Any], *, owner_id: int) -> dict[str, Any]:
     slug = body.get("room")
-    if not isinstance(slug, str) or not Room.objects.filter(slug=slug).exists():
-        raise TaskRequestError(404 if isinstance(slug, str) else 400, "no_such_room", "room must name an existing room")
+    if not isinstance(slug, str):
+        raise TaskRequestError(400, "no_such_room", "room must name an existing room")
+    if _readable_room(slug, owner_id) is None:  # a private room the owner is not in does not exist for them
+        raise TaskRequestError(404, "no_such_room", "room must name an existing room")
     return {"room": slug}
 
 
@@ -62,6 +80,9 @@ def _count(room_slug: str) -> int:
 async def summarize_room(context: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
     """Read the room in chunks (progress per chunk), then ask the model for a summary."""
     room = params["room"]
+    # Again when it runs: the owner may have left the room, or been removed, since.
+    if await database_sync_to_async(_readable_room)(room, context.owner_id) is None:
+        raise LookupError(f"room {room} no longer exists for this task's owner")
     total = await database_sync_to_async(_count)(room)
     lines: list[str] = []
     after, read = 0, 0

@@ -3,8 +3,8 @@
     @task_kind("countdown", validate=validate_countdown)
     async def countdown(context: TaskContext, params: dict) -> dict: ...
 
-``validate`` turns the request body into the stored parameters (raising
-TaskRequestError for a bad one); the function reports progress through the context
+``validate(body, owner_id=...)`` turns the request body into the stored parameters,
+as the owner may ask for them (raising TaskRequestError for a bad one); the function reports progress through the context
 and returns the result (JSON).
 """
 
@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 
 class TaskRequestError(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers or {}
 
 
 class TaskContext(Protocol):
@@ -29,7 +29,10 @@ class TaskContext(Protocol):
 
 
 TaskFunction = Callable[[TaskContext, dict[str, Any]], Awaitable[Any]]
-Validator = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class Validator(Protocol):
+    def __call__(self, body: dict[str, Any], *, owner_id: int) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,19 @@ def task_create(*, owner_id: int, body: dict[str, Any]) -> Task:
     kind = KINDS.get(str(body.get("kind")))
     if kind is None:
         raise TaskRequestError(400, "invalid", f"kind must be one of {', '.join(sorted(KINDS))}")
-    params = kind.validate(body)
-    return Task.objects.create(owner_id=owner_id, kind=kind.name, params=params)
+    params = kind.validate(body, owner_id=owner_id)
+    with transaction.atomic():
+        # Counted in the same transaction as the insert: on SQLite (BEGIN IMMEDIATE) and
+        # PostgreSQL a burst of requests may overshoot by at most the concurrent few.
+        active = Task.objects.filter(owner_id=owner_id, status__in=(Task.Status.QUEUED, Task.Status.RUNNING)).count()
+        if active >= settings.TASKS_MAX_ACTIVE_PER_USER:
+            raise TaskRequestError(
+                429,
+                "busy",
+                f"at most {settings.TASKS_MAX_ACTIVE_PER_USER} queued or running tasks per user; wait for one to finish",
+                headers={"Retry-After": "1"},
+            )
+        return Task.objects.create(owner_id=owner_id, kind=kind.name, params=params)
 
 
 def task_wake() -> None:

@@ -42,7 +42,7 @@ def task_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
             try:
                 return await view(request, *args, **kwargs)
             except TaskRequestError as refused:
-                return error_response(refused.status, refused.code, refused.detail)
+                return error_response(refused.status, refused.code, refused.detail, refused.headers)
 
         return wrapper
 

@@ -110,11 +110,6 @@ async def test_a_third_persons_socket_to_a_direct_message_room_closes_4004():
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 @override_settings(LLM_TOKEN_DELAY_MS=0)
-@pytest.mark.xfail(
-    strict=True,
-    reason="SECURITY BUG (docs/security.md, finding 1): tasks/kinds.py validate_summarize_room checks only that "
-    "the room exists, not that the task's owner may read it, so an outsider's summary task reads a private room",
-)
 async def test_an_outsider_cannot_have_a_private_room_summarised():
     def setup():
         owner = make_user("owner")
@@ -272,11 +267,6 @@ def test_the_rate_limit_counts_the_account_not_the_address_it_claims(_fresh_limi
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 @override_settings(LLM_MAX_CONCURRENT=10, LLM_TOKEN_DELAY_MS=50)
-@pytest.mark.xfail(
-    strict=True,
-    reason="WEAKNESS (docs/security.md, finding 2): LLM_MAX_CONCURRENT is one pool for everyone "
-    "(streaming/limits.py); one account can hold every slot and everyone else gets 429 busy",
-)
 async def test_one_account_cannot_take_every_generation_slot(_fresh_limits):
     def setup():
         return make_token(make_user("mallory")), make_token(make_user("alice"))
@@ -306,11 +296,6 @@ async def test_one_account_cannot_take_every_generation_slot(_fresh_limits):
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="WEAKNESS (docs/security.md, finding 3): tasks have no per-user cap (tasks/views.py, tasks/runner.py); "
-    "one account's long countdowns fill every runner slot and everyone else's tasks wait in the queue",
-)
 async def test_one_account_cannot_fill_every_task_slot():
     from tasks.models import Task
 

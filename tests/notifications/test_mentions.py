@@ -29,3 +29,15 @@ def test_mentioned_users_are_notified_once_and_never_the_author():
     notification = Notification.objects.get()
     assert notification.user == bob and notification.kind == "mention"
     assert notification.data == {"room": "lobby", "from": "amy", "message_id": 7, "content": "@bob @bob @amy @ghost hi"}
+
+
+def test_a_mention_in_a_private_room_notifies_members_only():
+    from chat import services
+
+    amy, bob, eve = make_user("amy"), make_user("bob"), make_user("eve")
+    room = services.room_create(slug="club", title="Club", created_by=amy, private=True)
+    services.member_add(room=room, user=bob, added_by=amy)
+    posted = PostedMessage(message_id=9, room_slug="club", author_id=amy.pk, author="amy", content="@bob @eve secret plans")
+    assert mentions_notify(messages=[posted]) == 1
+    assert [n.user for n in Notification.objects.all()] == [bob], "eve is not in the room: its content never reaches her"
+    assert eve.pk not in Notification.objects.values_list("user_id", flat=True)
