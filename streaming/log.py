@@ -33,6 +33,8 @@ HEARTBEAT_SECONDS = 0.25
 # heartbeats, so a busy event loop is not mistaken for a dead worker, and well under
 # the 10 s the contract allows.
 PRODUCER_LOST_SECONDS = 6.0
+# Entries per read of a Redis log (each a batch of up to a few dozen events).
+READ_ENTRIES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,9 @@ local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 -- entry id <seq + 1>-0: a new log starts at seq 1 (id 2-0)
 local seq = 1
 if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
+-- never below the writer's floor: a log lost with a Redis restart goes on numbering
+local floor = tonumber(ARGV[4])
+if seq < floor then seq = floor end
 redis.call('XADD', KEYS[1], (seq + 1) .. '-0', 'e', '[[' .. seq .. ',"' .. ARGV[1] .. '",' .. ARGV[2] .. ']]')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return seq
@@ -134,9 +139,7 @@ class RedisLog:
         pipe = async_redis(name).pipeline(transaction=False)
         if events:
             batch = [[event.seq, event.kind, event.data] for event in events]
-            pipe.xadd(
-                _log_key(name), {"e": json.dumps(batch, ensure_ascii=False, separators=(",", ":"))}, id=_entry_id(events[-1].seq)
-            )
+            pipe.xadd(_log_key(name), {"e": _dumps(batch)}, id=_entry_id(events[-1].seq))
         if final:
             pipe.hset(_meta_key(name), "status", "done")
         pipe.expire(_log_key(name), LOG_TTL_SECONDS)
@@ -146,7 +149,10 @@ class RedisLog:
     async def read(self, name: str, *, after: int, wait: float, limit: int = 1000) -> list[LogEvent]:
         """Events with seq > after, waiting up to ``wait`` seconds for the first."""
         block = max(1, int(wait * 1000)) if wait > 0 else None
-        reply: Any = await async_redis(name).xread({_log_key(name): _entry_id(after)}, count=limit, block=block)
+        # COUNT counts entries, and an entry is a batch of events: a bounded number per
+        # read keeps one read of a long finished stream from loading all of it at once.
+        count = min(limit, READ_ENTRIES)
+        reply: Any = await async_redis(name).xread({_log_key(name): _entry_id(after)}, count=count, block=block)
         if not reply:
             return []
         # Entries are named after their last event, so the first entry may start at or
@@ -155,9 +161,12 @@ class RedisLog:
             LogEvent(seq, kind, data) for _, fields in reply[0][1] for seq, kind, data in json.loads(fields["e"]) if seq > after
         ][:limit]
 
-    async def append_next(self, name: str, *, kind: str, data: Mapping[str, Any]) -> int:
-        """Append an event numbered one past the newest (from 1 for a new log); return its seq."""
-        seq: Any = await async_redis(name).eval(_APPEND_NEXT_SCRIPT, 1, _log_key(name), kind, _dumps(data), LOG_TTL_SECONDS)
+    async def append_next(self, name: str, *, kind: str, data: Mapping[str, Any], floor: int = 1) -> int:
+        """Append an event numbered one past the newest (from 1 for a new log), and at
+        least ``floor`` (the writer's own last seq + 1: if Redis lost the log, readers
+        holding an older Last-Event-ID must not miss the events numbered again); return its seq."""
+        script_args = (_checked_kind(kind), _dumps(data), LOG_TTL_SECONDS, max(1, floor))
+        seq: Any = await async_redis(name).eval(_APPEND_NEXT_SCRIPT, 1, _log_key(name), *script_args)
         return int(seq)
 
     async def last_seq(self, name: str) -> int | None:
@@ -166,7 +175,9 @@ class RedisLog:
 
     async def meta(self, name: str) -> LogMeta | None:
         raw: Any = await async_redis(name).hgetall(_meta_key(name))
-        return _meta_from(raw) if raw else None
+        # Without its owner the hash is a remnant: a heartbeat or a reader's touch wrote
+        # to it after Redis lost the stream (a restart without persistence).
+        return _meta_from(raw) if raw and "owner" in raw else None
 
     async def heartbeat(self, name: str) -> Control:
         pipe = async_redis(name).pipeline(transaction=False)
@@ -184,7 +195,7 @@ class RedisLog:
 
     async def fail_if_running(self, name: str, *, kind: str, data: Mapping[str, Any]) -> bool:
         keys = (_log_key(name), _meta_key(name))
-        result = await async_redis(name).eval(_FAIL_SCRIPT, 2, *keys, kind, _dumps(data), LOG_TTL_SECONDS)
+        result = await async_redis(name).eval(_FAIL_SCRIPT, 2, *keys, _checked_kind(kind), _dumps(data), LOG_TTL_SECONDS)
         return bool(result)
 
 
@@ -244,10 +255,10 @@ class LocalLog:
         start = bisect.bisect_right([event.seq for event in stream.events], after)
         return stream.events[start : start + limit]
 
-    async def append_next(self, name: str, *, kind: str, data: Mapping[str, Any]) -> int:
+    async def append_next(self, name: str, *, kind: str, data: Mapping[str, Any], floor: int = 1) -> int:
         last = await self.last_seq(name)
-        seq = 1 if last is None else last + 1
-        await self.append(name, [LogEvent(seq, kind, data)])
+        seq = max(1 if last is None else last + 1, floor)
+        await self.append(name, [LogEvent(seq, _checked_kind(kind), data)])
         return seq
 
     async def last_seq(self, name: str) -> int | None:
@@ -280,8 +291,20 @@ class LocalLog:
         return True
 
 
-def _dumps(data: Mapping[str, Any]) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+def _dumps(data: Any) -> str:
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (an upstream's bad token): escaped, same JSON value
+        text = json.dumps(data, separators=(",", ":"))
+    return text
+
+
+def _checked_kind(kind: str) -> str:
+    """Event kinds go into the Lua scripts' JSON unescaped: letters and underscores only."""
+    if not kind or not all(c.isascii() and (c.isalpha() or c == "_") for c in kind):
+        raise ValueError(f"an event kind must be letters and underscores, got {kind!r}")
+    return kind
 
 
 _local_log = LocalLog()

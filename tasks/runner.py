@@ -35,16 +35,17 @@ CANCEL_POLL_SECONDS = 0.25
 IDLE_POLL_SECONDS = 1.0
 
 
-async def task_event(task_id: int, kind: str, data: dict[str, Any]) -> int:
-    """Append one event to the task's log (numbered from 1); return its number."""
-    return await get_log().append_next(f"task:{task_id}", kind=kind, data=data)
+async def task_event(task_id: int, kind: str, data: dict[str, Any], *, after: int = 0) -> int:
+    """Append one event to the task's log (numbered from 1, and above ``after``, the last
+    number this writer gave); return its number."""
+    return await get_log().append_next(f"task:{task_id}", kind=kind, data=data, floor=after + 1)
 
 
-async def task_final_event(task: Task) -> None:
+async def task_final_event(task: Task, *, after: int = 0) -> None:
     if task.status == Task.Status.SUCCEEDED:
-        await task_event(task.pk, "complete", {"status": "succeeded", "result": task.result})
+        await task_event(task.pk, "complete", {"status": "succeeded", "result": task.result}, after=after)
     else:
-        await task_event(task.pk, "failed", {"status": task.status, "error": task.error})
+        await task_event(task.pk, "failed", {"status": task.status, "error": task.error}, after=after)
 
 
 @dataclass
@@ -53,6 +54,15 @@ class _Running:
     work: asyncio.Task[None] | None = None
     progress: int = 0
     cancelled: bool = False
+    last_seq: int = 0  # the number of the last event this runner wrote for the task
+
+    async def event(self, kind: str, data: dict[str, Any]) -> None:
+        """A progress event. A failed write (Redis away) loses that event, not the task:
+        the row keeps the progress and the outcome, which readers fall back on."""
+        try:
+            self.last_seq = await task_event(self.task.pk, kind, data, after=self.last_seq)
+        except Exception:
+            logger.warning("could not write an event of task %s", self.task.pk, exc_info=True)
 
 
 @dataclass
@@ -67,7 +77,7 @@ class _Context:
 
     async def progress(self, percent: int, message: str) -> None:
         self.running.progress = max(0, min(100, int(percent)))
-        await task_event(self.task_id, "progress", {"progress": self.running.progress, "status": "running", "message": message})
+        await self.running.event("progress", {"progress": self.running.progress, "status": "running", "message": message})
 
 
 class TaskRunner:
@@ -152,7 +162,7 @@ class TaskRunner:
         status, result, error = Task.Status.SUCCEEDED, None, ""
         try:
             message = "started" if task.attempts <= 1 else f"retrying (attempt {task.attempts}) after the task worker stopped"
-            await task_event(task.pk, "progress", {"progress": task.progress, "status": "running", "message": message})
+            await running.event("progress", {"progress": task.progress, "status": "running", "message": message})
             result = await KINDS[task.kind].run(_Context(self, running), task.params)
         except asyncio.CancelledError:
             if not running.cancelled:
@@ -168,7 +178,10 @@ class TaskRunner:
         )
         if finished:
             task.status, task.result, task.error = status, result, error
-            await task_final_event(task)
+            try:
+                await task_final_event(task, after=running.last_seq)
+            except Exception:  # the row has the outcome; event-stream readers fall back on it
+                logger.warning("could not write the final event of task %s", task.pk, exc_info=True)
         self.wakeup.set()
 
     async def close(self) -> None:

@@ -73,3 +73,34 @@ async def test_producer_lost_is_recorded_once(log, monkeypatch):
 async def test_unknown_streams_have_no_meta_and_no_events(log):
     assert await log.meta("nope") is None
     assert await log.read("nope", after=-1, wait=0) == []
+
+
+async def test_append_next_never_numbers_below_the_writers_floor(log):
+    """After Redis lost a task's log (a restart without persistence), numbering goes on
+    from what the writer last gave, so readers holding an older Last-Event-ID miss nothing."""
+    name = f"task:floor-{time.time_ns()}"
+    assert await log.append_next(name, kind="progress", data={"step": 1}, floor=7) == 7
+    assert await log.append_next(name, kind="progress", data={"step": 2}) == 8
+    assert [e.seq for e in await log.read(name, after=6, wait=0)] == [7, 8]
+
+
+async def test_event_kinds_must_be_plain_words_and_odd_text_is_stored_escaped(log):
+    name = f"task:kinds-{time.time_ns()}"
+    with pytest.raises(ValueError, match="letters and underscores"):
+        await log.append_next(name, kind='progress","x', data={})
+    seq = await log.append_next(name, kind="progress", data={"message": "half \ud800 a pair"})
+    assert [e.data for e in await log.read(name, after=seq - 1, wait=0)] == [{"message": "half \ud800 a pair"}]
+
+
+async def test_a_meta_hash_without_its_owner_is_an_unknown_stream(redis_server):
+    """What a heartbeat leaves after Redis lost the stream: not a 500, no stream."""
+    import redis as redis_library
+
+    with override_settings(REDIS_SHARDS=[{"url": redis_server.url}]):
+        name = f"remnant-{time.time_ns()}"
+        client = redis_library.Redis.from_url(redis_server.url)
+        try:
+            client.hset(f"log:{name}:meta", mapping={"hb": time.time(), "reader": time.time()})
+        finally:
+            client.close()
+        assert await RedisLog().meta(name) is None
