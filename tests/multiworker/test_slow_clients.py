@@ -27,9 +27,7 @@ IDLE_TIMEOUT = 2.0
 SEND_TIMEOUT = 3.0
 
 
-@pytest.fixture(scope="module")
-def slow() -> Iterator[Cluster]:
-    """One daphne worker with short idle and send time-outs and instant tokens."""
+def _slow_cluster(server: str) -> Iterator[Cluster]:
     redis = RedisServer()  # its own: the worker's token streams must not crowd the shared one
     started = Cluster(
         redis,
@@ -39,11 +37,27 @@ def slow() -> Iterator[Cluster]:
             "HTTP_SEND_TIMEOUT_SECONDS": str(SEND_TIMEOUT),
             "LLM_TOKEN_DELAY_MS": "0",
         },
+        server=server,
     )
     started.tokens = started.mint_tokens("sloth", "hare")
     yield started
     started.stop()
     redis.stop()
+
+
+@pytest.fixture(scope="module")
+def slow() -> Iterator[Cluster]:
+    """One daphne worker with short idle and send time-outs and instant tokens."""
+    yield from _slow_cluster("daphne")
+
+
+@pytest.fixture(scope="module", params=["daphne", "uvicorn"])
+def slow_any_server(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The same under daphne (project/daphne_limits.py), then uvicorn (project/send_timeout.py)."""
+    if request.param == "daphne":
+        yield request.getfixturevalue("slow")
+    else:
+        yield from _slow_cluster("uvicorn")
 
 
 def rss_kib(cluster: Cluster) -> int:
@@ -175,7 +189,8 @@ def drain(sock: socket.socket) -> tuple[int, bool]:
         return total, False
 
 
-async def test_stalled_sse_readers_are_cut_off_and_do_not_grow_memory(slow: Cluster):
+async def test_stalled_sse_readers_are_cut_off_and_do_not_grow_memory(slow_any_server: Cluster):
+    slow = slow_any_server
     token = slow.tokens["sloth"]
     headers = {"Authorization": f"Bearer {token}"}
     stream_id, conversation_id = await asyncio.to_thread(start_long_stream, slow, token)
