@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 32_000
 MAX_TOKENS_LIMIT = 100_000
+# A reply ends with finish_reason "length" past this many characters, whatever max_tokens
+# says: a reply lives in the producer's memory, the log and its done event, and the echo
+# model repeating a 32,000-character word 100,000 times would be 3.2 GB. Real models stop
+# far below (a 128k-token context is about half a million characters).
+MAX_REPLY_CHARS = 1_000_000
 # The worker's identity in stream meta data (which worker produces a stream).
 WORKER_ID = uuid.uuid4().hex[:12]
 # The concurrency slot is refreshed this often (limits.SLOT_STALE_SECONDS is 15).
@@ -196,6 +201,7 @@ class Producer:
         self.log = get_log()
         self.seq = 1
         self.tokens: list[str] = []
+        self.chars = 0  # characters generated so far (MAX_REPLY_CHARS)
         self.stop_reason: str | None = None  # cancelled | abandoned, set by the heartbeat
 
     async def run(self) -> None:
@@ -249,7 +255,10 @@ class Producer:
                 ]
                 self.tokens.extend(batch)
                 self.seq += len(batch)
+                self.chars += sum(len(token) for token in batch)
                 await self.log.append(self.stream_id, events)
+                if self.chars > MAX_REPLY_CHARS:
+                    return self._done("length")
             return self._done(generation.finish_reason)
         except asyncio.CancelledError:
             return self._done("cancelled")

@@ -160,3 +160,18 @@ async def test_daily_token_budget(token):
     await asyncio.sleep(0.2)
     refused = await start(client, message="more")
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_a_reply_ends_with_length_past_the_size_cap_whatever_max_tokens_says(token, monkeypatch):
+    from streaming import services
+
+    monkeypatch.setattr(services, "MAX_REPLY_CHARS", 50_000)
+    word = "w" * 10_000  # the echo model repeats it: 10,001 characters a token
+    response = await start(client_for(token), message=word, max_tokens=100_000)
+    assert response.status_code == 200
+    events = parse_events(await read_all(response))
+    done = events[-1]
+    assert done["event"] == "done" and done["data"]["finish_reason"] == "length"
+    # Checked after each batch the backend yields (the echo model's are 32 tokens).
+    assert done["data"]["usage"]["completion_tokens"] == 32, "stopped after the first batch past 50,000 characters"
