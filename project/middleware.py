@@ -27,13 +27,11 @@ def _error_for(path: str, status: int) -> HttpResponse:
     return error_response(status, name, "see the status code")
 
 
-class ApiErrorMiddleware:
-    """Turns every non-JSON error under the API (Django's 404/405/500 pages, CSRF
-    failures) into the JSON error shape: ours under /api/, OpenAI's under /v1/.
-
-    Runs just inside django-cors-headers' middleware, so those errors carry CORS headers
-    for allowed origins too (a browser otherwise hides the status from the page).
-    """
+class ResponseMiddleware:
+    """A middleware that only rewrites responses, sync- and async-capable without a
+    thread hop (Django's MiddlewareMixin runs ``process_response`` through sync_to_async
+    on every async request). Subclasses implement ``process_response``, which runs once
+    per response, on whichever side the request came in."""
 
     sync_capable = True
     async_capable = True
@@ -47,11 +45,24 @@ class ApiErrorMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self._acall(request)
-        response = self.get_response(request)
-        return _as_json_error(request, response) if is_api_path(request.path) else response
+        return self.process_response(request, self.get_response(request))
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        response = await self.get_response(request)
+        return self.process_response(request, await self.get_response(request))
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        raise NotImplementedError
+
+
+class ApiErrorMiddleware(ResponseMiddleware):
+    """Turns every non-JSON error under the API (Django's 404/405/500 pages, CSRF
+    failures) into the JSON error shape: ours under /api/, OpenAI's under /v1/.
+
+    Runs just inside django-cors-headers' middleware, so those errors carry CORS headers
+    for allowed origins too (a browser otherwise hides the status from the page).
+    """
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         return _as_json_error(request, response) if is_api_path(request.path) else response
 
 

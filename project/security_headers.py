@@ -10,10 +10,9 @@ script or style attribute (Django's admin neither).
 
 from __future__ import annotations
 
-from typing import Any
-
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
+
+from project.middleware import ResponseMiddleware
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -37,22 +36,8 @@ def _with_policy(response: HttpResponse) -> HttpResponse:
     return response
 
 
-class ContentSecurityPolicyMiddleware:
+class ContentSecurityPolicyMiddleware(ResponseMiddleware):
     """Adds the policy to HTML responses; JSON, SSE and static files are left as they are."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self._acall(request)
-        return _with_policy(self.get_response(request))
-
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
-        return _with_policy(await self.get_response(request))
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return _with_policy(response)
