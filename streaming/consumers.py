@@ -19,7 +19,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chat.protocol import CLOSE_NO_ROOM, CLOSE_UNAUTHENTICATED
+from chat.protocol import CLOSE_NO_ROOM, CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE
 from project.api import MAX_ID
 from streaming import services
 from streaming.backends import ChatTurn
@@ -49,6 +49,8 @@ class AssistantConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         """Runs on the handshake; accept first so that close codes reach the client."""
         await self.accept()
+        if self.scope.get("database_unavailable"):  # set by accounts.middleware: try again later
+            return await self.close(code=CLOSE_UNAVAILABLE)
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self.close(code=CLOSE_UNAUTHENTICATED)

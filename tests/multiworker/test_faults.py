@@ -433,6 +433,7 @@ async def test_postgres_restart_gives_clear_errors_then_full_service(pg_fault_cl
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable", refused.text
         assert refused.headers["Retry-After"] == "1"
         assert await handshake_close_code(cluster.ws(1, path), tokens["bob"]) == 4503, "new sockets: try again later"
+        assert await handshake_close_code(cluster.ws(1, "/ws/assistant/"), tokens["bob"]) == 4503, "the assistant's too"
         health = await client.get(f"{cluster.http(0)}/healthz")
         assert (health.status_code, health.json()["db"]) == (503, "down")
         await asyncio.sleep(max(0.0, down_since + 2 - time.monotonic()))
