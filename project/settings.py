@@ -207,6 +207,11 @@ LLM_MAX_CONCURRENT = env_int("LLM_MAX_CONCURRENT", 100, minimum=1)
 # reads a few replies at once; scripts that need more get their own setting).
 LLM_MAX_CONCURRENT_PER_USER = env_int("LLM_MAX_CONCURRENT_PER_USER", 5, minimum=1)
 LLM_TOKENS_PER_DAY = env_optional_int("LLM_TOKENS_PER_DAY", minimum=0)
+# A reply ends with finish_reason "length" past this many characters, whatever max_tokens
+# says: a reply lives in the producer's memory, the log and its done event, and the echo
+# model repeating a 32,000-character word 100,000 times would be 3.2 GB. Real models stop
+# far below (a 128k-token context is about half a million characters).
+LLM_MAX_REPLY_CHARS = env_int("LLM_MAX_REPLY_CHARS", 1_000_000, minimum=1)
 
 # ---- Tasks (see tasks/) ----------------------------------------------------------------
 # Without Redis there is no task worker to hand tasks to: the web process runs them.

@@ -34,11 +34,6 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 32_000
 MAX_TOKENS_LIMIT = 100_000
-# A reply ends with finish_reason "length" past this many characters, whatever max_tokens
-# says: a reply lives in the producer's memory, the log and its done event, and the echo
-# model repeating a 32,000-character word 100,000 times would be 3.2 GB. Real models stop
-# far below (a 128k-token context is about half a million characters).
-MAX_REPLY_CHARS = 1_000_000
 # The worker's identity in stream meta data (which worker produces a stream).
 WORKER_ID = uuid.uuid4().hex[:12]
 # The concurrency slot is refreshed this often (limits.SLOT_STALE_SECONDS is 15).
@@ -257,7 +252,7 @@ class Producer:
                 self.seq += len(batch)
                 self.chars += sum(len(token) for token in batch)
                 await self.log.append(self.stream_id, events)
-                if self.chars > MAX_REPLY_CHARS:
+                if self.chars > settings.LLM_MAX_REPLY_CHARS:
                     return self._done("length")
             return self._done(generation.finish_reason)
         except asyncio.CancelledError:

@@ -36,6 +36,7 @@ def _slow_cluster(server: str) -> Iterator[Cluster]:
             "HTTP_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT),
             "HTTP_SEND_TIMEOUT_SECONDS": str(SEND_TIMEOUT),
             "LLM_TOKEN_DELAY_MS": "0",
+            "LLM_MAX_REPLY_CHARS": str(64 * 1024 * 1024),  # the test's 20 MB stream
         },
         server=server,
     )

@@ -162,11 +162,8 @@ async def test_daily_token_budget(token):
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
 
 
-@override_settings(LLM_TOKEN_DELAY_MS=0)
-async def test_a_reply_ends_with_length_past_the_size_cap_whatever_max_tokens_says(token, monkeypatch):
-    from streaming import services
-
-    monkeypatch.setattr(services, "MAX_REPLY_CHARS", 50_000)
+@override_settings(LLM_TOKEN_DELAY_MS=0, LLM_MAX_REPLY_CHARS=50_000)
+async def test_a_reply_ends_with_length_past_the_size_cap_whatever_max_tokens_says(token):
     word = "w" * 10_000  # the echo model repeats it: 10,001 characters a token
     response = await start(client_for(token), message=word, max_tokens=100_000)
     assert response.status_code == 200
