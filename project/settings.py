@@ -120,6 +120,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Password logins fail for a username after LOGIN_MAX_FAILURES wrong passwords within
+# LOGIN_FAILURE_WINDOW_SECONDS (accounts/backends.py): ten guesses per quarter hour.
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 10, minimum=1)
+LOGIN_FAILURE_WINDOW_SECONDS = env_float("LOGIN_FAILURE_WINDOW_SECONDS", 900.0, minimum=1.0)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"

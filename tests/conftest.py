@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from accounts import backends as login_throttle
 from chat import presence, ratelimit
 from tests.processes import Cluster, PostgresServer, RedisServer
 
@@ -23,6 +24,7 @@ def _fresh_in_process_state() -> Iterator[None]:
     """In-process presence and rate-limit state does not leak between tests."""
     presence.reset_local_state()
     ratelimit.reset_local_state()
+    login_throttle.reset_local_state()
     yield
 
 
