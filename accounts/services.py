@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from accounts.models import ApiToken
+from accounts.signals import credentials_changed
 
 TOKEN_PREFIX = "rt_"
 # Writing last_used_at on every request would turn every read into a write.
@@ -29,7 +30,8 @@ def token_create(*, user: User, name: str = "") -> tuple[ApiToken, str]:
 
 
 def token_revoke(*, token: ApiToken) -> None:
-    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        credentials_changed.send(sender=ApiToken, user_id=token.user_id)
 
 
 def user_for_token(*, raw: str) -> User | None:

@@ -24,6 +24,9 @@ CLOSE_TOO_SLOW = 4008
 # The database is unreachable, so the handshake cannot be served now (HTTP's 503, like
 # 4029 is 429; RFC 6455's 1013 is refused by daphne's autobahn): reconnect with back-off.
 CLOSE_UNAVAILABLE = 4503
+# The user's credentials changed (a token revoked, a log-out, a new password, the account
+# deactivated): reconnect, and the handshake decides again (4001 if nothing valid is left).
+CLOSE_REAUTHENTICATE = 4011
 
 # ---- limits ----------------------------------------------------------------------
 MAX_CONTENT_CHARS = 4000

@@ -331,3 +331,43 @@ async def test_concurrent_joins_and_sends_deliver_every_message_once(alice_token
     assert await late.receive_nothing(0.5), "nothing after the 40 messages, no duplicate"
     await late.disconnect()
     await sender.disconnect()
+
+
+async def test_revoking_the_token_closes_its_sockets_4011_and_the_reconnect_4001(alice_token):
+    from accounts.models import ApiToken
+    from accounts.services import token_revoke
+
+    socket = room_socket(alice_token)
+    await join(socket)
+    token = await ApiToken.objects.aget(user__username="alice")
+    await database_sync_to_async(token_revoke)(token=token)
+    assert await close_code(socket) == protocol.CLOSE_REAUTHENTICATE
+    again = room_socket(alice_token)
+    await again.connect(timeout=TIMEOUT)
+    assert await close_code(again) == protocol.CLOSE_UNAUTHENTICATED
+
+
+async def test_a_new_password_or_deactivation_closes_the_users_sockets_4011(alice_token):
+    socket = room_socket(alice_token)
+    await join(socket)
+    alice = await User.objects.aget(username="alice")
+    alice.last_login = None
+    await alice.asave(update_fields=["last_login"])  # a login's save: nothing to re-check
+    alice.set_password("a-new-Passphrase-77")
+    await alice.asave()
+    assert await close_code(socket) == protocol.CLOSE_REAUTHENTICATE
+    reconnected = room_socket(alice_token)  # the token is still valid: back in
+    await join(reconnected)
+    alice.is_active = False
+    await alice.asave()
+    assert await close_code(reconnected) == protocol.CLOSE_REAUTHENTICATE
+
+
+async def test_logging_out_closes_the_users_sockets_4011(alice_token):
+    from django.contrib.auth.signals import user_logged_out
+
+    socket = room_socket(alice_token)
+    await join(socket)
+    alice = await User.objects.aget(username="alice")
+    await database_sync_to_async(user_logged_out.send)(sender=User, request=None, user=alice)
+    assert await close_code(socket) == protocol.CLOSE_REAUTHENTICATE
