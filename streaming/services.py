@@ -27,7 +27,7 @@ from project.db_thread import in_db_thread
 from project.tasks import spawn
 from streaming import limits
 from streaming.backends import Backend, BackendError, ChatTurn, get_backend
-from streaming.log import HEARTBEAT_SECONDS, LogEvent, get_log
+from streaming.log import HEARTBEAT_SECONDS, PRODUCER_LOST_SECONDS, LogEvent, get_log
 from streaming.models import Conversation, ConversationMessage
 
 logger = logging.getLogger(__name__)
@@ -305,6 +305,9 @@ class Producer:
 # ---- reading ---------------------------------------------------------------------------------------
 # How long one read waits for new events before the reader checks on the producer.
 READ_WAIT_SECONDS = 1.0
+# A read that comes back this much later than it should have means Redis or this event
+# loop stood still (a read answers within READ_WAIT_SECONDS when all is well).
+STALL_SECONDS = 1.0
 
 
 async def stream_owner_check(*, stream_id: str, user_id: int) -> bool:
@@ -321,9 +324,16 @@ async def stream_follow(*, stream_id: str, after: int) -> AsyncIterator[list[Log
     """
     log = get_log()
     last_touch = 0.0
+    # Since when this reader has seen Redis (and its own event loop) answer promptly. A
+    # producer's heartbeat is judged only over such a stretch: after a stall, the silence
+    # was everyone's, not the producer's, and it gets PRODUCER_LOST_SECONDS to beat again.
+    responsive_since = time.monotonic() - PRODUCER_LOST_SECONDS
     while True:
+        asked = time.monotonic()
         events = await log.read(stream_id, after=after, wait=READ_WAIT_SECONDS)
         now = time.monotonic()
+        if now - asked > READ_WAIT_SECONDS + STALL_SECONDS:
+            responsive_since = now
         if now - last_touch >= 1.0:
             last_touch = now
             await log.touch_reader(stream_id)
@@ -336,7 +346,7 @@ async def stream_follow(*, stream_id: str, after: int) -> AsyncIterator[list[Log
         meta = await log.meta(stream_id)
         if meta is None:
             return  # expired
-        if meta.producer_lost:
+        if meta.producer_lost and time.monotonic() - responsive_since >= PRODUCER_LOST_SECONDS:
             detail = "the worker producing this stream stopped; start a new reply"
             await log.fail_if_running(stream_id, kind="error", data={"code": "producer_lost", "detail": detail})
             continue

@@ -364,16 +364,17 @@ async def test_redis_restart_without_persistence(redis_fault_cluster: Cluster):
 
 
 @pytest.mark.asyncio
-async def test_redis_stalled_for_five_seconds(redis_fault_cluster: Cluster):
+@pytest.mark.parametrize("seconds", [5, 8])  # 8: longer than a producer's heartbeat may be missing
+async def test_redis_stalled(redis_fault_cluster: Cluster, seconds: int):
     cluster = redis_fault_cluster
 
     def stall() -> float:
         cluster.redis.pause()  # SIGSTOP: connections stay open, nothing answers
-        time.sleep(5)
+        time.sleep(seconds)
         cluster.redis.resume()
         return time.monotonic()
 
-    stream, task = await _redis_fault_under_traffic(cluster, "redis stall 5 s", stall)
+    stream, task = await _redis_fault_under_traffic(cluster, f"redis stall {seconds} s", stall)
     assert stream.tokens == list(range(200))
     assert task.events[-1]["event"] == "complete"
 
