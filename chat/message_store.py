@@ -9,6 +9,7 @@ models, so a renamed field cannot silently drift from this file.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,11 +64,18 @@ def messages_insert(*, rows: list[tuple[int, int, str, str]], created_at: dateti
     params: list[Any] = []
     for room_id, user_id, content, nonce in rows:
         params += [room_id, user_id, content, nonce, created]
-    sql = f"INSERT INTO {_MESSAGE} (room_id, user_id, content, nonce, created_at) VALUES {values} RETURNING id"
+    columns = "room_id, user_id, content, nonce"
+    sql = f"INSERT INTO {_MESSAGE} ({columns}, created_at) VALUES {values} RETURNING id, {columns}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        # Both databases return the ids of a multi-row VALUES insert in row order.
-        return [row[0] for row in cursor.fetchall()]
+        returned = cursor.fetchall()
+    # Neither SQLite nor PostgreSQL promises to emit RETURNING rows in VALUES order, but
+    # both number the rows as they insert them, in VALUES order: so each row gets the
+    # smallest id returned for its own values (identical rows are interchangeable).
+    ids_by_row: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for message_id, *values_of_row in sorted(returned):
+        ids_by_row[tuple(values_of_row)].append(message_id)
+    return [ids_by_row[row].pop(0) for row in rows]
 
 
 def rooms_set_last_message(*, last_ids: dict[int, int]) -> None:
