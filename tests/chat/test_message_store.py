@@ -29,7 +29,7 @@ class _ReversedReturning:
                 real.__enter__()
                 return self
 
-            def __exit__(self, *exc: object) -> None:
+            def __exit__(self, *exc: Any) -> None:
                 real.__exit__(*exc)
 
             def execute(self, sql: str, params: Any) -> None:
