@@ -7,7 +7,6 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from channels.auth import get_user
-from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
@@ -79,7 +78,7 @@ async def authenticate_handshake(headers: dict[bytes, bytes]) -> User | Anonymou
     authorization = headers.get(b"authorization")
     if authorization is not None:
         raw = bearer_from_header(authorization.decode("latin-1"))
-        user = await database_sync_to_async(user_for_token)(raw=raw) if raw else None
+        user = await in_db_thread(user_for_token, raw=raw) if raw else None
         return user or AnonymousUser()
     cookies = parse_cookie(headers.get(b"cookie", b"").decode("latin-1"))
     session_key = cookies.get(settings.SESSION_COOKIE_NAME)
