@@ -192,7 +192,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections before every handler, a thread hop
-        # per frame; our database work runs through database_sync_to_async, which does it.
+        # per frame; our database work runs through database_sync_to_async or the database
+        # thread (project/db_thread.py), which do it themselves.
         handler = getattr(self, message["type"].replace(".", "_"))
         await handler(message)
 
