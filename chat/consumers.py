@@ -330,35 +330,36 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.send_text(protocol.encode(frame))
 
     async def send_text(self, text: str) -> None:
-        flow = self.flow
+        if self.cut_off:  # closed for not reading: nothing more is sent
+            return
+        flow, outbox = self.flow, self.outbox  # at most one of them: daphne's, or uvicorn's
         if flow is not None and flow.paused_since is not None:
-            if self.cut_off:
-                return
             flow.bytes_while_paused += len(text)
-            stalled = time.monotonic() - flow.paused_since
-            if stalled > settings.WS_SEND_TIMEOUT_SECONDS or flow.bytes_while_paused > settings.WS_SEND_BUFFER_BYTES:
+            if self._past_send_limits(flow.paused_since, flow.bytes_while_paused):
                 # Closing frees the buffer: autobahn drops the connection when the close
                 # handshake times out (1 s), as a client that does not read never answers.
-                self.cut_off = True
-                logger.info("closing %s: its client read nothing for %.1f s", self.connection_key, stalled)
                 await self.close_with(protocol.CLOSE_TOO_SLOW)
                 return
-        outbox = self.outbox
-        if outbox is not None and outbox.would_wait(len(text)):
-            if self.cut_off:
-                return
+        elif outbox is not None and outbox.would_wait(len(text)):
             outbox.push(text)
             assert outbox.paused_since is not None
-            stalled = time.monotonic() - outbox.paused_since
-            if stalled > settings.WS_SEND_TIMEOUT_SECONDS or outbox.queued_bytes > settings.WS_SEND_BUFFER_BYTES:
-                self.cut_off = True
-                logger.info("closing %s: its client read nothing for %.1f s", self.connection_key, stalled)
+            if self._past_send_limits(outbox.paused_since, outbox.queued_bytes):
                 metrics.WS_CLOSES.labels(code=str(protocol.CLOSE_TOO_SLOW)).inc()
                 # A close frame would wait behind everything queued for a client that does
                 # not read: drop the connection instead (the client sees 1006 and resumes).
                 outbox.abort()
             return
         await self.base_send({"type": "websocket.send", "text": text})
+
+    def _past_send_limits(self, waiting_since: float, waiting_chars: int) -> bool:
+        """Whether the client has read nothing for too long, or let too much pile up
+        (WS_SEND_TIMEOUT_SECONDS, WS_SEND_BUFFER_BYTES); if so, it is cut off."""
+        stalled = time.monotonic() - waiting_since
+        if stalled <= settings.WS_SEND_TIMEOUT_SECONDS and waiting_chars <= settings.WS_SEND_BUFFER_BYTES:
+            return False
+        self.cut_off = True
+        logger.info("closing %s: its client read nothing for %.1f s", self.connection_key, stalled)
+        return True
 
     async def close_with(self, code: int) -> None:
         metrics.WS_CLOSES.labels(code=str(code)).inc()

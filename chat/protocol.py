@@ -207,6 +207,8 @@ def is_storable_text(value: str) -> bool:
     """
     if "\x00" in value:
         return False
+    if value.isascii():  # the common case, checked without copying
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

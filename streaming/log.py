@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from project.redis_clients import async_redis, redis_configured
+from streaming.sse import compact_json
 
 # Ten minutes after the last write: the contract's floor for resuming a finished stream.
 LOG_TTL_SECONDS = 600
@@ -139,7 +140,7 @@ class RedisLog:
         pipe = async_redis(name).pipeline(transaction=False)
         if events:
             batch = [[event.seq, event.kind, event.data] for event in events]
-            pipe.xadd(_log_key(name), {"e": _dumps(batch)}, id=_entry_id(events[-1].seq))
+            pipe.xadd(_log_key(name), {"e": compact_json(batch)}, id=_entry_id(events[-1].seq))
         if final:
             pipe.hset(_meta_key(name), "status", "done")
         pipe.expire(_log_key(name), LOG_TTL_SECONDS)
@@ -165,7 +166,7 @@ class RedisLog:
         """Append an event numbered one past the newest (from 1 for a new log), and at
         least ``floor`` (the writer's own last seq + 1: if Redis lost the log, readers
         holding an older Last-Event-ID must not miss the events numbered again); return its seq."""
-        script_args = (_checked_kind(kind), _dumps(data), LOG_TTL_SECONDS, max(1, floor))
+        script_args = (_checked_kind(kind), compact_json(data), LOG_TTL_SECONDS, max(1, floor))
         seq: Any = await async_redis(name).eval(_APPEND_NEXT_SCRIPT, 1, _log_key(name), *script_args)
         return int(seq)
 
@@ -195,7 +196,7 @@ class RedisLog:
 
     async def fail_if_running(self, name: str, *, kind: str, data: Mapping[str, Any]) -> bool:
         keys = (_log_key(name), _meta_key(name))
-        result = await async_redis(name).eval(_FAIL_SCRIPT, 2, *keys, _checked_kind(kind), _dumps(data), LOG_TTL_SECONDS)
+        result = await async_redis(name).eval(_FAIL_SCRIPT, 2, *keys, _checked_kind(kind), compact_json(data), LOG_TTL_SECONDS)
         return bool(result)
 
 
@@ -289,15 +290,6 @@ class LocalLog:
         seq = stream.events[-1].seq + 1 if stream.events else 0
         await self.append(name, [LogEvent(seq, kind, data)], final=True)
         return True
-
-
-def _dumps(data: Any) -> str:
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    try:
-        text.encode()
-    except UnicodeEncodeError:  # a lone surrogate (an upstream's bad token): escaped, same JSON value
-        text = json.dumps(data, separators=(",", ":"))
-    return text
 
 
 def _checked_kind(kind: str) -> str:

@@ -14,7 +14,7 @@ def encode_event(*, data: Any, event: str | None = None, id: str | None = None) 
     A string containing newlines becomes several ``data:`` lines (the client joins them
     back with newlines), so no value can end the event early or forge a field.
     """
-    text = data if isinstance(data, str) else _json(data)
+    text = data if isinstance(data, str) else compact_json(data)
     lines = []
     if event is not None:
         lines.append(f"event: {_single_line(event)}")
@@ -24,14 +24,19 @@ def encode_event(*, data: Any, event: str | None = None, id: str | None = None) 
     return "\n".join(lines) + "\n\n"
 
 
-def _json(data: Any) -> str:
+def compact_json(data: Any) -> str:
+    """``data`` as compact JSON that always has a UTF-8 form (for SSE and the stream log).
+
+    A lone surrogate (JSON can spell one, and an upstream model may send one) has no
+    UTF-8 form: a response would die on it mid-stream and Redis would refuse it. Escaped
+    as \\udXXX it decodes to the same value (found by tests/streaming/test_sse_properties.py).
+    """
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if text.isascii():  # the common case, checked without copying
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        # A lone surrogate (JSON can spell one, and an upstream model may send one) has no
-        # UTF-8 form, and the response would die on it mid-stream; escaped as \udXXX it
-        # decodes to the same value (found by tests/streaming/test_sse_properties.py).
         text = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
     return text
 

@@ -257,6 +257,15 @@ class Cluster:
         process.wait(5)
         self.processes[index] = None
 
+    def rss_kib(self, index: int = 0) -> int:
+        """Worker ``index``'s resident memory (VmRSS), in KiB."""
+        process = self.processes[index]
+        assert process is not None
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
     def http(self, index: int = 0) -> str:
         return f"http://127.0.0.1:{self.ports[index]}"
 

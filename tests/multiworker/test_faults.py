@@ -481,23 +481,12 @@ def small_buffer_socket(port: int) -> socket.socket:
     return sock
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        lines = status.read().splitlines()
-    for line in lines:
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 @pytest.mark.asyncio
 async def test_a_client_that_stops_reading_is_cut_off_without_holding_up_the_room(slow_reader_cluster: Cluster):
     cluster = slow_reader_cluster
     tokens = cluster.tokens
     slug = new_room(cluster, tokens["ann"])
     path = f"/ws/rooms/{slug}/"
-    worker = cluster.processes[0]
-    assert worker is not None
     total, content = 400, "\U0001f600" * 3900  # 6 MB of frames or more for each reader: above what kernel buffers hold
     async with (
         member(cluster.ws(0, path), tokens["ann"]) as sender,
@@ -515,13 +504,13 @@ async def test_a_client_that_stops_reading_is_cut_off_without_holding_up_the_roo
         ) as stalled,
     ):
         await asyncio.sleep(0.5)  # the stalled client has its hello, backlog and presence
-        rss_before = rss_kib(worker.pid)
+        rss_before = cluster.rss_kib(0)
         started = time.monotonic()
         for number in range(total):
             await sender.say(f"{number} {content}", f"n{number}")
         await until(lambda: len(near.messages) == total and len(far.messages) == total, 30, "every reader got everything")
         delivered_in = time.monotonic() - started
-        rss_after = rss_kib(worker.pid)
+        rss_after = cluster.rss_kib(0)
         print(
             f"\nSLOW READER: {total} messages to the other readers in {delivered_in:.2f}s; "
             f"worker RSS {rss_before} -> {rss_after} KiB"

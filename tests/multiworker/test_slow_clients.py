@@ -12,7 +12,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -59,15 +58,6 @@ def slow_any_server(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         yield request.getfixturevalue("slow")
     else:
         yield from _slow_cluster("uvicorn")
-
-
-def rss_kib(cluster: Cluster) -> int:
-    process = cluster.processes[0]
-    assert process is not None
-    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def closed_by_server(sock: socket.socket, timeout: float) -> bool:
@@ -196,15 +186,15 @@ async def test_stalled_sse_readers_are_cut_off_and_do_not_grow_memory(slow_any_s
     headers = {"Authorization": f"Bearer {token}"}
     stream_id, conversation_id = await asyncio.to_thread(start_long_stream, slow, token)
     readers = 8
-    before = rss_kib(slow)
+    before = slow.rss_kib()
     sockets = [stalled_reader(slow.ports[0], token, stream_id) for _ in range(readers)]
     try:
         peak = before
         deadline = time.monotonic() + 10  # the send time-out, then time for an unbounded worker to buffer it all
         while time.monotonic() < deadline:  # the stall: the readers read nothing, the stream runs to its end
-            peak = max(peak, rss_kib(slow))
+            peak = max(peak, slow.rss_kib())
             await asyncio.sleep(0.1)
-        held = rss_kib(slow)
+        held = slow.rss_kib()
         # The worker serves the others meanwhile.
         assert httpx.get(f"{slow.http()}/healthz", timeout=5).status_code == 200
         results = await asyncio.gather(*(asyncio.to_thread(drain, s) for s in sockets))
