@@ -61,7 +61,7 @@ from common import (
 )
 from fanout import ours_create_rooms
 from picows import WSListener, WSMsgType, ws_connect
-from sse import BACKLOG, MESSAGE, WORDS, Rec, SSEReader, http_request
+from sse import BACKLOG, MESSAGE, WORDS, Rec, SSEReader, follow_sse, http_request
 
 from tasks import TaskReader, TaskRec, start_taskworker
 
@@ -452,21 +452,13 @@ class Soak:
             self.rest_inflight -= 1
 
     # ---- SSE token streams -------------------------------------------------------------------
-    async def read_sse(self, factory: Any, port: int, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        deadline = mono() + timeout
-        proto = factory(fut)
-        try:
-            tr, _ = await asyncio.wait_for(loop.create_connection(lambda: proto, HOST, port), timeout)
-        except (OSError, TimeoutError) as e:
-            proto.rec.error = f"connect: {type(e).__name__}"
-            return
-        try:
-            await asyncio.wait_for(fut, max(0.1, deadline - mono()))
-        except TimeoutError:
-            proto.rec.error = proto.rec.error or f"timeout after {timeout:g} s"
-            tr.abort()
+    async def read_sse(self, reader: Any, rec: Any, timeout: float) -> None:
+        """Follow one stream with `reader` (an SSEReader-like protocol) into `rec` (a Rec or TaskRec)."""
+        failed = await follow_sse(reader, rec.port, mono() + timeout)
+        if failed == "timeout":
+            rec.error = rec.error or f"timeout after {timeout:g} s"
+        elif failed is not None:
+            rec.error = ": ".join(failed.split(": ", 2)[:2])  # "connect: <exception>", counted by kind
 
     async def sse_loop(self, slot: int) -> None:
         a, k = self.a, slot
@@ -489,7 +481,7 @@ class Soak:
         self.sse["started"] += 1
         self.sse["tokens_expected"] += total
         content = self.sse_content
-        await self.read_sse(lambda fut: CutReader(req, rec, fut, total, content, cut), rec.port, a.sse_timeout)
+        await self.read_sse(lambda fut: CutReader(req, rec, fut, total, content, cut), rec, a.sse_timeout)
         got, final = rec.tokens, rec
         if cut is not None and rec.error is None and not rec.done and rec.stream_id:
             n = rec.next
@@ -497,7 +489,7 @@ class Soak:
             headers = [*(self.t.headers(user) or []), ("Last-Event-ID", f"{rec.stream_id}:{n}")]
             req2 = http_request("GET", f"/api/streams/{rec.stream_id}/events", rec2.port, headers)
             self.sse["resumes"] += 1
-            await self.read_sse(lambda fut: SSEReader(req2, rec2, fut, total, content), rec2.port, a.sse_timeout)
+            await self.read_sse(lambda fut: SSEReader(req2, rec2, fut, total, content), rec2, a.sse_timeout)
             got += rec2.tokens
             final = rec2
             if rec2.ok(total):
@@ -546,7 +538,7 @@ class Soak:
             follower.append(TaskFollower(req, rec, fut, 0, b""))
             return follower[0]
 
-        await self.read_sse(factory, port, timeout)
+        await self.read_sse(factory, rec, timeout)
         reruns = follower[0].reruns if follower else 0
         self.tasks["reruns_seen"] += reruns
         good = {"status": "succeeded", "result": {"steps": a.task_steps}}

@@ -251,35 +251,44 @@ def http_request(method: str, path: str, port: int, headers: list[tuple[str, str
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+async def follow_sse(reader: Any, port: int, deadline: float) -> str | None:
+    """Connect ``reader(future)`` (an SSEReader-like protocol that resolves the future at
+    the stream's end) to ``port`` and wait for the end until ``deadline``. Returns None,
+    ``"connect: <error>"`` when the connection failed, or ``"timeout"`` (the connection
+    is then aborted); the callers word their own records."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    proto = reader(fut)
+    try:
+        tr, _ = await asyncio.wait_for(loop.create_connection(lambda: proto, HOST, port), max(0.1, deadline - mono()))
+    except (OSError, TimeoutError) as e:
+        return f"connect: {type(e).__name__}: {e}"
+    try:
+        await asyncio.wait_for(fut, max(0.1, deadline - mono()))
+    except TimeoutError:
+        tr.abort()
+        return "timeout"
+    return None
+
+
 async def read_streams(
     jobs: list[tuple[Rec, bytes]], total: int, timeout: float, concurrency: int = 0, on_end: Any = None
 ) -> None:
     """Send every request and read its stream to the end; a request not done by `timeout` is aborted.
     `on_end()` is called as each stream reaches its `done` event."""
-    loop = asyncio.get_running_loop()
     content = "".join(WORDS[i % len(WORDS)] + " " for i in range(total)).encode()
     sem = asyncio.Semaphore(concurrency or len(jobs) or 1)
     deadline = mono() + timeout
 
     async def one(rec: Rec, req: bytes) -> None:
         async with sem:
-            fut: asyncio.Future[None] = loop.create_future()
-            try:
-                tr, _ = await asyncio.wait_for(
-                    loop.create_connection(lambda: SSEReader(req, rec, fut, total, content), HOST, rec.port),
-                    max(0.1, deadline - mono()),
-                )
-            except (OSError, TimeoutError) as e:
-                rec.error = f"connect: {type(e).__name__}: {e}"[:200]
-                return
-            try:
-                await asyncio.wait_for(fut, max(0.1, deadline - mono()))
-            except TimeoutError:
+            failed = await follow_sse(lambda fut: SSEReader(req, rec, fut, total, content), rec.port, deadline)
+            if failed == "timeout":
                 got = f"HTTP {rec.status}, {rec.tokens} tokens" if rec.status else "no response"
                 rec.error = rec.error or f"timeout after {timeout:g} s ({got})"
-                tr.abort()
-                return
-            if on_end is not None and rec.done:
+            elif failed is not None:
+                rec.error = failed[:200]
+            elif on_end is not None and rec.done:
                 on_end()
 
     await asyncio.gather(*(one(rec, req) for rec, req in jobs))

@@ -59,7 +59,7 @@ from common import (
     shown,
     start_redis,
 )
-from sse import BACKLOG, SSEReader, http_request
+from sse import BACKLOG, SSEReader, follow_sse, http_request
 
 EVENT_RE = re.compile(rb"event: (\w{1,40})\ndata: ([^\n]*)\nid: (\d{1,12})\n\n")
 STEP_RE = re.compile(r"step (\d+) of (\d+)")
@@ -467,7 +467,6 @@ class Bench:
 
     async def round(self, n: int, steps: int, interval_ms: int, ramp: float, timeout: float) -> dict[str, Any]:
         t = self.t
-        loop = asyncio.get_running_loop()
         recs = [TaskRec(i, t.ports[i % len(t.ports)]) for i in range(n)]  # round-robin; users i % 20
         side = RedisSide(self.procs, self.redis_port)
         self.reader_pid = side.proc.pid
@@ -514,21 +513,12 @@ class Bench:
                 return
             side.add(rec)
             req = http_request("GET", events_url, rec.port, list(headers.items()))
-            fut: asyncio.Future[None] = loop.create_future()
-            try:
-                tr, _ = await asyncio.wait_for(
-                    loop.create_connection(lambda: TaskReader(req, rec, fut, 0, b""), HOST, rec.port),
-                    max(0.1, deadline - mono()),
-                )
-            except (OSError, TimeoutError) as e:
-                rec.error = f"SSE connect: {type(e).__name__}: {e}"[:200]
-                return
-            try:
-                await asyncio.wait_for(fut, max(0.1, deadline - mono()))
-            except TimeoutError:
+            failed = await follow_sse(lambda fut: TaskReader(req, rec, fut, 0, b""), rec.port, deadline)
+            if failed == "timeout":
                 got = f"HTTP {rec.status}" if rec.status else "no response"
                 rec.error = rec.error or f"timeout ({got}, {rec.tokens} events)"
-                tr.abort()
+            elif failed is not None:
+                rec.error = f"SSE {failed}"[:200]
 
         sampler = asyncio.ensure_future(sample())
         try:
