@@ -106,23 +106,31 @@ def _sentinel_connection(shard: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _new_sync_client(index: int) -> redis.Redis:
+def _open_client(index: int, client_class: Any, sentinel_class: Any, **overrides: Any) -> Any:
+    """A client of shard ``index``: redis-py's synchronous or asyncio classes, which take
+    the same arguments."""
     shard = settings.REDIS_SHARDS[index]
-    retry = redis.retry.Retry(ExponentialBackoff(cap=0.5, base=0.05), COMMAND_RETRIES, (redis.ConnectionError,))
     if "url" in shard:
-        return redis.Redis.from_url(shard["url"], **_client_options(retry=retry))
-    sentinel = redis.sentinel.Sentinel(shard["sentinels"], sentinel_kwargs=_sentinel_connection(shard))
-    return sentinel.master_for(shard["master"], **_client_options(**_sentinel_options(shard), retry=retry))
+        return client_class.from_url(shard["url"], **_client_options(**overrides))
+    sentinel = sentinel_class(shard["sentinels"], sentinel_kwargs=_sentinel_connection(shard))
+    options = _client_options(**_sentinel_options(shard), **overrides)
+    return sentinel.master_for(shard["master"], redis_class=client_class, **options)
+
+
+def _command_retry(retry_class: Any) -> Any:
+    return retry_class(ExponentialBackoff(cap=0.5, base=0.05), COMMAND_RETRIES, (redis.ConnectionError,))
+
+
+def _new_sync_client(index: int) -> redis.Redis:
+    client: redis.Redis = _open_client(index, redis.Redis, redis.sentinel.Sentinel, retry=_command_retry(redis.retry.Retry))
+    return client
 
 
 def new_async_client(index: int, **overrides: Any) -> redis.asyncio.Redis:
     """A new asyncio client for shard ``index`` (the broker's dedicated subscriber
     connections use this with their own timeouts)."""
-    shard = settings.REDIS_SHARDS[index]
-    if "url" in shard:
-        return redis.asyncio.Redis.from_url(shard["url"], **_client_options(**overrides))
-    sentinel = redis.asyncio.sentinel.Sentinel(shard["sentinels"], sentinel_kwargs=_sentinel_connection(shard))
-    return sentinel.master_for(shard["master"], **_client_options(**_sentinel_options(shard), **overrides))
+    client: redis.asyncio.Redis = _open_client(index, redis.asyncio.Redis, redis.asyncio.sentinel.Sentinel, **overrides)
+    return client
 
 
 def _cache_key(index: int) -> tuple[int, str]:
@@ -154,8 +162,7 @@ def async_redis_at(index: int) -> redis.asyncio.Redis:
     key = _cache_key(index)
     client = clients.get(key)
     if client is None:
-        retry = redis.asyncio.retry.Retry(ExponentialBackoff(cap=0.5, base=0.05), COMMAND_RETRIES, (redis.ConnectionError,))
-        client = clients[key] = new_async_client(index, retry=retry)
+        client = clients[key] = new_async_client(index, retry=_command_retry(redis.asyncio.retry.Retry))
     return client
 
 
