@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -40,9 +41,24 @@ def redis_server() -> Iterator[RedisServer]:
 def cluster(redis_server: RedisServer) -> Iterator[Cluster]:
     """Three daphne workers, one Redis, one SQLite file, shared by the multi-worker tests."""
     started = Cluster(redis_server, workers=3)
-    started.tokens = started.mint_tokens(*(f"user{i}" for i in range(12)))
+    started.tokens = started.mint_tokens(*CLUSTER_USERS)
     yield started
     started.stop()
+
+
+CLUSTER_USERS = tuple(f"user{i}" for i in range(12))
+
+
+def _cluster_twin(**options: Any) -> Iterator[Cluster]:
+    """A twin of `cluster` (three workers, the same users) with ``options``, and a Redis of
+    its own: pub/sub channels and presence are keyed by room id, and every database hands
+    out the same ids."""
+    redis = RedisServer()
+    started = Cluster(redis, workers=3, **options)
+    started.tokens = started.mint_tokens(*CLUSTER_USERS)
+    yield started
+    started.stop()
+    redis.stop()
 
 
 @pytest.fixture(scope="session")
@@ -55,25 +71,11 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def pg_cluster(postgres_server: PostgresServer) -> Iterator[Cluster]:
-    """The `cluster` fixture's twin on PostgreSQL, with the same users.
-
-    It has a Redis of its own: pub/sub channels and presence are keyed by room id, and
-    the two databases hand out the same ids."""
-    redis = RedisServer()
-    started = Cluster(redis, workers=3, env={"DATABASE_URL": postgres_server.create_database("cluster")})
-    started.tokens = started.mint_tokens(*(f"user{i}" for i in range(12)))
-    yield started
-    started.stop()
-    redis.stop()
+    """The `cluster` fixture's twin on PostgreSQL."""
+    yield from _cluster_twin(env={"DATABASE_URL": postgres_server.create_database("cluster")})
 
 
 @pytest.fixture(scope="session")
 def uvicorn_cluster() -> Iterator[Cluster]:
-    """The `cluster` fixture's twin served by uvicorn (WEB_SERVER=uvicorn), with the same
-    users, and a Redis of its own (its database hands out the same room ids)."""
-    redis = RedisServer()
-    started = Cluster(redis, workers=3, server="uvicorn")
-    started.tokens = started.mint_tokens(*(f"user{i}" for i in range(12)))
-    yield started
-    started.stop()
-    redis.stop()
+    """The `cluster` fixture's twin served by uvicorn (WEB_SERVER=uvicorn)."""
+    yield from _cluster_twin(server="uvicorn")
