@@ -18,6 +18,7 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -301,12 +302,24 @@ def first_after(events: list[dict[str, Any]], moment: float) -> float:
     return min(e["at"] for e in events if e["at"] >= moment) - moment
 
 
-async def _redis_fault_under_traffic(cluster: Cluster, fault: str, inflict: Any) -> tuple[StreamReader, TaskReader]:
+@dataclass
+class Room:
+    """A new room with chat traffic running: ann sends on worker 0, bob reads on workers 0 and 1."""
+
+    slug: str
+    path: str
+    client: httpx.AsyncClient
+    sender: Member
+    near: Member
+    far: Member
+    traffic: ChatTraffic
+
+
+@contextlib.asynccontextmanager
+async def room_under_traffic(cluster: Cluster) -> AsyncIterator[Room]:
     tokens = cluster.tokens
     slug = new_room(cluster, tokens["ann"])
     path = f"/ws/rooms/{slug}/"
-    stream = StreamReader(cluster, tokens["cid"], max_tokens=200)  # 4 s at 20 ms a token
-    task = TaskReader(cluster, tokens["cid"], steps=20, interval_ms=200)  # 4 s
     async with (
         httpx.AsyncClient(timeout=httpx.Timeout(20.0)) as client,
         member(cluster.ws(0, path), tokens["ann"]) as sender,
@@ -315,6 +328,15 @@ async def _redis_fault_under_traffic(cluster: Cluster, fault: str, inflict: Any)
     ):
         traffic = ChatTraffic(cluster, slug, sender, [near, far])
         traffic.start()
+        yield Room(slug, path, client, sender, near, far, traffic)
+
+
+async def _redis_fault_under_traffic(cluster: Cluster, fault: str, inflict: Any) -> tuple[StreamReader, TaskReader]:
+    tokens = cluster.tokens
+    stream = StreamReader(cluster, tokens["cid"], max_tokens=200)  # 4 s at 20 ms a token
+    task = TaskReader(cluster, tokens["cid"], steps=20, interval_ms=200)  # 4 s
+    async with room_under_traffic(cluster) as room:
+        client, traffic = room.client, room.traffic
         streaming = asyncio.get_running_loop().create_task(stream.run(client))
         tasking = asyncio.get_running_loop().create_task(task.run(client))
         await until(lambda: len(stream.tokens) >= 30 and len(task.events) >= 3, 15, "the stream and the task under way")
@@ -409,16 +431,9 @@ async def test_postgres_restart_gives_clear_errors_then_full_service(pg_fault_cl
     cluster = pg_fault_cluster
     postgres: PostgresServer = cluster.postgres  # type: ignore[attr-defined]
     tokens = cluster.tokens
-    slug = new_room(cluster, tokens["ann"])
-    path = f"/ws/rooms/{slug}/"
-    async with (
-        httpx.AsyncClient(timeout=httpx.Timeout(20.0)) as client,
-        member(cluster.ws(0, path), tokens["ann"]) as sender,
-        member(cluster.ws(0, path), tokens["bob"]) as near,
-        member(cluster.ws(1, path), tokens["bob"]) as far,
-    ):
-        traffic = ChatTraffic(cluster, slug, sender, [near, far])
-        traffic.start()
+    async with room_under_traffic(cluster) as room:
+        slug, path, client, traffic = room.slug, room.path, room.client, room.traffic
+        sender, near, far = room.sender, room.near, room.far
         await far.say("worker 1 before", "far-before")  # worker 1's writer opens its connection
         await until(lambda: len(far.messages) >= 10 and "far-before" in far.arrived, 10, "traffic under way")
         await asyncio.to_thread(postgres.shut_down)
