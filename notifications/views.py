@@ -15,9 +15,9 @@ from django.http.response import HttpResponseBase
 
 from notifications import selectors, services
 from notifications.wakeups import get_wakeups, user_topic
-from project.api import MAX_ID, error_response, parse_id
+from project.api import MAX_ID, async_api_view, error_response, parse_id
 from streaming.sse import KEEPALIVE, encode_event
-from streaming.views import KEEPALIVE_SECONDS, async_api_view, sse_response
+from streaming.views import KEEPALIVE_SECONDS, sse_response
 
 # Besides wake-ups, the table is read this often: a wake-up lost in a Redis blip
 # delays a notification by at most this long.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import wraps
 from http import HTTPStatus
 from typing import Any, ParamSpec
@@ -11,6 +11,7 @@ from typing import Any, ParamSpec
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 
 from chat.protocol import is_storable_text
 
@@ -104,6 +105,35 @@ def api_view(*methods: str, login_required: bool = True) -> Callable[[Callable[.
                 return error_response(error.status, error.code, error.detail, error.headers)
             except ValidationError as error:
                 return error_response(400, "invalid", "; ".join(error.messages))
+
+        return wrapper
+
+    return decorator
+
+
+AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+
+
+def async_api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
+    """api_view for async JSON and SSE views: method check (405), authentication (401),
+    ApiError -> JSON. The user is ``request.resolved_user`` (``request.user`` would be a
+    synchronous lookup)."""
+
+    def decorator(view: AsyncView) -> AsyncView:
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method not in methods:
+                response = error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
+                response["Allow"] = ", ".join(methods)
+                return response
+            user = await request.auser()
+            if not user.is_authenticated:
+                return error_response(401, "not_authenticated", "log in or send Authorization: Bearer <token>")
+            request.resolved_user = user  # type: ignore[attr-defined]
+            try:
+                return await view(request, *args, **kwargs)
+            except ApiError as error:
+                return error_response(error.status, error.code, error.detail, error.headers)
 
         return wrapper
 

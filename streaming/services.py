@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat.protocol import is_storable_text
-from project.api import parse_id
+from project.api import ApiError, parse_id
 from project.db_thread import in_db_thread
 from project.tasks import spawn
 from streaming import limits
@@ -42,12 +42,12 @@ SLOT_REFRESH_SECONDS = 3.0
 _running: set[asyncio.Task[None]] = set()
 
 
-class StreamRefusedError(Exception):
-    """A generation that cannot start: ``code`` and the HTTP status that says so."""
+class StreamRefusedError(ApiError):
+    """A generation that cannot start: ``code`` and the HTTP status that says so (a 429
+    says when to try again)."""
 
     def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
+        super().__init__(status, code, detail, headers={"Retry-After": "1"} if status == 429 else None)
 
 
 @dataclass(frozen=True, slots=True)

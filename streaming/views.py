@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from functools import wraps
+from collections.abc import AsyncIterator
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
-from project.api import error_response
+from project.api import async_api_view, error_response
 from streaming import services
 from streaming.backends import ChatTurn
 from streaming.log import LogEvent
@@ -25,33 +24,6 @@ OPENING = encode_comment("stream open")
 # Events are sent in chunks of about this size: big enough that a fast reader gets a
 # burst in few writes, small enough that a stalled one leaves little in the buffer.
 MAX_CHUNK_CHARS = 16 * 1024
-
-AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
-
-
-def async_api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
-    """Method check (405) and authentication (401) for an async JSON/SSE view."""
-
-    def decorator(view: AsyncView) -> AsyncView:
-        @wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            if request.method not in methods:
-                response = error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
-                response["Allow"] = ", ".join(methods)
-                return response
-            user = await request.auser()
-            if not user.is_authenticated:
-                return error_response(401, "not_authenticated", "log in or send Authorization: Bearer <token>")
-            request.resolved_user = user  # type: ignore[attr-defined]
-            try:
-                return await view(request, *args, **kwargs)
-            except services.StreamRefusedError as refused:
-                headers = {"Retry-After": "1"} if refused.status == 429 else None
-                return error_response(refused.status, refused.code, refused.detail, headers)
-
-        return wrapper
-
-    return decorator
 
 
 def _user(request: HttpRequest) -> User:

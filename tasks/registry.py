@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from project.api import ApiError
 
-class TaskRequestError(Exception):
-    def __init__(self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.headers = status, code, detail, headers or {}
+
+class TaskRequestError(ApiError):
+    """A task request refused: its HTTP status, code and detail."""
 
 
 class TaskContext(Protocol):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from functools import wraps
+from collections.abc import AsyncIterator
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -12,7 +11,7 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
-from project.api import ApiError, error_response, json_body, parse_id
+from project.api import async_api_view, json_body, parse_id
 from streaming.log import get_log
 from streaming.sse import KEEPALIVE, encode_event
 from streaming.views import KEEPALIVE_SECONDS, sse_response
@@ -26,27 +25,9 @@ FINAL_EVENTS = ("complete", "failed")
 # or its runner died between recording and announcing) gets one made from its row.
 FINAL_EVENT_GRACE_SECONDS = 2.0
 
-AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
-
-def task_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
-    def decorator(view: AsyncView) -> AsyncView:
-        @wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            if request.method not in methods:
-                return error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
-            user = await request.auser()
-            if not user.is_authenticated:
-                return error_response(401, "not_authenticated", "log in or send Authorization: Bearer <token>")
-            request.resolved_user_id = user.pk  # type: ignore[attr-defined]
-            try:
-                return await view(request, *args, **kwargs)
-            except TaskRequestError as refused:
-                return error_response(refused.status, refused.code, refused.detail, refused.headers)
-
-        return wrapper
-
-    return decorator
+def _owner_id(request: HttpRequest) -> int:
+    return int(request.resolved_user.pk)  # type: ignore[attr-defined]
 
 
 def task_state(task: Task) -> dict[str, Any]:
@@ -63,23 +44,20 @@ def task_state(task: Task) -> dict[str, Any]:
 
 
 async def _owned_task(request: HttpRequest, task_id: int) -> Task:
-    task = await Task.objects.filter(pk=task_id, owner_id=request.resolved_user_id).afirst()  # type: ignore[attr-defined]
+    task = await Task.objects.filter(pk=task_id, owner_id=_owner_id(request)).afirst()
     if task is None:
         raise TaskRequestError(404, "not_found", "no such task")
     return task
 
 
-@task_view("POST", "GET")
+@async_api_view("POST", "GET")
 async def tasks(request: HttpRequest) -> HttpResponseBase:
     """POST /api/tasks/ -> 202 {"id","status","events_url"}; GET lists the user's tasks."""
-    owner_id = request.resolved_user_id  # type: ignore[attr-defined]
+    owner_id = _owner_id(request)
     if request.method == "GET":
         mine = [task async for task in Task.objects.filter(owner_id=owner_id).order_by("-pk")[:50]]
         return JsonResponse({"tasks": [task_state(task) for task in mine]})
-    try:
-        body = json_body(request)
-    except ApiError as error:
-        raise TaskRequestError(error.status, error.code, error.detail) from None
+    body = json_body(request)
     if settings.TASKS_IN_PROCESS:
         ensure_local_runner()
     task = await database_sync_to_async(services.task_create)(owner_id=owner_id, body=body)
@@ -88,7 +66,7 @@ async def tasks(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse({"id": task.pk, "status": task.status, "events_url": f"/api/tasks/{task.pk}/events"}, status=202)
 
 
-@task_view("GET", "DELETE")
+@async_api_view("GET", "DELETE")
 async def task_detail(request: HttpRequest, task_id: int) -> HttpResponseBase:
     task = await _owned_task(request, task_id)
     if request.method == "GET":
@@ -98,7 +76,7 @@ async def task_detail(request: HttpRequest, task_id: int) -> HttpResponseBase:
     return JsonResponse({"id": task.pk, "status": "cancelled" if task.cancel_requested else task.status}, status=202)
 
 
-@task_view("GET")
+@async_api_view("GET")
 async def task_events(request: HttpRequest, task_id: int) -> HttpResponseBase:
     """SSE: progress events numbered from 1; Last-Event-ID resumes; any worker serves it."""
     task = await _owned_task(request, task_id)
