@@ -22,7 +22,8 @@ from functools import partial
 
 from django.db import transaction
 
-from chat import broker, protocol
+from chat import protocol
+from project import broker
 
 
 def room_topic(room_id: int) -> str:

@@ -36,7 +36,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import events, presence, protocol, selectors
-from chat.broker import Broker, create_broker
+from project.broker import Broker, create_broker
 from project import metrics
 from project.tasks import spawn
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from chat import broker
 from notifications.models import Notification
 from notifications.wakeups import user_topic
+from project import broker
 
 
 def notification_published(*, notification: Notification) -> None:

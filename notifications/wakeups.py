@@ -12,7 +12,7 @@ import contextlib
 import weakref
 from collections.abc import AsyncIterator
 
-from chat.broker import Broker, create_broker
+from project.broker import Broker, create_broker
 
 
 class Wakeups:

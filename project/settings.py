@@ -157,10 +157,10 @@ REDIS_SHARDS = redis_shards(
 # redis-py 8 defaults socket_timeout to 5 s, the same as channels_redis' BZPOPMIN
 # timeout, so idle readers die every 5 s (channels_redis#422). Commands get an explicit
 # timeout well above any blocking call we make; the broker's subscriber connection
-# sets its own (none, with health checks) in chat/broker.py.
+# sets its own (none, with health checks) in project/broker.py.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 10.0, minimum=1.0)
 if REDIS_SHARDS:
-    # Chat does not go through the channel layer (chat/broker.py); it is here for code
+    # Chat does not go through the channel layer (project/broker.py); it is here for code
     # that uses Channels' groups, sharded over the same servers.
     CHANNEL_LAYERS = {
         "default": {

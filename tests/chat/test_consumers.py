@@ -14,10 +14,11 @@ from django.contrib.auth.models import User
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from chat import broker, protocol, services
+from chat import protocol, services
 from chat.hub import get_hub
 from chat.models import Message
 from chat.writer import get_writer
+from project import broker
 from project.asgi import application
 from tests.factories import make_messages, make_room, make_token, make_user
 

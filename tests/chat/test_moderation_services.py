@@ -8,10 +8,11 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from chat import broker, selectors, services
+from chat import selectors, services
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room
 from chat.protocol import ChatError
 from notifications.models import Notification
+from project import broker
 from tests.factories import make_messages, make_room, make_user
 
 pytestmark = pytest.mark.django_db

@@ -2,9 +2,10 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
-from chat import broker, services
+from chat import services
 from chat.models import Message, Room
 from chat.protocol import ChatError
+from project import broker
 from tests.factories import make_room, make_user
 
 pytestmark = pytest.mark.django_db
