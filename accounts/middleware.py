@@ -14,7 +14,9 @@ from django.db import Error as DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.http.cookie import parse_cookie
 
-from accounts.services import bearer_from_header, user_for_token
+from accounts.credentials import Credential
+from accounts.models import ApiToken
+from accounts.services import bearer_from_header, token_authenticate
 from project.db_thread import in_db_thread
 from project.origin import origin_allowed
 
@@ -42,13 +44,13 @@ class BearerTokenMiddleware:
             return self._acall(request)
         raw = _bearer(request)
         if raw is not None:
-            _authenticate(request, user_for_token(raw=raw) if raw else None)
+            _authenticate(request, token_authenticate(raw=raw) if raw else None)
         return self.get_response(request)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         raw = _bearer(request)
         if raw is not None:
-            _authenticate(request, await in_db_thread(user_for_token, raw=raw) if raw else None)
+            _authenticate(request, await in_db_thread(token_authenticate, raw=raw) if raw else None)
         return await self.get_response(request)
 
 
@@ -60,7 +62,8 @@ def _bearer(request: HttpRequest) -> str | None:
     return bearer_from_header(header) or ""
 
 
-def _authenticate(request: HttpRequest, user: User | None) -> None:
+def _authenticate(request: HttpRequest, token: ApiToken | None) -> None:
+    user = token.user if token is not None else None
     resolved: User | AnonymousUser = user or AnonymousUser()
     request.user = resolved
 
@@ -70,23 +73,29 @@ def _authenticate(request: HttpRequest, user: User | None) -> None:
     request.auser = auser
     request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
     request.bearer_authenticated = user is not None  # type: ignore[attr-defined]
+    # Which token, for connections that outlive the request (accounts.credentials).
+    request.api_token_id = token.pk if token is not None else None  # type: ignore[attr-defined]
 
 
-async def authenticate_handshake(headers: dict[bytes, bytes]) -> User | AnonymousUser:
-    """The user of a WebSocket handshake: its bearer token if it has one, else its
-    session cookie (verified the way Django verifies a request's session)."""
+async def authenticate_handshake(headers: dict[bytes, bytes]) -> tuple[User | AnonymousUser, Credential | None]:
+    """The user of a WebSocket handshake and what proved it: its bearer token if it has
+    one, else its session cookie (verified the way Django verifies a request's session)."""
     authorization = headers.get(b"authorization")
     if authorization is not None:
         raw = bearer_from_header(authorization.decode("latin-1"))
-        user = await in_db_thread(user_for_token, raw=raw) if raw else None
-        return user or AnonymousUser()
+        token = await in_db_thread(token_authenticate, raw=raw) if raw else None
+        if token is None:
+            return AnonymousUser(), None
+        return token.user, Credential(user_id=token.user_id, token_id=token.pk)
     cookies = parse_cookie(headers.get(b"cookie", b"").decode("latin-1"))
     session_key = cookies.get(settings.SESSION_COOKIE_NAME)
     if not session_key:
-        return AnonymousUser()
+        return AnonymousUser(), None
     session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
     user = await get_user({"session": session})  # Channels' check: backend, id and session hash
-    return user
+    if not user.is_authenticated:
+        return user, None
+    return user, Credential(user_id=user.pk, session_key=session_key)
 
 
 class WebSocketAuthMiddleware:
@@ -111,11 +120,11 @@ class WebSocketAuthMiddleware:
             return await WebsocketDenier()(scope, receive, send)
         database_unavailable = False
         try:
-            user: User | AnonymousUser = await authenticate_handshake(headers)
+            user, credential = await authenticate_handshake(headers)
         except DatabaseError:
             # The database is down (a restart): the consumer accepts and closes with 4503
             # "try again later" instead of the handshake failing with an HTTP 500.
-            user, database_unavailable = AnonymousUser(), True
+            user, credential, database_unavailable = AnonymousUser(), None, True
         inner = {
             "type": scope["type"],
             "path": scope["path"],
@@ -123,6 +132,7 @@ class WebSocketAuthMiddleware:
             "query_string": scope.get("query_string", b""),
             "client": scope.get("client"),
             "user": user,
+            "credential": credential,
             "database_unavailable": database_unavailable,
         }
         del headers, scope

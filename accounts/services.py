@@ -9,8 +9,8 @@ from datetime import timedelta
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from accounts.connections import credentials_changed_on_commit
 from accounts.models import ApiToken
-from accounts.signals import credentials_changed
 
 TOKEN_PREFIX = "rt_"
 # Writing last_used_at on every request would turn every read into a write.
@@ -30,12 +30,19 @@ def token_create(*, user: User, name: str = "") -> tuple[ApiToken, str]:
 
 
 def token_revoke(*, token: ApiToken) -> None:
+    """Revoke the token; every connection it authenticated ends (accounts.connections)."""
     if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
-        credentials_changed.send(sender=ApiToken, user_id=token.user_id)
+        credentials_changed_on_commit(user_id=token.user_id)
 
 
 def user_for_token(*, raw: str) -> User | None:
     """The active user a raw token belongs to, or None."""
+    token = token_authenticate(raw=raw)
+    return token.user if token is not None else None
+
+
+def token_authenticate(*, raw: str) -> ApiToken | None:
+    """The valid token (its user active, selected with it) a raw token is, or None."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
     token = (
@@ -48,7 +55,7 @@ def user_for_token(*, raw: str) -> User | None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    return token
 
 
 def user_get_or_create(*, username: str, create: bool, staff: bool) -> User:

@@ -20,7 +20,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import Error as DatabaseError
 
-from chat import presence, protocol, selectors, services
+from accounts import connections
+from accounts.connections import Connection, get_connections
+from chat import protocol, selectors, services
 from chat.hub import Hub, get_hub
 from chat.protocol import ChatError
 from chat.writer import get_writer
@@ -170,7 +172,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     presence_version = 0
     joined = False
     private = False
-    counted = False
+    registered: Connection | None = None  # in accounts.connections: counted, told of credential changes
     flow: SendFlow | None = None
     outbox: Outbox | None = None
     cut_off = False  # closed for not reading: nothing more is sent
@@ -235,14 +237,20 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.room_id, self.room_slug, self.user_id, self.username = room.pk, room.slug, user.pk, user.get_username()
         self.private = room.private
         last_id = _last_id(self.scope.get("query_string", b""))
+        credential = self.scope.get("credential")
         self.scope = {"type": "websocket", "path": self.scope["path"]}
         self.hub = get_hub()
         self.writer = get_writer()
         self.connection_key = self.hub.new_connection_key()
-        limit = int(settings.CHAT_MAX_CONNECTIONS_PER_USER)
-        if not await presence.connection_open(user_id=user.pk, connection_key=self.connection_key, limit=limit):
+        self.registered = await get_connections().open(
+            user_id=user.pk,
+            credential=credential,
+            on_change=self._credentials_changed,
+            kind=connections.ROOM,
+            limit=int(settings.CHAT_MAX_CONNECTIONS_PER_USER),
+        )
+        if self.registered is None:
             return await self.close_with(protocol.CLOSE_TOO_MANY_CONNECTIONS)
-        self.counted = True
         await self.hub.join(self)  # before the ban check, so a ban issued now still reaches us
         self.joined = True
         if await in_db_thread(selectors.user_is_banned, user_id=self.user_id, room_id=self.room_id):
@@ -306,9 +314,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     await database_sync_to_async(services.room_mark_read)(
                         room_id=self.room_id, user_id=self.user_id, last_id=self.last_sent_id
                     )
-            if self.counted:
-                self.counted = False
-                await presence.connection_close(user_id=self.user_id, connection_key=self.connection_key)
+            if self.registered is not None:
+                await get_connections().close(self.registered)
         except Exception:  # Redis down: the entries expire after three heartbeats anyway
             logger.warning("cleanup of %s failed", self.connection_key, exc_info=True)
 
@@ -360,6 +367,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.cut_off = True
         logger.info("closing %s: its client read nothing for %.1f s", self.connection_key, stalled)
         return True
+
+    async def _credentials_changed(self) -> None:
+        """Runs when the user's credentials change, on whichever worker: reconnect, and
+        let the new handshake decide (docs/protocol.md, "Connections and credentials")."""
+        await self.close_with(protocol.CLOSE_REAUTHENTICATE)
 
     async def close_with(self, code: int) -> None:
         metrics.WS_CLOSES.labels(code=str(code)).inc()

@@ -36,8 +36,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import events, presence, protocol, selectors
-from project.broker import Broker, create_broker
 from project import metrics
+from project.broker import Broker, create_broker
 from project.tasks import spawn
 
 logger = logging.getLogger(__name__)
@@ -322,8 +322,7 @@ class Hub:
             room_id: [presence.member_name(c.username, c.connection_key) for c in feed.connections]
             for room_id, feed in self.feeds.items()
         }
-        users = {user_id: [c.connection_key for c in connections] for user_id, connections in self.users.items()}
-        await presence.refresh(rooms=rooms, users=users)
+        await presence.refresh(rooms=rooms)
         for room_id in list(self.feeds):
             await self._announce(room_id, await presence.room_prune(room_id=room_id))
 

@@ -1,7 +1,8 @@
-"""Who is online, and how many connections each user has, counted across workers.
+"""Who is online in each room, counted across workers.
 
 Each open connection is a member ``"<username>\\t<connection key>"`` of a sorted set
-per room (and a key of a set per user) scored with the time it was last refreshed.
+per room scored with the time it was last refreshed (how many connections each user
+has is counted the same way, in accounts.connections).
 Every worker refreshes its own connections once a heartbeat; a member older than
 three heartbeats belongs to a worker that died, and the next prune removes it. So a
 SIGKILLed worker leaves no ghosts after three heartbeats, with nobody cleaning up.
@@ -21,7 +22,6 @@ from project.redis_clients import async_redis, async_redis_at, group_by_shard, r
 
 ROOM_KEY = "chat:presence:{room_id}"
 ROOM_VERSION_KEY = "chat:presence:{room_id}:version"
-USER_KEY = "chat:connections:{user_id}"
 
 _ROOM_SCRIPT = """
 local before = redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -35,16 +35,6 @@ local after = redis.call('ZRANGE', KEYS[1], 0, -1)
 local version = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {version, before, after}
-"""
-
-_OPEN_SCRIPT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 1
 """
 
 
@@ -82,7 +72,6 @@ class _LocalState:
     def __init__(self) -> None:
         self.rooms: dict[int, dict[str, float]] = defaultdict(dict)
         self.versions: dict[int, int] = defaultdict(int)
-        self.users: dict[int, dict[str, float]] = defaultdict(dict)
 
     def room_op(self, room_id: int, op: str, member: str, now: float, stale: float) -> PresenceChange:
         members = self.rooms[room_id]
@@ -130,44 +119,15 @@ async def room_prune(*, room_id: int) -> PresenceChange:
     return await _room_op(room_id, "prune")
 
 
-async def connection_open(*, user_id: int, connection_key: str, limit: int) -> bool:
-    """Count a new connection of this user; False when the user already has ``limit``."""
-    now = time.time()
-    stale = now - stale_after_seconds()
-    if not redis_configured():
-        connections = _local.users[user_id]
-        for key, score in list(connections.items()):
-            if score < stale:
-                del connections[key]
-        if len(connections) >= limit:
-            return False
-        connections[connection_key] = now
-        return True
-    key = USER_KEY.format(user_id=user_id)
-    opened = await async_redis(key).eval(_OPEN_SCRIPT, 1, key, now, stale, connection_key, limit, _key_ttl())
-    return bool(opened)
-
-
-async def connection_close(*, user_id: int, connection_key: str) -> None:
-    if not redis_configured():
-        _local.users[user_id].pop(connection_key, None)
-        return
-    key = USER_KEY.format(user_id=user_id)
-    await async_redis(key).zrem(key, connection_key)
-
-
-async def refresh(*, rooms: dict[int, list[str]], users: dict[int, list[str]]) -> None:
-    """Mark this worker's connections alive (called once a heartbeat)."""
+async def refresh(*, rooms: dict[int, list[str]]) -> None:
+    """Mark this worker's connections alive in their rooms (called once a heartbeat)."""
     now = time.time()
     if not redis_configured():
         for room_id, members in rooms.items():
             _local.rooms[room_id].update(dict.fromkeys(members, now))
-        for user_id, keys in users.items():
-            _local.users[user_id].update(dict.fromkeys(keys, now))
         return
     ttl = _key_ttl()
     entries = [(ROOM_KEY.format(room_id=room_id), members) for room_id, members in rooms.items() if members]
-    entries += [(USER_KEY.format(user_id=user_id), keys) for user_id, keys in users.items() if keys]
     for shard, positions in group_by_shard(key for key, _ in entries).items():
         pipe = async_redis_at(shard).pipeline(transaction=False)
         for position in positions:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from accounts import backends as login_throttle
+from accounts import connections
 from chat import presence, ratelimit
 from tests.processes import Cluster, PostgresServer, RedisServer
 
@@ -26,6 +27,7 @@ def _fresh_in_process_state() -> Iterator[None]:
     presence.reset_local_state()
     ratelimit.reset_local_state()
     login_throttle.reset_local_state()
+    connections.reset_local_state()
     yield
 
 

@@ -1,0 +1,278 @@
+"""Every long-lived connection of a user: counted across workers, and told when the
+user's credentials change (docs/protocol.md, "Connections and credentials").
+
+Sockets (rooms, the assistant), SSE responses and the generations they start are
+authenticated once, when they begin. So that none outlives a revoked token, a log-out,
+a new password or a deactivated account, each registers here on its worker, and
+``credentials_changed_on_commit`` tells every worker through the broker (topic
+``credentials:<user id>``); each worker calls ``on_change`` of every connection of that
+user it holds: sockets close with 4011 and SSE responses end (clients reconnect, and
+the new handshake or request decides again), a generation re-checks the credential
+that started it and stops if it no longer holds.
+
+A change published while a worker's subscriber was cut off (a Redis blip) is lost to
+that worker, so on every (re)connection it re-checks the credential of each of its
+connections and tells those whose credential no longer holds.
+
+Per-user caps: a connection of a ``kind`` (room, assistant, notifications) is a member
+of a sorted set per user and kind, scored with the time this worker last refreshed it
+(once a heartbeat). A member older than three heartbeats belongs to a worker that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+import weakref
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from django.conf import settings
+from django.db import transaction
+
+from accounts.credentials import Credential, credentials_invalid
+from project import broker
+from project.db_thread import in_db_thread
+from project.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured
+from project.tasks import spawn
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[], Awaitable[None]]
+
+ROOM = "room"
+ASSISTANT = "assistant"
+NOTIFICATIONS = "notifications"
+
+_OPEN_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+def changed_topic(user_id: int) -> str:
+    return f"credentials:{user_id}"
+
+
+def credentials_changed_on_commit(*, user_id: int) -> None:
+    """Tell every worker, once the transaction commits, that ``user_id``'s credentials changed."""
+    transaction.on_commit(partial(broker.publish, changed_topic(user_id), ""))
+
+
+# ---- per-user counts across workers ---------------------------------------------------------------
+def _count_key(kind: str, user_id: int) -> str:
+    # Room sockets kept the key they always had: a rolling deploy counts them the same.
+    return f"chat:connections:{user_id}" if kind == ROOM else f"accounts:connections:{kind}:{user_id}"
+
+
+def stale_after_seconds() -> float:
+    """A count not refreshed for three heartbeats belongs to a worker that died."""
+    return 3 * float(settings.WS_HEARTBEAT_SECONDS)
+
+
+def _key_ttl() -> int:
+    return max(int(stale_after_seconds() * 2), 10)
+
+
+_local_counts: defaultdict[str, dict[str, float]] = defaultdict(dict)
+
+
+def reset_local_state() -> None:
+    """Forget in-process counts (tests)."""
+    _local_counts.clear()
+
+
+async def count_take(*, kind: str, user_id: int, key: str, limit: int) -> bool:
+    """Count a new connection of this user and kind; False when the user has ``limit``."""
+    now = time.time()
+    stale = now - stale_after_seconds()
+    name = _count_key(kind, user_id)
+    if not redis_configured():
+        counted = _local_counts[name]
+        for member, score in list(counted.items()):
+            if score < stale:
+                del counted[member]
+        if len(counted) >= limit:
+            return False
+        counted[key] = now
+        return True
+    return bool(await async_redis(name).eval(_OPEN_SCRIPT, 1, name, now, stale, key, limit, _key_ttl()))
+
+
+async def count_release(*, kind: str, user_id: int, key: str) -> None:
+    name = _count_key(kind, user_id)
+    if not redis_configured():
+        _local_counts[name].pop(key, None)
+        return
+    await async_redis(name).zrem(name, key)
+
+
+async def _counts_refresh(entries: dict[str, list[str]]) -> None:
+    now = time.time()
+    if not redis_configured():
+        for name, members in entries.items():
+            _local_counts[name].update(dict.fromkeys(members, now))
+        return
+    names = list(entries)
+    for shard, positions in group_by_shard(names).items():
+        pipe = async_redis_at(shard).pipeline(transaction=False)
+        for position in positions:
+            pipe.zadd(names[position], dict.fromkeys(entries[names[position]], now))
+            pipe.expire(names[position], _key_ttl())
+        await pipe.execute()
+
+
+# ---- this worker's connections ------------------------------------------------------------------
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(eq=False)
+class Connection:
+    """One long-lived connection of ``user_id`` on this worker."""
+
+    user_id: int
+    credential: Credential | None
+    # Awaited when the user's credentials change (or, after a Redis blip, when this
+    # connection's own credential no longer holds).
+    on_change: Listener = _nothing
+    # Awaited once a heartbeat (sockets ping, and close idle clients).
+    on_heartbeat: Listener | None = None
+    kind: str | None = None  # counted against the user's cap of this kind
+    count_key: str = ""
+    closed: bool = field(default=False)
+
+
+class Connections:
+    """This worker's connections by user (one per event loop: get_connections())."""
+
+    def __init__(self) -> None:
+        self.worker_id = uuid.uuid4().hex[:12]
+        self._sequence = itertools.count(1)
+        self.by_user: dict[int, set[Connection]] = {}
+        self.broker = broker.create_broker(self._on_message, self._on_reconnect)
+        self._ticker = spawn(self._tick_forever(), name="connections-ticker")
+
+    def new_count_key(self) -> str:
+        return f"{self.worker_id}:{next(self._sequence)}"
+
+    async def reserve(self, *, kind: str, user_id: int, limit: int) -> str | None:
+        """Count a connection about to open against the user's cap of ``kind``: its count
+        key, or None at the cap. Pass the key to ``open``; if it is never opened, the count
+        is not refreshed and lapses after three heartbeats."""
+        key = self.new_count_key()
+        return key if await count_take(kind=kind, user_id=user_id, key=key, limit=limit) else None
+
+    async def open(
+        self,
+        *,
+        user_id: int,
+        credential: Credential | None,
+        on_change: Listener = _nothing,
+        on_heartbeat: Listener | None = None,
+        kind: str | None = None,
+        limit: int = 0,
+        count_key: str | None = None,
+    ) -> Connection | None:
+        """Register a connection; with ``kind``, counted against the user's cap (None at
+        the cap) unless ``count_key`` is a reservation already counted."""
+        if kind is not None and count_key is None:
+            count_key = await self.reserve(kind=kind, user_id=user_id, limit=limit)
+            if count_key is None:
+                return None
+        connection = Connection(user_id, credential, on_change, on_heartbeat, kind, count_key or "")
+        connections = self.by_user.setdefault(user_id, set())
+        connections.add(connection)
+        if len(connections) == 1:
+            await self.broker.subscribe(changed_topic(user_id))
+        return connection
+
+    async def close(self, connection: Connection) -> None:
+        """Unregister (idempotent). Never raises: a count left in Redis lapses anyway."""
+        if connection.closed:
+            return
+        connection.closed = True
+        connections = self.by_user.get(connection.user_id, set())
+        connections.discard(connection)
+        try:
+            if not connections:
+                self.by_user.pop(connection.user_id, None)
+                await self.broker.unsubscribe(changed_topic(connection.user_id))
+            if connection.kind is not None:
+                await count_release(kind=connection.kind, user_id=connection.user_id, key=connection.count_key)
+        except Exception:
+            logger.warning("closing a connection of user %s: cleanup failed", connection.user_id, exc_info=True)
+
+    async def _tell(self, connections: list[Connection]) -> None:
+        for connection in connections:
+            try:
+                await connection.on_change()
+            except Exception:
+                logger.exception("ending a connection of user %s failed", connection.user_id)
+
+    async def _on_message(self, topic: str, data: str) -> None:
+        _, _, user_id = topic.partition(":")
+        await self._tell(list(self.by_user.get(int(user_id), ())))
+
+    async def _on_reconnect(self) -> None:
+        everyone = [c for connections in self.by_user.values() for c in connections if c.credential is not None]
+        if not everyone:
+            return
+        invalid = await in_db_thread(credentials_invalid, credentials={c.credential for c in everyone if c.credential})
+        await self._tell([c for c in everyone if c.credential in invalid])
+
+    async def _tick_forever(self) -> None:
+        heartbeat = float(settings.WS_HEARTBEAT_SECONDS)
+        while True:
+            await asyncio.sleep(heartbeat)
+            try:
+                await self._heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("connections heartbeat failed")
+
+    async def _heartbeat(self) -> None:
+        counted: dict[str, list[str]] = defaultdict(list)
+        beating = []
+        for connections in self.by_user.values():
+            for connection in connections:
+                if connection.kind is not None:
+                    counted[_count_key(connection.kind, connection.user_id)].append(connection.count_key)
+                if connection.on_heartbeat is not None:
+                    beating.append(connection.on_heartbeat)
+        if counted:
+            await _counts_refresh(counted)
+        for beat in beating:
+            try:
+                await beat()
+            except Exception:
+                logger.debug("a heartbeat failed", exc_info=True)
+
+    async def aclose(self) -> None:
+        self._ticker.cancel()
+        with contextlib.suppress(Exception):
+            await self.broker.close()
+
+
+_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Connections] = weakref.WeakKeyDictionary()
+
+
+def get_connections() -> Connections:
+    """The connections of the running event loop (one per worker process; tests get one per loop)."""
+    loop = asyncio.get_running_loop()
+    registry = _registries.get(loop)
+    if registry is None:
+        registry = _registries[loop] = Connections()
+    return registry
