@@ -10,18 +10,23 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
+from accounts import connections
+from accounts.connections import get_connections
 from notifications import selectors, services
 from notifications.wakeups import get_wakeups, user_topic
 from project.api import MAX_ID, async_api_view, error_response, parse_id
 from streaming.sse import KEEPALIVE, encode_event
 from streaming.views import KEEPALIVE_SECONDS, sse_response
 
-# Besides wake-ups, the table is read this often: a wake-up lost in a Redis blip
-# delays a notification by at most this long.
-POLL_SECONDS = 2.0
+# Besides wake-ups, the table is read this often. Wake-ups are lost only while Redis is
+# unreachable, and every stream is woken when its worker reconnects, so this only
+# bounds the delay of a wake-up whose publish failed; 15 s keeps an idle stream at one
+# query per keepalive instead of one every 2 s.
+POLL_SECONDS = 15.0
 
 
 def _user_id(request: HttpRequest) -> int:
@@ -69,23 +74,29 @@ async def notification_stream(request: HttpRequest) -> HttpResponseBase:
     With Last-Event-ID: every notification after it, then live ones. Without: live
     ones only (the unread list is GET /api/notifications/)."""
     user_id = _user_id(request)
+    count_key = await get_connections().reserve(
+        kind=connections.NOTIFICATIONS, user_id=user_id, limit=int(settings.NOTIFICATIONS_MAX_STREAMS_PER_USER)
+    )
+    if count_key is None:
+        detail = f"at most {settings.NOTIFICATIONS_MAX_STREAMS_PER_USER} notification streams per user; close one"
+        return error_response(429, "too_many_connections", detail, headers={"Retry-After": "5"})
     last = parse_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id"))
     if last is not None:
         after = last
     else:
         after = await database_sync_to_async(selectors.notification_latest_id)(user_id=user_id)
-    return sse_response(_stream(user_id, after))
+    return sse_response(request, _stream(user_id, after), count_key=count_key)
 
 
 async def _stream(user_id: int, after: int) -> AsyncIterator[str]:
     async with get_wakeups().watch(user_topic(user_id)) as woken:
-        idle_since = time.monotonic()
-        while True:
+        idle_since = last_sent = time.monotonic()
+        while time.monotonic() - last_sent < float(settings.NOTIFICATIONS_STREAM_IDLE_SECONDS):
             woken.clear()
             found = await database_sync_to_async(selectors.notifications_after)(user_id=user_id, after=after, unread_only=False)
             if found:
                 after = found[-1].pk
-                idle_since = time.monotonic()
+                idle_since = last_sent = time.monotonic()
                 yield "".join(encode_event(event=n.kind, data=n.data, id=str(n.pk)) for n in found)
                 continue
             if time.monotonic() - idle_since >= KEEPALIVE_SECONDS:

@@ -175,6 +175,16 @@ else:
 CHAT_RATE_LIMIT = env_int("CHAT_RATE_LIMIT", 20, minimum=1)
 CHAT_RATE_WINDOW = env_float("CHAT_RATE_WINDOW", 10.0, minimum=0.001)
 CHAT_MAX_CONNECTIONS_PER_USER = env_int("CHAT_MAX_CONNECTIONS_PER_USER", 10, minimum=1)
+# Assistant sockets and notification streams are capped per user across workers too
+# (accounts/connections.py), so that one token cannot hold a worker's sockets and the
+# database polls of many streams: a person has a few tabs open, the page opens one
+# notification stream per tab, and scripts rarely need more than one assistant socket.
+ASSISTANT_MAX_SOCKETS_PER_USER = env_int("ASSISTANT_MAX_SOCKETS_PER_USER", 5, minimum=1)
+NOTIFICATIONS_MAX_STREAMS_PER_USER = env_int("NOTIFICATIONS_MAX_STREAMS_PER_USER", 10, minimum=1)
+# A notification stream that has sent no notification for this long ends; EventSource
+# reconnects by itself with Last-Event-ID and misses nothing, and a stream whose tab was
+# left open for days does not hold its slot and its wake-up subscription for ever.
+NOTIFICATIONS_STREAM_IDLE_SECONDS = env_float("NOTIFICATIONS_STREAM_IDLE_SECONDS", 300.0, minimum=1.0)
 # 20 s: below the 30-60 s idle time-outs of common proxies and load balancers
 # (nginx proxy_read_timeout defaults to 60 s), so a quiet connection is never cut.
 WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 20.0, minimum=0.2)

@@ -12,14 +12,26 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
-from chat.protocol import CLOSE_NO_ROOM, CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE
+from accounts import connections
+from accounts.connections import Connection, get_connections
+from chat.protocol import (
+    CLOSE_IDLE,
+    CLOSE_NO_ROOM,
+    CLOSE_REAUTHENTICATE,
+    CLOSE_TOO_MANY_CONNECTIONS,
+    CLOSE_UNAUTHENTICATED,
+    CLOSE_UNAVAILABLE,
+    PING_TEXT,
+)
 from project.api import MAX_ID
 from streaming import services
 from streaming.backends import ChatTurn
@@ -37,6 +49,8 @@ class AssistantConsumer(AsyncWebsocketConsumer):
     user_id = 0
     stream_id: str | None = None
     reader: asyncio.Task[None] | None = None
+    registered: Connection | None = None  # in accounts.connections: counted, pinged, told of credential changes
+    last_seen = 0.0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Runs for the connection's life, one event at a time (no channel layer)."""
@@ -55,6 +69,17 @@ class AssistantConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             return await self.close(code=CLOSE_UNAUTHENTICATED)
         self.user_id = user.pk
+        self.last_seen = time.monotonic()
+        self.registered = await get_connections().open(
+            user_id=user.pk,
+            credential=self.scope.get("credential"),
+            on_change=self._credentials_changed,
+            on_heartbeat=self._heartbeat,
+            kind=connections.ASSISTANT,
+            limit=int(settings.ASSISTANT_MAX_SOCKETS_PER_USER),
+        )
+        if self.registered is None:
+            return await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("conversation_id")
         self.conversation_id: str | None = values[0] if values else None
         if self.conversation_id:
@@ -67,6 +92,7 @@ class AssistantConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Runs for every frame from the client."""
+        self.last_seen = time.monotonic()
         try:
             frame = json.loads(text_data) if text_data is not None else None
         except (ValueError, RecursionError):
@@ -90,6 +116,21 @@ class AssistantConsumer(AsyncWebsocketConsumer):
         """Runs when the socket closes: stop reading; the generation goes on."""
         if self.reader is not None:
             self.reader.cancel()
+        if self.registered is not None:
+            await get_connections().close(self.registered)
+
+    async def _credentials_changed(self) -> None:
+        """Runs when the user's credentials change, on whichever worker: reconnect, and
+        let the new handshake decide (docs/protocol.md, "Connections and credentials")."""
+        await self.close(code=CLOSE_REAUTHENTICATE)
+
+    async def _heartbeat(self) -> None:
+        """Runs once a heartbeat: ping, or close a client silent for three heartbeats
+        (a dead peer that TCP has not noticed), as room sockets do."""
+        if time.monotonic() - self.last_seen > 3 * float(settings.WS_HEARTBEAT_SECONDS):
+            await self.close(code=CLOSE_IDLE)
+        else:
+            await self.send(PING_TEXT)
 
     async def _start(self, frame: dict[str, Any]) -> None:
         conversation_id = frame.get("conversation_id") or self.conversation_id
@@ -98,7 +139,11 @@ class AssistantConsumer(AsyncWebsocketConsumer):
             if conversation_id is not None and not isinstance(conversation_id, str):
                 raise services.StreamRefusedError(400, "bad_request", "conversation_id must be a string")
             started = await services.generation_start(
-                user_id=self.user_id, turns=[ChatTurn("user", message)], conversation_id=conversation_id, max_tokens=max_tokens
+                user_id=self.user_id,
+                turns=[ChatTurn("user", message)],
+                conversation_id=conversation_id,
+                max_tokens=max_tokens,
+                credential=self.scope.get("credential"),
             )
         except services.StreamRefusedError as refused:
             return await self._error(refused.code, refused.detail)

@@ -18,6 +18,7 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
+from accounts.credentials import credential_for_request
 from chat.protocol import is_storable_text
 from streaming import services
 from streaming.backends import ChatTurn
@@ -157,10 +158,18 @@ async def _stream_body(stream_id: str, model: str, include_usage: bool, prompt_t
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     turns, max_tokens, stream, include_usage, model = _parse(request)
     user: User = request.resolved_user  # type: ignore[attr-defined]
-    started = await services.generation_start(user_id=user.pk, turns=turns, conversation_id=None, max_tokens=max_tokens)
+    started = await services.generation_start(
+        user_id=user.pk,
+        turns=turns,
+        conversation_id=None,
+        max_tokens=max_tokens,
+        credential=credential_for_request(request, user_id=user.pk),
+    )
     prompt_tokens = sum(services.count_tokens(t.content) for t in turns)
     if stream:
-        return sse_response(_stream_body(started.stream_id, model, include_usage, prompt_tokens), stream_id=started.stream_id)
+        return sse_response(
+            request, _stream_body(started.stream_id, model, include_usage, prompt_tokens), stream_id=started.stream_id
+        )
     final = None
     async for events in services.stream_follow(stream_id=started.stream_id, after=0):
         if events and events[-1].kind in ("done", "error"):

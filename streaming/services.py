@@ -21,6 +21,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.connections import get_connections
+from accounts.credentials import Credential, credential_valid
 from chat.protocol import is_storable_text
 from project.api import ApiError, parse_id
 from project.db_thread import in_db_thread
@@ -125,8 +127,12 @@ async def generation_start(
     conversation_id: str | None,
     max_tokens: int | None,
     backend: Backend | None = None,
+    credential: Credential | None = None,
 ) -> StreamStarted:
     """Check the limits, store the new turns and start generating; return at once.
+
+    ``credential``, what authenticated the request: if it stops being valid (a token
+    revoked, a log-out...) while the reply is generated, the generation stops.
 
     Raises StreamRefusedError: 429 ``budget_exceeded`` or ``busy``, 404 for someone
     else's conversation."""
@@ -155,6 +161,7 @@ async def generation_start(
         context=context,
         max_tokens=max_tokens,
         backend=backend or get_backend(),
+        credential=credential,
     )
     task = spawn(producer.run(), name=f"generation-{stream_id}")
     _running.add(task)
@@ -186,6 +193,7 @@ class Producer:
         context: list[ChatTurn],
         max_tokens: int | None,
         backend: Backend,
+        credential: Credential | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.user_id = user_id
@@ -193,15 +201,23 @@ class Producer:
         self.context = context
         self.max_tokens = max_tokens
         self.backend = backend
+        self.credential = credential
+        self.producing: asyncio.Task[LogEvent] | None = None
         self.log = get_log()
         self.seq = 1
         self.tokens: list[str] = []
         self.chars = 0  # characters generated so far (MAX_REPLY_CHARS)
-        self.stop_reason: str | None = None  # cancelled | abandoned, set by the heartbeat
+        self.stop_reason: str | None = None  # cancelled | abandoned | revoked
 
     async def run(self) -> None:
         started = time.monotonic()
-        producing = asyncio.get_running_loop().create_task(self._produce())
+        producing = self.producing = asyncio.get_running_loop().create_task(self._produce())
+        registry = get_connections()
+        connection = None
+        if self.credential is not None:
+            connection = await registry.open(
+                user_id=self.user_id, credential=self.credential, on_change=self._credentials_changed
+            )
         final: LogEvent | None = None
         next_slot_refresh = time.monotonic() + SLOT_REFRESH_SECONDS
         try:
@@ -236,10 +252,21 @@ class Producer:
                     producing.cancel()
             final = await producing
         finally:
+            if connection is not None:
+                await registry.close(connection)
             if final is None:  # this task was cancelled: the worker is shutting down
                 producing.cancel()
                 final = self._error("producer_lost", "the worker stopped")
             await self._finish(final, time.monotonic() - started)
+
+    async def _credentials_changed(self) -> None:
+        """Runs when the user's credentials change: a reply started with a credential that
+        no longer holds stops, as a cancel would (its partial content is kept)."""
+        if await in_db_thread(credential_valid, credential=self.credential):
+            return
+        self.stop_reason = "revoked"
+        if self.producing is not None:
+            self.producing.cancel()
 
     async def _produce(self) -> LogEvent:
         generation = self.backend.generate(messages=self.context, max_tokens=self.max_tokens)

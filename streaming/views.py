@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +13,9 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
+from accounts import connections
+from accounts.connections import get_connections
+from accounts.credentials import Credential, credential_for_request
 from project.api import async_api_view, error_response
 from streaming import services
 from streaming.backends import ChatTurn
@@ -37,17 +41,59 @@ def render_event(stream_id: str, event: LogEvent) -> str:
     return encode_event(event=event.kind, data=event.data, id=f"{stream_id}:{event.seq}")
 
 
-async def _opened(body: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _opened(body: AsyncIterator[str], user_id: int, credential: Credential, count_key: str | None) -> AsyncIterator[str]:
+    """The body, opened with a comment, and ended when the user's credentials change."""
     # Servers send the status line and headers with the first body bytes (daphne does),
     # so a stream with nothing to say yet would leave its client waiting for them.
     yield OPENING
-    async for chunk in body:
-        yield chunk
+    ended = False
+    step: asyncio.Future[str] | None = None
+
+    async def credentials_changed() -> None:
+        # The body may be waiting (for tokens, a task, a notification): stop the wait
+        # itself, so the response ends within the 2 seconds docs/protocol.md promises.
+        nonlocal ended
+        ended = True
+        if step is not None:
+            step.cancel()
+
+    registry = get_connections()
+    kind = connections.NOTIFICATIONS if count_key is not None else None
+    connection = await registry.open(
+        user_id=user_id, credential=credential, on_change=credentials_changed, kind=kind, count_key=count_key
+    )
+    iterator = aiter(body)
+    try:
+        while not ended:
+            step = asyncio.ensure_future(anext(iterator))
+            try:
+                chunk = await step
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if ended and current is not None and not current.cancelling():
+                    return  # ours: the credentials changed
+                raise
+            finally:
+                step = None
+            yield chunk
+    finally:
+        if connection is not None:
+            await registry.close(connection)
 
 
-def sse_response(body: AsyncIterator[str], *, stream_id: str | None = None) -> StreamingHttpResponse:
-    """An SSE response; it opens with a comment, so headers reach the client at once."""
-    response = StreamingHttpResponse(_opened(body), content_type="text/event-stream; charset=utf-8")
+def sse_response(
+    request: HttpRequest, body: AsyncIterator[str], *, stream_id: str | None = None, count_key: str | None = None
+) -> StreamingHttpResponse:
+    """An SSE response for the request's user; it opens with a comment, so headers reach
+    the client at once, and ends when the user's credentials change. ``count_key``: a
+    reservation of accounts.connections (notification streams are capped per user)."""
+    user_id = _user(request).pk
+    credential = credential_for_request(request, user_id=user_id)
+    response = StreamingHttpResponse(
+        _opened(body, user_id, credential, count_key), content_type="text/event-stream; charset=utf-8"
+    )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
     if stream_id:
@@ -106,10 +152,15 @@ async def assistant_stream(request: HttpRequest) -> HttpResponseBase:
     conversation_id = body.get("conversation_id")
     if conversation_id is not None and not isinstance(conversation_id, str):
         raise services.StreamRefusedError(400, "bad_request", "conversation_id must be a string")
+    user_id = _user(request).pk
     started = await services.generation_start(
-        user_id=_user(request).pk, turns=[ChatTurn("user", message)], conversation_id=conversation_id, max_tokens=max_tokens
+        user_id=user_id,
+        turns=[ChatTurn("user", message)],
+        conversation_id=conversation_id,
+        max_tokens=max_tokens,
+        credential=credential_for_request(request, user_id=user_id),
     )
-    return sse_response(sse_events(started.stream_id, -1), stream_id=started.stream_id)
+    return sse_response(request, sse_events(started.stream_id, -1), stream_id=started.stream_id)
 
 
 @async_api_view("GET")
@@ -119,7 +170,7 @@ async def stream_events(request: HttpRequest, stream_id: str) -> HttpResponseBas
         return error_response(404, "not_found", "no such stream (or it expired)")
     last = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
     after = services.parse_last_event_id(last, stream_id=stream_id)
-    return sse_response(sse_events(stream_id, after), stream_id=stream_id)
+    return sse_response(request, sse_events(stream_id, after), stream_id=stream_id)
 
 
 @async_api_view("POST")

@@ -81,7 +81,7 @@ async def task_events(request: HttpRequest, task_id: int) -> HttpResponseBase:
     """SSE: progress events numbered from 1; Last-Event-ID resumes; any worker serves it."""
     task = await _owned_task(request, task_id)
     after = parse_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")) or 0
-    return sse_response(_events(task.pk, after))
+    return sse_response(request, _events(task.pk, after))
 
 
 async def _events(task_id: int, after: int) -> AsyncIterator[str]:
