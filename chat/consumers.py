@@ -176,6 +176,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     flow: SendFlow | None = None
     outbox: Outbox | None = None
     cut_off = False  # closed for not reading: nothing more is sent
+    typing: services.TypingGate | None = None  # made on the first typing frame
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Runs for the connection's whole life, handling one event at a time.
@@ -294,8 +295,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
                         "unavailable", "the database is unavailable; the message was not stored, send it again", nonce=frame.nonce
                     ) from None
             elif isinstance(frame, protocol.Typing):
+                if self.typing is None:
+                    self.typing = services.TypingGate()
                 await services.typing_set(
-                    room_id=self.room_id, user_id=self.user_id, username=self.username, is_typing=frame.is_typing
+                    room_id=self.room_id,
+                    user_id=self.user_id,
+                    username=self.username,
+                    is_typing=frame.is_typing,
+                    gate=self.typing,
                 )
             elif isinstance(frame, protocol.Ping):
                 await self.send_text(protocol.PONG_TEXT)

@@ -35,6 +35,10 @@ BACKLOG_DEFAULT = 50
 # 1000: enough to cover a few minutes of a busy room for a reconnecting client while
 # bounding the burst one reconnect can cost the server; older history is on REST.
 BACKLOG_MAX = 1000
+# A connection's "is typing" is announced to the room at most once a second; "stopped"
+# only after an announced "typing" (docs/protocol.md, "Typing"). Clients re-send
+# "typing" every few seconds while the user types, so they never meet the limit.
+TYPING_INTERVAL = 1.0
 
 ErrorCode = Literal["bad_json", "bad_frame", "empty", "too_long", "rate_limited", "muted", "room_locked", "unavailable"]
 

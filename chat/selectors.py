@@ -150,6 +150,10 @@ def user_is_banned(*, user_id: int, room_id: int) -> bool:
     return Ban.objects.applying_to(user_id=user_id, room_id=room_id).exists()
 
 
+def user_is_muted(*, user_id: int, room_id: int) -> bool:
+    return Mute.objects.applying_to(user_id=user_id, room_id=room_id).exists()
+
+
 def ban_get(*, ban_id: int) -> Ban | None:
     return Ban.objects.select_related("user", "room", "created_by").filter(pk=ban_id).first()
 

@@ -7,6 +7,7 @@ and management commands alike.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,13 +18,14 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from chat import events, message_store, presence, protocol
+from chat import events, message_store, presence, protocol, selectors
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, RoomMember, slug_validator
 from chat.protocol import ChatError
 from chat.ratelimit import rate_limit_hits
 from notifications.mentions import PostedMessage, mentions_notify
 from notifications.services import notification_create
 from project import metrics
+from project.db_thread import in_db_thread
 
 
 class RoomExistsError(Exception):
@@ -590,8 +592,38 @@ def _permissions(names: tuple[str, ...]) -> list[Permission]:
     return found
 
 
-async def typing_set(*, room_id: int, user_id: int, username: str, is_typing: bool) -> None:
-    """Tell the others in the room; nothing is stored."""
+@dataclass(slots=True)
+class TypingGate:
+    """What one connection has announced of its user's typing. A flood of typing frames
+    reaches the room as at most two frames a second; the rest are dropped silently
+    (docs/protocol.md, "Typing")."""
+
+    shown: bool = False
+    last_typing_at: float = -math.inf  # when "typing" was last let through (monotonic)
+
+    def admit(self, *, is_typing: bool, now: float) -> bool:
+        if not is_typing:
+            # "Stopped" ends something announced; a repeated or stray one says nothing.
+            was_shown, self.shown = self.shown, False
+            return was_shown
+        if now - self.last_typing_at < protocol.TYPING_INTERVAL:
+            return False  # the others' indicator is on already (or was, a moment ago)
+        self.shown, self.last_typing_at = True, now
+        return True
+
+
+async def typing_set(*, room_id: int, user_id: int, username: str, is_typing: bool, gate: TypingGate) -> None:
+    """Tell the others in the room, unless the gate drops it; nothing is stored.
+    Raises ChatError ``muted``: a muted user cannot show that they are typing either."""
+    shown_before = gate.shown
+    if not gate.admit(is_typing=is_typing, now=time.monotonic()):
+        return
+    if is_typing and await in_db_thread(selectors.user_is_muted, user_id=user_id, room_id=room_id):
+        # Nothing new is shown (a "typing" from before the mute may still end with its
+        # "stopped"), but the attempt used up the interval: a muted user's flood costs
+        # one query and gets one error a second.
+        gate.shown = shown_before
+        raise ChatError("muted", "you are muted")
     await events.typing_publish(
         room_id=room_id, user_id=user_id, frame={"type": "typing", "user": username, "is_typing": is_typing}
     )

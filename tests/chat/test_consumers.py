@@ -249,6 +249,55 @@ async def test_typing_reaches_the_others_only(alice_token, bob_token):
     await bob.disconnect()
 
 
+async def typing_frames_received(communicator: WebsocketCommunicator, quiet: float = 0.5) -> list[dict]:
+    """Every frame that arrives until none has for ``quiet`` seconds: all typing frames."""
+    frames = []
+    while not await communicator.receive_nothing(quiet):
+        frames.append(await receive(communicator))
+    assert all(frame["type"] == "typing" for frame in frames), frames
+    return frames
+
+
+async def test_a_typing_flood_reaches_the_others_as_a_few_frames(alice_token, bob_token):
+    """docs/protocol.md, "Typing": at most one "typing" a second per connection, "stopped"
+    only after an announced "typing"; the rest are dropped silently."""
+    alice, bob = room_socket(alice_token), room_socket(bob_token)
+    await join(alice)
+    await join(bob)
+    await receive(alice)  # bob's presence
+    for _ in range(100):
+        await alice.send_json_to({"type": "typing", "is_typing": True})
+    assert await typing_frames_received(bob) == [{"type": "typing", "user": "alice", "is_typing": True}]
+    for i in range(100):
+        await alice.send_json_to({"type": "typing", "is_typing": i % 2 == 1})
+    assert await typing_frames_received(bob) == [{"type": "typing", "user": "alice", "is_typing": False}]
+    assert await alice.receive_nothing(0.1), "silently: no error for the sender either"
+    await asyncio.sleep(protocol.TYPING_INTERVAL)
+    await alice.send_json_to({"type": "typing", "is_typing": True})
+    await alice.send_json_to({"type": "typing", "is_typing": False})
+    assert await typing_frames_received(bob) == [
+        {"type": "typing", "user": "alice", "is_typing": True},
+        {"type": "typing", "user": "alice", "is_typing": False},
+    ], "a second later, typing shows again"
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_a_muted_user_cannot_show_typing(alice_token, bob_token):
+    alice, bob = room_socket(alice_token), room_socket(bob_token)
+    await join(alice)
+    await join(bob)
+    await receive(alice)  # bob's presence
+    user = await database_sync_to_async(User.objects.get)(username="alice")
+    await database_sync_to_async(services.mute_create)(user=user, minutes=5)
+    await alice.send_json_to({"type": "typing", "is_typing": True})
+    error = await receive(alice)
+    assert error["type"] == "error" and error["code"] == "muted", error
+    assert await bob.receive_nothing(0.5)
+    await alice.disconnect()
+    await bob.disconnect()
+
+
 async def test_removed_message_disappears_live(alice_token):
     socket = room_socket(alice_token)
     await join(socket)
