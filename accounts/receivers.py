@@ -21,8 +21,15 @@ from accounts.connections import credentials_changed_on_commit
 
 
 def on_logged_out(*, request: HttpRequest | None, user: User | None, **kwargs: Any) -> None:
-    if user is not None:
-        credentials_changed_on_commit(user_id=user.pk)
+    if user is None:
+        return
+    session = getattr(request, "session", None)
+    if session is not None:
+        # Django sends this signal before it flushes the session; a generation that
+        # re-checks its session when told must find it gone, so it goes now (logout's own
+        # flush then ends an empty session, which is harmless).
+        session.flush()
+    credentials_changed_on_commit(user_id=user.pk)
 
 
 def before_user_save(*, instance: User, update_fields: frozenset[str] | None = None, **kwargs: Any) -> None:

@@ -102,6 +102,7 @@ async def _stream(user_id: int, after: int) -> AsyncIterator[str]:
             if time.monotonic() - idle_since >= KEEPALIVE_SECONDS:
                 idle_since = time.monotonic()
                 yield KEEPALIVE
+            idle_left = float(settings.NOTIFICATIONS_STREAM_IDLE_SECONDS) - (time.monotonic() - last_sent)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_SECONDS):
+                async with asyncio.timeout(max(0.0, min(POLL_SECONDS, idle_left))):
                     await woken.wait()

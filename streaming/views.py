@@ -43,9 +43,6 @@ def render_event(stream_id: str, event: LogEvent) -> str:
 
 async def _opened(body: AsyncIterator[str], user_id: int, credential: Credential, count_key: str | None) -> AsyncIterator[str]:
     """The body, opened with a comment, and ended when the user's credentials change."""
-    # Servers send the status line and headers with the first body bytes (daphne does),
-    # so a stream with nothing to say yet would leave its client waiting for them.
-    yield OPENING
     ended = False
     step: asyncio.Future[str] | None = None
 
@@ -64,6 +61,9 @@ async def _opened(body: AsyncIterator[str], user_id: int, credential: Credential
     )
     iterator = aiter(body)
     try:
+        # Servers send the status line and headers with the first body bytes (daphne does),
+        # so a stream with nothing to say yet would leave its client waiting for them.
+        yield OPENING
         while not ended:
             step = asyncio.ensure_future(anext(iterator))
             try:
