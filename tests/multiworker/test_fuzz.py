@@ -451,6 +451,8 @@ async def test_assistant_socket_survives_fuzzing(cluster: Cluster):
                             pongs_due -= 1
                         elif reply["type"] == "conversation_start":
                             starts_due -= 1
+                        elif reply["type"] == "ping":  # the server's heartbeat (docs/protocol.md)
+                            await socket.send(dumps({"type": "pong"}))
                         else:
                             assert reply["type"] in STREAM_FRAMES, reply
             except ConnectionClosed as closed:
