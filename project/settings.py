@@ -82,6 +82,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Under /api/ and /v1/ a CSRF failure is a JSON error that says what to send.
+CSRF_FAILURE_VIEW = "project.views.csrf_failure"
 ROOT_URLCONF = "project.urls"
 ASGI_APPLICATION = "project.asgi.application"
 WSGI_APPLICATION = None

@@ -9,11 +9,12 @@ import redis
 from django.conf import settings
 from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views import defaults
+from django.views import csrf, defaults
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from accounts.services import bearer_from_header
 from project.api import error_response
+from project.middleware import is_api_path
 from project.redis_clients import redis_configured, shard_count, sync_redis_at
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,19 @@ def metrics(request: HttpRequest) -> HttpResponse:
             response["WWW-Authenticate"] = "Bearer"
             return response
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: under the API, a JSON 403 that says what is missing (a session's
+    write needs the csrftoken cookie's value in X-CSRFToken; scripts send a bearer token
+    instead); Django's own page elsewhere."""
+    if is_api_path(request.path):
+        detail = (
+            f"CSRF check failed ({reason}): a request authenticated by the session cookie must send the "
+            "csrftoken cookie's value in the X-CSRFToken header; scripts send Authorization: Bearer <token> instead"
+        )
+        return error_response(403, "csrf_failed", detail)
+    return csrf.csrf_failure(request, reason)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -115,12 +115,26 @@ def test_session_requests_without_the_csrf_token_change_nothing(world, call: Cal
     before = state()
     refused = send(browser, call.method, call.path.format(**world), call.body)
     assert refused.status_code == 403, refused.content
-    assert refused["Content-Type"].startswith("application/json") and "error" in refused.json()
+    assert refused.json()["error"]["code"] == "csrf_failed" and "X-CSRFToken" in refused.json()["error"]["detail"]
     assert state() == before
     # The same session with the token gets past CSRF, to the view's own answer.
     token = browser.cookies[settings.CSRF_COOKIE_NAME].value
     control = send(browser, call.method, call.control_path, call.control_body, headers={"X-CSRFToken": token})
     assert control.status_code == call.control_status, control.content
+
+
+@pytest.mark.parametrize("call", CALLS, ids=lambda call: f"{call.method} {call.path}")
+def test_calls_without_any_credential_get_401_saying_what_to_send(world, call: Call):
+    before = state()
+    anonymous = Client(enforce_csrf_checks=True)
+    refused = send(anonymous, call.method, call.path.format(**world), call.body)
+    assert refused.status_code == 401, refused.content
+    error = refused.json()["error"]
+    if call.path.startswith("/v1/"):
+        assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error"
+    else:
+        assert error["code"] == "not_authenticated" and "Bearer" in error["detail"]
+    assert state() == before
 
 
 @pytest.mark.parametrize(
