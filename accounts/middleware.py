@@ -116,7 +116,7 @@ class WebSocketAuthMiddleware:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         headers = dict(scope.get("headers", ()))
-        if not origin_allowed(headers.get(b"origin")):
+        if not origin_allowed(scope):
             return await WebsocketDenier()(scope, receive, send)
         database_unavailable = False
         try:

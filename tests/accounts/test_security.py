@@ -129,7 +129,8 @@ async def test_a_cross_site_page_cannot_use_the_session_cookie_on_a_socket():
                 communicator = WebsocketCommunicator(application, path, headers=[cookie, (b"origin", origin)])
                 connected, _ = await communicator.connect(timeout=TIMEOUT)
                 assert not connected, (path, origin)
-        assert await first_frame_or_close([cookie, (b"origin", b"http://localhost:8000")]) == "hello", "the site itself"
+        site = [cookie, (b"host", b"localhost:8000"), (b"origin", b"http://localhost:8000")]
+        assert await first_frame_or_close(site) == "hello", "the site itself"
     finally:
         await get_hub().close()
         await get_writer().close()

@@ -110,7 +110,8 @@ async def test_session_cookie_authenticates_the_handshake(alice_token):
     client = Client()
     await database_sync_to_async(client.force_login)(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    socket = room_socket(None, headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000")])
+    browser = [(b"cookie", cookie), (b"host", b"localhost:8000"), (b"origin", b"http://localhost:8000")]
+    socket = room_socket(None, headers=browser)
     frames = await join(socket)
     assert frames[0]["user"] == "dora"
     await socket.disconnect()
@@ -167,6 +168,27 @@ async def test_hostile_origin_is_refused_but_no_origin_is_judged_by_token(alice_
     scripted = room_socket(alice_token)
     await join(scripted)
     await scripted.disconnect()
+
+
+async def test_only_the_pages_own_origin_or_a_trusted_one_rides_the_session_cookie(alice_token):
+    """CONTRACT §1: scheme, host and port must all be the page's, or listed in
+    CSRF_TRUSTED_ORIGINS; another port or scheme of the same host is another site."""
+    user = await database_sync_to_async(make_user)("dora")
+    client = Client()
+    await database_sync_to_async(client.force_login)(user)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+    def from_page(origin: bytes) -> WebsocketCommunicator:
+        return room_socket(None, headers=[cookie, (b"host", b"127.0.0.1:8000"), (b"origin", origin)])
+
+    for origin in (b"http://127.0.0.1:9999", b"https://127.0.0.1", b"https://127.0.0.1:8000", b"https://app.example"):
+        connected, _ = await from_page(origin).connect(timeout=TIMEOUT)
+        assert not connected, origin
+    with override_settings(CSRF_TRUSTED_ORIGINS=["https://app.example"]):
+        for origin in (b"http://127.0.0.1:8000", b"https://app.example"):
+            socket = from_page(origin)
+            assert (await join(socket))[0]["user"] == "dora", origin
+            await socket.disconnect()
 
 
 async def test_message_is_echoed_with_nonce_and_reaches_others_once(alice_token, bob_token):

@@ -327,3 +327,41 @@ def test_a_session_login_form_posts_through_the_proxy(topology: Topology):
         )
         assert response.status_code == 302, response.text[:500]
         assert "sessionid" in browser.cookies
+
+
+@pytest.mark.asyncio
+async def test_a_session_socket_through_the_proxy_needs_the_pages_own_origin(topology: Topology):
+    """nginx passes the Host with its port, so the WebSocket Origin check (CONTRACT §1)
+    recognises the page's own origin behind the proxy, and still refuses another port or
+    scheme of the same host riding the same session cookie."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    topology.cluster.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; User.objects.create_user('rider', password='a-long-ride-9876')",
+    )
+    async with httpx.AsyncClient(base_url=topology.base, timeout=10) as browser:
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', (await browser.get("/accounts/login/")).text)
+        assert token is not None
+        logged_in = await browser.post(
+            "/accounts/login/",
+            data={"username": "rider", "password": "a-long-ride-9876", "csrfmiddlewaretoken": token.group(1)},
+            headers={"Origin": topology.base, "Referer": f"{topology.base}/accounts/login/"},
+        )
+        assert logged_in.status_code == 302, logged_in.text[:500]
+        cookie = {"Cookie": f"sessionid={browser.cookies['sessionid']}"}
+    created = httpx.post(
+        f"{topology.base}/api/rooms/", json={"slug": "topo-origin", "title": "O"}, headers=topology.auth("ann"), timeout=10
+    )
+    assert created.status_code == 201, created.text
+    url = topology.ws("/ws/rooms/topo-origin/")
+    async with connect(url, additional_headers=cookie, origin=topology.base, open_timeout=10) as connection:  # type: ignore[arg-type]
+        hello = json.loads(await asyncio.wait_for(connection.recv(), 10))
+        assert hello["type"] == "hello" and hello["user"] == "rider"
+    for other in (f"http://127.0.0.1:{free_port()}", f"https://127.0.0.1:{topology.nginx.port}"):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, additional_headers=cookie, origin=other, open_timeout=10):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 403, other
