@@ -103,7 +103,7 @@ async def test_invalid_names_and_messages_are_refused(workers):
     with pytest.raises(TypeError):
         await one.group_add("room:colon", channel)  # the project's old topics cannot be groups
     with pytest.raises(AssertionError):
-        await one.send(channel, "not a dict")  # type: ignore[arg-type]
+        await one.send(channel, "not a dict")
 
 
 async def test_group_send_reaches_every_member_on_every_worker_and_no_one_else(workers):
