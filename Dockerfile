@@ -13,7 +13,9 @@ COPY tasks ./tasks
 COPY templates ./templates
 COPY manage.py ./
 COPY deploy/web-server.sh ./deploy/web-server.sh
-RUN pip install --no-compile . \
+# The base image's pip and setuptools have published advisories (docs/security.md, finding 10).
+RUN pip install --no-compile --upgrade pip setuptools wheel \
+    && pip install --no-compile . \
     && useradd --system --uid 10001 --home /app app \
     && DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput --verbosity 0 \
     && chown -R app /app

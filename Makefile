@@ -10,11 +10,13 @@ HOST ?= 127.0.0.1
 # daphne (the default, as runserver) or uvicorn (faster: docs/performance.md). SERVER= still works.
 WEB_SERVER ?= $(or $(SERVER),daphne)
 
-.PHONY: run test lint serve bench bench-sse bench-tasks soak system-deps migrate clean
+.PHONY: run test lint audit serve bench bench-sse bench-tasks soak system-deps migrate clean
 
+# The venv's installers are upgraded too: a new venv gets the pip and setuptools bundled with
+# Python, which have published advisories (docs/security.md, second review, finding 10).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
@@ -40,6 +42,12 @@ lint: $(STAMP)
 
 system-deps:
 	@bash deploy/install-system-deps.sh
+
+## make audit: pip-audit on the runtime dependencies and the installers (not part of make test:
+## it needs the advisory service). Exit 1: known vulnerabilities; 3: the service could not be reached.
+audit: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[audit]'
+	$(BIN)/python deploy/audit.py $(AUDIT_ARGS)
 
 ## make serve WORKERS=N PORT=P [WEB_SERVER=uvicorn]: N workers on one port, no sticky sessions, plus the task worker (needs REDIS_URL).
 serve: $(STAMP)
