@@ -18,6 +18,7 @@ from accounts.credentials import Credential
 from accounts.models import ApiToken
 from accounts.services import bearer_from_header, token_authenticate
 from project.db_thread import in_db_thread
+from project.middleware import is_api_path
 from project.origin import origin_allowed
 
 
@@ -45,13 +46,25 @@ class BearerTokenMiddleware:
         raw = _bearer(request)
         if raw is not None:
             _authenticate(request, token_authenticate(raw=raw) if raw else None)
+        else:
+            _without_credentials(request)
         return self.get_response(request)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         raw = _bearer(request)
         if raw is not None:
             _authenticate(request, await in_db_thread(token_authenticate, raw=raw) if raw else None)
+        else:
+            _without_credentials(request)
         return await self.get_response(request)
+
+
+def _without_credentials(request: HttpRequest) -> None:
+    """An API call with neither a bearer token nor a session cookie carries nothing a
+    forged cross-site request could ride on: CSRF has nothing to protect, so the view
+    answers 401 saying what to send (docs/protocol.md), not CSRF's 403."""
+    if is_api_path(request.path) and settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
 
 
 def _bearer(request: HttpRequest) -> str | None:

@@ -141,7 +141,7 @@ def test_session_posts_need_a_csrf_token_bearer_posts_do_not():
     user = make_user()
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(user)
-    assert_error(post(browser, "/api/rooms/", {"slug": "x", "title": "x"}), 403, "forbidden")
+    assert_error(post(browser, "/api/rooms/", {"slug": "x", "title": "x"}), 403, "csrf_failed")
     browser.get("/accounts/login/")
     response = post(
         browser, "/api/rooms/", {"slug": "x", "title": "x"}, headers={"X-CSRFToken": browser.cookies["csrftoken"].value}
