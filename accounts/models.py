@@ -15,11 +15,15 @@ class ApiToken(models.Model):
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    # Set by accounts.services.token_revoke only, which also ends the connections the
+    # token opened; never cleared, so a revoked token stays revoked.
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "API token"
+        # Revoking is an admin action of its own, so that moderators need no change permission.
+        permissions = [("revoke_apitoken", "Can revoke API tokens")]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"

@@ -29,10 +29,15 @@ def token_create(*, user: User, name: str = "") -> tuple[ApiToken, str]:
     return token, raw
 
 
-def token_revoke(*, token: ApiToken) -> None:
-    """Revoke the token; every connection it authenticated ends (accounts.connections)."""
-    if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
-        credentials_changed_on_commit(user_id=token.user_id)
+def token_revoke(*, token: ApiToken) -> bool:
+    """Revoke the token; every connection it authenticated ends (accounts.connections).
+    False if it was revoked already."""
+    now = timezone.now()
+    if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
+        return False
+    token.revoked_at = now
+    credentials_changed_on_commit(user_id=token.user_id)
+    return True
 
 
 def user_for_token(*, raw: str) -> User | None:

@@ -18,11 +18,14 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from accounts.admin import ApiTokenAdmin
+from accounts.models import ApiToken
 from chat import presence, protocol, services
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, sanction_active_q
 
@@ -91,11 +94,33 @@ def _ask(
 # ---- rooms -------------------------------------------------------------------------------
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ["slug", "title", "online", "message_count", "locked", "created_at"]
+    """Only the title of a room that is not a direct message can be edited. Who may read
+    a room (privacy, members), its owner and its slug belong to chat.services: unticking
+    *private* here used to open a DM to everyone, unlogged. Members are not shown or
+    edited here (the API's member_add and member_remove close removed members' sockets)."""
+
+    list_display = ["slug", "title", "private", "online", "message_count", "locked", "created_at"]
     search_fields = ["slug", "title"]
-    list_filter = ["locked"]
-    readonly_fields = ["locked", "last_message_id"]
-    actions = ["lock_rooms", "unlock_rooms", "send_notice"]
+    list_filter = ["private", "locked"]
+    fields = ["slug", "title", "private", "direct", "created_by", "created_at", "locked", "last_message_id"]
+    readonly_fields = ["slug", "private", "direct", "created_by", "created_at", "locked", "last_message_id"]
+    actions = ["lock_rooms", "unlock_rooms", "send_notice", "make_public"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A DM's title names its two people (dm_open).
+        return self.fields if obj is not None and obj.direct_key is not None else self.readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Rooms are made over the API (services.room_create): a private one gets its owner
+        # as first member there, and every field but the title is read-only here.
+        return False
+
+    def has_publish_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("chat.publish_room")
+
+    @admin.display(description="direct message", boolean=True)
+    def direct(self, room: Room) -> bool:
+        return room.direct_key is not None
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         """Counts for the page's rooms only, one query each, rather than one per row
@@ -134,6 +159,20 @@ class RoomAdmin(admin.ModelAdmin):
         for room in queryset:
             services.room_lock(room=room, locked=locked, locked_by=_actor(request))
         self.message_user(request, f"{'Locked' if locked else 'Unlocked'} {_count(len(queryset), 'room')}.", messages.SUCCESS)
+
+    @admin.action(description="Make selected rooms public", permissions=["publish"])
+    def make_public(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        changed = refused = 0
+        for room in queryset:
+            try:
+                changed += services.room_make_public(room=room, changed_by=_actor(request))
+            except ValidationError:
+                refused += 1  # a direct message
+        self.message_user(request, f"Made {_count(changed, 'room')} public.", messages.SUCCESS)
+        if refused:
+            self.message_user(
+                request, f"Left {_count(refused, 'direct message')} private: a direct message is always private.", messages.ERROR
+            )
 
     @admin.action(description="Send a notice to selected rooms…", permissions=["change"])
     def send_notice(self, request: HttpRequest, queryset: QuerySet[Room]) -> TemplateResponse | None:
@@ -430,6 +469,19 @@ class ReportAdmin(admin.ModelAdmin):
             for report in queryset.select_related("message")
         )
         self.message_user(request, f"Dismissed {_count(dismissed, 'report')}.", messages.SUCCESS)
+
+
+# ---- API tokens ----------------------------------------------------------------------------
+admin.site.unregister(ApiToken)
+
+
+@admin.register(ApiToken)
+class ModeratedApiTokenAdmin(ApiTokenAdmin):
+    """accounts' token admin (read-only, revoked by the action only), with revocation
+    written to the moderation log."""
+
+    def revoke_one(self, request: HttpRequest, token: ApiToken) -> bool:
+        return services.apitoken_revoke(token=token, revoked_by=_actor(request))
 
 
 # ---- the audit log -------------------------------------------------------------------------

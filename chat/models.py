@@ -34,6 +34,8 @@ class Room(models.Model):
 
     class Meta:
         ordering = ["slug"]
+        # Not a moderator's: making a private room public shows its members' messages to everyone.
+        permissions = [("publish_room", "Can make a private room public")]
 
     def __str__(self) -> str:
         return self.slug
@@ -153,6 +155,8 @@ class ModerationAction(models.Model):
         MESSAGE_REMOVE = "message_remove", "message removed"
         MESSAGE_RESTORE = "message_restore", "message restored"
         REPORT_DISMISS = "report_dismiss", "report dismissed"
+        ROOM_PUBLIC = "room_public", "room made public"
+        TOKEN_REVOKE = "token_revoke", "API token revoked"
 
     # SET_NULL everywhere: the log outlives the people, rooms and messages it mentions.
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

@@ -18,6 +18,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.models import ApiToken
+from accounts.services import token_revoke
 from chat import events, message_store, presence, protocol, selectors
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, RoomMember, slug_validator
 from chat.protocol import ChatError
@@ -279,8 +281,10 @@ MODERATOR_PERMISSIONS = (
     "chat.change_mute",
     "chat.view_moderationaction",
     "auth.view_user",
+    # Revoking is an action with its own permission: with change_apitoken a moderator
+    # could edit a token's row (chat/migrations/0006 moved the existing group).
     "accounts.view_apitoken",
-    "accounts.change_apitoken",
+    "accounts.revoke_apitoken",
 )
 
 # A sanction with an end lasts at most a century: longer is what "until lifted" is for,
@@ -447,6 +451,43 @@ def room_lock(*, room: Room, locked: bool, locked_by: User | None, reason: str =
     return room
 
 
+def room_make_public(*, room: Room, changed_by: User | None, reason: str = "") -> bool:
+    """Make a private room public; False if it was public already. Logged.
+
+    From the commit on the room is listed for everyone and anyone may read and join it;
+    its members keep their membership (and unread counts). A direct message is always
+    private: ValidationError. There is no way back to private here: sockets opened
+    while the room was public would stay in it, and nothing tells the workers to close
+    the non-members' ones.
+    """
+    if room.direct_key is not None:
+        raise ValidationError("a direct message is always private")
+    reason = _clean_reason(reason)
+    with transaction.atomic():
+        changed = Room.objects.filter(pk=room.pk, private=True, direct_key__isnull=True).update(private=False)
+        if changed:
+            _audit(actor=changed_by, action=ModerationAction.Kind.ROOM_PUBLIC, room_id=room.pk, reason=reason)
+    room.refresh_from_db(fields=["private"])
+    return bool(changed)
+
+
+def apitoken_revoke(*, token: ApiToken, revoked_by: User | None, reason: str = "") -> bool:
+    """Revoke someone's API token as a moderator (accounts.services.token_revoke: every
+    connection it opened ends) and log it; False if it was revoked already."""
+    reason = _clean_reason(reason)
+    with transaction.atomic():
+        revoked = token_revoke(token=token)
+        if revoked:
+            _audit(
+                actor=revoked_by,
+                action=ModerationAction.Kind.TOKEN_REVOKE,
+                target_user_id=token.user_id,
+                reason=reason,
+                detail={"id": token.pk, "prefix": token.prefix},
+            )
+    return revoked
+
+
 def room_notice(*, room: Room, content: str, sent_by: User | None = None) -> None:
     """Announce ``content`` to everyone in the room now, as a ``notice`` frame after commit.
 
@@ -462,11 +503,23 @@ def room_notice(*, room: Room, content: str, sent_by: User | None = None) -> Non
 
 def _notify_direct_messages(messages: list[tuple[PostedMessage, int, str]]) -> None:
     """A ``dm`` notification for the other person of a direct message, when none of
-    their connections is in the room (so they did not see it live). Inside the write."""
+    their connections is in the room (so they did not see it live). Inside the write.
+
+    The key names who the room was opened for, not who may read it now: someone removed
+    from the room gets nothing (the notification carries the message), so the recipient
+    must still be a member, read in the same transaction as the message."""
     pairs = []
     for message, room_id, key in messages:
         low, high = (int(part) for part in key.split(":"))
         pairs.append((message, room_id, high if message.author_id == low else low))
+    members = set(
+        RoomMember.objects.filter(
+            room_id__in={room_id for _, room_id, _ in pairs}, user_id__in={other for _, _, other in pairs}
+        ).values_list("room_id", "user_id")
+    )
+    pairs = [(message, room_id, other) for message, room_id, other in pairs if (room_id, other) in members]
+    if not pairs:
+        return
     usernames = dict(User.objects.filter(pk__in={other for _, _, other in pairs}).values_list("pk", "username"))
     online = presence.room_online_usernames(sorted({room_id for _, room_id, _ in pairs}))
     for message, room_id, other in pairs:

@@ -4,6 +4,8 @@ from django.test import Client
 
 from accounts.models import ApiToken
 from accounts.services import token_create, token_hash, token_revoke, user_for_token
+from chat import services
+from chat.models import ModerationAction
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
@@ -50,6 +52,50 @@ def test_admin_lists_tokens_without_secrets_and_revokes_them():
     client.post("/admin/accounts/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+def bearer_status(raw: str) -> int:
+    return Client().get("/api/rooms/", headers={"Authorization": f"Bearer {raw}"}).status_code
+
+
+def test_a_moderator_revokes_with_the_action_logged_and_cannot_unrevoke_by_editing():
+    moderator = make_user("mod")
+    services.moderator_make(user=moderator)
+    alice = make_user("alice")
+    token, raw = token_create(user=alice)
+    client = Client()
+    client.force_login(moderator)
+    assert bearer_status(raw) == 200
+    response = client.post("/admin/accounts/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
+    assert response.status_code == 302
+    assert bearer_status(raw) == 401
+    entry = ModerationAction.objects.get()
+    assert (entry.action, entry.actor, entry.target_user) == ("token_revoke", moderator, alice)
+    # The attack: clear "revoked at" in the change form and save.
+    response = client.post(f"/admin/accounts/apitoken/{token.pk}/change/", {"name": "", "revoked_at_0": "", "revoked_at_1": ""})
+    assert response.status_code == 403, "moderators may view and revoke tokens, not change them"
+    assert bearer_status(raw) == 401
+    assert client.get(f"/admin/accounts/apitoken/{token.pk}/change/").status_code == 200, "view-only"
+
+
+def test_nobody_edits_a_tokens_revocation_or_deletes_it_in_the_admin_not_even_a_superuser():
+    root = make_user("root", staff=True)
+    root.is_superuser = True
+    root.save()
+    alice = make_user("alice")
+    token, raw = token_create(user=alice, name="laptop")
+    token_revoke(token=token)
+    client = Client()
+    client.force_login(root)
+    form = {"name": "renamed", "user": str(root.pk), "revoked_at_0": "", "revoked_at_1": ""}
+    response = client.post(f"/admin/accounts/apitoken/{token.pk}/change/", form)
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert (token.name, token.user, token.revoked_at is not None) == ("renamed", alice, True)
+    assert bearer_status(raw) == 401
+    # Deleting would end none of the connections the token opened: revoke instead.
+    assert client.post(f"/admin/accounts/apitoken/{token.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert ApiToken.objects.filter(pk=token.pk).exists()
 
 
 def test_signup_login_and_logout_pages():

@@ -9,6 +9,7 @@ import pytest_asyncio
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth.models import Group
 from django.test import Client
 
 from chat import protocol, selectors, services
@@ -45,6 +46,11 @@ def act(client: Client, changelist: str, action: str, objects, **fields):
     else:
         data["index"] = "0"
     return client.post(changelist, data)
+
+
+# What the room form needed while created_at was editable, so that the attacks below would
+# have been saved rather than refused for a missing field.
+CREATED_AT = {"created_at_0": "2026-01-01", "created_at_1": "00:00:00"}
 
 
 # ---- without sockets ----------------------------------------------------------------------
@@ -114,6 +120,33 @@ class TestAsModerator:
         room = make_room()
         self.client.post(f"/admin/chat/room/{room.pk}/change/", {"slug": "lobby", "title": "Lobby", "locked": "on"})
         assert Room.objects.get().locked is False, "locked is read-only in the form: only the actions tell the room"
+
+    def test_editing_a_dm_changes_nothing_and_it_stays_private(self):
+        alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+        dm, _ = services.dm_open(user=alice, other=bob)
+        services.message_create(room=dm, user=alice, content="just between us")
+        # The attack: untick "private" (an unticked box is not posted), take the slug and the room.
+        form = {"slug": "open", "title": "Everyone welcome", "created_by": str(carol.pk), **CREATED_AT}
+        self.client.post(f"/admin/chat/room/{dm.pk}/change/", form)
+        dm.refresh_from_db()
+        assert (dm.slug.startswith("dm-"), dm.title, dm.private, dm.created_by) == (True, "alice and bob", True, alice)
+        outsider = Client(headers={"Authorization": f"Bearer {make_token(carol)}"})
+        assert outsider.get(f"/api/rooms/{dm.slug}/messages").status_code == 404
+        assert dm.slug not in [r["slug"] for r in outsider.get("/api/rooms/").json()["rooms"]]
+        assert not ModerationAction.objects.exists()
+
+    def test_only_the_title_of_a_room_can_be_edited(self):
+        alice, carol = make_user("alice"), make_user("carol")
+        club = services.room_create(slug="club", title="Club", created_by=alice, private=True)
+        form = {"slug": "taken-over", "title": "The Club", "created_by": str(carol.pk), **CREATED_AT}
+        assert self.client.post(f"/admin/chat/room/{club.pk}/change/", form).status_code == 302
+        club.refresh_from_db()
+        assert (club.slug, club.title, club.private, club.created_by) == ("club", "The Club", True, alice)
+        lobby = services.room_create(slug="lobby", title="Lobby", created_by=alice)
+        self.client.post(
+            f"/admin/chat/room/{lobby.pk}/change/", {"slug": "lobby", "title": "Lobby", "private": "on", **CREATED_AT}
+        )
+        assert Room.objects.get(pk=lobby.pk).private is False, "nor made private by ticking the box"
 
     def test_send_notice_asks_for_the_text_first(self):
         room = make_room()
@@ -241,6 +274,60 @@ def test_staff_outside_the_group_cannot_moderate():
     assert client.get("/admin/chat/room/").status_code == 403
     act(client, "/admin/chat/room/", "lock_rooms", [room])
     assert Room.objects.get().locked is False
+
+
+# Everything a moderator needs, nothing more: the moderation actions, reading what they act on,
+# and no editing of fields only a service may change (docs/moderation.md).
+MODERATOR_PERMISSIONS = [
+    "accounts.revoke_apitoken",
+    "accounts.view_apitoken",
+    "auth.view_user",
+    "chat.add_ban",
+    "chat.add_mute",
+    "chat.change_ban",
+    "chat.change_message",
+    "chat.change_mute",
+    "chat.change_report",
+    "chat.change_room",
+    "chat.view_ban",
+    "chat.view_message",
+    "chat.view_moderationaction",
+    "chat.view_mute",
+    "chat.view_report",
+    "chat.view_room",
+]
+
+
+@pytest.mark.django_db
+def test_the_moderators_group_has_exactly_the_listed_permissions():
+    group = Group.objects.get(name="Moderators")
+    names = sorted(f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.select_related("content_type"))
+    assert names == MODERATOR_PERMISSIONS
+    assert sorted(services.MODERATOR_PERMISSIONS) == MODERATOR_PERMISSIONS
+    moderator = make_moderator()
+    assert sorted(moderator.get_all_permissions()) == MODERATOR_PERMISSIONS
+
+
+@pytest.mark.django_db
+def test_making_a_room_public_is_a_logged_action_never_for_a_dm_nor_a_moderator():
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    club = services.room_create(slug="club", title="Club", created_by=alice, private=True)
+    dm, _ = services.dm_open(user=alice, other=bob)
+    moderators = admin_client(make_moderator())
+    choices = moderators.get("/admin/chat/room/").context["action_form"].fields["action"].choices
+    assert "make_public" not in [name for name, _ in choices]
+    act(moderators, "/admin/chat/room/", "make_public", [club, dm])
+    assert list(Room.objects.order_by("pk").values_list("private", flat=True)) == [True, True]
+    root = make_user("root", staff=True)
+    root.is_superuser = True
+    root.save()
+    response = act(admin_client(root), "/admin/chat/room/", "make_public", [club, dm])
+    assert response.status_code == 302
+    assert list(Room.objects.order_by("pk").values_list("slug", "private")) == [("club", False), (dm.slug, True)]
+    entry = ModerationAction.objects.get()
+    assert (entry.action, entry.actor, entry.room) == ("room_public", root, club)
+    outsider = Client(headers={"Authorization": f"Bearer {make_token(carol)}"})
+    assert [r["slug"] for r in outsider.get("/api/rooms/").json()["rooms"]] == ["club"]
 
 
 def selectors_backlog(room):

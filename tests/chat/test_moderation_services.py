@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from accounts.services import token_create, user_for_token
 from chat import selectors, services
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room
 from chat.protocol import ChatError
@@ -268,6 +269,31 @@ def test_dismissing_a_report_keeps_the_message_and_closes_that_report_only():
     assert Message.objects.get(pk=message.pk).removed_at is None
     assert log() == [("report_dismiss", "mod", "alice")]
     assert moderation_notifications(author) == []
+
+
+def test_a_private_room_is_made_public_once_and_logged_a_direct_message_never():
+    owner, mod = make_user("owner"), make_user("mod", staff=True)
+    club = services.room_create(slug="club", title="Club", created_by=owner, private=True)
+    assert services.room_make_public(room=club, changed_by=mod, reason="an open club now") is True
+    assert services.room_make_public(room=club, changed_by=mod) is False
+    assert club.private is False and Room.objects.get(pk=club.pk).private is False
+    [entry] = ModerationAction.objects.all()
+    assert (entry.action, entry.actor, entry.room, entry.reason) == ("room_public", mod, club, "an open club now")
+    dm, _ = services.dm_open(user=owner, other=make_user("bob"))
+    with pytest.raises(ValidationError, match="always private"):
+        services.room_make_public(room=dm, changed_by=mod)
+    assert Room.objects.get(pk=dm.pk).private is True and ModerationAction.objects.count() == 1
+
+
+def test_revoking_a_token_as_a_moderator_is_logged_once(django_capture_on_commit_callbacks):
+    alice, mod = make_user("alice"), make_user("mod", staff=True)
+    token, raw = token_create(user=alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.apitoken_revoke(token=token, revoked_by=mod) is True
+    assert services.apitoken_revoke(token=token, revoked_by=mod) is False
+    assert user_for_token(raw=raw) is None
+    assert log() == [("token_revoke", "mod", "alice")]
+    assert ModerationAction.objects.get().detail == {"id": token.pk, "prefix": token.prefix}
 
 
 # ---- moderators --------------------------------------------------------------------------

@@ -90,6 +90,20 @@ class TestMembershipRules:
         assert notification.user == ben
         assert notification.data == {"room": room.slug, "from": "amy", "message_id": message.pk, "content": "psst"}
 
+    def test_someone_removed_from_a_direct_message_is_not_notified_of_later_messages(self):
+        amy, ben, staff = make_user("amy"), make_user("ben"), make_user("mod", staff=True)
+        room, _ = services.dm_open(user=amy, other=ben)
+        services.message_create(room=room, user=amy, content="before")
+        services.member_remove(room=room, user=ben, removed_by=staff)
+        services.message_create(room=room, user=amy, content="after @ben")
+        assert [n.data["content"] for n in Notification.objects.filter(user=ben)] == ["before"]
+        # Leaving is a removal too.
+        cat, dan = make_user("cat"), make_user("dan")
+        other, _ = services.dm_open(user=cat, other=dan)
+        services.member_remove(room=other, user=dan, removed_by=dan)
+        services.message_create(room=other, user=cat, content="anyone?")
+        assert not Notification.objects.filter(user=dan).exists()
+
 
 @pytest.mark.django_db(transaction=True)
 def test_two_first_requests_at_once_create_one_direct_message_room():
