@@ -4,8 +4,8 @@ user's credentials change (docs/protocol.md, "Connections and credentials").
 Sockets (rooms, the assistant), SSE responses and the generations they start are
 authenticated once, when they begin. So that none outlives a revoked token, a log-out,
 a new password or a deactivated account, each registers here on its worker, and
-``credentials_changed_on_commit`` tells every worker through the broker (topic
-``credentials:<user id>``); each worker calls ``on_change`` of every connection of that
+``credentials_changed_on_commit`` tells every worker through the channel layer (group
+``credentials.<user id>``); each worker calls ``on_change`` of every connection of that
 user it holds: sockets close with 4011 and SSE responses end (clients reconnect, and
 the new handshake or request decides again), a generation re-checks the credential
 that started it and stops if it no longer holds.
@@ -37,7 +37,7 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.credentials import Credential, credentials_invalid
-from project import broker
+from core.layer import RealtimeChannelLayer, get_layer
 from project.db_thread import in_db_thread
 from project.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured
 from project.tasks import spawn
@@ -61,13 +61,13 @@ return 1
 """
 
 
-def changed_topic(user_id: int) -> str:
-    return f"credentials:{user_id}"
+def changed_group(user_id: int) -> str:
+    return f"credentials.{user_id}"
 
 
 def credentials_changed_on_commit(*, user_id: int) -> None:
     """Tell every worker, once the transaction commits, that ``user_id``'s credentials changed."""
-    transaction.on_commit(partial(broker.publish, changed_topic(user_id), ""))
+    transaction.on_commit(partial(RealtimeChannelLayer.publish, changed_group(user_id), "changed"))
 
 
 # ---- per-user counts across workers ---------------------------------------------------------------
@@ -161,7 +161,8 @@ class Connections:
         self.worker_id = uuid.uuid4().hex[:12]
         self._sequence = itertools.count(1)
         self.by_user: dict[int, set[Connection]] = {}
-        self.broker = broker.create_broker(self._on_message, self._on_reconnect)
+        self.layer = get_layer()
+        self.layer.on_reconnect(self._on_reconnect)
         self._ticker = spawn(self._tick_forever(), name="connections-ticker")
 
     def new_count_key(self) -> str:
@@ -195,7 +196,7 @@ class Connections:
         connections = self.by_user.setdefault(user_id, set())
         connections.add(connection)
         if len(connections) == 1:
-            await self.broker.subscribe(changed_topic(user_id))
+            await self.layer.listen(changed_group(user_id), self._on_message)
         return connection
 
     async def close(self, connection: Connection) -> None:
@@ -208,7 +209,7 @@ class Connections:
         try:
             if not connections:
                 self.by_user.pop(connection.user_id, None)
-                await self.broker.unsubscribe(changed_topic(connection.user_id))
+                await self.layer.unlisten(changed_group(connection.user_id))
             if connection.kind is not None:
                 await count_release(kind=connection.kind, user_id=connection.user_id, key=connection.count_key)
         except Exception:
@@ -221,8 +222,8 @@ class Connections:
             except Exception:
                 logger.exception("ending a connection of user %s failed", connection.user_id)
 
-    async def _on_message(self, topic: str, data: str) -> None:
-        _, _, user_id = topic.partition(":")
+    async def _on_message(self, group: str, data: str) -> None:
+        _, _, user_id = group.partition(".")
         await self._tell(list(self.by_user.get(int(user_id), ())))
 
     async def _on_reconnect(self) -> None:
@@ -263,7 +264,8 @@ class Connections:
     async def aclose(self) -> None:
         self._ticker.cancel()
         with contextlib.suppress(Exception):
-            await self.broker.close()
+            for user_id in list(self.by_user):
+                await self.layer.unlisten(changed_group(user_id))
 
 
 _registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Connections] = weakref.WeakKeyDictionary()

@@ -299,6 +299,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     self.typing = services.TypingGate()
                 await services.typing_set(
                     room_id=self.room_id,
+                    room_slug=self.room_slug,
                     user_id=self.user_id,
                     username=self.username,
                     is_typing=frame.is_typing,

@@ -1,18 +1,10 @@
-"""The one place that publishes chat events to the other workers.
+"""The one place that publishes room events to the other workers.
 
-Called from chat.services only. Events about database writes are published after the
-transaction commits (``transaction.on_commit``), so nobody ever receives a message that
-is not in the database. Frames are encoded here, once, and forwarded as text by every
-worker's hub.
-
-Wire format between workers: one header line, a newline, then the frame's JSON text
-(compact JSON never contains a raw newline). A payload may carry several events one
-after the other; only ``m`` events are ever batched like that.
-    m <id> <previous id>   a new message (the hub checks the chain for gaps)
-    f                      a frame for everyone in the room (notice, message_deleted)
-    t <user id>            a typing frame (not sent back to that user's connections)
-    p <version>            a presence frame (older versions are dropped)
-    k <close code> <room id or 0>   close the user's connections (to that room, or all)
+Called from chat's services and its hub (presence). Events about database writes are
+published after the transaction commits (``transaction.on_commit``), so nobody ever
+receives a message that is not in the database. Frames are encoded here, once, and
+travel as raw texts on the room's and the user's channel-layer groups (chat.wire has
+the format), which every worker's hub writes as they are to its sockets.
 """
 
 from __future__ import annotations
@@ -22,25 +14,18 @@ from functools import partial
 
 from django.db import transaction
 
-from chat import protocol
-from project import broker
+from chat import protocol, wire
+from core.layer import RealtimeChannelLayer
 
 
-def room_topic(room_id: int) -> str:
-    return f"room:{room_id}"
-
-
-def user_topic(user_id: int) -> str:
-    return f"user:{user_id}"
-
-
-def _on_commit(topic: str, data: str) -> None:
-    transaction.on_commit(partial(broker.publish, topic, data))
+def _on_commit(group: str, text: str) -> None:
+    transaction.on_commit(partial(RealtimeChannelLayer.publish, group, text))
 
 
 @dataclass(frozen=True, slots=True)
 class CreatedMessage:
     room_id: int
+    room_slug: str
     message_id: int
     previous_id: int  # the room's newest message before this one (0: none)
     frame: protocol.MessageFrame
@@ -49,24 +34,29 @@ class CreatedMessage:
 def messages_created_on_commit(*, messages: list[CreatedMessage]) -> None:
     """Broadcast new messages once their transaction commits: one publish per room
     (its messages in id order, one event after the other), one round trip in all."""
-    per_room: dict[int, list[str]] = {}
+    per_room: dict[str, list[str]] = {}
     for m in messages:
-        per_room.setdefault(m.room_id, []).append(f"m {m.message_id} {m.previous_id}\n{protocol.encode(m.frame)}")
-    batch = [(room_topic(room_id), "\n".join(events)) for room_id, events in per_room.items()]
-    transaction.on_commit(partial(broker.publish_many, batch))
+        text = wire.encode_message(id=m.message_id, previous_id=m.previous_id, text=protocol.encode(m.frame))
+        per_room.setdefault(m.room_slug, []).append(text)
+    batch = [(wire.room_group(slug), wire.encode_many(texts)) for slug, texts in per_room.items()]
+    transaction.on_commit(partial(RealtimeChannelLayer.publish_many, batch))
 
 
-def room_frame_on_commit(*, room_id: int, frame: protocol.ServerFrame) -> None:
-    _on_commit(room_topic(room_id), f"f\n{protocol.encode(frame)}")
+def room_frame_on_commit(*, room_slug: str, frame: protocol.ServerFrame) -> None:
+    _on_commit(wire.room_group(room_slug), wire.encode_frame(text=protocol.encode(frame)))
 
 
 def user_close_on_commit(*, user_id: int, code: int, room_id: int | None) -> None:
-    _on_commit(user_topic(user_id), f"k {code} {room_id or 0}\n")
+    _on_commit(wire.user_group(user_id), wire.encode_close(code=code, room_id=room_id))
 
 
-async def typing_publish(*, room_id: int, user_id: int, frame: protocol.TypingFrame) -> None:
-    await broker.apublish(room_topic(room_id), f"t {user_id}\n{protocol.encode(frame)}")
+async def typing_publish(*, room_slug: str, user_id: int, frame: protocol.TypingFrame) -> None:
+    await RealtimeChannelLayer.apublish(
+        wire.room_group(room_slug), wire.encode_typing(user_id=user_id, text=protocol.encode(frame))
+    )
 
 
-async def presence_publish(*, room_id: int, version: int, frame: protocol.PresenceFrame) -> None:
-    await broker.apublish(room_topic(room_id), f"p {version}\n{protocol.encode(frame)}")
+async def presence_publish(*, room_slug: str, version: int, frame: protocol.PresenceFrame) -> None:
+    await RealtimeChannelLayer.apublish(
+        wire.room_group(room_slug), wire.encode_presence(version=version, text=protocol.encode(frame))
+    )

@@ -35,9 +35,9 @@ from typing import Protocol
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chat import events, presence, protocol, selectors
+from chat import events, presence, protocol, selectors, wire
+from core.layer import RealtimeChannelLayer, get_layer
 from project import metrics
-from project.broker import Broker, create_broker
 from project.tasks import spawn
 
 logger = logging.getLogger(__name__)
@@ -86,8 +86,12 @@ class Hub:
         self.worker_id = uuid.uuid4().hex[:12]
         self._sequence = itertools.count(1)
         self.feeds: dict[int, RoomFeed] = {}
+        self.feeds_by_group: dict[str, RoomFeed] = {}
         self.users: dict[int, set[RoomConnection]] = {}
-        self.broker: Broker = create_broker(self._on_message, self._on_reconnect)
+        # The channel layer's fast path: one subscription per room group and user group,
+        # shared with the Channels consumers of those groups (core.layer).
+        self.layer: RealtimeChannelLayer = get_layer()
+        self.layer.on_reconnect(self._on_reconnect)
         self._pings_sent: collections.deque[float] = collections.deque(maxlen=3)  # the last three heartbeats
         self._ticker = spawn(self._tick_forever(), name="hub-ticker")
 
@@ -101,13 +105,15 @@ class Hub:
         if feed is None:
             feed = RoomFeed(connection.room_id, connection.room_slug)
             self.feeds[connection.room_id] = feed
+            self.feeds_by_group[wire.room_group(feed.room_slug)] = feed
             try:
-                await self.broker.subscribe(events.room_topic(feed.room_id))
+                await self.layer.listen(wire.room_group(feed.room_slug), self._on_room_event)
                 ids = await database_sync_to_async(selectors.room_last_message_ids)(room_ids=[feed.room_id])
                 feed.last_id = ids.get(feed.room_id, 0)
             except BaseException:
                 feed.failed = True
                 self.feeds.pop(feed.room_id, None)
+                self.feeds_by_group.pop(wire.room_group(feed.room_slug), None)
                 raise
             finally:
                 feed.ready.set()
@@ -121,7 +127,7 @@ class Hub:
         feed.connections.add(connection)
         user_connections = self.users.setdefault(connection.user_id, set())
         if not user_connections:
-            await self.broker.subscribe(events.user_topic(connection.user_id))
+            await self.layer.listen(wire.user_group(connection.user_id), self._on_user_event)
         user_connections.add(connection)
         metrics.WS_CONNECTIONS.inc()
 
@@ -148,12 +154,13 @@ class Hub:
         feed.connections.discard(connection)
         if not feed.connections:
             del self.feeds[connection.room_id]
-            await self.broker.unsubscribe(events.room_topic(connection.room_id))
+            self.feeds_by_group.pop(wire.room_group(feed.room_slug), None)
+            await self.layer.unlisten(wire.room_group(feed.room_slug))
         user_connections = self.users.get(connection.user_id, set())
         user_connections.discard(connection)
         if not user_connections:
             self.users.pop(connection.user_id, None)
-            await self.broker.unsubscribe(events.user_topic(connection.user_id))
+            await self.layer.unlisten(wire.user_group(connection.user_id))
 
     async def presence_enter(self, connection: RoomConnection) -> list[str]:
         """Count the (still syncing) socket as online and announce the change.
@@ -173,70 +180,63 @@ class Hub:
 
     async def _announce(self, room_id: int, change: presence.PresenceChange) -> None:
         if change.changed:
-            await events.presence_publish(
-                room_id=room_id, version=change.version, frame={"type": "presence", "users": change.users_after}
-            )
-
-    # ---- events from the broker ----------------------------------------------------------
-    async def _on_message(self, topic: str, data: str) -> None:
-        kind, _, key = topic.partition(":")
-        if kind == "room":
-            feed = self.feeds.get(int(key))
+            feed = self.feeds.get(room_id)
             if feed is None:
                 return
-            if not feed.ready.is_set():
-                feed.early.append(data)
-                return
-            await self._room_event(feed, data)
-        elif kind == "user":
-            await self._user_event(int(key), data)
+            await events.presence_publish(
+                room_slug=feed.room_slug, version=change.version, frame={"type": "presence", "users": change.users_after}
+            )
+
+    # ---- events from the channel layer ---------------------------------------------------
+    async def _on_room_event(self, group: str, data: str) -> None:
+        feed = self.feeds_by_group.get(group)
+        if feed is None:
+            return
+        if not feed.ready.is_set():
+            feed.early.append(data)
+            return
+        await self._room_event(feed, data)
 
     async def _room_event(self, feed: RoomFeed, data: str) -> None:
-        lines = data.split("\n")
-        for position in range(0, len(lines) - 1, 2):
-            await self._room_single_event(feed, lines[position], lines[position + 1])
+        for event in wire.decode(data):
+            await self._room_single_event(feed, event)
 
-    async def _room_single_event(self, feed: RoomFeed, header: str, text: str) -> None:
-        kind, *args = header.split(" ")
-        if kind == "m":
-            message_id, previous_id = int(args[0]), int(args[1])
+    async def _room_single_event(self, feed: RoomFeed, event: wire.WireEvent) -> None:
+        if isinstance(event, wire.NewMessage):
             async with feed.lock:
-                if message_id <= feed.last_id:
+                if event.id <= feed.last_id:
                     return
-                if previous_id > feed.last_id:
-                    await self._backfill(feed, upto=message_id)
+                if event.previous_id > feed.last_id:
+                    await self._backfill(feed, upto=event.id)
                     return
-                feed.last_id = message_id
-                await self._send_message(feed, message_id, text)
-        elif kind == "f":
+                feed.last_id = event.id
+                await self._send_message(feed, event.id, event.text)
+        elif isinstance(event, wire.RoomFrame):
             for connection in list(feed.connections):
                 if connection.syncing:
-                    connection.pending.append((0, text))
+                    connection.pending.append((0, event.text))
                 else:
-                    await self._send(connection, text)
-        elif kind == "t":
-            typer = int(args[0])
+                    await self._send(connection, event.text)
+        elif isinstance(event, wire.Typing):
             for connection in list(feed.connections):
-                if not connection.syncing and connection.user_id != typer:
-                    await self._send(connection, text)
-        elif kind == "p":
-            version = int(args[0])
+                if not connection.syncing and connection.user_id != event.user_id:
+                    await self._send(connection, event.text)
+        elif isinstance(event, wire.Presence):
             for connection in list(feed.connections):
                 if connection.syncing:
-                    if connection.pending_presence is None or version > connection.pending_presence[0]:
-                        connection.pending_presence = (version, text)
-                elif version > connection.presence_version:
-                    connection.presence_version = version
-                    await self._send(connection, text)
+                    if connection.pending_presence is None or event.version > connection.pending_presence[0]:
+                        connection.pending_presence = (event.version, event.text)
+                elif event.version > connection.presence_version:
+                    connection.presence_version = event.version
+                    await self._send(connection, event.text)
 
-    async def _user_event(self, user_id: int, data: str) -> None:
-        header, _, _text = data.partition("\n")
-        kind, *args = header.split(" ")
-        if kind == "k":
-            code, room_id = int(args[0]), int(args[1])
-            for connection in list(self.users.get(user_id, ())):
-                if room_id in (0, connection.room_id):
-                    await connection.close_with(code)
+    async def _on_user_event(self, group: str, data: str) -> None:
+        user_id = int(group.partition(".")[2])
+        for event in wire.decode(data):
+            if isinstance(event, wire.CloseConnections):
+                for connection in list(self.users.get(user_id, ())):
+                    if event.room_id in (0, connection.room_id):
+                        await connection.close_with(event.code)
 
     async def _send_message(self, feed: RoomFeed, message_id: int, text: str) -> None:
         for connection in list(feed.connections):
@@ -327,8 +327,10 @@ class Hub:
             await self._announce(room_id, await presence.room_prune(room_id=room_id))
 
     async def close(self) -> None:
+        """Stop the clock and every listener (tests; a worker's hub lives as long as it)."""
         self._ticker.cancel()
-        await self.broker.close()
+        for group in [*self.feeds_by_group, *(wire.user_group(user_id) for user_id in self.users)]:
+            await self.layer.unlisten(group)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -231,7 +231,9 @@ def _write_messages(
                 nonce=draft.nonce,
             )
             created.append(
-                events.CreatedMessage(room_id=room_id, message_id=message_id, previous_id=last_ids[room_id], frame=frame)
+                events.CreatedMessage(
+                    room_id=room_id, room_slug=draft.room_slug, message_id=message_id, previous_id=last_ids[room_id], frame=frame
+                )
             )
             last_ids[room_id] = message_id
             results[index] = frame
@@ -446,7 +448,7 @@ def room_lock(*, room: Room, locked: bool, locked_by: User | None, reason: str =
         if changed:
             action = ModerationAction.Kind.LOCK if locked else ModerationAction.Kind.UNLOCK
             _audit(actor=locked_by, action=action, room_id=room.pk, reason=reason)
-            events.room_frame_on_commit(room_id=room.pk, frame={"type": "room_locked", "locked": locked})
+            events.room_frame_on_commit(room_slug=room.slug, frame={"type": "room_locked", "locked": locked})
     room.refresh_from_db(fields=["locked"])
     return room
 
@@ -498,7 +500,7 @@ def room_notice(*, room: Room, content: str, sent_by: User | None = None) -> Non
         raise ValidationError(f"a notice must be 1 to {protocol.MAX_CONTENT_CHARS} characters")
     with transaction.atomic():
         _audit(actor=sent_by, action=ModerationAction.Kind.NOTICE, room_id=room.pk, detail={"content": text})
-        events.room_frame_on_commit(room_id=room.pk, frame={"type": "notice", "content": text})
+        events.room_frame_on_commit(room_slug=room.slug, frame={"type": "notice", "content": text})
 
 
 def _notify_direct_messages(messages: list[tuple[PostedMessage, int, str]]) -> None:
@@ -542,7 +544,7 @@ def message_remove(*, message: Message, removed_by: User | None, reason: str = "
         updated = Message.objects.filter(pk=message.pk, removed_at__isnull=True).update(removed_at=now, removed_by=removed_by)
         if not updated:
             return False
-        events.room_frame_on_commit(room_id=message.room_id, frame={"type": "message_deleted", "id": message.pk})
+        events.room_frame_on_commit(room_slug=message.room.slug, frame={"type": "message_deleted", "id": message.pk})
         Report.objects.filter(message_id=message.pk, resolved_at__isnull=True).update(
             resolved_at=now, resolved_by=removed_by, resolution=Report.Resolution.REMOVED
         )
@@ -665,7 +667,7 @@ class TypingGate:
         return True
 
 
-async def typing_set(*, room_id: int, user_id: int, username: str, is_typing: bool, gate: TypingGate) -> None:
+async def typing_set(*, room_id: int, room_slug: str, user_id: int, username: str, is_typing: bool, gate: TypingGate) -> None:
     """Tell the others in the room, unless the gate drops it; nothing is stored.
     Raises ChatError ``muted``: a muted user cannot show that they are typing either."""
     shown_before = gate.shown
@@ -678,5 +680,5 @@ async def typing_set(*, room_id: int, user_id: int, username: str, is_typing: bo
         gate.shown = shown_before
         raise ChatError("muted", "you are muted")
     await events.typing_publish(
-        room_id=room_id, user_id=user_id, frame={"type": "typing", "user": username, "is_typing": is_typing}
+        room_slug=room_slug, user_id=user_id, frame={"type": "typing", "user": username, "is_typing": is_typing}
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from core.layer import RealtimeChannelLayer
 from notifications.models import Notification
 from notifications.wakeups import user_topic
-from project import broker
 
 
 def notification_published(*, notification: Notification) -> None:
     """Wake the user's open notification streams, on every worker."""
-    broker.publish(user_topic(notification.user_id), str(notification.pk))
+    RealtimeChannelLayer.publish(user_topic(notification.user_id), str(notification.pk))

@@ -1,6 +1,7 @@
 """Wake-ups for open notification streams of this worker.
 
-One broker subscription per user with an open stream on this worker; a published
+One channel-layer subscription (core.layer's fast path) per user with an open stream
+on this worker; a published
 notification id wakes that user's streams, which then read the table (the row is the
 truth: a wake-up lost in a Redis blip only delays delivery until the next poll).
 """
@@ -12,13 +13,14 @@ import contextlib
 import weakref
 from collections.abc import AsyncIterator
 
-from project.broker import Broker, create_broker
+from core.layer import get_layer
 
 
 class Wakeups:
     def __init__(self) -> None:
         self.waiters: dict[str, set[asyncio.Event]] = {}
-        self.broker: Broker = create_broker(self._on_message, self._on_reconnect)
+        self.layer = get_layer()
+        self.layer.on_reconnect(self._on_reconnect)
 
     async def _on_message(self, topic: str, data: str) -> None:
         for event in self.waiters.get(topic, ()):
@@ -34,7 +36,7 @@ class Wakeups:
         event = asyncio.Event()
         waiters = self.waiters.setdefault(topic, set())
         if not waiters:
-            await self.broker.subscribe(topic)
+            await self.layer.listen(topic, self._on_message)
         waiters.add(event)
         try:
             yield event
@@ -42,7 +44,7 @@ class Wakeups:
             waiters.discard(event)
             if not waiters:
                 self.waiters.pop(topic, None)
-                await self.broker.unsubscribe(topic)
+                await self.layer.unlisten(topic)
 
 
 _wakeups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Wakeups] = weakref.WeakKeyDictionary()
@@ -57,4 +59,5 @@ def get_wakeups() -> Wakeups:
 
 
 def user_topic(user_id: int) -> str:
-    return f"notify:{user_id}"
+    """The channel-layer group that wakes a user's notification streams."""
+    return f"notify.{user_id}"

@@ -1,8 +1,7 @@
 """Turn the Redis environment variables into a list of shards (pure, read by settings).
 
 A shard is ``{"url": ...}`` or ``{"sentinels": [(host, port), ...], "master": name, ...}``;
-project.redis_clients opens the clients, channel_layer_hosts gives channels_redis the
-same servers.
+project.redis_clients opens the clients (for the channel layer too).
 """
 
 from __future__ import annotations
@@ -52,23 +51,3 @@ def redis_shards(
     if len(set(urls)) != len(urls):
         raise ImproperlyConfiguredError("environment variable REDIS_URLS lists a server twice")
     return [{"url": item} for item in ([url] if url else urls)]
-
-
-def channel_layer_hosts(shards: list[dict[str, Any]], *, socket_timeout: float) -> list[dict[str, Any]]:
-    """channels_redis' ``hosts`` for the same shards (it shards by CRC32 as we do)."""
-    hosts: list[dict[str, Any]] = []
-    for shard in shards:
-        if "url" in shard:
-            hosts.append({"address": shard["url"], "socket_timeout": socket_timeout})
-        else:
-            hosts.append(
-                {
-                    "sentinels": shard["sentinels"],
-                    "master_name": shard["master"],
-                    "db": shard["db"],
-                    "password": shard["password"],
-                    "sentinel_kwargs": {"password": shard["sentinel_password"]},
-                    "socket_timeout": socket_timeout,
-                }
-            )
-    return hosts

@@ -11,7 +11,7 @@ import dj_database_url
 from corsheaders.defaults import default_headers as cors_default_headers
 
 from project.env import ImproperlyConfiguredError, env_bool, env_float, env_int, env_list, env_optional, env_optional_int, env_str
-from project.redis_config import channel_layer_hosts, redis_shards
+from project.redis_config import redis_shards
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -161,17 +161,10 @@ REDIS_SHARDS = redis_shards(
 # timeout well above any blocking call we make; the broker's subscriber connection
 # sets its own (none, with health checks) in project/broker.py.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 10.0, minimum=1.0)
-if REDIS_SHARDS:
-    # Chat does not go through the channel layer (project/broker.py); it is here for code
-    # that uses Channels' groups, sharded over the same servers.
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": channel_layer_hosts(REDIS_SHARDS, socket_timeout=REDIS_SOCKET_TIMEOUT)},
-        }
-    }
-else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Our channel layer (core/layer.py), for our consumers and for any code's group_send: over
+# the Redis servers above when they are set (shards and Sentinel included), in process
+# without them (one process only, like Channels' InMemoryChannelLayer).
+CHANNEL_LAYERS = {"default": {"BACKEND": "core.layer.RealtimeChannelLayer"}}
 
 # ---- Chat ------------------------------------------------------------------------
 CHAT_RATE_LIMIT = env_int("CHAT_RATE_LIMIT", 20, minimum=1)

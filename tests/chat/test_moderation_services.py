@@ -40,7 +40,7 @@ def later(monkeypatch):
 
 
 def chat_events(published):
-    return [(topic, data) for topic, data in published if not topic.startswith("notify:")]
+    return [(topic, data) for topic, data in published if not topic.startswith("notify.")]
 
 
 def moderation_notifications(user):
@@ -59,7 +59,7 @@ def test_a_ban_is_stored_logged_notified_and_closes_connections_after_commit(dja
     assert published == [], "nothing is published before commit"
     for callback in callbacks:
         callback()
-    assert chat_events(published) == [(f"user:{user.pk}", f"k 4003 {room.pk}\n")]
+    assert chat_events(published) == [(f"user.{user.pk}", f"k 4003 {room.pk}\n")]
     assert ban.reason == "spam" and ban.created_by == moderator
     assert ban.ends_at is not None and timedelta(minutes=29) < ban.ends_at - timezone.now() <= timedelta(minutes=30)
     assert log() == [("ban", "mod", "spammer")]
@@ -75,7 +75,7 @@ def test_a_site_wide_ban_without_end_closes_every_connection(django_capture_on_c
     with django_capture_on_commit_callbacks(execute=True):
         ban = services.ban_create(user=user)
     assert ban.ends_at is None and ban.room is None
-    assert chat_events(published) == [(f"user:{user.pk}", "k 4003 0\n")]
+    assert chat_events(published) == [(f"user.{user.pk}", "k 4003 0\n")]
     assert moderation_notifications(user) == [{"action": "ban", "room": None, "reason": "", "until": None}]
 
 
@@ -150,13 +150,13 @@ def test_locking_refuses_messages_and_tells_the_room_once(django_capture_on_comm
     with django_capture_on_commit_callbacks(execute=True):
         assert services.room_lock(room=room, locked=True, locked_by=moderator).locked is True
         services.room_lock(room=room, locked=True, locked_by=moderator)  # already locked: nothing
-    assert chat_events(published) == [(f"room:{room.pk}", 'f\n{"type":"room_locked","locked":true}')]
+    assert chat_events(published) == [(f"room.{room.slug}", 'f\n{"type":"room_locked","locked":true}')]
     with pytest.raises(ChatError) as raised:
         services.message_create(room=room, user=user, content="hi")
     assert raised.value.code == "room_locked"
     with django_capture_on_commit_callbacks(execute=True):
         assert services.room_lock(room=room, locked=False, locked_by=moderator).locked is False
-    assert chat_events(published)[-1] == (f"room:{room.pk}", 'f\n{"type":"room_locked","locked":false}')
+    assert chat_events(published)[-1] == (f"room.{room.slug}", 'f\n{"type":"room_locked","locked":false}')
     services.message_create(room=room, user=user, content="hi")
     assert [action for action, *_ in log()] == ["lock", "unlock"]
     assert Room.objects.get(pk=room.pk).locked is False
@@ -169,7 +169,7 @@ def test_a_notice_is_published_after_commit_and_logged(django_capture_on_commit_
     assert published == []
     for callback in callbacks:
         callback()
-    assert published == [(f"room:{room.pk}", 'f\n{"type":"notice","content":"Be kind."}')]
+    assert published == [(f"room.{room.slug}", 'f\n{"type":"notice","content":"Be kind."}')]
     entry = ModerationAction.objects.get()
     assert (entry.action, entry.room, entry.detail) == ("notice", room, {"content": "Be kind."})
 
@@ -188,7 +188,7 @@ def test_removal_by_a_moderator_is_logged_notified_and_never_replayed(django_cap
     with django_capture_on_commit_callbacks(execute=True):
         assert services.message_remove(message=messages[1], removed_by=moderator, reason="rude") is True
         assert services.message_remove(message=messages[1], removed_by=moderator) is False
-    assert chat_events(published) == [(f"room:{room.pk}", f'f\n{{"type":"message_deleted","id":{messages[1].pk}}}')]
+    assert chat_events(published) == [(f"room.{room.slug}", f'f\n{{"type":"message_deleted","id":{messages[1].pk}}}')]
     row = Message.objects.get(pk=messages[1].pk)
     assert row.removed_by == moderator and row.removed_at is not None and row.content == "m1", "redacted, not deleted"
     assert moderation_notifications(author) == [{"action": "message_removed", "room": "lobby", "message_id": messages[1].pk}]

@@ -29,7 +29,7 @@ def test_message_create_stores_then_publishes_after_commit(django_capture_on_com
     for callback in callbacks:
         callback()
     [(topic, data)] = published
-    assert topic == f"room:{room.pk}"
+    assert topic == f"room.{room.slug}"
     assert data.startswith(f"m {message.pk} 0\n")
     assert '"nonce":"n1"' in data and '"content":"hello"' in data
 
@@ -109,5 +109,5 @@ def test_ban_closes_the_users_connections_after_commit(django_capture_on_commit_
     with django_capture_on_commit_callbacks(execute=True):
         services.ban_create(user=user, room=room, minutes=1)
     # (The user's moderation notification is published too: tests/chat/test_moderation_services.py.)
-    closes = [(topic, data) for topic, data in published if topic.startswith("user:")]
-    assert closes == [(f"user:{user.pk}", f"k 4003 {room.pk}\n")]
+    closes = [(topic, data) for topic, data in published if topic.startswith("user.")]
+    assert closes == [(f"user.{user.pk}", f"k 4003 {room.pk}\n")]

@@ -87,9 +87,10 @@ async def test_revoking_a_token_ends_its_connections_on_every_worker(cluster: Cl
                             await assistant.send('{"type":"pong"}')
             except ConnectionClosed as closed:
                 return time.time(), closed.rcvd.code if closed.rcvd else None
+            raise AssertionError("unreachable")
 
-        async def room_closed() -> tuple[float, int | None]:
-            return await room.close_code(timeout=10), time.time()  # type: ignore[return-value]
+        async def room_closed() -> tuple[int | None, float]:
+            return await room.close_code(timeout=10), time.time()
 
         (assistant_at, assistant_code), (room_code, room_at) = await asyncio.gather(assistant_closed(), room_closed())
         ended = await asyncio.gather(*streams)

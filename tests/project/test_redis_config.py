@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from project.env import ImproperlyConfiguredError
 from project.redis_clients import group_by_shard, shard_for
-from project.redis_config import channel_layer_hosts, redis_shards
+from project.redis_config import redis_shards
 
 NONE: dict = {"url": None, "urls": [], "sentinels": [], "sentinel_masters": []}
 
@@ -31,8 +31,6 @@ def test_sentinel_masters_are_shards():
     shards = redis_shards(**{**NONE, "sentinels": ["s1:26379", "s2:26379"], "sentinel_masters": ["one", "two"]})
     assert [shard["master"] for shard in shards] == ["one", "two"]
     assert shards[0]["sentinels"] == [("s1", 26379), ("s2", 26379)]
-    hosts = channel_layer_hosts(shards, socket_timeout=10.0)
-    assert hosts[1]["master_name"] == "two" and hosts[1]["sentinels"] == [("s1", 26379), ("s2", 26379)]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,115 @@
+"""Room events between workers: each kind encoded and decoded side by side.
+
+They travel as raw texts on the channel layer's groups (core.layer's fast path): a
+room's events on ``room.<slug>``, a user's on ``user.<id>``, so the one subscription a
+worker holds per group carries both these and the messages of Channels' group_send.
+A text is one or more events, each a header line and a line of frame JSON (compact JSON
+never contains a raw newline); only new messages are ever batched like that:
+
+    m <id> <previous id>            a new message (the hub checks the chain for gaps)
+    f                               a frame for everyone in the room (notice, message_deleted)
+    t <user id>                     a typing frame (not sent back to that user's connections)
+    p <version>                     a presence frame (older versions are dropped)
+    k <close code> <room id or 0>   close the user's connections (to that room, or all)
+
+The frame JSON is encoded once, by the publisher, and written as it is to every socket.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+def room_group(slug: str) -> str:
+    """The room's group (docs/protocol.md, "Channels integration")."""
+    return f"room.{slug}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    id: int
+    previous_id: int  # the room's newest message before this one (0: none)
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomFrame:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    user_id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    version: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseConnections:
+    code: int
+    room_id: int  # 0: every room
+
+
+WireEvent = NewMessage | RoomFrame | Typing | Presence | CloseConnections
+
+
+def encode_message(*, id: int, previous_id: int, text: str) -> str:
+    return f"m {id} {previous_id}\n{text}"
+
+
+def encode_many(events: list[str]) -> str:
+    """Several events in one text, in order."""
+    return "\n".join(events)
+
+
+def encode_frame(*, text: str) -> str:
+    return f"f\n{text}"
+
+
+def encode_typing(*, user_id: int, text: str) -> str:
+    return f"t {user_id}\n{text}"
+
+
+def encode_presence(*, version: int, text: str) -> str:
+    return f"p {version}\n{text}"
+
+
+def encode_close(*, code: int, room_id: int | None) -> str:
+    return f"k {code} {room_id or 0}\n"
+
+
+def decode(data: str) -> list[WireEvent]:
+    """The events of a text; a malformed event is logged and skipped, never raised."""
+    lines = data.split("\n")
+    decoded: list[WireEvent] = []
+    for position in range(0, len(lines) - 1, 2):
+        header, text = lines[position], lines[position + 1]
+        kind, *args = header.split(" ")
+        try:
+            if kind == "m":
+                decoded.append(NewMessage(int(args[0]), int(args[1]), text))
+            elif kind == "f":
+                decoded.append(RoomFrame(text))
+            elif kind == "t":
+                decoded.append(Typing(int(args[0]), text))
+            elif kind == "p":
+                decoded.append(Presence(int(args[0]), text))
+            elif kind == "k":
+                decoded.append(CloseConnections(int(args[0]), int(args[1])))
+            else:
+                raise ValueError(f"unknown kind {kind!r}")
+        except (ValueError, IndexError):
+            logger.warning("skipped a malformed room event %r", header)
+    return decoded
