@@ -15,17 +15,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import Error as DatabaseError
 
 from accounts import connections
 from accounts.connections import Connection, get_connections
-from chat import protocol, selectors, services
+from chat import protocol, selectors, services, wire
 from chat.hub import Hub, get_hub
 from chat.protocol import ChatError
 from chat.writer import get_writer
+from core.consumers import LayerConsumer
 from project import metrics
 from project.api import parse_id
 from project.db_thread import in_db_thread
@@ -159,7 +158,11 @@ class Outbox:
         self.transport.abort()
 
 
-class RoomConsumer(AsyncWebsocketConsumer):
+class RoomConsumer(LayerConsumer):
+    """A room socket. Chat traffic reaches it through the worker's hub (chat.hub), written
+    to ``send_text`` directly; as a Channels consumer it is also in the groups
+    ``room.<slug>`` and ``user.<id>``, so anyone's group_send reaches it (``room_notice``)."""
+
     scope: dict[str, Any]
     hub: Hub
     room_id = 0
@@ -177,28 +180,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
     outbox: Outbox | None = None
     cut_off = False  # closed for not reading: nothing more is sent
     typing: services.TypingGate | None = None  # made on the first typing frame
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Runs for the connection's whole life, handling one event at a time.
-
-        Channels' version also listens on a per-socket channel-layer channel, a second
-        task per connection; live events reach this socket through the hub instead.
-        """
-        self.scope = scope
-        self.channel_layer = None
-        self.base_send = send
-        try:
-            while True:
-                await self.dispatch(await receive())
-        except StopConsumer:
-            pass
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels closes stale database connections before every handler, a thread hop
-        # per frame; our database work runs through database_sync_to_async or the database
-        # thread (project/db_thread.py), which do it themselves.
-        handler = getattr(self, message["type"].replace(".", "_"))
-        await handler(message)
 
     # ---- hooks ------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -236,6 +217,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # Keep ids and names, not model instances, nor the scope's session and cookies: an
         # idle connection should cost as little memory as possible (docs/performance.md).
         self.room_id, self.room_slug, self.user_id, self.username = room.pk, room.slug, user.pk, user.get_username()
+        # Channels' websocket_disconnect leaves the groups listed here.
+        self.groups = [wire.room_group(room.slug), wire.user_group(user.pk)]
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
         self.private = room.private
         last_id = _last_id(self.scope.get("query_string", b""))
         credential = self.scope.get("credential")
@@ -380,6 +365,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
         """Runs when the user's credentials change, on whichever worker: reconnect, and
         let the new handshake decide (docs/protocol.md, "Connections and credentials")."""
         await self.close_with(protocol.CLOSE_REAUTHENTICATE)
+
+    async def room_notice(self, event: dict[str, Any]) -> None:
+        """Runs for a group_send of ``{"type": "room.notice", "content": …}`` to this room's
+        or this user's group, from any code on any worker."""
+        content = event.get("content")
+        if isinstance(content, str):
+            await self.send_frame({"type": "notice", "content": content})
 
     async def close_with(self, code: int) -> None:
         metrics.WS_CLOSES.labels(code=str(code)).inc()

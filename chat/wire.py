@@ -20,16 +20,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from core.layer import user_group as user_group  # the user's group is core's; re-exported beside the room's
+
 logger = logging.getLogger(__name__)
 
 
 def room_group(slug: str) -> str:
     """The room's group (docs/protocol.md, "Channels integration")."""
     return f"room.{slug}"
-
-
-def user_group(user_id: int) -> str:
-    return f"user.{user_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,11 @@ def decode_message(data: str) -> dict[str, Any]:
     return message
 
 
+def user_group(user_id: int) -> str:
+    """Every WebSocket of a user is in this group (docs/protocol.md, "Channels integration")."""
+    return f"user.{user_id}"
+
+
 def channel_topic(non_local_name: str) -> str:
     return CHANNEL_TOPIC_PREFIX + non_local_name
 

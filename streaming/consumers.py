@@ -9,7 +9,6 @@ reading, never the generation (which the client can resume).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import time
@@ -17,8 +16,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from accounts import connections
@@ -32,6 +29,8 @@ from chat.protocol import (
     CLOSE_UNAVAILABLE,
     PING_TEXT,
 )
+from core.consumers import LayerConsumer
+from core.layer import user_group
 from project.api import MAX_ID
 from streaming import services
 from streaming.backends import ChatTurn
@@ -45,20 +44,12 @@ def _frame(**fields: Any) -> str:
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
-class AssistantConsumer(AsyncWebsocketConsumer):
+class AssistantConsumer(LayerConsumer):
     user_id = 0
     stream_id: str | None = None
     reader: asyncio.Task[None] | None = None
     registered: Connection | None = None  # in accounts.connections: counted, pinged, told of credential changes
     last_seen = 0.0
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Runs for the connection's life, one event at a time (no channel layer)."""
-        self.scope, self.channel_layer, self.base_send = scope, None, send
-        with contextlib.suppress(StopConsumer):
-            while True:
-                message = await receive()
-                await getattr(self, message["type"].replace(".", "_"))(message)
 
     async def connect(self) -> None:
         """Runs on the handshake; accept first so that close codes reach the client."""
@@ -70,6 +61,8 @@ class AssistantConsumer(AsyncWebsocketConsumer):
             return await self.close(code=CLOSE_UNAUTHENTICATED)
         self.user_id = user.pk
         self.last_seen = time.monotonic()
+        self.groups = [user_group(user.pk)]  # docs/protocol.md, "Channels integration"
+        await self.channel_layer.group_add(self.groups[0], self.channel_name)
         self.registered = await get_connections().open(
             user_id=user.pk,
             credential=self.scope.get("credential"),
@@ -118,6 +111,12 @@ class AssistantConsumer(AsyncWebsocketConsumer):
             self.reader.cancel()
         if self.registered is not None:
             await get_connections().close(self.registered)
+
+    async def room_notice(self, event: dict[str, Any]) -> None:
+        """Runs for a group_send of ``{"type": "room.notice", "content": …}`` to the user's group."""
+        content = event.get("content")
+        if isinstance(content, str):
+            await self.send(_frame(type="notice", content=content))
 
     async def _credentials_changed(self) -> None:
         """Runs when the user's credentials change, on whichever worker: reconnect, and
