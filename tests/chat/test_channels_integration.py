@@ -107,7 +107,7 @@ async def test_a_closed_socket_leaves_its_groups(people):
     communicator = await joined(alice_token)
     await communicator.disconnect()
     layer = get_channel_layer()
-    assert "room.lobby" not in layer._local().groups  # type: ignore[attr-defined]
+    assert "room.lobby" not in layer._local().groups
 
 
 async def test_the_broadcast_command_sends_through_group_send(people):

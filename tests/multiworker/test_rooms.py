@@ -204,3 +204,30 @@ async def test_bad_frames_against_a_real_worker_get_their_code_and_the_socket_st
             assert (await client.until("message", nonce=f"ok{index}"))["content"] == f"fine {index}"
         await client.quiet(0.3)
         assert [m["content"] for m in client.messages] == [f"fine {i}" for i in range(len(BAD_FRAMES))], "nothing bad was stored"
+
+
+async def test_a_group_send_from_a_management_command_reaches_every_socket_of_a_room_and_of_a_user(cluster: Cluster):
+    """docs/protocol.md, "Channels integration": Django code in another process (here
+    manage.py broadcast, i.e. get_channel_layer().group_send) reaches every worker."""
+    tokens = cluster.mint_tokens("layer-a", "layer-b")
+    slug = new_room(cluster, tokens["layer-a"])
+    other = new_room(cluster, tokens["layer-a"])
+    async with (
+        room_client(cluster.ws(0, f"/ws/rooms/{slug}/"), tokens["layer-a"]) as a0,
+        room_client(cluster.ws(1, f"/ws/rooms/{slug}/"), tokens["layer-b"]) as b1,
+        room_client(cluster.ws(2, f"/ws/rooms/{other}/"), tokens["layer-a"]) as a2,
+        room_client(cluster.ws(2, f"/ws/rooms/{other}/"), tokens["layer-b"]) as b2,
+    ):
+        for client in (a0, b1, a2, b2):
+            await client.sync()
+        await asyncio.to_thread(cluster.manage, "broadcast", "--room", slug, "to the room")
+        for client in (a0, b1):
+            assert (await client.until("notice"))["content"] == "to the room"
+        await asyncio.to_thread(cluster.manage, "broadcast", "--user", "layer-a", "to alice")
+        for client in (a0, a2):
+            assert (await client.until("notice"))["content"] == "to alice"
+        await b2.quiet(0.5)
+        await b1.quiet(0.5)
+        notices = [f["content"] for client in (b1, b2) for f in client.frames if f["type"] == "notice"]
+        assert notices == ["to the room"], "b got the room's notice once, and no one else's"
+        assert [f["content"] for f in a2.frames if f["type"] == "notice"] == ["to alice"]
