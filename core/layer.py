@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import secrets
 import uuid
@@ -54,6 +55,8 @@ MESSAGE_MARK = "@\n"
 # Group names cannot contain ":" (the specification allows letters, digits, "-", "_"
 # and "."), so channel topics never collide with groups.
 CHANNEL_TOPIC_PREFIX = "channel:"
+# How long a worker's first new_channel waits for its subscriber to connect.
+INBOX_WAIT_SECONDS = 5.0
 
 
 def encode_message(message: dict[str, Any]) -> str:
@@ -97,7 +100,23 @@ class RealtimeChannelLayer(BaseChannelLayer):
         layer = self._loops.get(loop)
         if layer is None:
             layer = self._loops[loop] = _LoopLayer(self)
+            self._close_with(loop)
         return layer
+
+    def _close_with(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close this loop's subscriber when the loop itself closes (async_to_sync, tests
+        that make their own loops), as channels_redis does, rather than leave its tasks
+        to be destroyed pending."""
+        close = loop.close
+
+        def close_layer_first() -> None:
+            layer = self._loops.pop(loop, None)
+            if layer is not None and not loop.is_running():
+                loop.run_until_complete(layer.close())
+            loop.close = close  # type: ignore[method-assign]
+            close()
+
+        loop.close = close_layer_first  # type: ignore[method-assign]
 
     # ---- the Channels layer specification ------------------------------------------------------
     async def new_channel(self, prefix: str = "specific") -> str:
@@ -216,8 +235,16 @@ class _LoopLayer:
         self.groups: dict[str, set[str]] = {}
         self.listeners: dict[str, RawHandler] = {}
         self.reconnect_handlers: list[ReconnectHandler] = []
-        self.broker = broker.create_broker(self._on_message, self._on_reconnect)
+        self._broker: broker.Broker | None = None
         self.inbox = ""  # this worker's inbox topic, subscribed with its first channel
+
+    @property
+    def broker(self) -> broker.Broker:
+        """The subscriber, made on first use: a loop that only sends (async_to_sync in a
+        management command) never opens one."""
+        if self._broker is None:
+            self._broker = broker.create_broker(self._on_message, self._on_reconnect)
+        return self._broker
 
     # ---- channels ----------------------------------------------------------------------------
     async def new_channel(self, prefix: str) -> str:
@@ -226,6 +253,12 @@ class _LoopLayer:
         if not self.inbox:  # sends to this worker's channels from other workers arrive here
             self.inbox = channel_topic(self.layer.non_local_name(name))
             await self._subscribe(self.inbox)
+            # Once, per worker: a channel handed out before its inbox is subscribed would
+            # lose what other workers send to it at once. Bounded: with Redis down the
+            # socket still opens (delivery is at most once anyway).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(INBOX_WAIT_SECONDS):
+                    await self.wait_connected()
         return name
 
     def _new_queue(self, name: str) -> _Mailbox:
@@ -323,7 +356,8 @@ class _LoopLayer:
                 logger.exception("a reconnect handler failed")
 
     async def close(self) -> None:
-        await self.broker.close()
+        if self._broker is not None:
+            await self._broker.close()
 
 
 def get_layer() -> RealtimeChannelLayer:
