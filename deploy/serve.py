@@ -85,6 +85,12 @@ def main() -> None:
     if not any(os.environ.get(name) for name in ("REDIS_URL", "REDIS_URLS", "REDIS_SENTINELS")):
         sys.exit("serve: set REDIS_URL (or REDIS_URLS, or REDIS_SENTINELS); workers share rooms through Redis")
     run_dir = Path(tempfile.mkdtemp(prefix="serve-"))
+    # Every worker writes its metrics here and /metrics on any of them sums them all
+    # (prometheus-client's multiprocess mode): a scrape that lands on one worker of
+    # several must not report that worker's share alone.
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        (run_dir / "metrics").mkdir()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")
     config = run_dir / "supervisord.conf"
     config.write_text(
         supervisor_config(workers=args.workers, host=args.host, port=args.port, run_dir=run_dir, server=args.server)

@@ -1,8 +1,11 @@
-"""Prometheus metrics of this process (each worker exposes its own at /metrics)."""
+"""Prometheus metrics. With PROMETHEUS_MULTIPROC_DIR set (``make serve`` sets it), every
+worker process writes its values there and /metrics, on whichever worker a scrape lands,
+reports the sum over all of them (project.views.metrics); without it, this process's."""
 
 from prometheus_client import Counter, Gauge
 
-WS_CONNECTIONS = Gauge("chat_websocket_connections", "Open room WebSocket connections in this process")
+# livesum: the open connections of the workers alive now, summed.
+WS_CONNECTIONS = Gauge("chat_websocket_connections", "Open room WebSocket connections", multiprocess_mode="livesum")
 WS_CLOSES = Counter("chat_websocket_closes_total", "Room WebSockets closed by the server, by close code", ["code"])
 MESSAGES_CREATED = Counter("chat_messages_created_total", "Chat messages committed by this process")
 FRAMES_REJECTED = Counter("chat_frames_rejected_total", "Client frames answered with an error frame", ["code"])

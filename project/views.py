@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 
 import redis
 from django.conf import settings
 from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import csrf, defaults
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from accounts.services import bearer_from_header
 from project.api import error_response
@@ -48,6 +49,10 @@ def metrics(request: HttpRequest) -> HttpResponse:
             response = HttpResponse("metrics need Authorization: Bearer <METRICS_TOKEN>\n", status=401, content_type="text/plain")
             response["WWW-Authenticate"] = "Bearer"
             return response
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # every worker's values, summed
+        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 

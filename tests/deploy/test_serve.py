@@ -73,3 +73,29 @@ async def test_two_workers_share_one_port_and_rooms(served):
         for client in clients:
             frame = await client.until("message")
             assert frame["content"] == "to every worker"
+
+
+def _messages_created(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("chat_messages_created_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_metrics_count_every_worker_whichever_one_a_scrape_reaches(served):
+    port, tokens = served
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(timeout=10) as http:
+        headers = {"Authorization": f"Bearer {tokens['sue']}"}
+        created = await http.post(f"{base}/api/rooms/", json={"slug": "metered", "title": "Metered"}, headers=headers)
+        assert created.status_code in (201, 409), created.text
+        before = _messages_created((await http.get(f"{base}/metrics")).text)
+        for number in range(20):  # new connections: the workers take turns accepting them
+            async with httpx.AsyncClient(timeout=10) as one_off:
+                posted = await one_off.post(f"{base}/api/rooms/metered/messages", json={"content": f"m{number}"}, headers=headers)
+                assert posted.status_code == 201, posted.text
+        scrapes = []
+        for _ in range(10):
+            async with httpx.AsyncClient(timeout=10) as one_off:
+                scrapes.append(_messages_created((await one_off.get(f"{base}/metrics")).text) - before)
+    assert scrapes == [20.0] * 10, f"every scrape counts all workers' messages: {scrapes}"
