@@ -232,7 +232,8 @@ class SSEReader(asyncio.Protocol):
         i = d + len(DONE)
         try:
             done = orjson.loads(block[i : block.find(b"\n", i)])
-            good = done["usage"]["completion_tokens"] == self.total and done["content"].encode() == self.content
+            # usage is an estimate (a word at least one token, streaming.services.count_tokens): at least one a word.
+            good = done["usage"]["completion_tokens"] >= self.total and done["content"].encode() == self.content
         except (ValueError, KeyError, TypeError, AttributeError):
             good = False
         if not good:

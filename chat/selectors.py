@@ -150,6 +150,12 @@ def user_is_banned(*, user_id: int, room_id: int) -> bool:
     return Ban.objects.applying_to(user_id=user_id, room_id=room_id).exists()
 
 
+def user_is_banned_site_wide(*, user_id: int) -> bool:
+    """Whether a ban with no room applies to the user now: they may read, but not act on
+    others (CONTRACT §1: no posting, rooms, DMs, members, tasks that read rooms, generations)."""
+    return Ban.objects.applying_to(user_id=user_id, room_id=None).exists()
+
+
 def user_is_muted(*, user_id: int, room_id: int) -> bool:
     return Mute.objects.applying_to(user_id=user_id, room_id=room_id).exists()
 

@@ -27,6 +27,7 @@ from chat.ratelimit import rate_limit_hits
 from notifications.mentions import PostedMessage, mentions_notify
 from notifications.services import notification_create
 from project import metrics
+from project.api import ApiError
 from project.db_thread import in_db_thread
 
 
@@ -34,10 +35,24 @@ class RoomExistsError(Exception):
     pass
 
 
+class BannedError(ApiError):
+    """A user banned site-wide tried to act on others (CONTRACT §1): 403 ``banned``."""
+
+    def __init__(self) -> None:
+        super().__init__(403, "banned", "you are banned site-wide: you can read, but not post, create rooms or add people")
+
+
+def _refuse_if_banned_site_wide(user: User | None) -> None:
+    if user is not None and selectors.user_is_banned_site_wide(user_id=user.pk):
+        raise BannedError
+
+
 def room_create(*, slug: str, title: str, created_by: User | None, private: bool = False) -> Room:
-    """Create a room; ValidationError for a bad slug or title, RoomExistsError if taken.
+    """Create a room; ValidationError for a bad slug or title, RoomExistsError if taken,
+    BannedError if the creator is banned site-wide.
 
     The creator of a private room is its owner and first member."""
+    _refuse_if_banned_site_wide(created_by)
     slug_validator(slug)
     title = title.strip()
     if not title or len(title) > 200:
@@ -64,7 +79,9 @@ class MembershipError(Exception):
 
 
 def member_add(*, room: Room, user: User, added_by: User) -> RoomMember:
-    """Add someone to a private room; members and staff may. Adding a member again is a no-op."""
+    """Add someone to a private room; members and staff may (not while banned site-wide).
+    Adding a member again is a no-op."""
+    _refuse_if_banned_site_wide(added_by)
     if not room.private or room.direct_key is not None:
         raise MembershipError(400, "invalid", "members can be added to private rooms only (not to direct messages)")
     if not (added_by.is_staff or RoomMember.objects.filter(room=room, user=added_by).exists()):
@@ -92,7 +109,9 @@ def dm_open(*, user: User, other: User) -> tuple[Room, bool]:
     """The one private room of exactly these two users, created on first use: (room, created).
 
     The room's unique ``direct_key`` makes two first requests at once create one room:
-    the loser of the race gets an IntegrityError and reads the winner's room."""
+    the loser of the race gets an IntegrityError and reads the winner's room. BannedError
+    if ``user`` is banned site-wide (an existing DM too: opening one is reaching out)."""
+    _refuse_if_banned_site_wide(user)
     if user.pk == other.pk:
         raise ValidationError("a direct message needs another user")
     low, high = sorted((user.pk, other.pk))

@@ -18,6 +18,7 @@ SSE = {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ServerSent
 # What each error status means, for the statuses an operation declares beyond the common ones.
 STATUS_MEANING = {
     "409": "exists already",
+    "413": "the request body is too large",
     "423": "the room is locked",
     "502": "the model upstream failed",
 }
@@ -192,7 +193,7 @@ PATHS: dict[str, dict[str, Any]] = {
             ),
             openai=True,
             json_or_sse=True,
-            errors=("502",),
+            errors=("413", "502"),
         )
     },
     "/v1/models": {"get": _op("Models", openai=True)},

@@ -222,6 +222,14 @@ LLM_TOKENS_PER_DAY = env_optional_int("LLM_TOKENS_PER_DAY", minimum=0)
 # model repeating a 32,000-character word 100,000 times would be 3.2 GB. Real models stop
 # far below (a 128k-token context is about half a million characters).
 LLM_MAX_REPLY_CHARS = env_int("LLM_MAX_REPLY_CHARS", 1_000_000, minimum=1)
+# What one token stream may write to its log (streaming/log.py), which Redis keeps for ten
+# minutes after the stream ends: 32,768 token events (above the 16,384-token output limit
+# of common chat models; each event costs about 45 bytes besides its text) and 262,144
+# characters (64 Ki tokens at four characters a token). The final event repeats the
+# content, so a stream holds at most about 0.5 MB of ASCII text, 2 MB of emoji, plus
+# 1.5 MB of event framing. A generation that reaches either cap ends with "length".
+LLM_STREAM_MAX_EVENTS = env_int("LLM_STREAM_MAX_EVENTS", 32_768, minimum=1)
+LLM_STREAM_MAX_CHARS = env_int("LLM_STREAM_MAX_CHARS", 262_144, minimum=1)
 
 # ---- Tasks (see tasks/) ----------------------------------------------------------------
 # Without Redis there is no task worker to hand tasks to: the web process runs them.
@@ -230,6 +238,10 @@ TASK_CONCURRENCY = env_int("TASK_CONCURRENCY", 16, minimum=1)
 # Queued plus running tasks per user (429 busy beyond): well below a runner's
 # concurrency, so that one account's long tasks never take every slot.
 TASKS_MAX_ACTIVE_PER_USER = env_int("TASKS_MAX_ACTIVE_PER_USER", 4, minimum=1)
+# Tasks created per user in any 60 s (429 rate_limited beyond): a person starts a few a
+# minute; every task is a row kept for ever and a log Redis keeps ten minutes, so without
+# it a loop of one-step countdowns grows both as fast as the server answers.
+TASKS_PER_MINUTE_PER_USER = env_int("TASKS_PER_MINUTE_PER_USER", 30, minimum=1)
 
 # ---- Operations -------------------------------------------------------------------
 METRICS_TOKEN = env_optional("METRICS_TOKEN")

@@ -10,6 +10,9 @@ finished stream can be replayed for at least ten minutes.
 Control travels through the meta hash, not through messages: a cancel sets a flag, a
 reader records when it last read, and the producer checks both on its heartbeat
 (HEARTBEAT_SECONDS), so any worker can cancel, and a stream nobody reads is abandoned.
+
+What one token stream may write is capped (stream_cap): the log lives in Redis for ten
+minutes after it ends, so its size is what one request can make Redis hold.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from django.conf import settings
 
 from project.redis_clients import async_redis, redis_configured
 from streaming.sse import compact_json
@@ -43,6 +48,37 @@ class LogEvent:
     seq: int
     kind: str
     data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCap:
+    """What one token stream may write to its log (docs/protocol.md, "Limits"): at most
+    ``events`` token events holding at most ``chars`` characters. The final event repeats
+    the whole content, so a stream holds at most about twice ``chars`` characters."""
+
+    events: int
+    chars: int
+
+    def fit(self, tokens: list[str], *, events: int, chars: int) -> tuple[list[str], bool]:
+        """The tokens that still fit after ``events`` events and ``chars`` characters (the
+        one that crosses the character cap cut short), and whether any did not fit."""
+        events_left, chars_left = self.events - events, self.chars - chars
+        kept: list[str] = []
+        for token in tokens:
+            if events_left <= 0 or len(token) > chars_left:
+                if events_left > 0 and chars_left > 0:
+                    kept.append(token[:chars_left])
+                return kept, True
+            kept.append(token)
+            events_left -= 1
+            chars_left -= len(token)
+        return kept, False
+
+
+def stream_cap() -> StreamCap:
+    """LLM_STREAM_MAX_EVENTS and LLM_STREAM_MAX_CHARS (or LLM_MAX_REPLY_CHARS, if lower)."""
+    chars = min(int(settings.LLM_STREAM_MAX_CHARS), int(settings.LLM_MAX_REPLY_CHARS))
+    return StreamCap(events=int(settings.LLM_STREAM_MAX_EVENTS), chars=chars)
 
 
 @dataclass(frozen=True, slots=True)

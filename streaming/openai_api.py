@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
@@ -25,6 +26,10 @@ from streaming.backends import ChatTurn
 from streaming.views import sse_response
 
 ROLES = {"system", "user", "assistant", "developer"}
+# The largest request body read (docs/protocol.md, "Limits"): the largest valid request is
+# MAX_PROMPT_CHARS characters, each at most 12 bytes as JSON (an emoji escaped as two
+# \uXXXX), about 1.5 MB; 2 MiB leaves room for the rest of the body.
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
@@ -69,10 +74,31 @@ async def models(request: HttpRequest) -> HttpResponseBase:
     )
 
 
+def _body(request: HttpRequest) -> bytes:
+    """The request body, at most MAX_REQUEST_BYTES (413 beyond, declared or sent)."""
+    too_large = services.StreamRefusedError(
+        413, "request_too_large", f"The request body is larger than {MAX_REQUEST_BYTES} bytes."
+    )
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_REQUEST_BYTES:
+        raise too_large
+    try:
+        body = request.body
+    except RequestDataTooBig:  # Django's own cap (DATA_UPLOAD_MAX_MEMORY_SIZE), if set lower
+        raise too_large from None
+    if len(body) > MAX_REQUEST_BYTES:  # sent without a Content-Length (chunked)
+        raise too_large
+    return body
+
+
 def _parse(request: HttpRequest) -> tuple[list[ChatTurn], int | None, bool, bool, str]:
     bad = services.StreamRefusedError
+    raw = _body(request)
     try:
-        body = json.loads(request.body or b"{}")
+        body = json.loads(raw or b"{}")
     except (ValueError, RecursionError):
         raise bad(400, "invalid_json", "We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
@@ -80,7 +106,7 @@ def _parse(request: HttpRequest) -> tuple[list[ChatTurn], int | None, bool, bool
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise bad(400, "invalid_messages", "'messages' must be a non-empty array.")
-    turns = []
+    turns: list[ChatTurn] = []
     for message in raw_messages:
         # A role that is a list or an object is unhashable: ``in ROLES`` would raise (a 500).
         if not isinstance(message, dict) or not isinstance(message.get("role"), str) or message["role"] not in ROLES:
@@ -91,13 +117,28 @@ def _parse(request: HttpRequest) -> tuple[list[ChatTurn], int | None, bool, bool
             content = "".join(text for text in texts if isinstance(text, str)) if all(isinstance(t, str) for t in texts) else None
         if not isinstance(content, str):
             raise bad(400, "invalid_messages", "Each message's content must be a string.")
+        if len(content) > services.MAX_MESSAGE_CHARS:  # the assistant's limit (docs/protocol.md, "Limits")
+            raise bad(
+                400,
+                "string_above_max_length",
+                f"Invalid 'messages[{len(turns)}].content': string too long. Expected a string with maximum length "
+                f"{services.MAX_MESSAGE_CHARS}, but got a string with length {len(content)} instead.",
+            )
         if not is_storable_text(content):  # a lone surrogate or NUL would fail the database write
             raise bad(400, "invalid_messages", "Each message's content must be Unicode text without NUL or lone surrogates.")
         role = "system" if message["role"] == "developer" else message["role"]
         turns.append(ChatTurn(role, content))
     if not any(t.role == "user" and t.content.strip() for t in turns):
         raise bad(400, "invalid_messages", "At least one user message with content is needed.")
+    total = sum(len(t.content) for t in turns)
+    if total > services.MAX_PROMPT_CHARS:
+        raise bad(
+            400,
+            "context_length_exceeded",
+            f"The messages have {total} characters in all; at most {services.MAX_PROMPT_CHARS} are accepted.",
+        )
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    # The content was checked above, message by message: only max_tokens is left to check.
     services.clean_request(message="x", max_tokens=max_tokens)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,17 +25,22 @@ from django.utils import timezone
 from accounts.connections import get_connections
 from accounts.credentials import Credential, credential_valid
 from chat.protocol import is_storable_text
+from chat.selectors import user_is_banned_site_wide
 from project.api import ApiError, parse_id
 from project.db_thread import in_db_thread
 from project.tasks import spawn
 from streaming import limits
 from streaming.backends import Backend, BackendError, ChatTurn, get_backend
-from streaming.log import HEARTBEAT_SECONDS, PRODUCER_LOST_SECONDS, LogEvent, get_log
+from streaming.log import HEARTBEAT_SECONDS, PRODUCER_LOST_SECONDS, LogEvent, get_log, stream_cap
 from streaming.models import Conversation, ConversationMessage
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 32_000
+# All the messages of one /v1 request together (docs/protocol.md, "Limits"): four messages
+# at MAX_MESSAGE_CHARS, about 32,000 tokens by count_tokens, a long conversation's worth.
+# Every request's messages are stored, so this bounds what one request adds to the database.
+MAX_PROMPT_CHARS = 128_000
 MAX_TOKENS_LIMIT = 100_000
 # The worker's identity in stream meta data (which worker produces a stream).
 WORKER_ID = uuid.uuid4().hex[:12]
@@ -58,9 +64,16 @@ class StreamStarted:
     conversation_id: str
 
 
+# OpenAI's rule of thumb: a token is about four characters of English text.
+CHARS_PER_TOKEN = 4
+
+
 def count_tokens(text: str) -> int:
-    """A rough token count (words), enough for usage reports and budgets of the echo model."""
-    return len(text.split())
+    """An estimate of the tokens in ``text``, without a tokenizer (docs/protocol.md, "Token
+    accounting"): every word is at least one, and every CHARS_PER_TOKEN characters are
+    one, whichever is more. Counting words alone made a 100,000-character word one token,
+    so the daily budget did not limit what one account could make the model write."""
+    return max(len(text.split()), math.ceil(len(text) / CHARS_PER_TOKEN))
 
 
 # ---- conversations (database) -------------------------------------------------------------------
@@ -134,8 +147,11 @@ async def generation_start(
     ``credential``, what authenticated the request: if it stops being valid (a token
     revoked, a log-out...) while the reply is generated, the generation stops.
 
-    Raises StreamRefusedError: 429 ``budget_exceeded`` or ``busy``, 404 for someone
-    else's conversation."""
+    Raises StreamRefusedError: 403 ``banned`` for a user banned site-wide (generating is
+    acting, CONTRACT §1), 429 ``budget_exceeded`` or ``busy``, 404 for someone else's
+    conversation."""
+    if await in_db_thread(user_is_banned_site_wide, user_id=user_id):
+        raise StreamRefusedError(403, "banned", "you are banned site-wide")
     if await limits.budget_exceeded(user_id=user_id):
         raise StreamRefusedError(429, "budget_exceeded", "the daily token budget is used up")
     stream_id = uuid.uuid4().hex
@@ -206,7 +222,8 @@ class Producer:
         self.log = get_log()
         self.seq = 1
         self.tokens: list[str] = []
-        self.chars = 0  # characters generated so far (MAX_REPLY_CHARS)
+        self.chars = 0  # characters written to the log so far (streaming.log.stream_cap)
+        self.prompt_tokens = sum(count_tokens(turn.content) for turn in context)
         self.stop_reason: str | None = None  # cancelled | abandoned | revoked
 
     async def run(self) -> None:
@@ -270,16 +287,22 @@ class Producer:
 
     async def _produce(self) -> LogEvent:
         generation = self.backend.generate(messages=self.context, max_tokens=self.max_tokens)
+        cap = stream_cap()
         try:
             async for batch in generation:
-                events = [
-                    LogEvent(self.seq + i, "token", {"index": self.seq + i - 1, "token": token}) for i, token in enumerate(batch)
-                ]
-                self.tokens.extend(batch)
-                self.seq += len(batch)
-                self.chars += sum(len(token) for token in batch)
-                await self.log.append(self.stream_id, events)
-                if self.chars > settings.LLM_MAX_REPLY_CHARS:
+                # What does not fit in the stream's log is never written: the reply ends
+                # there with "length", whatever max_tokens says.
+                batch, full = cap.fit(batch, events=len(self.tokens), chars=self.chars)
+                if batch:
+                    events = [
+                        LogEvent(self.seq + i, "token", {"index": self.seq + i - 1, "token": token})
+                        for i, token in enumerate(batch)
+                    ]
+                    self.tokens.extend(batch)
+                    self.seq += len(batch)
+                    self.chars += sum(len(token) for token in batch)
+                    await self.log.append(self.stream_id, events)
+                if full:
                     return self._done("length")
             return self._done(generation.finish_reason)
         except asyncio.CancelledError:
@@ -300,7 +323,7 @@ class Producer:
         return LogEvent(
             self.seq,
             "done",
-            {"finish_reason": finish_reason, "content": content, "usage": {"completion_tokens": len(self.tokens)}},
+            {"finish_reason": finish_reason, "content": content, "usage": {"completion_tokens": count_tokens(content)}},
         )
 
     async def _finish(self, final: LogEvent, elapsed: float) -> None:
@@ -319,9 +342,10 @@ class Producer:
                 stream_id=self.stream_id,
                 content=content,
                 finish_reason=finish_reason,
-                prompt_tokens=sum(count_tokens(t.content) for t in self.context),
+                prompt_tokens=self.prompt_tokens,
             )
-            await limits.budget_spend(user_id=self.user_id, tokens=len(self.tokens))
+            # The prompt counts too: the context is what a model reads, and it is stored.
+            await limits.budget_spend(user_id=self.user_id, tokens=self.prompt_tokens + count_tokens(content))
         except Exception:
             logger.exception("could not store the reply of %s", self.stream_id)
         finally:

@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
 from chat.models import Message, Room
-from chat.selectors import room_get_for
+from chat.selectors import room_get_for, user_is_banned_site_wide
 from streaming.backends import ChatTurn, get_backend
 from tasks.registry import TaskContext, TaskRequestError, task_kind
 
@@ -55,7 +55,14 @@ def _readable_room(slug: str, owner_id: int) -> Room | None:
     return None if owner is None else room_get_for(slug=slug, user=owner)
 
 
+def _refuse_if_banned(owner_id: int) -> None:
+    """A user banned site-wide may not have rooms read for them (CONTRACT §1)."""
+    if user_is_banned_site_wide(user_id=owner_id):
+        raise TaskRequestError(403, "banned", "you are banned site-wide: tasks that read rooms are refused")
+
+
 def validate_summarize_room(body: dict[str, Any], *, owner_id: int) -> dict[str, Any]:
+    _refuse_if_banned(owner_id)  # first: a banned user learns nothing of which rooms exist
     slug = body.get("room")
     if not isinstance(slug, str):
         raise TaskRequestError(400, "no_such_room", "room must name an existing room")
@@ -80,7 +87,9 @@ def _count(room_slug: str) -> int:
 async def summarize_room(context: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
     """Read the room in chunks (progress per chunk), then ask the model for a summary."""
     room = params["room"]
-    # Again when it runs: the owner may have left the room, or been removed, since.
+    # Again when it runs: the owner may have left the room, been removed or been banned since.
+    if await database_sync_to_async(user_is_banned_site_wide)(user_id=context.owner_id):
+        raise PermissionError("this task's owner is banned site-wide")
     if await database_sync_to_async(_readable_room)(room, context.owner_id) is None:
         raise LookupError(f"room {room} no longer exists for this task's owner")
     total = await database_sync_to_async(_count)(room)
@@ -92,7 +101,9 @@ async def summarize_room(context: TaskContext, params: dict[str, Any]) -> dict[s
             break
         after, read = chunk[-1][0], read + len(chunk)
         lines.extend(f"{user}: {content}" for _, user, content in chunk)
-        await context.progress(min(90, read * 90 // max(total, 1)), f"read {read} of {total} messages")
+        # Reading is 0-80 %, asking the model 90 %: a new percentage is always shown
+        # (tasks/runner.py writes a repeated one at most every few seconds).
+        await context.progress(min(80, read * 80 // max(total, 1)), f"read {read} of {total} messages")
     transcript = "\n".join(lines)[-SUMMARY_MAX_CHARS:]
     await context.progress(90, "asking the model")
     generation = get_backend().generate(

@@ -33,6 +33,14 @@ logger = logging.getLogger(__name__)
 CANCEL_POLL_SECONDS = 0.25
 # With nothing to do, the table is polled this often even without a wake-up.
 IDLE_POLL_SECONDS = 1.0
+# A task's log lives in Redis for ten minutes after its last event, so what a task may
+# write there is bounded (docs/protocol.md, "Limits"). A progress event is written when its
+# percentage changed (at most 101 for a task that moves forward, whatever its steps),
+# else at most once every PROGRESS_REPEAT_SECONDS: an hour-long countdown writes at most
+# 720 such events. TASK_MAX_EVENTS, about 100 KB of log, caps any task; past it only the
+# final event is written (the row keeps the progress, which GET /api/tasks/<id> shows).
+PROGRESS_REPEAT_SECONDS = 5.0
+TASK_MAX_EVENTS = 1_000
 
 
 async def task_event(task_id: int, kind: str, data: dict[str, Any], *, after: int = 0) -> int:
@@ -55,10 +63,24 @@ class _Running:
     progress: int = 0
     cancelled: bool = False
     last_seq: int = 0  # the number of the last event this runner wrote for the task
+    written: int = 0  # events this runner wrote for the task (TASK_MAX_EVENTS)
+    reported: int = -1  # the percentage of the last progress event written
+    reported_at: float = 0.0  # and when (time.monotonic())
+
+    def progress_due(self, percent: int) -> bool:
+        """Whether a progress event at ``percent`` goes to the log (PROGRESS_REPEAT_SECONDS, TASK_MAX_EVENTS)."""
+        now = time.monotonic()
+        if self.written >= TASK_MAX_EVENTS:
+            return False
+        if percent == self.reported and now - self.reported_at < PROGRESS_REPEAT_SECONDS:
+            return False
+        self.reported, self.reported_at = percent, now
+        return True
 
     async def event(self, kind: str, data: dict[str, Any]) -> None:
         """A progress event. A failed write (Redis away) loses that event, not the task:
         the row keeps the progress and the outcome, which readers fall back on."""
+        self.written += 1
         try:
             self.last_seq = await task_event(self.task.pk, kind, data, after=self.last_seq)
         except Exception:
@@ -77,7 +99,8 @@ class _Context:
 
     async def progress(self, percent: int, message: str) -> None:
         self.running.progress = max(0, min(100, int(percent)))
-        await self.running.event("progress", {"progress": self.running.progress, "status": "running", "message": message})
+        if self.running.progress_due(self.running.progress):
+            await self.running.event("progress", {"progress": self.running.progress, "status": "running", "message": message})
 
 
 class TaskRunner:

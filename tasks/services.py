@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +28,8 @@ MAX_ATTEMPTS = 2
 # A wake-up nobody picks up is dropped after this long; the row stays queued.
 WAKE_TTL_SECONDS = 60
 WAKE_KEY = "tasks:wake"
+# TASKS_PER_MINUTE_PER_USER counts the tasks created in this sliding window.
+CREATION_WINDOW_SECONDS = 60
 
 
 def task_create(*, owner_id: int, body: dict[str, Any]) -> Task:
@@ -47,7 +50,28 @@ def task_create(*, owner_id: int, body: dict[str, Any]) -> Task:
                 f"at most {settings.TASKS_MAX_ACTIVE_PER_USER} queued or running tasks per user; wait for one to finish",
                 headers={"Retry-After": "1"},
             )
+        _refuse_past_creation_rate(owner_id)
         return Task.objects.create(owner_id=owner_id, kind=kind.name, params=params)
+
+
+def _refuse_past_creation_rate(owner_id: int) -> None:
+    """429 ``rate_limited`` past TASKS_PER_MINUTE_PER_USER creations in the last minute,
+    with Retry-After: when the oldest of them leaves the window."""
+    limit = int(settings.TASKS_PER_MINUTE_PER_USER)
+    window_start = timezone.now() - timedelta(seconds=CREATION_WINDOW_SECONDS)
+    recent = list(
+        Task.objects.filter(owner_id=owner_id, created_at__gt=window_start)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)[:limit]
+    )
+    if len(recent) >= limit:
+        wait = max(1, math.ceil((recent[-1] - window_start).total_seconds()))
+        raise TaskRequestError(
+            429,
+            "rate_limited",
+            f"at most {limit} tasks a minute per user",
+            headers={"Retry-After": str(wait)},
+        )
 
 
 def task_wake() -> None:

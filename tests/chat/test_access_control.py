@@ -16,7 +16,7 @@ from django.test import Client, override_settings
 
 from chat import ratelimit, services
 from chat.hub import get_hub
-from chat.models import Message, Report
+from chat.models import Message, Report, Room
 from chat.writer import get_writer
 from notifications.models import Notification
 from notifications.services import notification_create
@@ -145,6 +145,35 @@ def test_a_task_page_does_not_show_the_title_of_a_room_its_owner_cannot_see():
     response = page.get(f"/tasks/{task.pk}/")
     assert response.status_code == 200
     assert b"merger" not in response.content and b"/rooms/club/" not in response.content
+
+
+# ---- site-wide bans -----------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_a_user_banned_site_wide_reads_but_cannot_create_rooms_open_dms_or_add_members():
+    eve, amy, ben = make_user("eve"), make_user("amy"), make_user("ben")
+    club = services.room_create(slug="club", title="Club", created_by=eve, private=True)
+    services.dm_open(user=eve, other=amy)  # opened before the ban
+    services.ban_create(user=eve, room=club, reason="room only")
+    client = api(eve)
+    # A ban from one room does not stop any of this...
+    assert post(client, "/api/rooms/", {"slug": "eves-first", "title": "Mine"}).status_code == 201
+    services.ban_create(user=eve, room=None, reason="spam")
+    # ...a site-wide one does.
+    for response in (
+        post(client, "/api/rooms/", {"slug": "eves-second", "title": "Mine too"}),
+        post(client, "/api/rooms/", {"slug": "eves-private", "title": "Hidden", "private": True}),
+        post(client, "/api/dms/", {"user": "ben"}),
+        post(client, "/api/dms/", {"user": "amy"}),
+        post(client, "/api/rooms/club/members", {"user": "ben"}),
+    ):
+        assert response.status_code == 403, response.content
+        assert response.json()["error"]["code"] == "banned"
+    assert not Room.objects.filter(slug__in=["eves-second", "eves-private"]).exists()
+    assert Room.objects.filter(direct_key__isnull=False).count() == 1, "no DM with ben"
+    assert not club.memberships.filter(user=ben).exists()
+    # Reading still works.
+    assert client.get("/api/rooms/").status_code == 200
+    assert client.get("/api/rooms/club/members").status_code == 200
 
 
 # ---- speaking as someone else -------------------------------------------------------------------

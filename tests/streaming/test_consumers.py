@@ -139,3 +139,22 @@ async def test_bad_frames_get_errors_and_the_socket_stays_open(token, frame, cod
     await ws.send_json_to({"type": "ping"})
     assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
     await ws.disconnect()
+
+
+async def test_a_user_banned_site_wide_cannot_start_a_reply_over_the_socket(token):
+    from channels.db import database_sync_to_async
+    from django.contrib.auth.models import User
+
+    from chat.services import ban_create
+    from streaming.models import Conversation
+
+    await database_sync_to_async(lambda: ban_create(user=User.objects.get(username="alice"), room=None))()
+    ws = socket(token)
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"type": "user_message", "content": "hello"})
+    frame = await ws.receive_json_from(timeout=TIMEOUT)
+    assert frame["type"] == "error" and frame["code"] == "banned"
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}, "the socket stays open"
+    assert await Conversation.objects.acount() == 0
+    await ws.disconnect()

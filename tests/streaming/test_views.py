@@ -7,9 +7,12 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
 from django.test import AsyncClient, override_settings
 
+from chat.services import ban_create
 from streaming import limits
+from streaming.log import LocalLog, get_log
 from streaming.models import ConversationMessage
 from tests.asgi_client import BearerClient, read_all
 from tests.factories import make_token, make_user
@@ -50,7 +53,8 @@ async def test_stream_sends_start_tokens_done_with_ids_and_headers(token):
     assert events[0]["data"]["stream_id"] == stream_id and events[0]["id"] == f"{stream_id}:0"
     assert [e["data"] for e in events[1:4]] == [{"index": i, "token": w + " "} for i, w in enumerate(["one", "two", "three"])]
     assert [e["id"] for e in events[1:4]] == [f"{stream_id}:{i}" for i in (1, 2, 3)]
-    assert events[4]["data"] == {"finish_reason": "stop", "content": "one two three ", "usage": {"completion_tokens": 3}}
+    # 14 characters: four tokens at four characters a token (count_tokens), though three words.
+    assert events[4]["data"] == {"finish_reason": "stop", "content": "one two three ", "usage": {"completion_tokens": 4}}
     await asyncio.sleep(0.2)  # the producer stores the reply after the final event
     stored = await database_sync_to_async(list)(
         ConversationMessage.objects.order_by("id").values_list("role", "content", "finish_reason")
@@ -170,5 +174,49 @@ async def test_a_reply_ends_with_length_past_the_size_cap_whatever_max_tokens_sa
     events = parse_events(await read_all(response))
     done = events[-1]
     assert done["event"] == "done" and done["data"]["finish_reason"] == "length"
-    # Checked after each batch the backend yields (the echo model's are 32 tokens).
-    assert done["data"]["usage"]["completion_tokens"] == 32, "stopped after the first batch past 50,000 characters"
+    # Nothing past the cap is written: the token that crosses it is cut short.
+    assert len(done["data"]["content"]) == 50_000
+    assert "".join(e["data"]["token"] for e in events if e["event"] == "token") == done["data"]["content"]
+    assert done["data"]["usage"]["completion_tokens"] == 12_500, "50,000 characters at four a token"
+
+
+def logged(stream_id: str) -> list:
+    """The events the in-process log holds for a stream (what Redis would hold)."""
+    log = get_log()
+    assert isinstance(log, LocalLog)
+    return log.streams[stream_id].events
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0, LLM_MAX_REPLY_CHARS=10**9, LLM_STREAM_MAX_CHARS=40_000)
+async def test_a_generation_stops_at_the_logs_character_cap_whatever_the_reply_cap_says(token):
+    word = "w" * 999  # 1,000 characters a token: 2,000 of them would be 2,000,000
+    response = await start(client_for(token), message=word, max_tokens=2_000)
+    events = parse_events(await read_all(response))
+    done = events[-1]
+    assert done["event"] == "done" and done["data"]["finish_reason"] == "length"
+    assert len(done["data"]["content"]) == 40_000
+    tokens = [e for e in logged(response["X-Stream-Id"]) if e.kind == "token"]
+    assert sum(len(e.data["token"]) for e in tokens) == 40_000 and len(tokens) == 40
+    await asyncio.sleep(0.2)
+    stored = await database_sync_to_async(ConversationMessage.objects.get)(role="assistant")
+    assert len(stored.content) == 40_000 and stored.finish_reason == "length"
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0, LLM_STREAM_MAX_EVENTS=100)
+async def test_a_generation_stops_at_the_logs_event_cap(token):
+    response = await start(client_for(token), message="a", max_tokens=1_000)
+    events = parse_events(await read_all(response))
+    assert events[-1]["event"] == "done" and events[-1]["data"]["finish_reason"] == "length"
+    assert [e["data"]["index"] for e in events if e["event"] == "token"] == list(range(100))
+    assert len(logged(response["X-Stream-Id"])) == 102, "start, 100 tokens, done"
+
+
+async def test_a_user_banned_site_wide_cannot_start_a_reply(token):
+    def ban_alice():
+        ban_create(user=User.objects.get(username="alice"), room=None, reason="spam")
+
+    await database_sync_to_async(ban_alice)()
+    refused = await start(client_for(token), message="hello")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "banned"
+    assert await ConversationMessage.objects.acount() == 0
+    assert (await client_for(token).get("/api/conversations/")).status_code == 200, "reading still works"

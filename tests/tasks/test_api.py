@@ -9,9 +9,13 @@ import time
 import pytest
 import pytest_asyncio
 from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
 from django.test import override_settings
 
+from chat.services import ban_create
 from notifications.models import Notification
+from streaming.log import LocalLog, get_log
+from tasks import runner as runner_module
 from tasks.models import Task
 from tasks.runner import _local_runners
 from tests.asgi_client import BearerClient, read_all
@@ -114,3 +118,65 @@ async def test_unauthenticated_is_401():
     from django.test import AsyncClient
 
     assert (await AsyncClient().post("/api/tasks/", "{}", content_type="application/json")).status_code == 401
+
+
+async def test_a_countdown_of_ten_thousand_steps_at_0_ms_leaves_a_small_log(client):
+    response = await create(client, kind="countdown", steps=10_000, interval_ms=0)
+    assert response.status_code == 202
+    task_id = response.json()["id"]
+    events = parse_events(await read_all(await client.get(f"/api/tasks/{task_id}/events")))
+    assert events[-1]["event"] == "complete" and events[-1]["data"]["result"] == {"steps": 10_000}
+    # One event per percentage, not per step: queued, started, 0..100 %, complete.
+    progress = [e["data"]["progress"] for e in events if e["event"] == "progress"]
+    assert progress[2:] == list(range(101)), progress[:10]
+    log = get_log()
+    assert isinstance(log, LocalLog) and len(log.streams[f"task:{task_id}"].events) == 104
+
+
+async def test_a_task_writes_at_most_task_max_events_whatever_it_reports(client, monkeypatch):
+    monkeypatch.setattr(runner_module, "TASK_MAX_EVENTS", 20)
+    monkeypatch.setattr(runner_module, "PROGRESS_REPEAT_SECONDS", 0.0)  # every report would be written
+    task_id = (await create(client, kind="countdown", steps=50, interval_ms=0)).json()["id"]
+    events = parse_events(await read_all(await client.get(f"/api/tasks/{task_id}/events")))
+    assert events[-1]["event"] == "complete", "the final event is always written"
+    assert len(events) == 1 + 20 + 1, "queued, 20 events of the runner's, complete"
+    state = (await client.get(f"/api/tasks/{task_id}")).json()
+    assert (state["status"], state["progress"]) == ("succeeded", 100), "the row has what the log left out"
+
+
+@override_settings(TASKS_PER_MINUTE_PER_USER=3)
+async def test_tasks_created_per_minute_are_limited_per_user(client):
+    for _ in range(3):
+        assert (await create(client, kind="countdown", steps=1, interval_ms=0)).status_code == 202
+    refused = await create(client, kind="countdown", steps=1, interval_ms=0)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert await Task.objects.acount() == 3
+    other = BearerClient(await database_sync_to_async(lambda: make_token(make_user("other")))())
+    assert (await create(other, kind="countdown", steps=1, interval_ms=0)).status_code == 202, "per user"
+
+
+async def test_a_user_banned_site_wide_cannot_have_rooms_summarised(client):
+    def setup():
+        make_messages(make_room("general"), make_user("sam"), 3)
+        ban_create(user=User.objects.get(username="tess"), room=None, reason="spam")
+
+    await database_sync_to_async(setup)()
+    refused = await create(client, kind="summarize_room", room="general")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "banned"
+    unknown = await create(client, kind="summarize_room", room="no-such-room")
+    assert unknown.status_code == 403, "the same answer whether the room exists or not"
+    assert await Task.objects.acount() == 0
+    # A countdown reads no room: it acts on nobody else.
+    assert (await create(client, kind="countdown", steps=1, interval_ms=0)).status_code == 202
+
+
+async def test_a_summary_queued_before_a_site_wide_ban_fails_when_it_runs(client):
+    await database_sync_to_async(lambda: make_messages(make_room("general"), make_user("sam"), 3))()
+    with override_settings(TASKS_IN_PROCESS=False):  # queued, not run: no runner in this process
+        task_id = (await create(client, kind="summarize_room", room="general")).json()["id"]
+    await database_sync_to_async(lambda: ban_create(user=User.objects.get(username="tess"), room=None))()
+    await create(client, kind="countdown", steps=1, interval_ms=0)  # starts the in-process runner
+    events = parse_events(await read_all(await client.get(f"/api/tasks/{task_id}/events")))
+    assert events[-1]["event"] == "failed" and "banned" in events[-1]["data"]["error"]
+    assert "summary" not in json.dumps(events)
