@@ -3,7 +3,7 @@
 Sockets, SSE responses and the generations they start are authenticated once, when
 they begin. A ``Credential`` remembers what did it (a bearer token, or a browser
 session), so that when the user's credentials change the ones that outlive their
-request can ask again (docs/protocol.md, "Credentials").
+request can ask again (docs/protocol.md, "Connections and credentials").
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ async def authenticate_handshake(headers: dict[bytes, bytes]) -> tuple[User | An
 class WebSocketAuthMiddleware:
     """Origin check and authentication for WebSocket handshakes, in one layer.
 
-    A hostile Origin is refused before accept (CONTRACT §1: the one refusal that may be
+    A hostile Origin is refused before accept (docs/protocol.md, "Authentication and the handshake": the one refusal that may be
     an HTTP 403). Everything else reaches the consumer with ``scope["user"]`` set, an
     AnonymousUser when the handshake proved nobody, for the consumer to close with 4001.
 

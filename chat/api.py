@@ -1,4 +1,4 @@
-"""The JSON API of CONTRACT §3 and §6: thin views over chat.services and chat.selectors."""
+"""The JSON API of docs/protocol.md, "REST" and "Moderation": thin views over chat.services and chat.selectors."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def message_report(request: HttpRequest, slug: str, message_id: int) -> HttpResp
     return JsonResponse(selectors.report_object(report=report), status=201)
 
 
-# ---- staff only (CONTRACT §6) ------------------------------------------------------------
+# ---- staff only (docs/protocol.md, "Moderation") ------------------------------------------------------------
 @api_view("POST")
 def room_lock(request: HttpRequest, slug: str) -> HttpResponse:
     staff = _staff_user(request)
@@ -206,7 +206,7 @@ def mute(request: HttpRequest, mute_id: int) -> HttpResponse:
     return HttpResponse(status=204)
 
 
-# ---- private rooms and direct messages (CONTRACT §10) ----------------------------------------
+# ---- private rooms and direct messages (docs/protocol.md, "Other endpoints") ----------------------------------------
 def _user_or_400(body: dict[str, Any]) -> User:
     name = body.get("user")
     if not isinstance(name, str) or not name:

@@ -1,4 +1,4 @@
-"""The room WebSocket of CONTRACT §2: parse -> service -> send.
+"""The room WebSocket of docs/protocol.md, "The room protocol": parse -> service -> send.
 
 Live events do not come through a per-socket channel-layer channel: the worker's hub
 (chat.hub) writes broadcast frames to ``send_text`` directly.

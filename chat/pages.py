@@ -1,4 +1,4 @@
-"""Pages for people (CONTRACT §9): server-rendered shells; the live parts are the plain
+"""Pages for people (docs/protocol.md, "Other endpoints"): server-rendered shells; the live parts are the plain
 JavaScript modules in chat/static/chat/, talking to the same API as any client."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The room protocol of CONTRACT.md section 2: every frame declared once.
+"""The room protocol of docs/protocol.md, "The room protocol": every frame declared once.
 
 Client frames are parsed by ``parse_client_frame``; server frames are built by the
 ``*_frame`` functions and encoded once by ``encode`` (a message frame is encoded once
@@ -93,7 +93,7 @@ class NoticeFrame(TypedDict):
 
 
 class RoomLockedFrame(TypedDict):
-    """An extension of CONTRACT §2: a moderator locked (or unlocked) the room."""
+    """An extension of docs/protocol.md, "The room protocol": a moderator locked (or unlocked) the room."""
 
     type: Literal["room_locked"]
     locked: bool

@@ -45,7 +45,7 @@ def room_list_for(*, user: User) -> list[Room]:
 
 
 def room_object(*, room: Room, online: int | None = None, unread: int | None = None) -> dict[str, object]:
-    """The room object of CONTRACT §3 and §10 (``direct`` and ``unread`` are additions)."""
+    """The room object of docs/protocol.md, "REST" and "Other endpoints" (``direct`` and ``unread`` are additions)."""
     if online is None:
         online = presence.room_online_counts([room.pk])[room.pk]
     room_object: dict[str, object] = {
@@ -129,7 +129,7 @@ def message_range(*, room_id: int, room_slug: str, after: int, upto: int | None)
 
 
 def message_backlog(*, room_id: int, room_slug: str, last_id: int | None) -> tuple[int, list[protocol.MessageFrame]]:
-    """(missed, frames) for a joining client, as CONTRACT §2 orders.
+    """(missed, frames) for a joining client, as docs/protocol.md, "The room protocol" orders.
 
     With ``last_id``: every visible message after it, at most BACKLOG_MAX; ``missed``
     counts the older ones left out. Without: the newest BACKLOG_DEFAULT.
@@ -152,7 +152,8 @@ def user_is_banned(*, user_id: int, room_id: int) -> bool:
 
 def user_is_banned_site_wide(*, user_id: int) -> bool:
     """Whether a ban with no room applies to the user now: they may read, but not act on
-    others (CONTRACT §1: no posting, rooms, DMs, members, tasks that read rooms, generations)."""
+    others (docs/protocol.md, "Authentication and the handshake": no posting, rooms, DMs,
+    members, tasks that read rooms, generations)."""
     return Ban.objects.applying_to(user_id=user_id, room_id=None).exists()
 
 
@@ -173,7 +174,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def sanction_object(*, sanction: Ban | Mute) -> dict[str, object]:
-    """A ban or mute as the staff API shows it (CONTRACT §6)."""
+    """A ban or mute as the staff API shows it (docs/protocol.md, "Moderation")."""
     now = timezone.now()
     return {
         "id": sanction.pk,

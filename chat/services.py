@@ -36,7 +36,7 @@ class RoomExistsError(Exception):
 
 
 class BannedError(ApiError):
-    """A user banned site-wide tried to act on others (CONTRACT §1): 403 ``banned``."""
+    """A user banned site-wide tried to act on others (docs/protocol.md, "Authentication and the handshake"): 403 ``banned``."""
 
     def __init__(self) -> None:
         super().__init__(403, "banned", "you are banned site-wide: you can read, but not post, create rooms or add people")
@@ -69,7 +69,7 @@ def room_create(*, slug: str, title: str, created_by: User | None, private: bool
         raise RoomExistsError(slug) from None
 
 
-# ---- private rooms and direct messages (CONTRACT §10) -------------------------------------
+# ---- private rooms and direct messages (docs/protocol.md, "Other endpoints") -------------------------------------
 class MembershipError(Exception):
     """A membership change that is not allowed: ``status`` and ``code`` say how to answer."""
 
@@ -362,7 +362,7 @@ def _audit(
 
 
 def _notify(*, user_id: int, data: dict[str, Any]) -> None:
-    """The affected user's ``moderation`` notification (CONTRACT §7), in the caller's transaction."""
+    """The affected user's ``moderation`` notification (docs/protocol.md, "Other endpoints"), in the caller's transaction."""
     notification_create(user_id=user_id, kind="moderation", data=data)
 
 

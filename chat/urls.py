@@ -7,12 +7,12 @@ urlpatterns = [
     path("rooms/<str:slug>/messages", api.room_messages),
     path("rooms/<str:slug>/messages/<int:message_id>", api.room_message),
     path("rooms/<str:slug>/messages/<int:message_id>/report", api.message_report),
-    # Private rooms and direct messages (CONTRACT §10).
+    # Private rooms and direct messages (docs/protocol.md, "Other endpoints").
     path("rooms/<str:slug>/members", api.room_members),
     path("rooms/<str:slug>/members/<str:username>", api.room_member),
     path("rooms/<str:slug>/read", api.room_read),
     path("dms/", api.direct_messages),
-    # Staff only (CONTRACT §6).
+    # Staff only (docs/protocol.md, "Moderation").
     path("rooms/<str:slug>/lock", api.room_lock),
     path("rooms/<str:slug>/notice", api.room_notice),
     path("moderation/bans", api.bans),

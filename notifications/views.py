@@ -1,4 +1,4 @@
-"""GET /api/notifications/stream (SSE), the unread list, and marking them read (CONTRACT §7)."""
+"""GET /api/notifications/stream (SSE), the unread list, and marking them read (docs/protocol.md, "Other endpoints")."""
 
 from __future__ import annotations
 

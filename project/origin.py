@@ -1,4 +1,4 @@
-"""The Origin check of CONTRACT §1 for WebSocket handshakes (used by
+"""The Origin check of docs/protocol.md, "Authentication and the handshake" for WebSocket handshakes (used by
 accounts.middleware.WebSocketAuthMiddleware), judged as Django's CSRF middleware judges
 the Origin of a POST (``CsrfViewMiddleware._origin_verified``).
 
@@ -56,7 +56,7 @@ def _trusted(origin: str) -> bool:
 
 
 def origin_allowed(scope: dict[str, Any]) -> bool:
-    """Whether a WebSocket handshake's Origin may open a socket (CONTRACT §1)."""
+    """Whether a WebSocket handshake's Origin may open a socket (docs/protocol.md, "Authentication and the handshake")."""
     if not any(name == b"origin" for name, _ in scope.get("headers", ())):
         return True
     request = _as_request(scope)

@@ -1,4 +1,4 @@
-"""Operations endpoints of CONTRACT §8."""
+"""Operations endpoints of docs/protocol.md, "Other endpoints"."""
 
 from __future__ import annotations
 

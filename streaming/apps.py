@@ -2,6 +2,6 @@ from django.apps import AppConfig
 
 
 class StreamingConfig(AppConfig):
-    """Token streams and task progress over SSE (CONTRACT §4, §5); built next."""
+    """Token streams and task progress over SSE (docs/protocol.md, "Token streams" and "Other endpoints"); built next."""
 
     name = "streaming"

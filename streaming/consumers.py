@@ -1,4 +1,4 @@
-"""The assistant WebSocket of CONTRACT §4a: parse -> service -> send.
+"""The assistant WebSocket of docs/protocol.md, "Token streams": parse -> service -> send.
 
 A reply is generated detached from this socket (streaming.services) and read back from
 the stream log by a reader task of this socket, so ``receive`` stays free: a ``cancel``

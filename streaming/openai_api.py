@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API of CONTRACT §4e: /v1/chat/completions and /v1/models.
+"""The OpenAI-compatible API of docs/protocol.md, "Token streams": /v1/chat/completions and /v1/models.
 
 Speaks the Chat Completions wire format closely enough that the official ``openai``
 SDK works unchanged, streamed or not. A streamed reply is an ordinary stream of the

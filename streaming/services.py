@@ -148,7 +148,7 @@ async def generation_start(
     revoked, a log-out...) while the reply is generated, the generation stops.
 
     Raises StreamRefusedError: 403 ``banned`` for a user banned site-wide (generating is
-    acting, CONTRACT §1), 429 ``budget_exceeded`` or ``busy``, 404 for someone else's
+    acting, docs/protocol.md, "Authentication and the handshake"), 429 ``budget_exceeded`` or ``busy``, 404 for someone else's
     conversation."""
     if await in_db_thread(user_is_banned_site_wide, user_id=user_id):
         raise StreamRefusedError(403, "banned", "you are banned site-wide")

@@ -1,4 +1,4 @@
-"""SSE endpoints of CONTRACT §4b-4d: async views whose bodies are async iterators
+"""SSE endpoints of docs/protocol.md, "Token streams": async views whose bodies are async iterators
 (Django buffers a sync iterator under ASGI), reading the stream log."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _user(request: HttpRequest) -> User:
 
 
 def render_event(stream_id: str, event: LogEvent) -> str:
-    """A log event as the SSE event of CONTRACT §4b (``id`` = ``<stream>:<seq>``)."""
+    """A log event as the SSE event of docs/protocol.md, "Token streams" (``id`` = ``<stream>:<seq>``)."""
     return encode_event(event=event.kind, data=event.data, id=f"{stream_id}:{event.seq}")
 
 

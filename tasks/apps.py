@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class TasksConfig(AppConfig):
-    """Long-running tasks with SSE progress (CONTRACT §5)."""
+    """Long-running tasks with SSE progress (docs/protocol.md, "Other endpoints")."""
 
     name = "tasks"
     default_auto_field = "django.db.models.BigAutoField"

@@ -56,7 +56,7 @@ def _readable_room(slug: str, owner_id: int) -> Room | None:
 
 
 def _refuse_if_banned(owner_id: int) -> None:
-    """A user banned site-wide may not have rooms read for them (CONTRACT §1)."""
+    """A user banned site-wide may not have rooms read for them (docs/protocol.md, "Authentication and the handshake")."""
     if user_is_banned_site_wide(user_id=owner_id):
         raise TaskRequestError(403, "banned", "you are banned site-wide: tasks that read rooms are refused")
 

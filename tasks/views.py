@@ -1,4 +1,4 @@
-"""The task API of CONTRACT §5: thin async views over tasks.services and the task log."""
+"""The task API of docs/protocol.md, "Other endpoints": thin async views over tasks.services and the task log."""
 
 from __future__ import annotations
 

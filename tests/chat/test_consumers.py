@@ -171,7 +171,7 @@ async def test_hostile_origin_is_refused_but_no_origin_is_judged_by_token(alice_
 
 
 async def test_only_the_pages_own_origin_or_a_trusted_one_rides_the_session_cookie(alice_token):
-    """CONTRACT §1: scheme, host and port must all be the page's, or listed in
+    """docs/protocol.md, "Authentication and the handshake": scheme, host and port must all be the page's, or listed in
     CSRF_TRUSTED_ORIGINS; another port or scheme of the same host is another site."""
     user = await database_sync_to_async(make_user)("dora")
     client = Client()

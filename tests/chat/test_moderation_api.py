@@ -1,4 +1,4 @@
-"""The staff API of CONTRACT §6 and message reports: statuses, bodies, errors."""
+"""The staff API of docs/protocol.md, "Moderation" and message reports: statuses, bodies, errors."""
 
 import json
 

@@ -111,7 +111,9 @@ def test_server_frames_encode_to_one_line_of_json_that_decodes_to_themselves(fra
     assert "\n" not in text and "\r" not in text  # chat/events.py puts one frame per line
     assert json.loads(text.encode("utf-8")) == frame
     if frame["type"] == "message":
-        assert datetime.fromisoformat(frame["ts"]).utcoffset() is not None  # an explicit offset, CONTRACT §2
+        assert (
+            datetime.fromisoformat(frame["ts"]).utcoffset() is not None
+        )  # an explicit offset, docs/protocol.md, "The room protocol"
 
 
 # Digits of every kind, as a browser percent-encodes them: "²" passes str.isdigit, not int.

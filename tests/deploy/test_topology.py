@@ -331,7 +331,7 @@ def test_a_session_login_form_posts_through_the_proxy(topology: Topology):
 
 @pytest.mark.asyncio
 async def test_a_session_socket_through_the_proxy_needs_the_pages_own_origin(topology: Topology):
-    """nginx passes the Host with its port, so the WebSocket Origin check (CONTRACT §1)
+    """nginx passes the Host with its port, so the WebSocket Origin check (docs/protocol.md, "Authentication and the handshake")
     recognises the page's own origin behind the proxy, and still refuses another port or
     scheme of the same host riding the same session cookie."""
     from websockets.asyncio.client import connect

@@ -19,7 +19,7 @@ _DB_CLUSTERS = {"sqlite": "cluster", "postgres": "pg_cluster", "uvicorn": "uvico
 def db_cluster(request: pytest.FixtureRequest) -> Cluster:
     """The shared three-worker cluster on SQLite, its twin on PostgreSQL, and its twin
     served by uvicorn: for the tests that must hold on both databases (DATABASE_URL
-    decides, CONTRACT §8) and under both web servers (WEB_SERVER)."""
+    decides, docs/protocol.md, "Other endpoints") and under both web servers (WEB_SERVER)."""
     return request.getfixturevalue(_DB_CLUSTERS[request.param])
 
 

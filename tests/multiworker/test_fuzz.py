@@ -1,6 +1,6 @@
 """A seeded fuzz loop against running daphne workers: the room socket and the assistant
 socket get random bytes, mutated frames, oversize and binary frames, invalid UTF-8 and
-floods. After every burst each reply is checked against what CONTRACT §2/§4a and
+floods. After every burst each reply is checked against what docs/protocol.md, "The room protocol" and "Token streams" and
 docs/protocol.md promise (an ``error`` frame with its code, or a close code), and at the
 end the worker is checked for health and for lost or doubled messages.
 
@@ -202,7 +202,7 @@ def _parse(frame: str | bytes) -> tuple[Expect | None, Any]:
 
 
 def room_expectation(frame: str | bytes) -> Expect:
-    """CONTRACT §2 and docs/protocol.md: the reply a room socket owes this frame."""
+    """docs/protocol.md, "The room protocol": the reply a room socket owes this frame."""
     if isinstance(frame, str) and len(frame) > WS_MAX_FRAME_BYTES:
         return Expect("error", "too_long")
     refused, data = _parse(frame)
@@ -234,7 +234,7 @@ def room_expectation(frame: str | bytes) -> Expect:
 
 
 def assistant_expectation(frame: str | bytes) -> Expect:
-    """CONTRACT §4a and docs/protocol.md: the reply the assistant socket owes this frame."""
+    """docs/protocol.md, "Token streams": the reply the assistant socket owes this frame."""
     refused, data = _parse(frame)
     if refused:
         return refused

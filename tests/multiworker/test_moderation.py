@@ -1,4 +1,4 @@
-"""Moderation through the staff API, heard on all three workers (CONTRACT §2 and §6).
+"""Moderation through the staff API, heard on all three workers (docs/protocol.md, "The room protocol" and "Moderation").
 
 Every test uses its own room and its own users (minted here; the cluster is shared)."""
 

@@ -57,7 +57,7 @@ def handshake(origin: bytes | None, *, host: bytes = b"localhost:8000", scheme: 
     ],
 )
 def test_origin_check_follows_the_contract(origin, allowed):
-    """CONTRACT §1: the handshake's own origin (scheme, host and port) or none at all."""
+    """docs/protocol.md, "Authentication and the handshake": the handshake's own origin (scheme, host and port) or none at all."""
     with override_settings(ALLOWED_HOSTS=["localhost", "127.0.0.1"]):
         assert origin_allowed(handshake(origin)) is allowed
 

@@ -1,4 +1,4 @@
-// The assistant (CONTRACT §4b-4d): the reply renders token by token from
+// The assistant (docs/protocol.md, "Token streams"): the reply renders token by token from
 // POST /api/assistant/stream, read with fetch() (EventSource cannot POST). A dropped stream
 // resumes from GET /api/streams/<id>/events with Last-Event-ID, so the text continues where
 // it stopped; Stop cancels the generation wherever it runs. Text is inserted as text only.

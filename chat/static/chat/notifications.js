@@ -1,4 +1,4 @@
-// The notification badge in the header (CONTRACT §7): the unread count from
+// The notification badge in the header (docs/protocol.md, "Other endpoints"): the unread count from
 // GET /api/notifications/, kept live by GET /api/notifications/stream (EventSource).
 import { api, el } from "./common.js";
 

@@ -1,4 +1,4 @@
-// A live room (CONTRACT §2). Reconnects with exponential back-off and jitter, resumes with
+// A live room (docs/protocol.md, "The room protocol"). Reconnects with exponential back-off and jitter, resumes with
 // last_id, and shows every message once, in id order. Everything user-written is inserted as
 // text (textContent), never as markup.
 import { api, backoff, el, shortTime } from "./common.js";

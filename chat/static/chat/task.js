@@ -1,4 +1,4 @@
-// A task's progress (CONTRACT §5), fed by GET /api/tasks/<id>/events. EventSource resumes by
+// A task's progress (docs/protocol.md, "Other endpoints"), fed by GET /api/tasks/<id>/events. EventSource resumes by
 // itself with Last-Event-ID; when it gives up (the server answered with an error), a new one
 // starts after a back-off with ?last_event_id= so nothing is shown twice.
 import { api, backoff, el } from "./common.js";
