@@ -41,7 +41,7 @@ def keys_on(shard: RedisServer, pattern: str) -> list[str]:
 def subscribed_topics(shard: RedisServer) -> list[str]:
     client = redis.Redis.from_url(shard.url, decode_responses=True, socket_timeout=5)
     try:
-        return [str(channel) for channel in client.pubsub_channels("chat:topic:room:*")]
+        return [str(channel) for channel in client.pubsub_channels("chat:topic:room.*")]
     finally:
         client.close()
 

@@ -35,7 +35,10 @@ def _slow_cluster(server: str) -> Iterator[Cluster]:
             "HTTP_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT),
             "HTTP_SEND_TIMEOUT_SECONDS": str(SEND_TIMEOUT),
             "LLM_TOKEN_DELAY_MS": "0",
-            "LLM_MAX_REPLY_CHARS": str(64 * 1024 * 1024),  # the test's 20 MB stream
+            # The test's 20 MB stream: far past the log's default caps, on purpose.
+            "LLM_MAX_REPLY_CHARS": str(64 * 1024 * 1024),
+            "LLM_STREAM_MAX_CHARS": str(64 * 1024 * 1024),
+            "LLM_STREAM_MAX_EVENTS": str(10**7),
         },
         server=server,
     )
