@@ -30,15 +30,16 @@ run: $(STAMP)
 	@echo
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-## make test: install what the tests need (redis-server with apt when missing), lint, run every test.
+## make test: install what the tests need (redis-server with apt when missing), lint (ruff, mypy, import-linter), run every test.
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy . && $(BIN)/lint-imports
 
 system-deps:
 	@bash deploy/install-system-deps.sh

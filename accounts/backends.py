@@ -20,7 +20,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
-from project.redis_clients import redis_configured, sync_redis
+from core.redis_clients import redis_configured, sync_redis
 
 _local_lock = threading.Lock()
 _local_failures: dict[str, tuple[int, float]] = {}  # username -> (failures, window end)

@@ -37,10 +37,10 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.credentials import Credential, credentials_invalid
+from core.aio import spawn
+from core.db_thread import in_db_thread
 from core.layer import RealtimeChannelLayer, get_layer
-from project.db_thread import in_db_thread
-from project.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured
-from project.tasks import spawn
+from core.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured
 
 logger = logging.getLogger(__name__)
 

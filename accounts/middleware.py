@@ -16,10 +16,10 @@ from django.http.cookie import parse_cookie
 
 from accounts.credentials import Credential
 from accounts.models import ApiToken
+from accounts.origin import origin_allowed
 from accounts.services import bearer_from_header, token_authenticate
-from project.db_thread import in_db_thread
-from project.middleware import is_api_path
-from project.origin import origin_allowed
+from core.db_thread import in_db_thread
+from core.middleware import is_api_path
 
 
 class BearerTokenMiddleware:

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from chat import selectors, services
 from chat.models import Message, Room
 from chat.protocol import ChatError, is_storable_text
-from project.api import MAX_ID, ApiError, api_view, json_body, signed_in_user
+from core.http import MAX_ID, ApiError, api_view, json_body, signed_in_user
 
 # A ChatError code -> the HTTP status REST answers with.
 _STATUS = {"rate_limited": 429, "muted": 403, "room_locked": 423}

@@ -24,11 +24,11 @@ from chat import protocol, selectors, services, wire
 from chat.hub import Hub, get_hub
 from chat.protocol import ChatError
 from chat.writer import get_writer
+from core import metrics
+from core.aio import spawn
 from core.consumers import LayerConsumer
-from project import metrics
-from project.api import parse_id
-from project.db_thread import in_db_thread
-from project.tasks import spawn
+from core.db_thread import in_db_thread
+from core.http import parse_id
 
 logger = logging.getLogger(__name__)
 

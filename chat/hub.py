@@ -36,9 +36,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import events, presence, protocol, selectors, wire
+from core import metrics
+from core.aio import spawn
 from core.layer import RealtimeChannelLayer, get_layer
-from project import metrics
-from project.tasks import spawn
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from project.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured, sync_redis_at
+from core.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured, sync_redis_at
 
 ROOM_KEY = "chat:presence:{room_id}"
 ROOM_VERSION_KEY = "chat:presence:{room_id}:version"

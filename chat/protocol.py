@@ -12,21 +12,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, TypedDict
 
-# ---- close codes --------------------------------------------------------------------
-CLOSE_IDLE = 4000  # no frame from the client for three heartbeats
-CLOSE_UNAUTHENTICATED = 4001
-CLOSE_BANNED = 4003  # banned, or removed from a private room
-CLOSE_NO_ROOM = 4004
-CLOSE_TOO_MANY_CONNECTIONS = 4029
-# The client stopped reading: its send buffer stayed full too long (WS_SEND_TIMEOUT_SECONDS
-# or WS_SEND_BUFFER_BYTES); it reconnects with last_id and misses nothing.
-CLOSE_TOO_SLOW = 4008
-# The database is unreachable, so the handshake cannot be served now (HTTP's 503, like
-# 4029 is 429; RFC 6455's 1013 is refused by daphne's autobahn): reconnect with back-off.
-CLOSE_UNAVAILABLE = 4503
-# The user's credentials changed (a token revoked, a log-out, a new password, the account
-# deactivated): reconnect, and the handshake decides again (4001 if nothing valid is left).
-CLOSE_REAUTHENTICATE = 4011
+# Every socket's close codes and heartbeat are core's (core.consumers); the room protocol
+# names them here too, beside its frames.
+from core.consumers import CLOSE_BANNED as CLOSE_BANNED
+from core.consumers import CLOSE_IDLE as CLOSE_IDLE
+from core.consumers import CLOSE_NO_ROOM as CLOSE_NO_ROOM
+from core.consumers import CLOSE_REAUTHENTICATE as CLOSE_REAUTHENTICATE
+from core.consumers import CLOSE_TOO_MANY_CONNECTIONS as CLOSE_TOO_MANY_CONNECTIONS
+from core.consumers import CLOSE_TOO_SLOW as CLOSE_TOO_SLOW
+from core.consumers import CLOSE_UNAUTHENTICATED as CLOSE_UNAUTHENTICATED
+from core.consumers import CLOSE_UNAVAILABLE as CLOSE_UNAVAILABLE
+from core.consumers import PING_TEXT as PING_TEXT
+from core.consumers import PONG_TEXT as PONG_TEXT
+from core.text import is_storable_text as is_storable_text
 
 # ---- limits ----------------------------------------------------------------------
 MAX_CONTENT_CHARS = 4000
@@ -136,10 +134,6 @@ def encode(frame: ServerFrame) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-PING_TEXT = encode({"type": "ping"})
-PONG_TEXT = encode({"type": "pong"})
-
-
 def message_frame(*, id: int, room: str, user: str, content: str, created_at: datetime, nonce: str | None) -> MessageFrame:
     return {
         "type": "message",
@@ -198,26 +192,6 @@ class ChatError(Exception):
 
     def frame(self) -> ErrorFrame:
         return error_frame(self.code, self.detail, nonce=self.nonce, retry_after=self.retry_after)
-
-
-def is_storable_text(value: str) -> bool:
-    """Whether every database and socket can carry ``value``.
-
-    JSON can spell a lone surrogate (``"\\ud800"``), and the parser turns it into a str
-    that has no UTF-8 form: SQLite, PostgreSQL and the socket's encoder would all raise on
-    it, failing a whole batch of other people's messages with it (found by
-    tests/multiworker/test_fuzz.py). PostgreSQL also refuses NUL in text, so NUL is refused
-    on every database alike rather than only on some.
-    """
-    if "\x00" in value:
-        return False
-    if value.isascii():  # the common case, checked without copying
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def clean_content(content: object, *, nonce: str | None = None) -> str:

@@ -19,7 +19,7 @@ import redis
 from django.conf import settings
 from redis.commands.core import Script as Script
 
-from project.redis_clients import group_by_shard, redis_configured, sync_redis_at
+from core.redis_clients import group_by_shard, redis_configured, sync_redis_at
 
 logger = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from chat import events, message_store, presence, protocol, selectors
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, RoomMember, slug_validator
 from chat.protocol import ChatError
 from chat.ratelimit import rate_limit_hits
+from core import metrics
+from core.db_thread import in_db_thread
+from core.http import ApiError
 from notifications.mentions import PostedMessage, mentions_notify
 from notifications.services import notification_create
-from project import metrics
-from project.api import ApiError
-from project.db_thread import in_db_thread
 
 
 class RoomExistsError(Exception):

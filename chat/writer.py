@@ -11,7 +11,7 @@ its previous message has committed, so each sender's order is kept.
 The writes run on one dedicated thread that keeps its database connection open (the
 per-call close and reopen that database_sync_to_async does would cost more than the
 write); after an error the connection is dropped and reopened on the next batch, and a
-connection idle for a while is checked first (project.db_thread.drop_if_unusable), so
+connection idle for a while is checked first (core.db_thread.drop_if_unusable), so
 that the first message after a database restart is not refused for a dead connection.
 """
 
@@ -26,8 +26,8 @@ from django.db import connection
 
 from chat import services
 from chat.protocol import ChatError, MessageFrame
-from project.db_thread import drop_if_unusable
-from project.tasks import spawn
+from core.aio import spawn
+from core.db_thread import drop_if_unusable
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ per worker, fanned out in process (docs/architecture.md, "The channel layer").
 Django code talks to it through Channels' own API, ``get_channel_layer()``: ``send``,
 ``receive``, ``new_channel``, ``group_add``, ``group_discard``, ``group_send`` and
 ``flush``, as the specification (channels' docs/channel_layer_spec.rst) defines them.
-Underneath, each worker process (each event loop) holds one broker (project.broker:
+Underneath, each worker process (each event loop) holds one broker (core.broker:
 Redis pub/sub with ``REDIS_URL``, shards included, or in process without it) and
 subscribes once to each group that has a member on this worker, whatever the number of
 members: a ``group_send`` crosses Redis once per worker, not once per socket, and the
@@ -40,7 +40,7 @@ import msgpack
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
-from project import broker
+from core import broker
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from django.http.response import HttpResponseBase
 
 from accounts import connections
 from accounts.connections import get_connections
+from core.http import MAX_ID, async_api_view, error_response, parse_id
+from core.sse import KEEPALIVE, encode_event
 from notifications import selectors, services
 from notifications.wakeups import get_wakeups, user_topic
-from project.api import MAX_ID, async_api_view, error_response, parse_id
-from streaming.sse import KEEPALIVE, encode_event
 from streaming.views import KEEPALIVE_SECONDS, sse_response
 
 # Besides wake-ups, the table is read this often. Wake-ups are lost only while Redis is

@@ -1,4 +1,4 @@
-"""Django settings. Every value comes from the environment through project.env.
+"""Django settings. Every value comes from the environment through core.env.
 
 See docs/configuration.md for the variables and their defaults.
 """
@@ -10,8 +10,8 @@ from pathlib import Path
 import dj_database_url
 from corsheaders.defaults import default_headers as cors_default_headers
 
-from project.env import ImproperlyConfiguredError, env_bool, env_float, env_int, env_list, env_optional, env_optional_int, env_str
-from project.redis_config import redis_shards
+from core.env import ImproperlyConfiguredError, env_bool, env_float, env_int, env_list, env_optional, env_optional_int, env_str
+from core.redis_config import redis_shards
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -69,8 +69,8 @@ MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     # Outside ApiErrorMiddleware, so the JSON errors it substitutes get nosniff and HSTS too.
     "django.middleware.security.SecurityMiddleware",
-    "project.middleware.ApiErrorMiddleware",
-    "project.security_headers.ContentSecurityPolicyMiddleware",  # HTML pages only (docs/security.md)
+    "core.middleware.ApiErrorMiddleware",
+    "core.security_headers.ContentSecurityPolicyMiddleware",  # HTML pages only (docs/security.md)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -83,7 +83,7 @@ MIDDLEWARE = [
 ]
 
 # Under /api/ and /v1/ a CSRF failure is a JSON error that says what to send.
-CSRF_FAILURE_VIEW = "project.views.csrf_failure"
+CSRF_FAILURE_VIEW = "ops.views.csrf_failure"
 ROOT_URLCONF = "project.urls"
 ASGI_APPLICATION = "project.asgi.application"
 WSGI_APPLICATION = None
@@ -159,7 +159,7 @@ REDIS_SHARDS = redis_shards(
 # redis-py 8 defaults socket_timeout to 5 s, the same as channels_redis' BZPOPMIN
 # timeout, so idle readers die every 5 s (channels_redis#422). Commands get an explicit
 # timeout well above any blocking call we make; the broker's subscriber connection
-# sets its own (none, with health checks) in project/broker.py.
+# sets its own (none, with health checks) in core/broker.py.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 10.0, minimum=1.0)
 # Our channel layer (core/layer.py), for our consumers and for any code's group_send: over
 # the Redis servers above when they are set (shards and Sentinel included), in process

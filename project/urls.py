@@ -2,11 +2,11 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from chat import pages
-from project import openapi, views
+from ops import openapi, views
 from streaming import urls as streaming_urls
 
 # An exception while the database is down answers 503 "unavailable", not 500.
-handler500 = "project.views.server_error"
+handler500 = "ops.views.server_error"
 
 urlpatterns = [
     path("", pages.index, name="index"),

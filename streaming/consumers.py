@@ -20,7 +20,7 @@ from django.conf import settings
 
 from accounts import connections
 from accounts.connections import Connection, get_connections
-from chat.protocol import (
+from core.consumers import (
     CLOSE_IDLE,
     CLOSE_NO_ROOM,
     CLOSE_REAUTHENTICATE,
@@ -28,10 +28,10 @@ from chat.protocol import (
     CLOSE_UNAUTHENTICATED,
     CLOSE_UNAVAILABLE,
     PING_TEXT,
+    LayerConsumer,
 )
-from core.consumers import LayerConsumer
+from core.http import MAX_ID
 from core.layer import user_group
-from project.api import MAX_ID
 from streaming import services
 from streaming.backends import ChatTurn
 from streaming.log import LogEvent

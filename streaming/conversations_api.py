@@ -11,7 +11,7 @@ from uuid import UUID
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from project.api import ApiError, api_view, signed_in_user
+from core.http import ApiError, api_view, signed_in_user
 from streaming.models import Conversation
 
 # The sidebar shows this many; older conversations stay stored.

@@ -15,7 +15,7 @@ from typing import Literal
 
 from django.conf import settings
 
-from project.redis_clients import async_redis, redis_configured
+from core.redis_clients import async_redis, redis_configured
 
 RUNNING_KEY = "llm:running"
 # A slot whose producer has not refreshed it for this long is free again.

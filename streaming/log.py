@@ -27,8 +27,8 @@ from typing import Any
 
 from django.conf import settings
 
-from project.redis_clients import async_redis, redis_configured
-from streaming.sse import compact_json
+from core.redis_clients import async_redis, redis_configured
+from core.sse import compact_json
 
 # Ten minutes after the last write: the contract's floor for resuming a finished stream.
 LOG_TTL_SECONDS = 600

@@ -20,7 +20,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
 from accounts.credentials import credential_for_request
-from chat.protocol import is_storable_text
+from core.text import is_storable_text
 from streaming import services
 from streaming.backends import ChatTurn
 from streaming.views import sse_response

@@ -24,11 +24,11 @@ from django.utils import timezone
 
 from accounts.connections import get_connections
 from accounts.credentials import Credential, credential_valid
-from chat.protocol import is_storable_text
 from chat.selectors import user_is_banned_site_wide
-from project.api import ApiError, parse_id
-from project.db_thread import in_db_thread
-from project.tasks import spawn
+from core.aio import spawn
+from core.db_thread import in_db_thread
+from core.http import ApiError, parse_id
+from core.text import is_storable_text
 from streaming import limits
 from streaming.backends import Backend, BackendError, ChatTurn, get_backend
 from streaming.log import HEARTBEAT_SECONDS, PRODUCER_LOST_SECONDS, LogEvent, get_log, stream_cap

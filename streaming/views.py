@@ -16,11 +16,11 @@ from django.http.response import HttpResponseBase
 from accounts import connections
 from accounts.connections import get_connections
 from accounts.credentials import Credential, credential_for_request
-from project.api import async_api_view, error_response
+from core.http import async_api_view, error_response
+from core.sse import KEEPALIVE, encode_comment, encode_event
 from streaming import services
 from streaming.backends import ChatTurn
 from streaming.log import LogEvent
-from streaming.sse import KEEPALIVE, encode_comment, encode_event
 
 # A comment after this many idle seconds keeps proxies and browsers from timing out.
 KEEPALIVE_SECONDS = 15.0

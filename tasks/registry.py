@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from project.api import ApiError
+from core.http import ApiError
 
 
 class TaskRequestError(ApiError):

@@ -20,8 +20,8 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from project.redis_clients import async_redis, redis_configured
-from project.tasks import spawn
+from core.aio import spawn
+from core.redis_clients import async_redis, redis_configured
 from streaming.log import get_log
 from tasks import services
 from tasks.models import Task

@@ -76,7 +76,7 @@ def _refuse_past_creation_rate(owner_id: int) -> None:
 
 def task_wake() -> None:
     """Tell a runner there is work: a Redis list a task worker blocks on, or this process's runner."""
-    from project.redis_clients import redis_configured, sync_redis
+    from core.redis_clients import redis_configured, sync_redis
 
     if settings.TASKS_IN_PROCESS or not redis_configured():
         from tasks.runner import wake_local_runner

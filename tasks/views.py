@@ -11,9 +11,9 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
-from project.api import async_api_view, json_body, parse_id
+from core.http import async_api_view, json_body, parse_id
+from core.sse import KEEPALIVE, encode_event
 from streaming.log import get_log
-from streaming.sse import KEEPALIVE, encode_event
 from streaming.views import KEEPALIVE_SECONDS, sse_response
 from tasks import services
 from tasks.models import Task

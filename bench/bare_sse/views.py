@@ -3,7 +3,7 @@ same request (start, one token event per word of the message repeated up to max_
 up on the spot: no stream log, no Redis, no database, no authentication.
 
 The tokens go out in chunks of 32, as the project's echo backend batches them with no delay, each
-batch after an `asyncio.sleep(0)` as there; the framing is that of streaming/sse.py.
+batch after an `asyncio.sleep(0)` as there; the framing is that of core/sse.py.
 """
 
 from __future__ import annotations

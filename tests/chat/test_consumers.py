@@ -18,7 +18,7 @@ from chat import protocol, services
 from chat.hub import get_hub
 from chat.models import Message
 from chat.writer import get_writer
-from project import broker
+from core import broker
 from project.asgi import application
 from tests.factories import make_messages, make_room, make_token, make_user
 

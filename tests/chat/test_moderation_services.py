@@ -12,8 +12,8 @@ from accounts.services import token_create, user_for_token
 from chat import selectors, services
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room
 from chat.protocol import ChatError
+from core import broker
 from notifications.models import Notification
-from project import broker
 from tests.factories import make_messages, make_room, make_user
 
 pytestmark = pytest.mark.django_db

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from chat import protocol
 from chat.consumers import _last_id
 from chat.protocol import ChatError, Ping, Pong, SendMessage, Typing, parse_client_frame
-from project.api import MAX_ID
+from core.http import MAX_ID
 
 CONTRACT_CODES = set(get_args(protocol.ErrorCode))
 # Any code point, lone surrogates included: JSON can spell them ("\ud800").

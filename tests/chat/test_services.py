@@ -5,7 +5,7 @@ from django.test import override_settings
 from chat import services
 from chat.models import Message, Room
 from chat.protocol import ChatError
-from project import broker
+from core import broker
 from tests.factories import make_room, make_user
 
 pytestmark = pytest.mark.django_db

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chat import events, protocol, wire
+from core.http import MAX_ID
 from core.layer import RealtimeChannelLayer
-from project.api import MAX_ID
 
 TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"))
 IDS = st.integers(min_value=1, max_value=MAX_ID)

@@ -11,7 +11,7 @@ from django.test import RequestFactory
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat.protocol import is_storable_text
+from core.text import is_storable_text
 from streaming import services
 from streaming.openai_api import ROLES, _parse
 

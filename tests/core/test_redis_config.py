@@ -7,9 +7,9 @@ import collections
 import pytest
 from django.test import override_settings
 
-from project.env import ImproperlyConfiguredError
-from project.redis_clients import group_by_shard, shard_for
-from project.redis_config import redis_shards
+from core.env import ImproperlyConfiguredError
+from core.redis_clients import group_by_shard, shard_for
+from core.redis_config import redis_shards
 
 NONE: dict = {"url": None, "urls": [], "sentinels": [], "sentinel_masters": []}
 

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 
-from chat.protocol import is_storable_text
+from core.text import is_storable_text
 
 P = ParamSpec("P")
 

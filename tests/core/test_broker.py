@@ -8,7 +8,7 @@ import pytest
 import redis
 from django.test import override_settings
 
-from project.broker import TOPIC_PREFIX, RedisBroker
+from core.broker import TOPIC_PREFIX, RedisBroker
 from tests.processes import RedisServer
 
 pytestmark = pytest.mark.asyncio

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from project.middleware import ResponseMiddleware
+from core.middleware import ResponseMiddleware
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [

@@ -1,4 +1,4 @@
-"""Properties of the SSE framing (streaming/sse.py) and of Last-Event-ID parsing: any event
+"""Properties of the SSE framing (core/sse.py) and of Last-Event-ID parsing: any event
 id, name and data come back out of a spec-compliant parser exactly, and nothing a value
 contains can end an event early or forge a field."""
 
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from project.api import MAX_ID
+from core.http import MAX_ID
+from core.sse import KEEPALIVE, encode_comment, encode_event
 from streaming.services import parse_last_event_id
-from streaming.sse import KEEPALIVE, encode_comment, encode_event
 
 
 @dataclass(frozen=True)

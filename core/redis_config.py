@@ -1,14 +1,14 @@
 """Turn the Redis environment variables into a list of shards (pure, read by settings).
 
 A shard is ``{"url": ...}`` or ``{"sentinels": [(host, port), ...], "master": name, ...}``;
-project.redis_clients opens the clients (for the channel layer too).
+core.redis_clients opens the clients (for the channel layer too).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from project.env import ImproperlyConfiguredError
+from core.env import ImproperlyConfiguredError
 
 
 def _host_port(address: str) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""Properties of the REST API's input parsing (project/api.py): any body is a JSON object
+"""Properties of the REST API's input parsing (core/http.py): any body is a JSON object
 every database can store, or a 400 with the contract's error codes; any id parameter is
 an id or nothing."""
 
@@ -12,8 +12,8 @@ from django.test import RequestFactory
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat.protocol import is_storable_text
-from project.api import MAX_ID, ApiError, json_body, parse_id
+from core.http import MAX_ID, ApiError, json_body, parse_id
+from core.text import is_storable_text
 
 ANY_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()))
 JSON_VALUES = st.recursive(

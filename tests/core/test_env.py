@@ -1,6 +1,6 @@
 import pytest
 
-from project.env import ImproperlyConfiguredError, env_bool, env_float, env_int, env_list, env_optional, env_str
+from core.env import ImproperlyConfiguredError, env_bool, env_float, env_int, env_list, env_optional, env_str
 
 
 def test_required_value_fails_with_its_name(monkeypatch):

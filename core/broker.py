@@ -23,8 +23,9 @@ from typing import ClassVar
 import redis
 import redis.asyncio
 
-from project import metrics
-from project.redis_clients import (
+from core import metrics
+from core.aio import spawn
+from core.redis_clients import (
     async_redis,
     group_by_shard,
     new_async_client,
@@ -34,7 +35,6 @@ from project.redis_clients import (
     sync_redis,
     sync_redis_at,
 )
-from project.tasks import spawn
 
 logger = logging.getLogger(__name__)
 

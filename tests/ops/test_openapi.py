@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from django.urls import URLResolver, get_resolver
 
-from project.openapi import PATHS
+from ops.openapi import PATHS
 
 
 def routes(patterns, prefix=""):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from project.security_headers import CONTENT_SECURITY_POLICY
+from core.security_headers import CONTENT_SECURITY_POLICY
 from tests.factories import make_token, make_user
 
 pytestmark = pytest.mark.django_db

@@ -1,6 +1,6 @@
 import pytest
 
-from streaming.sse import KEEPALIVE, encode_comment, encode_event
+from core.sse import KEEPALIVE, encode_comment, encode_event
 
 
 def test_event_with_name_json_data_and_id():

@@ -7,7 +7,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from project.api import error_response, status_code_name
+from core.http import error_response, status_code_name
 
 API_PREFIXES = ("/api/", "/v1/")
 

@@ -14,9 +14,9 @@ from django.views import csrf, defaults
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from accounts.services import bearer_from_header
-from project.api import error_response
-from project.middleware import is_api_path
-from project.redis_clients import redis_configured, shard_count, sync_redis_at
+from core.http import error_response
+from core.middleware import is_api_path
+from core.redis_clients import redis_configured, shard_count, sync_redis_at
 
 logger = logging.getLogger(__name__)
 

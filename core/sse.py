@@ -29,7 +29,7 @@ def compact_json(data: Any) -> str:
 
     A lone surrogate (JSON can spell one, and an upstream model may send one) has no
     UTF-8 form: a response would die on it mid-stream and Redis would refuse it. Escaped
-    as \\udXXX it decodes to the same value (found by tests/streaming/test_sse_properties.py).
+    as \\udXXX it decodes to the same value (found by tests/core/test_sse_properties.py).
     """
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     if text.isascii():  # the common case, checked without copying

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the JSON API (/api/ and /v1/), served at /api/schema/.
 
-Written by hand, kept true by tests/project/test_openapi.py: every route under /api/
+Written by hand, kept true by tests/ops/test_openapi.py: every route under /api/
 and /v1/ must be described here, and every path described here must exist.
 """
 

@@ -1,6 +1,6 @@
 """Prometheus metrics. With PROMETHEUS_MULTIPROC_DIR set (``make serve`` sets it), every
 worker process writes its values there and /metrics, on whichever worker a scrape lands,
-reports the sum over all of them (project.views.metrics); without it, this process's."""
+reports the sum over all of them (ops.views.metrics); without it, this process's."""
 
 from prometheus_client import Counter, Gauge
 

@@ -1,7 +1,7 @@
 import pytest
 from django.test import Client, override_settings
 
-from project.origin import origin_allowed
+from accounts.origin import origin_allowed
 
 pytestmark = pytest.mark.django_db
 
