@@ -50,11 +50,11 @@ audit: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[audit]'
 	$(BIN)/python deploy/audit.py $(AUDIT_ARGS)
 
-## make serve WORKERS=N PORT=P [WEB_SERVER=uvicorn]: N workers on one port, no sticky sessions, plus the task worker (needs REDIS_URL).
+## make serve WORKERS=N PORT=P [WEB_SERVER=uvicorn]: N workers on one port, no sticky sessions, plus the task worker (needs REDIS_URL;
+## without DJANGO_SECRET_KEY, a random key for the run).
 serve: $(STAMP)
 	@test -n "$$REDIS_URL$$REDIS_URLS$$REDIS_SENTINELS" || { echo "make serve needs REDIS_URL (or REDIS_URLS, or REDIS_SENTINELS): several workers share nothing else"; exit 2; }
-	$(BIN)/python manage.py migrate --verbosity 0
-	$(BIN)/python deploy/serve.py --workers $(WORKERS) --port $(PORT) --host $(HOST) --server $(WEB_SERVER)
+	$(BIN)/python deploy/serve.py --migrate --workers $(WORKERS) --port $(PORT) --host $(HOST) --server $(WEB_SERVER)
 
 ## make bench: the fan-out benchmark (short default; see bench/README.md).
 bench: $(STAMP) system-deps

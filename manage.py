@@ -7,7 +7,12 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from core.env import ImproperlyConfiguredError
+
+    try:
+        execute_from_command_line(sys.argv)
+    except ImproperlyConfiguredError as error:  # a variable missing or malformed: one line naming it
+        sys.exit(f"manage.py: {error}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 # redis-server (tests/processes.py) and Debian's chromium, which the browser tests in
 # tests/pages drive through Playwright (never `playwright install`: it downloads a browser).
 # The deployment tests (tests/deploy) add PostgreSQL's server and nginx, which they start
-# on free ports of their own, and docker-compose, whose `config` validates docker-compose.yml.
+# on free ports of their own, and docker-compose, whose `config` validates docker-compose.yml;
+# tests/deploy/test_readme.py runs README.md's `npx --yes wscat@6`, hence Node's npm.
 # Debian/Ubuntu with apt; as root, or through sudo when it is there.
 set -euo pipefail
 needed=()
@@ -12,6 +13,7 @@ command -v redis-server >/dev/null || needed+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || needed+=(postgresql)
 [ -x /usr/sbin/nginx ] || needed+=(nginx)
 command -v docker-compose >/dev/null || needed+=(docker-compose)
+command -v npx >/dev/null || needed+=(nodejs npm)
 [ ${#needed[@]} -eq 0 ] && exit 0
 as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo)

@@ -4,13 +4,20 @@ supervisor's ``fcgi-program`` opens the listening socket once and hands it to ev
 worker as file descriptor 0 (``daphne --fd 0``), which is how the Channels deployment
 docs run several daphne processes; the kernel spreads new connections across them, so
 any connection may land on any worker, and the Redis-backed hub makes that correct.
+
+``make serve`` is for running several workers on one machine without hand-set secrets:
+without ``DJANGO_SECRET_KEY`` it makes a random key for the run and says so (sign-ins
+end when it stops). A deployment (the image, docker-compose.yml) sets the key; without
+it the settings refuse to load and name the variable.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -81,9 +88,22 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--server", choices=sorted(SERVERS), default=os.environ.get("WEB_SERVER", "daphne"))
+    parser.add_argument("--migrate", action="store_true", help="run manage.py migrate first (make serve)")
     args = parser.parse_args()
     if not any(os.environ.get(name) for name in ("REDIS_URL", "REDIS_URLS", "REDIS_SENTINELS")):
         sys.exit("serve: set REDIS_URL (or REDIS_URLS, or REDIS_SENTINELS); workers share rooms through Redis")
+    if not os.environ.get("DJANGO_SECRET_KEY"):
+        # Every worker and the task worker inherit this environment, so they share the key.
+        os.environ["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
+        print(
+            "serve: DJANGO_SECRET_KEY is not set: using a random key made for this run "
+            "(sign-ins end when it stops; set DJANGO_SECRET_KEY to keep them)",
+            flush=True,
+        )
+    if args.migrate:
+        migrated = subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, check=False)
+        if migrated.returncode != 0:
+            sys.exit(migrated.returncode)
     run_dir = Path(tempfile.mkdtemp(prefix="serve-"))
     # Every worker writes its metrics here and /metrics on any of them sums them all
     # (prometheus-client's multiprocess mode): a scrape that lands on one worker of

@@ -9,12 +9,17 @@ from typing import Any
 
 from django.core.asgi import get_asgi_application
 
+from core.env import ImproperlyConfiguredError
+
 # daphne's command line (and runserver) import its server before the application. Asked
 # before Django's set-up, which imports daphne.server too (its app's system checks).
 SERVED_BY_DAPHNE = "daphne.server" in sys.modules
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-django_application = get_asgi_application()  # set up Django before importing consumers
+try:
+    django_application = get_asgi_application()  # set up Django before importing consumers
+except ImproperlyConfiguredError as error:  # a variable missing or malformed: one line naming it, no traceback
+    sys.exit(f"project.asgi: {error}")
 
 if SERVED_BY_DAPHNE:
     from project import daphne_limits

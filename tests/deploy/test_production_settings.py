@@ -9,7 +9,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from tests.processes import PYTHON, ROOT
+from tests.processes import PYTHON, ROOT, free_port
 
 
 def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -69,3 +69,19 @@ def test_https_redirects_plain_http_but_not_probes_and_trusts_the_proxys_scheme(
     assert seen["proxied"] == 401, "over the proxy's https the API answers (here: not signed in)"
     assert seen["hsts"] == "max-age=31536000"
     assert seen["healthz"] == 200 and seen["metrics"] == 200, "probes reach workers over plain http"
+
+
+def test_a_worker_without_a_secret_key_stops_with_one_line_naming_it(tmp_path: Path):
+    """DEBUG off and no DJANGO_SECRET_KEY (make serve makes one; a deployment must set it):
+    manage.py and both web servers exit with one line naming the variable, no traceback."""
+    env = production_env(tmp_path)
+    del env["DJANGO_SECRET_KEY"]
+    port = str(free_port())
+    for command, prefix in (
+        (["manage.py", "migrate"], "manage.py"),
+        (["-m", "daphne", "-b", "127.0.0.1", "-p", port, "project.asgi:application"], "project.asgi"),
+        (["-m", "uvicorn", "--host", "127.0.0.1", "--port", port, "project.asgi:application"], "project.asgi"),
+    ):
+        result = subprocess.run([PYTHON, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.splitlines() == [f"{prefix}: environment variable DJANGO_SECRET_KEY is required but not set"]
