@@ -29,6 +29,13 @@ which is what closes a connection that sent half a request (or half a WebSocket
 handshake: daphne reads the whole HTTP request before the upgrade) and then nothing:
 slowloris. Twisted's default is 60 s; daphne has no option for it.
 
+And it makes autobahn, daphne's WebSocket implementation, fail a connection as RFC 6455
+describes it, with a close frame: a message over daphne's 1 MiB
+(``--websocket-max-message-size``) ends with close code 1009 ("message too big"), invalid
+UTF-8 in a text frame with 1007 (docs/protocol.md, "Frames from the client"). autobahn's
+default (``failByDrop``) drops the TCP connection instead, which a client sees as an
+abnormal 1006, indistinguishable from a worker that died.
+
 Installed by project.asgi only when daphne's server module is loaded (``daphne ...``,
 ``manage.py runserver``); under uvicorn nothing here runs.
 """
@@ -69,7 +76,7 @@ class _TransportFlow:
 
 def install() -> None:
     """Patch daphne's server and HTTP factory once; a no-op on the second call."""
-    from daphne import http_protocol, server
+    from daphne import http_protocol, server, ws_protocol
     from twisted.internet.interfaces import IPushProducer
     from zope.interface import classImplements
 
@@ -81,6 +88,7 @@ def install() -> None:
 
     original_handle_reply = server.Server.handle_reply
     original_factory_init = http_protocol.HTTPFactory.__init__
+    original_ws_factory_init = ws_protocol.WebSocketFactory.__init__
 
     async def handle_reply(self: Any, protocol: Any, message: dict[str, Any]) -> None:
         """Runs for every message the application sends; waits while an HTTP client is
@@ -111,8 +119,15 @@ def install() -> None:
         original_factory_init(self, *args, **kwargs)
         self.timeOut = idle_timeout  # copied to each connection by Twisted's buildProtocol
 
+    def ws_factory_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_ws_factory_init(self, *args, **kwargs)
+        # A close frame with the reason's code (1009 for a message over the limit), then the
+        # closing handshake, bounded by autobahn's closeHandshakeTimeout; not a dropped socket.
+        self.setProtocolOptions(failByDrop=False)
+
     server.Server.handle_reply = handle_reply
     http_protocol.HTTPFactory.__init__ = factory_init
+    ws_protocol.WebSocketFactory.__init__ = ws_factory_init
     server.Server._realtime_rooms_limits = True
 
 

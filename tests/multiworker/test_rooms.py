@@ -186,7 +186,7 @@ BAD_FRAMES: list[tuple[str | bytes, str]] = [
     ('{"type":"message","content":" \\n "}', "empty"),
     ('{"type":"message","content":"' + "x" * 4001 + '"}', "too_long"),
     # A frame of exactly 1 MiB: daphne's own limit (websocket_max_message_size), past which
-    # it drops the connection before the application sees the frame.
+    # it closes the connection with 1009 before the application sees the frame.
     ('{"type":"message","content":"' + "x" * (1024 * 1024 - 32) + '"}', "too_long"),
     (b"\x00\xffbinary", "bad_frame"),
 ]
