@@ -3,8 +3,10 @@
 After LOGIN_MAX_FAILURES wrong passwords for one username within
 LOGIN_FAILURE_WINDOW_SECONDS, that username cannot log in with a password until the
 window has passed since the first of them, right password or not: guessing a password
-costs the window per handful of guesses. Counted per username, across workers (Redis),
-never per address: the address is the proxy's or a forged one (docs/security.md).
+costs the window per handful of guesses. A successful login, before that, starts the
+count again: the person who knows the password is not locked out by their own typos
+spread over the window. Counted per username, across workers (Redis), never per
+address: the address is the proxy's or a forged one (docs/security.md).
 Bearer tokens are not passwords and are not checked here.
 """
 
@@ -83,4 +85,6 @@ class ThrottledModelBackend(ModelBackend):
         user = super().authenticate(request, username=username, password=password, **kwargs)
         if user is None:
             login_failure_record(username=username)
+        else:
+            login_failures_clear(username=username)
         return user

@@ -183,8 +183,11 @@ NOTIFICATIONS_STREAM_IDLE_SECONDS = env_float("NOTIFICATIONS_STREAM_IDLE_SECONDS
 # 20 s: below the 30-60 s idle time-outs of common proxies and load balancers
 # (nginx proxy_read_timeout defaults to 60 s), so a quiet connection is never cut.
 WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 20.0, minimum=0.2)
-# 1 MiB is far above the largest legal frame (4000 characters of content, at most
-# 16 KiB as UTF-8 inside JSON) and small enough that a flood of them cannot exhaust memory.
+# 64 KiB is above the largest legal frame (4000 characters of content and a 64-character
+# nonce: under 50 KB even with every character escaped in JSON as a surrogate pair,
+# "\ud83d\ude00") and small enough that a flood of them cannot exhaust memory
+# (docs/protocol.md, "Frames from the client"). The web server's own limit is higher
+# (1 MiB under daphne, 16 MiB under uvicorn); past it the socket is closed with 1009.
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
 # Slow and stalled HTTP clients under daphne (project/daphne_limits.py). A connection that
 # sends nothing for HTTP_IDLE_TIMEOUT_SECONDS outside a running request is closed (half a

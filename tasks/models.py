@@ -38,7 +38,3 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk} ({self.status})"
-
-    @property
-    def log_name(self) -> str:
-        return f"task:{self.pk}"

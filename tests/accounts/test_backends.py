@@ -62,3 +62,23 @@ def test_failures_are_counted_in_redis_for_every_worker(redis_server: RedisServe
         finally:
             client.close()
         assert log_in(Client(), "/accounts/login/", "dave", PASSWORD)
+
+
+@pytest.mark.parametrize("counted_in", ["process", "redis"])
+@override_settings(
+    LOGIN_MAX_FAILURES=10,
+    LOGIN_FAILURE_WINDOW_SECONDS=60,
+    PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+)
+def test_a_successful_login_starts_the_count_again(request: pytest.FixtureRequest, counted_in: str):
+    """9 typos, a login, 9 typos: 18 failures in the window, never 10 in a row, so the right
+    password still works."""
+    make_user("erin")
+    shards = [{"url": request.getfixturevalue("redis_server").url}] if counted_in == "redis" else []
+    with override_settings(REDIS_SHARDS=shards):
+        for _ in range(9):
+            assert not log_in(Client(), "/accounts/login/", "erin", "wrong")
+        assert log_in(Client(), "/accounts/login/", "erin", PASSWORD)
+        for _ in range(9):
+            assert not log_in(Client(), "/accounts/login/", "Erin", "wrong")
+        assert log_in(Client(), "/accounts/login/", "erin", PASSWORD), "not locked out: the login reset the count"
