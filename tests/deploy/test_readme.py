@@ -5,7 +5,10 @@ Only the address changes: README.md's 127.0.0.1:8000 and Redis on 6379 become a 
 port and the test's redis-server. The environment is a newcomer's: no DJANGO_* variable
 (no secret key), no TOKEN, no make variables; DATABASE_URL points at a file of the test's
 own so that the checkout's db.sqlite3 is left alone. `make test` is the one command not
-run: it runs this test. A command README.md gains fails here until a check covers it.
+run: it runs this test. The `py` block (Django code: a group_send) runs in `manage.py
+shell` while wscat is in the room, under `make serve` only: README.md says the in-process
+layer of `make run` lives in the server's process. A command or block README.md gains
+fails here until a check covers it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -38,8 +41,13 @@ _NOT_A_NEWCOMERS = re.compile(r"^(DJANGO_|REDIS_|DATABASE_|LLM_|PROMETHEUS_|WS_|
 _MAKE_VARIABLES = {"PORT", "HOST", "WORKERS", "WEB_SERVER", "SERVER", "PYTHON", "TOKEN", "MAKEFLAGS", "MFLAGS"}
 
 
+def all_blocks() -> list[tuple[str, str]]:
+    """README.md's fenced blocks: (language, text)."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", README.read_text(), flags=re.MULTILINE | re.DOTALL)
+
+
 def readme_blocks(language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), flags=re.MULTILINE | re.DOTALL)
+    return [text for found, text in all_blocks() if found == language]
 
 
 def readme_commands() -> list[str]:
@@ -58,7 +66,7 @@ class Session:
     port: int
     redis_url: str
     env: dict[str, str]
-    outputs: dict[str, str] = field(default_factory=dict)
+    shared_layer: bool = False  # make serve: the channel layer is Redis, other processes reach sockets
 
     def rewrite(self, command: str) -> str:
         command = command.replace("redis://127.0.0.1:6379/0", self.redis_url)
@@ -214,6 +222,13 @@ def check_room_socket(session: Session, command: str) -> None:
         echo = _read_until(lines, seen, lambda line: '"type":"message"' in line, timeout=15)
         message = json.loads(echo[echo.index("{") :])
         assert message["content"] == json.loads(typed.group(1))["content"] and message["user"] == "alice", echo
+        if session.shared_layer:
+            for snippet in readme_blocks("py"):  # Django code's group_send, from another process
+                check_django_snippet(session, snippet)
+                sent = re.search(r'"type": "room\.notice", "content": "([^"]+)"', snippet)
+                assert sent, snippet
+                notice = _read_until(lines, seen, lambda line: '"type":"notice"' in line, timeout=15)
+                assert json.loads(notice[notice.index("{") :]) == {"type": "notice", "content": sent.group(1)}
         process.stdin.close()
         assert process.wait(15) == 0, seen
     finally:
@@ -224,6 +239,22 @@ def check_room_socket(session: Session, command: str) -> None:
         process.stdout.close()
         if not process.stdin.closed:
             process.stdin.close()
+
+
+def check_django_snippet(session: Session, snippet: str) -> None:
+    """Django code ("from a view, a signal handler or a task") run as manage.py shell runs it,
+    with the server's Redis."""
+    env = {**session.env, "REDIS_URL": session.redis_url, "DJANGO_DEBUG": "1"}
+    result = subprocess.run(
+        [str(VENV_PYTHON), "manage.py", "shell", "-c", snippet],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"{snippet}\nexited {result.returncode}:\n{result.stderr}"
 
 
 def _lines(stream: IO[str]) -> tuple[queue.Queue[str | None], threading.Thread]:
@@ -287,7 +318,10 @@ def test_every_readme_command_is_checked_or_a_server():
     for pattern in (*SERVERS, *NOT_RUN):
         assert [c for c in commands if re.search(pattern, bare(c))], pattern
     assert len(talking_commands()) == len(CHECKS)
-    assert len(readme_blocks("python")) == 1
+    kinds = [language for language, _ in all_blocks()]
+    # sh: commands; python: a script; py: Django code; no language: not code (the layout).
+    assert set(kinds) <= {"sh", "python", "py", ""}, f"a block this test does not run: {kinds}"
+    assert len(readme_blocks("python")) == 1 and len(readme_blocks("py")) == 1
 
 
 @pytest.fixture
@@ -302,6 +336,8 @@ def server(request: pytest.FixtureRequest, session: Session, tmp_path: Path) -> 
     command = long_running(request.param)
     if request.param == "run":
         session.env["PORT"] = str(session.port)  # `make run` has no address on its line: the Makefile's PORT
+    else:
+        session.shared_layer = True
     started = Started(session, command, tmp_path / f"make-{request.param}.log")
     try:
         started.wait_healthy(session.port, timeout=60)
