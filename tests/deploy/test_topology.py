@@ -233,8 +233,12 @@ def test_a_token_stream_passes_unbuffered_and_resumes_on_another_worker(topology
     assert seen + [e["data"]["index"] for e in tokens_of(rest)] == list(range(total)), "exactly the remaining tokens"
     assert rest[-1]["event"] == "done" and rest[-1]["data"]["finish_reason"] == "length"
     # Round-robin sent the resumption to another worker than the one producing the stream.
+    # nginx writes a request's log line when it has finished with it, which may come a
+    # moment after the client has read the last event and gone: wait for it, bounded.
+    deadline = time.monotonic() + 10
+    while not (resumer := topology.upstreams_of(f"GET /api/streams/{stream_id}/events")) and time.monotonic() < deadline:
+        time.sleep(0.1)
     producer = topology.upstreams_of("POST /api/assistant/stream")
-    resumer = topology.upstreams_of(f"GET /api/streams/{stream_id}/events")
     assert len(producer) == len(resumer) == 1 and producer != resumer, (producer, resumer)
 
 
