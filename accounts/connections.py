@@ -27,7 +27,6 @@ import itertools
 import logging
 import time
 import uuid
-import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.credentials import Credential, credentials_invalid
-from core.aio import spawn
+from core.aio import PerLoop, spawn
 from core.db_thread import in_db_thread
 from core.layer import RealtimeChannelLayer, get_layer
 from core.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured
@@ -77,11 +76,13 @@ def _count_key(kind: str, user_id: int) -> str:
 
 
 def stale_after_seconds() -> float:
-    """A count not refreshed for three heartbeats belongs to a worker that died."""
+    """An entry refreshed once a heartbeat (a count here, a presence in chat.presence) that
+    was not refreshed for three heartbeats belongs to a worker that died."""
     return 3 * float(settings.WS_HEARTBEAT_SECONDS)
 
 
-def _key_ttl() -> int:
+def key_ttl_seconds() -> int:
+    """How long Redis keeps such a set once nobody refreshes it."""
     return max(int(stale_after_seconds() * 2), 10)
 
 
@@ -107,7 +108,7 @@ async def count_take(*, kind: str, user_id: int, key: str, limit: int) -> bool:
             return False
         counted[key] = now
         return True
-    return bool(await async_redis(name).eval(_OPEN_SCRIPT, 1, name, now, stale, key, limit, _key_ttl()))
+    return bool(await async_redis(name).eval(_OPEN_SCRIPT, 1, name, now, stale, key, limit, key_ttl_seconds()))
 
 
 async def count_release(*, kind: str, user_id: int, key: str) -> None:
@@ -129,13 +130,21 @@ async def _counts_refresh(entries: dict[str, list[str]]) -> None:
         pipe = async_redis_at(shard).pipeline(transaction=False)
         for position in positions:
             pipe.zadd(names[position], dict.fromkeys(entries[names[position]], now))
-            pipe.expire(names[position], _key_ttl())
+            pipe.expire(names[position], key_ttl_seconds())
         await pipe.execute()
 
 
 # ---- this worker's connections ------------------------------------------------------------------
 async def _nothing() -> None:
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A place under a user's cap of one kind, counted across workers."""
+
+    kind: str
+    key: str
 
 
 @dataclass(eq=False)
@@ -149,8 +158,7 @@ class Connection:
     on_change: Listener = _nothing
     # Awaited once a heartbeat (sockets ping, and close idle clients).
     on_heartbeat: Listener | None = None
-    kind: str | None = None  # counted against the user's cap of this kind
-    count_key: str = ""
+    reservation: Reservation | None = None  # its place under the user's cap, if counted
     closed: bool = field(default=False)
 
 
@@ -168,12 +176,12 @@ class Connections:
     def new_count_key(self) -> str:
         return f"{self.worker_id}:{next(self._sequence)}"
 
-    async def reserve(self, *, kind: str, user_id: int, limit: int) -> str | None:
-        """Count a connection about to open against the user's cap of ``kind``: its count
-        key, or None at the cap. Pass the key to ``open``; if it is never opened, the count
-        is not refreshed and lapses after three heartbeats."""
+    async def reserve(self, *, kind: str, user_id: int, limit: int) -> Reservation | None:
+        """Count a connection about to open against the user's cap of ``kind``, or None at
+        the cap. Pass it to ``open``; if it is never opened, the count is not refreshed and
+        lapses after three heartbeats."""
         key = self.new_count_key()
-        return key if await count_take(kind=kind, user_id=user_id, key=key, limit=limit) else None
+        return Reservation(kind, key) if await count_take(kind=kind, user_id=user_id, key=key, limit=limit) else None
 
     async def open(
         self,
@@ -184,15 +192,15 @@ class Connections:
         on_heartbeat: Listener | None = None,
         kind: str | None = None,
         limit: int = 0,
-        count_key: str | None = None,
+        reservation: Reservation | None = None,
     ) -> Connection | None:
         """Register a connection; with ``kind``, counted against the user's cap (None at
-        the cap) unless ``count_key`` is a reservation already counted."""
-        if kind is not None and count_key is None:
-            count_key = await self.reserve(kind=kind, user_id=user_id, limit=limit)
-            if count_key is None:
+        the cap), or under a ``reservation`` already counted."""
+        if kind is not None and reservation is None:
+            reservation = await self.reserve(kind=kind, user_id=user_id, limit=limit)
+            if reservation is None:
                 return None
-        connection = Connection(user_id, credential, on_change, on_heartbeat, kind, count_key or "")
+        connection = Connection(user_id, credential, on_change, on_heartbeat, reservation)
         connections = self.by_user.setdefault(user_id, set())
         connections.add(connection)
         if len(connections) == 1:
@@ -210,8 +218,9 @@ class Connections:
             if not connections:
                 self.by_user.pop(connection.user_id, None)
                 await self.layer.unlisten(changed_group(connection.user_id))
-            if connection.kind is not None:
-                await count_release(kind=connection.kind, user_id=connection.user_id, key=connection.count_key)
+            if connection.reservation is not None:
+                reservation = connection.reservation
+                await count_release(kind=reservation.kind, user_id=connection.user_id, key=reservation.key)
         except Exception:
             logger.warning("closing a connection of user %s: cleanup failed", connection.user_id, exc_info=True)
 
@@ -249,8 +258,9 @@ class Connections:
         beating = []
         for connections in self.by_user.values():
             for connection in connections:
-                if connection.kind is not None:
-                    counted[_count_key(connection.kind, connection.user_id)].append(connection.count_key)
+                if connection.reservation is not None:
+                    reservation = connection.reservation
+                    counted[_count_key(reservation.kind, connection.user_id)].append(reservation.key)
                 if connection.on_heartbeat is not None:
                     beating.append(connection.on_heartbeat)
         if counted:
@@ -268,13 +278,5 @@ class Connections:
                 await self.layer.unlisten(changed_group(user_id))
 
 
-_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Connections] = weakref.WeakKeyDictionary()
-
-
-def get_connections() -> Connections:
-    """The connections of the running event loop (one per worker process; tests get one per loop)."""
-    loop = asyncio.get_running_loop()
-    registry = _registries.get(loop)
-    if registry is None:
-        registry = _registries[loop] = Connections()
-    return registry
+# The connections of the running event loop (one per worker process; tests get one per loop).
+get_connections: PerLoop[Connections] = PerLoop(Connections)

@@ -28,7 +28,6 @@ import itertools
 import logging
 import time
 import uuid
-import weakref
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,7 +36,7 @@ from django.conf import settings
 
 from chat import events, presence, protocol, selectors, wire
 from core import metrics
-from core.aio import spawn
+from core.aio import PerLoop, spawn
 from core.layer import RealtimeChannelLayer, get_layer
 
 logger = logging.getLogger(__name__)
@@ -333,14 +332,5 @@ class Hub:
             await self.layer.unlisten(group)
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
-
-
-def get_hub() -> Hub:
-    """The hub of the running event loop (one per worker process; tests get one per loop)."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = Hub()
-        _hubs[loop] = hub
-    return hub
+# The hub of the running event loop (one per worker process; tests get one per loop).
+get_hub: PerLoop[Hub] = PerLoop(Hub)

@@ -16,8 +16,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from django.conf import settings
-
+from accounts.connections import key_ttl_seconds, stale_after_seconds
 from core.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured, sync_redis_at
 
 ROOM_KEY = "chat:presence:{room_id}"
@@ -36,15 +35,6 @@ local version = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {version, before, after}
 """
-
-
-def stale_after_seconds() -> float:
-    """A member not refreshed for three heartbeats belongs to a dead worker."""
-    return 3 * float(settings.WS_HEARTBEAT_SECONDS)
-
-
-def _key_ttl() -> int:
-    return max(int(stale_after_seconds() * 2), 10)
 
 
 def member_name(username: str, connection_key: str) -> str:
@@ -102,7 +92,7 @@ async def _room_op(room_id: int, op: str, member: str = "") -> PresenceChange:
     if not redis_configured():
         return _local.room_op(room_id, op, member, now, stale)
     keys = [ROOM_KEY.format(room_id=room_id), ROOM_VERSION_KEY.format(room_id=room_id)]
-    version, before, after = await async_redis(keys[0]).eval(_ROOM_SCRIPT, 2, *keys, now, stale, op, member, _key_ttl())
+    version, before, after = await async_redis(keys[0]).eval(_ROOM_SCRIPT, 2, *keys, now, stale, op, member, key_ttl_seconds())
     return PresenceChange(int(version), usernames(before), usernames(after))
 
 
@@ -126,7 +116,7 @@ async def refresh(*, rooms: dict[int, list[str]]) -> None:
         for room_id, members in rooms.items():
             _local.rooms[room_id].update(dict.fromkeys(members, now))
         return
-    ttl = _key_ttl()
+    ttl = key_ttl_seconds()
     entries = [(ROOM_KEY.format(room_id=room_id), members) for room_id, members in rooms.items() if members]
     for shard, positions in group_by_shard(key for key, _ in entries).items():
         pipe = async_redis_at(shard).pipeline(transaction=False)

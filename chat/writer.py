@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from django.db import connection
 
 from chat import services
 from chat.protocol import ChatError, MessageFrame
-from core.aio import spawn
+from core.aio import PerLoop, spawn
 from core.db_thread import drop_if_unusable
 
 logger = logging.getLogger(__name__)
@@ -86,14 +85,5 @@ def _write(drafts: list[services.MessageDraft]) -> list[MessageFrame | ChatError
         raise
 
 
-_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MessageWriter] = weakref.WeakKeyDictionary()
-
-
-def get_writer() -> MessageWriter:
-    """The writer of the running event loop (one per worker process)."""
-    loop = asyncio.get_running_loop()
-    writer = _writers.get(loop)
-    if writer is None:
-        writer = MessageWriter()
-        _writers[loop] = writer
-    return writer
+# The writer of the running event loop (one per worker process).
+get_writer: PerLoop[MessageWriter] = PerLoop(MessageWriter)

@@ -1,11 +1,13 @@
-"""Background tasks that outlive the request or socket that started them."""
+"""Background tasks that outlive the request or socket that started them, and the objects
+a worker keeps one of per event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -19,3 +21,19 @@ def spawn(coroutine: Coroutine[Any, Any, T], *, name: str | None = None) -> asyn
     fresh context makes them use the process-wide database thread instead.
     """
     return asyncio.get_running_loop().create_task(coroutine, name=name, context=contextvars.Context())
+
+
+class PerLoop(Generic[T]):
+    """One object per running event loop, made by ``factory`` on first use: a worker
+    process has one loop, so one object; tests get a fresh one with each loop."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self.factory = factory
+        self.objects: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = weakref.WeakKeyDictionary()
+
+    def __call__(self) -> T:
+        loop = asyncio.get_running_loop()
+        made = self.objects.get(loop)
+        if made is None:
+            made = self.objects[loop] = self.factory()
+        return made

@@ -74,10 +74,10 @@ async def notification_stream(request: HttpRequest) -> HttpResponseBase:
     With Last-Event-ID: every notification after it, then live ones. Without: live
     ones only (the unread list is GET /api/notifications/)."""
     user_id = _user_id(request)
-    count_key = await get_connections().reserve(
+    reservation = await get_connections().reserve(
         kind=connections.NOTIFICATIONS, user_id=user_id, limit=int(settings.NOTIFICATIONS_MAX_STREAMS_PER_USER)
     )
-    if count_key is None:
+    if reservation is None:
         detail = f"at most {settings.NOTIFICATIONS_MAX_STREAMS_PER_USER} notification streams per user; close one"
         return error_response(429, "too_many_connections", detail, headers={"Retry-After": "5"})
     last = parse_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id"))
@@ -85,7 +85,7 @@ async def notification_stream(request: HttpRequest) -> HttpResponseBase:
         after = last
     else:
         after = await database_sync_to_async(selectors.notification_latest_id)(user_id=user_id)
-    return sse_response(request, _stream(user_id, after), count_key=count_key)
+    return sse_response(request, _stream(user_id, after), reservation=reservation)
 
 
 async def _stream(user_id: int, after: int) -> AsyncIterator[str]:

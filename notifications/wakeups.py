@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import AsyncIterator
 
+from core.aio import PerLoop
 from core.layer import get_layer
 
 
@@ -47,15 +47,8 @@ class Wakeups:
                 await self.layer.unlisten(topic)
 
 
-_wakeups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Wakeups] = weakref.WeakKeyDictionary()
-
-
-def get_wakeups() -> Wakeups:
-    loop = asyncio.get_running_loop()
-    wakeups = _wakeups.get(loop)
-    if wakeups is None:
-        wakeups = _wakeups[loop] = Wakeups()
-    return wakeups
+# The wake-ups of the running event loop (one per worker process).
+get_wakeups: PerLoop[Wakeups] = PerLoop(Wakeups)
 
 
 def user_topic(user_id: int) -> str:

@@ -13,8 +13,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
-from accounts import connections
-from accounts.connections import get_connections
+from accounts.connections import Reservation, get_connections
 from accounts.credentials import Credential, credential_for_request
 from core.http import async_api_view, error_response
 from core.sse import KEEPALIVE, encode_comment, encode_event
@@ -41,7 +40,9 @@ def render_event(stream_id: str, event: LogEvent) -> str:
     return encode_event(event=event.kind, data=event.data, id=f"{stream_id}:{event.seq}")
 
 
-async def _opened(body: AsyncIterator[str], user_id: int, credential: Credential, count_key: str | None) -> AsyncIterator[str]:
+async def _opened(
+    body: AsyncIterator[str], user_id: int, credential: Credential, reservation: Reservation | None
+) -> AsyncIterator[str]:
     """The body, opened with a comment, and ended when the user's credentials change."""
     ended = False
     step: asyncio.Future[str] | None = None
@@ -55,9 +56,8 @@ async def _opened(body: AsyncIterator[str], user_id: int, credential: Credential
             step.cancel()
 
     registry = get_connections()
-    kind = connections.NOTIFICATIONS if count_key is not None else None
     connection = await registry.open(
-        user_id=user_id, credential=credential, on_change=credentials_changed, kind=kind, count_key=count_key
+        user_id=user_id, credential=credential, on_change=credentials_changed, reservation=reservation
     )
     iterator = aiter(body)
     try:
@@ -84,15 +84,15 @@ async def _opened(body: AsyncIterator[str], user_id: int, credential: Credential
 
 
 def sse_response(
-    request: HttpRequest, body: AsyncIterator[str], *, stream_id: str | None = None, count_key: str | None = None
+    request: HttpRequest, body: AsyncIterator[str], *, stream_id: str | None = None, reservation: Reservation | None = None
 ) -> StreamingHttpResponse:
     """An SSE response for the request's user; it opens with a comment, so headers reach
-    the client at once, and ends when the user's credentials change. ``count_key``: a
+    the client at once, and ends when the user's credentials change. ``reservation``: a
     reservation of accounts.connections (notification streams are capped per user)."""
     user_id = _user(request).pk
     credential = credential_for_request(request, user_id=user_id)
     response = StreamingHttpResponse(
-        _opened(body, user_id, credential, count_key), content_type="text/event-stream; charset=utf-8"
+        _opened(body, user_id, credential, reservation), content_type="text/event-stream; charset=utf-8"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
