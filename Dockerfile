@@ -5,6 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY project ./project
+COPY core ./core
+COPY ops ./ops
 COPY accounts ./accounts
 COPY chat ./chat
 COPY streaming ./streaming

@@ -11,7 +11,7 @@ from hypothesis import settings as hypothesis_settings
 from accounts import backends as login_throttle
 from accounts import connections
 from chat import presence, ratelimit
-from tests.processes import Cluster, PostgresServer, RedisServer
+from tests.support.processes import Cluster, PostgresServer, RedisServer
 
 # Property tests (tests/**/test_*_properties.py): a bounded number of examples, the same
 # ones on every run (derandomize), and no example database; hypothesis's other caches

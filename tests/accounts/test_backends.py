@@ -8,11 +8,11 @@ import pytest
 import redis
 from django.test import Client, override_settings
 
-from tests.factories import make_user
-from tests.processes import RedisServer
+from tests.support.factories import make_user
+from tests.support.processes import RedisServer
 
 pytestmark = pytest.mark.django_db
-PASSWORD = "pw-for-tests-only"  # tests.factories.make_user's
+PASSWORD = "pw-for-tests-only"  # tests.support.factories.make_user's
 
 
 def log_in(client: Client, path: str, username: str, password: str) -> bool:

@@ -23,9 +23,9 @@ from chat.hub import get_hub
 from project.asgi import application
 from streaming import limits
 from streaming.models import ConversationMessage
-from tests.asgi_client import BearerClient, read_all
-from tests.factories import make_token, make_user
-from tests.streaming.sse_parsing import parse_events
+from tests.support.asgi_client import BearerClient, read_all
+from tests.support.factories import make_token, make_user
+from tests.support.sse_parsing import parse_events
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 TIMEOUT = 5

@@ -18,8 +18,8 @@ from accounts.services import token_create, token_revoke, user_for_token
 from chat.hub import get_hub
 from chat.writer import get_writer
 from project.asgi import application
-from tests.factories import make_room, make_user
-from tests.processes import ROOT
+from tests.support.factories import make_room, make_user
+from tests.support.processes import ROOT
 
 TIMEOUT = 5
 

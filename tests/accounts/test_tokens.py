@@ -6,7 +6,7 @@ from accounts.models import ApiToken
 from accounts.services import token_create, token_hash, token_revoke, user_for_token
 from chat import services
 from chat.models import ModerationAction
-from tests.factories import make_user
+from tests.support.factories import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -23,8 +23,8 @@ from notifications.services import notification_create
 from project.asgi import application
 from streaming import limits
 from tasks.runner import _local_runners
-from tests.asgi_client import BearerClient, read_all
-from tests.factories import make_room, make_token, make_user
+from tests.support.asgi_client import BearerClient, read_all
+from tests.support.factories import make_room, make_token, make_user
 
 TIMEOUT = 5
 

@@ -18,7 +18,7 @@ from chat.models import Ban, Message, ModerationAction, Mute, Report, Room
 from chat.writer import get_writer
 from notifications.models import Notification
 from project.asgi import application
-from tests.factories import make_messages, make_room, make_token, make_user
+from tests.support.factories import make_messages, make_room, make_token, make_user
 
 TIMEOUT = 5
 

@@ -4,7 +4,7 @@ import pytest
 from django.test import Client, override_settings
 
 from chat.models import Message, Room
-from tests.factories import make_messages, make_room, make_token, make_user
+from tests.support.factories import make_messages, make_room, make_token, make_user
 
 pytestmark = pytest.mark.django_db
 

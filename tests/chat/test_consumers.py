@@ -20,7 +20,7 @@ from chat.models import Message
 from chat.writer import get_writer
 from core import broker
 from project.asgi import application
-from tests.factories import make_messages, make_room, make_token, make_user
+from tests.support.factories import make_messages, make_room, make_token, make_user
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 TIMEOUT = 5

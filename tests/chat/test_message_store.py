@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from chat import message_store
 from chat.models import Message
-from tests.factories import make_room, make_user
+from tests.support.factories import make_room, make_user
 
 pytestmark = pytest.mark.django_db
 

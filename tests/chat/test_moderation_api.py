@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room
-from tests.factories import make_messages, make_room, make_token, make_user
+from tests.support.factories import make_messages, make_room, make_token, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from chat.models import Ban, Message, ModerationAction, Mute, Report, Room
 from chat.protocol import ChatError
 from core import broker
 from notifications.models import Notification
-from tests.factories import make_messages, make_room, make_user
+from tests.support.factories import make_messages, make_room, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from chat import selectors, services
 from chat.models import Room, RoomMember
 from notifications.models import Notification
 from project.asgi import application
-from tests.factories import make_token, make_user
+from tests.support.factories import make_token, make_user
 
 
 def api(user) -> Client:

@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from chat import selectors, services
 from chat.models import Ban, Message
-from tests.factories import make_messages, make_room, make_user
+from tests.support.factories import make_messages, make_room, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ from chat import services
 from chat.models import Message, Room
 from chat.protocol import ChatError
 from core import broker
-from tests.factories import make_room, make_user
+from tests.support.factories import make_room, make_user
 
 pytestmark = pytest.mark.django_db
 

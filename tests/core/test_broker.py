@@ -9,7 +9,7 @@ import redis
 from django.test import override_settings
 
 from core.broker import TOPIC_PREFIX, RedisBroker
-from tests.processes import RedisServer
+from tests.support.processes import RedisServer
 
 pytestmark = pytest.mark.asyncio
 

@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 from django.test import override_settings
 
-from tests.processes import RedisServer
+from tests.support.processes import RedisServer
 
 VERSION = importlib.metadata.version("channels-redis")
 CACHE = Path.home() / ".cache" / "rooms-tests"

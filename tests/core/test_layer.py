@@ -14,7 +14,7 @@ from channels.exceptions import ChannelFull
 from django.test import override_settings
 
 from core.layer import RealtimeChannelLayer
-from tests.processes import RedisServer
+from tests.support.processes import RedisServer
 
 pytestmark = pytest.mark.asyncio
 QUIET = 0.3

@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from core.security_headers import CONTENT_SECURITY_POLICY
-from tests.factories import make_token, make_user
+from tests.support.factories import make_token, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import PYTHON, ROOT
+from tests.support.processes import PYTHON, ROOT
 
 UNREACHABLE_LINE = "pip-audit could not reach its advisory service ("
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml  # PyYAML, installed with uvicorn[standard]
 
-from tests.processes import NGINX_TEMPLATE, ROOT, nginx_placeholders
+from tests.support.processes import NGINX_TEMPLATE, ROOT, nginx_placeholders
 
 WEB = ("web1", "web2", "web3")
 
@@ -127,3 +127,24 @@ def test_the_nginx_template_balances_round_robin_and_passes_streams_unbuffered()
     assert "proxy_buffering off;" in directives
     timeouts = dict(re.findall(r"(proxy_read_timeout|proxy_send_timeout) (\d+)s;", directives))
     assert set(timeouts) == {"proxy_read_timeout", "proxy_send_timeout"} and min(map(int, timeouts.values())) >= 60
+
+
+def _application_packages() -> set[str]:
+    return {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests"}
+
+
+def test_the_image_copies_every_application_package():
+    """A package the Dockerfile leaves out is an image that fails at its first import."""
+    copied = {line.split()[1].strip("./") for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")}
+    assert _application_packages() <= copied, sorted(_application_packages() - copied)
+
+
+def test_the_wheel_carries_every_application_package():
+    """`pip install .` (the image's install) packages what pyproject.toml's find lists."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    top_level = {name.split(".")[0] for name in find_packages(str(ROOT), include=found["include"])}
+    assert top_level == _application_packages()

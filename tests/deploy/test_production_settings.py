@@ -9,7 +9,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from tests.processes import PYTHON, ROOT, free_port
+from tests.support.processes import PYTHON, ROOT, free_port
 
 
 def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:

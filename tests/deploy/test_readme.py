@@ -29,7 +29,7 @@ from typing import IO
 import httpx
 import pytest
 
-from tests.processes import ROOT, RedisServer, free_port
+from tests.support.processes import ROOT, RedisServer, free_port
 
 pytestmark = pytest.mark.multiworker
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.processes import PYTHON, ROOT, Cluster, RedisServer, free_port, wait_for_port
-from tests.wsclient import room_client
+from tests.support.processes import PYTHON, ROOT, Cluster, RedisServer, free_port, wait_for_port
+from tests.support.wsclient import room_client
 
 pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
 

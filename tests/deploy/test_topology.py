@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import (
+from tests.support.processes import (
     PYTHON,
     ROOT,
     Cluster,
@@ -31,8 +31,8 @@ from tests.processes import (
     free_port,
     render_nginx_site,
 )
-from tests.streaming.sse_parsing import parse_events
-from tests.wsclient import room_client
+from tests.support.sse_parsing import parse_events
+from tests.support.wsclient import room_client
 
 pytestmark = pytest.mark.multiworker
 

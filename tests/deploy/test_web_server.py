@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import PYTHON, ROOT, Cluster, RedisServer, free_port, wait_for_port
+from tests.support.processes import PYTHON, ROOT, Cluster, RedisServer, free_port, wait_for_port
 
 pytestmark = pytest.mark.multiworker
 

@@ -12,9 +12,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.multiworker.conftest import list_messages, new_room
-from tests.processes import Cluster
-from tests.wsclient import room_client
+from tests.support.processes import Cluster
+from tests.support.rooms_api import list_messages, new_room
+from tests.support.wsclient import room_client
 
 pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
 

@@ -14,10 +14,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.multiworker.conftest import new_room
-from tests.processes import Cluster
-from tests.streaming.sse_parsing import parse_events
-from tests.wsclient import room_client
+from tests.support.processes import Cluster
+from tests.support.rooms_api import new_room
+from tests.support.sse_parsing import parse_events
+from tests.support.wsclient import room_client
 
 pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
 

@@ -26,9 +26,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.multiworker.conftest import list_messages, new_room
-from tests.processes import Cluster, PostgresServer, RedisServer
-from tests.streaming.sse_parsing import parse_events
+from tests.support.processes import Cluster, PostgresServer, RedisServer
+from tests.support.rooms_api import list_messages, new_room
+from tests.support.sse_parsing import parse_events
 
 pytestmark = [pytest.mark.multiworker]
 

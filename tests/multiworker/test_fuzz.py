@@ -25,9 +25,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.multiworker.conftest import new_room
-from tests.processes import Cluster
-from tests.wsclient import RoomClient, room_client
+from tests.support.processes import Cluster
+from tests.support.rooms_api import new_room
+from tests.support.wsclient import RoomClient, room_client
 
 pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
 

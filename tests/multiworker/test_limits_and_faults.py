@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.multiworker.conftest import list_messages, new_room, post_message
-from tests.processes import Cluster, RedisServer
-from tests.wsclient import room_client
+from tests.support.processes import Cluster, RedisServer
+from tests.support.rooms_api import list_messages, new_room, post_message
+from tests.support.wsclient import room_client
 
 pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
 

@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
-from tests.processes import Cluster
-from tests.streaming.sse_parsing import parse_events
-from tests.wsclient import room_client
+from tests.support.processes import Cluster
+from tests.support.sse_parsing import parse_events
+from tests.support.wsclient import room_client
 
 pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
 

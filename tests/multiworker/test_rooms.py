@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from tests.multiworker.conftest import list_messages, new_room, post_message
-from tests.processes import Cluster
-from tests.wsclient import RoomClient, room_client
+from tests.support.processes import Cluster
+from tests.support.rooms_api import list_messages, new_room, post_message
+from tests.support.wsclient import RoomClient, room_client
 
 pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
 

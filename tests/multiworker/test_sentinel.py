@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.multiworker.conftest import list_messages, new_room
-from tests.processes import Cluster, RedisServer, SentinelServer
-from tests.wsclient import room_client
+from tests.support.processes import Cluster, RedisServer, SentinelServer
+from tests.support.rooms_api import list_messages, new_room
+from tests.support.wsclient import room_client
 
 pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
 

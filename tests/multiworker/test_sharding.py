@@ -11,10 +11,10 @@ import httpx
 import pytest
 import redis
 
-from tests.multiworker.conftest import list_messages, new_room
-from tests.processes import Cluster, RedisServer
-from tests.streaming.test_multiworker import auth, read_events, start_stream
-from tests.wsclient import room_client
+from tests.support.processes import Cluster, RedisServer
+from tests.support.rooms_api import list_messages, new_room
+from tests.support.streams import auth, read_events, start_stream
+from tests.support.wsclient import room_client
 
 pytestmark = [pytest.mark.multiworker]
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.multiworker.conftest import new_room
-from tests.processes import Cluster
-from tests.streaming.sse_parsing import parse_events
+from tests.support.processes import Cluster
+from tests.support.rooms_api import new_room
+from tests.support.sse_parsing import parse_events
 
 pytestmark = pytest.mark.multiworker
 

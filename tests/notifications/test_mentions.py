@@ -2,7 +2,7 @@ import pytest
 
 from notifications.mentions import PostedMessage, mentioned_usernames, mentions_notify
 from notifications.models import Notification
-from tests.factories import make_user
+from tests.support.factories import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -10,9 +10,9 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
 from notifications.services import notification_create
-from tests.asgi_client import BearerClient
-from tests.factories import make_token, make_user
-from tests.streaming.sse_parsing import parse_events
+from tests.support.asgi_client import BearerClient
+from tests.support.factories import make_token, make_user
+from tests.support.sse_parsing import parse_events
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

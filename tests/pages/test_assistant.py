@@ -11,7 +11,7 @@ import time
 import pytest
 from playwright.sync_api import Page, Request, expect
 
-from tests.pages.conftest import Site, screenshot, watch_dialogs
+from tests.support.browser import Site, screenshot, watch_dialogs
 
 pytestmark = pytest.mark.multiworker
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.pages.conftest import TIMEOUT_MS
-from tests.processes import Cluster, RedisServer, free_port
+from tests.support.browser import TIMEOUT_MS
+from tests.support.processes import Cluster, RedisServer, free_port
 
 
 @dataclass

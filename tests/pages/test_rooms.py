@@ -9,7 +9,7 @@ import re
 import pytest
 from playwright.sync_api import Page, WebSocketRoute, expect
 
-from tests.pages.conftest import PASSWORD, Site, log_in, screenshot, watch_dialogs
+from tests.support.browser import PASSWORD, Site, log_in, screenshot, watch_dialogs
 
 pytestmark = pytest.mark.multiworker
 

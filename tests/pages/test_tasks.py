@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect
 
-from tests.pages.conftest import Site, screenshot
-from tests.processes import Cluster
+from tests.support.browser import Site, screenshot
+from tests.support.processes import Cluster
 
 pytestmark = pytest.mark.multiworker
 

@@ -7,7 +7,7 @@ from django.test import Client, override_settings
 
 from streaming.models import Conversation, ConversationMessage
 from tasks.models import Task
-from tests.factories import make_room, make_user
+from tests.support.factories import make_room, make_user
 
 pytestmark = pytest.mark.django_db
 

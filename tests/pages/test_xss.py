@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, expect
 
-from tests.pages.conftest import Site, watch_dialogs
+from tests.support.browser import Site, watch_dialogs
 
 pytestmark = pytest.mark.multiworker
 

@@ -18,7 +18,7 @@ from notifications.models import Notification
 from notifications.services import notification_create
 from streaming.models import Conversation
 from tasks.models import Task
-from tests.factories import make_room, make_token, make_user
+from tests.support.factories import make_room, make_token, make_user
 
 HOSTILE_ORIGIN = "https://evil.example"
 

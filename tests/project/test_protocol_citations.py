@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.processes import ROOT
+from tests.support.processes import ROOT
 
 CITATION = re.compile(r'docs/protocol\.md, ((?:"[^"]+"(?: and )?)+)')
 

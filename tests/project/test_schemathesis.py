@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.processes import Cluster
+from tests.support.processes import Cluster
 
 pytestmark = pytest.mark.multiworker
 

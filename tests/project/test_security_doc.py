@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.processes import ROOT
+from tests.support.processes import ROOT
 
 REFERENCE = re.compile(r"`(tests/[\w/]+\.py)((?:::\w+)+)`")
 

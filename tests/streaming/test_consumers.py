@@ -10,7 +10,7 @@ from django.test import override_settings
 
 from project.asgi import application
 from streaming import limits
-from tests.factories import make_token, make_user
+from tests.support.factories import make_token, make_user
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 TIMEOUT = 5

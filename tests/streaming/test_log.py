@@ -118,7 +118,7 @@ async def test_what_one_generation_leaves_in_redis_is_capped(redis_server):
 
     from streaming import services
     from streaming.backends import ChatTurn
-    from tests.factories import make_user
+    from tests.support.factories import make_user
 
     user = await database_sync_to_async(make_user)("capped")
     with override_settings(REDIS_SHARDS=[{"url": redis_server.url}]):

@@ -10,47 +10,17 @@ import httpx
 import openai
 import pytest
 
-from tests.fake_upstream import FakeUpstream
-from tests.processes import Cluster, RedisServer
-from tests.streaming.sse_parsing import parse_events
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.processes import Cluster, RedisServer
+from tests.support.streams import auth, read_events, start_stream
 
 pytestmark = pytest.mark.multiworker
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-_readers: dict[int, tuple[Iterator[str], list[str]]] = {}
-
-
-def read_events(response: httpx.Response, *, until: int | None = None) -> list[dict]:
-    """Read SSE events until ``until`` token events, or a final event, have arrived.
-
-    Can be called again on the same response to read on from where it stopped."""
-    texts, buffer = _readers.setdefault(id(response), (response.iter_text(), [""]))
-    events: list[dict] = []
-    for text in texts:
-        buffer[0] += text
-        *complete, buffer[0] = buffer[0].split("\n\n")
-        for block in complete:
-            events.extend(parse_events(block + "\n\n"))
-        tokens = [e for e in events if e.get("event") == "token"]
-        if (until is not None and len(tokens) >= until) or any(e.get("event") in ("done", "error") for e in events):
-            return events
-    return events
 
 
 @pytest.fixture(params=["daphne", "uvicorn"])
 def server_cluster(request: pytest.FixtureRequest) -> Cluster:
     """The shared cluster under daphne, then its twin under uvicorn (WEB_SERVER)."""
     return request.getfixturevalue("cluster" if request.param == "daphne" else "uvicorn_cluster")
-
-
-def start_stream(cluster: Cluster, worker: int, token: str, **body) -> httpx.Response:
-    client = httpx.Client(timeout=20)
-    request = client.build_request("POST", f"{cluster.http(worker)}/api/assistant/stream", json=body, headers=auth(token))
-    return client.send(request, stream=True)
 
 
 def test_a_dropped_stream_resumes_on_another_worker_with_exactly_the_rest(server_cluster: Cluster):

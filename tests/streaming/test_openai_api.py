@@ -18,8 +18,8 @@ from project.asgi import application
 from streaming import limits
 from streaming import services as streaming_services
 from streaming.models import Conversation, ConversationMessage
-from tests.asgi_client import BearerClient
-from tests.factories import make_token, make_user
+from tests.support.asgi_client import BearerClient
+from tests.support.factories import make_token, make_user
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

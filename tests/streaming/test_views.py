@@ -14,9 +14,9 @@ from chat.services import ban_create
 from streaming import limits
 from streaming.log import LocalLog, get_log
 from streaming.models import ConversationMessage
-from tests.asgi_client import BearerClient, read_all
-from tests.factories import make_token, make_user
-from tests.streaming.sse_parsing import parse_events
+from tests.support.asgi_client import BearerClient, read_all
+from tests.support.factories import make_token, make_user
+from tests.support.sse_parsing import parse_events
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

@@ -18,9 +18,9 @@ from streaming.log import LocalLog, get_log
 from tasks import runner as runner_module
 from tasks.models import Task
 from tasks.runner import _local_runners
-from tests.asgi_client import BearerClient, read_all
-from tests.factories import make_messages, make_room, make_token, make_user
-from tests.streaming.sse_parsing import parse_events
+from tests.support.asgi_client import BearerClient, read_all
+from tests.support.factories import make_messages, make_room, make_token, make_user
+from tests.support.sse_parsing import parse_events
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

@@ -11,7 +11,7 @@ from notifications.models import Notification
 from tasks import services
 from tasks.models import Task
 from tasks.registry import TaskRequestError
-from tests.factories import make_room, make_user
+from tests.support.factories import make_room, make_user
 
 pytestmark = pytest.mark.django_db
 

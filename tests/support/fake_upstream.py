@@ -15,7 +15,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.processes import free_port
+from tests.support.processes import free_port
 
 
 class FakeUpstream:
