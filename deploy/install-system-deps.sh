@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests start for themselves, when they are missing:
-# redis-server (tests/processes.py) and Debian's chromium, which the browser tests in
+# redis-server (tests/support/processes.py) and Debian's chromium, which the browser tests in
 # tests/pages drive through Playwright (never `playwright install`: it downloads a browser).
 # The deployment tests (tests/deploy) add PostgreSQL's server and nginx, which they start
 # on free ports of their own, and docker-compose, whose `config` validates docker-compose.yml;
