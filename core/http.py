@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 
+from core.errors import DomainError
 from core.text import is_storable_text
 
 P = ParamSpec("P")
@@ -33,6 +34,11 @@ def error_response(status: int, code: str, detail: str, headers: dict[str, str] 
     for name, value in (headers or {}).items():
         response[name] = value
     return response
+
+
+def domain_error_response(error: DomainError) -> JsonResponse:
+    """A service's refusal as REST answers it: the kind's status, the code and detail."""
+    return error_response(error.http_status, error.code, error.detail, error.http_headers())
 
 
 def signed_in_user(request: HttpRequest) -> User:
@@ -103,6 +109,8 @@ def api_view(*methods: str, login_required: bool = True) -> Callable[[Callable[.
                 return view(request, *args, **kwargs)
             except ApiError as error:
                 return error_response(error.status, error.code, error.detail, error.headers)
+            except DomainError as error:
+                return domain_error_response(error)
             except ValidationError as error:
                 return error_response(400, "invalid", "; ".join(error.messages))
 
@@ -134,6 +142,8 @@ def async_api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
                 return await view(request, *args, **kwargs)
             except ApiError as error:
                 return error_response(error.status, error.code, error.detail, error.headers)
+            except DomainError as error:
+                return domain_error_response(error)
 
         return wrapper
 
