@@ -6,9 +6,6 @@ Live events do not come through a per-socket channel-layer channel: the worker's
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import functools
 import logging
 import time
 from typing import Any
@@ -25,10 +22,10 @@ from chat.hub import Hub, get_hub
 from chat.protocol import ChatError
 from chat.writer import get_writer
 from core import metrics
-from core.aio import spawn
 from core.consumers import LayerConsumer
 from core.db_thread import in_db_thread
 from core.http import parse_id
+from core.servers import SocketGuard, guard_socket
 
 logger = logging.getLogger(__name__)
 
@@ -36,126 +33,6 @@ logger = logging.getLogger(__name__)
 def _last_id(query_string: bytes) -> int | None:
     values = parse_qs(query_string.decode("latin-1")).get("last_id")
     return parse_id(values[0]) if values else None
-
-
-class SendFlow:
-    """Whether the client is reading: a Twisted push producer on a daphne socket's
-    transport. Twisted pauses it when the transport's write buffer passes its high-water
-    mark (64 KiB) and resumes it once the buffer has drained. daphne itself never asks,
-    so without this a client that stops reading would have every broadcast buffered for
-    it, without limit; and sends must not wait for it either, or one stalled client
-    would hold up the hub's fan-out to the whole room."""
-
-    def __init__(self, previous: Any = None) -> None:
-        self.previous = previous  # the producer registered before us: told everything too
-        self.paused_since: float | None = None
-        self.bytes_while_paused = 0
-
-    def pauseProducing(self) -> None:  # Twisted names; called on every write while full
-        if self.paused_since is None:
-            self.paused_since = time.monotonic()
-            self.bytes_while_paused = 0
-        if self.previous is not None:
-            self.previous.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.paused_since = None
-        if self.previous is not None:
-            self.previous.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.paused_since = None
-        if self.previous is not None:
-            self.previous.stopProducing()
-
-    @classmethod
-    def attach(cls, send: Any) -> SendFlow | None:
-        """A flow on daphne's WebSocket transport (daphne's ``send`` is
-        ``partial(server.handle_reply, protocol)``); None under other servers, whose
-        ``send`` waits while the transport is full."""
-        protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
-        transport = getattr(protocol, "transport", None)
-        if transport is None or not hasattr(transport, "registerProducer"):
-            return None
-        from twisted.internet.interfaces import IPushProducer
-        from zope.interface import classImplements
-
-        if not IPushProducer.implementedBy(cls):
-            classImplements(cls, IPushProducer)
-        # Twisted's HTTP channel, which read the handshake, is registered already; a
-        # transport takes one producer, so ours stands in front of it.
-        previous = transport.producer if getattr(transport, "streamingProducer", False) else None
-        if transport.producer is not None:
-            if previous is None:
-                return None
-            transport.unregisterProducer()
-        flow = cls(previous)
-        transport.registerProducer(flow, True)
-        return flow
-
-
-class Outbox:
-    """The same protection under asyncio servers (uvicorn), whose ``send`` waits while the
-    transport's buffer is above its high-water mark: awaited from the hub's fan-out, one
-    stalled client would hold up the whole room. A frame that would make ``send`` wait
-    goes to this outbox instead, which a task of this connection drains; frames after
-    it queue behind it, in order."""
-
-    def __init__(self, transport: Any, send: Any) -> None:
-        self.transport = transport
-        self.send = send
-        self.frames: collections.deque[str] = collections.deque()
-        self.queued_bytes = 0
-        self.paused_since: float | None = None  # since when frames have been waiting
-        self.writer: asyncio.Task[None] | None = None
-
-    @classmethod
-    def attach(cls, send: Any) -> Outbox | None:
-        """An outbox on an asyncio transport (``send`` a bound method of the server's
-        protocol, as in uvicorn); None elsewhere."""
-        transport = getattr(getattr(send, "__self__", None), "transport", None)
-        # Duck-typed: uvloop's transports have asyncio's methods without its base classes.
-        if not all(hasattr(transport, name) for name in ("get_write_buffer_size", "get_write_buffer_limits", "abort")):
-            return None
-        return cls(transport, send)
-
-    def would_wait(self, size: int) -> bool:
-        if self.frames or self.writer is not None:
-            return True
-        low_water, high_water = self.transport.get_write_buffer_limits()
-        buffered = self.transport.get_write_buffer_size()
-        # Above the low-water mark the transport may still be paused from an earlier
-        # burst (it resumes only at or below it); past the high-water mark this write
-        # would pause it. Frame headers are a few bytes: the margin covers them.
-        return buffered > low_water or buffered + size + 64 > high_water
-
-    def push(self, text: str) -> None:
-        self.frames.append(text)
-        self.queued_bytes += len(text)
-        if self.paused_since is None:
-            self.paused_since = time.monotonic()
-        if self.writer is None:
-            self.writer = spawn(self._drain(), name="room-socket-outbox")
-
-    async def _drain(self) -> None:
-        try:
-            while self.frames:
-                text = self.frames.popleft()
-                self.queued_bytes -= len(text)
-                await self.send({"type": "websocket.send", "text": text})
-        except Exception:  # the connection went away; its consumer is told by receive()
-            logger.debug("outbox writer stopped", exc_info=True)
-        finally:
-            self.writer = None
-            self.paused_since = None
-
-    def abort(self) -> None:
-        """Drop what waits and the connection itself (its client reads nothing anyway)."""
-        self.frames.clear()
-        self.queued_bytes = 0
-        if self.writer is not None:
-            self.writer.cancel()
-        self.transport.abort()
 
 
 class RoomConsumer(LayerConsumer):
@@ -176,8 +53,7 @@ class RoomConsumer(LayerConsumer):
     joined = False
     private = False
     registered: Connection | None = None  # in accounts.connections: counted, told of credential changes
-    flow: SendFlow | None = None
-    outbox: Outbox | None = None
+    send_guard: SocketGuard | None = None  # daphne's or the asyncio server's (core.servers)
     cut_off = False  # closed for not reading: nothing more is sent
     typing: services.TypingGate | None = None  # made on the first typing frame
 
@@ -188,9 +64,7 @@ class RoomConsumer(LayerConsumer):
         self.pending_presence: tuple[int, str] | None = None
         self.last_seen = time.monotonic()
         await self.accept()
-        self.flow = SendFlow.attach(self.base_send)
-        if self.flow is None:
-            self.outbox = Outbox.attach(self.base_send)
+        self.send_guard = guard_socket(self.base_send)
 
         try:
             await self._join()
@@ -332,22 +206,23 @@ class RoomConsumer(LayerConsumer):
     async def send_text(self, text: str) -> None:
         if self.cut_off:  # closed for not reading: nothing more is sent
             return
-        flow, outbox = self.flow, self.outbox  # at most one of them: daphne's, or uvicorn's
-        if flow is not None and flow.paused_since is not None:
-            flow.bytes_while_paused += len(text)
-            if self._past_send_limits(flow.paused_since, flow.bytes_while_paused):
+        guard = self.send_guard
+        if guard is None:
+            await self.base_send({"type": "websocket.send", "text": text})
+            return
+        held = guard.hold(text)
+        if guard.waiting_since is not None and self._past_send_limits(guard.waiting_since, guard.waiting_bytes):
+            if guard.closes_gracefully:
                 # Closing frees the buffer: autobahn drops the connection when the close
                 # handshake times out (1 s), as a client that does not read never answers.
                 await self.close_with(protocol.CLOSE_TOO_SLOW)
-                return
-        elif outbox is not None and outbox.would_wait(len(text)):
-            outbox.push(text)
-            assert outbox.paused_since is not None
-            if self._past_send_limits(outbox.paused_since, outbox.queued_bytes):
+            else:
                 metrics.WS_CLOSES.labels(code=str(protocol.CLOSE_TOO_SLOW)).inc()
                 # A close frame would wait behind everything queued for a client that does
                 # not read: drop the connection instead (the client sees 1006 and resumes).
-                outbox.abort()
+                guard.abort()
+            return
+        if held:
             return
         await self.base_send({"type": "websocket.send", "text": text})
 

@@ -5,15 +5,14 @@ http -> Django; websocket -> Origin check and authentication (one layer) -> rout
 
 import os
 import sys
-from typing import Any
 
 from django.core.asgi import get_asgi_application
 
+from core import servers
 from core.env import ImproperlyConfiguredError
 
-# daphne's command line (and runserver) import its server before the application. Asked
-# before Django's set-up, which imports daphne.server too (its app's system checks).
-SERVED_BY_DAPHNE = "daphne.server" in sys.modules
+# Asked before Django's set-up (core.servers.detect says why).
+SERVER = servers.detect()
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 try:
@@ -21,15 +20,8 @@ try:
 except ImproperlyConfiguredError as error:  # a variable missing or malformed: one line naming it, no traceback
     sys.exit(f"project.asgi: {error}")
 
-if SERVED_BY_DAPHNE:
-    from project import daphne_limits
-
-    daphne_limits.install()  # flow control for stalled readers, the idle time-out (slowloris)
-    http_application: Any = django_application
-else:  # uvicorn: its send waits for a slow reader; a stalled one is cut off after a while
-    from project.send_timeout import SendTimeoutMiddleware
-
-    http_application = SendTimeoutMiddleware(django_application)
+# Bounds on stalled readers and slow clients, for the server we run under (core.servers).
+http_application = servers.guard_http(django_application, SERVER)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -189,7 +189,7 @@ WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 20.0, minimum=0.2)
 # (docs/protocol.md, "Frames from the client"). The web server's own limit is higher
 # (1 MiB under daphne, 16 MiB under uvicorn); past it the socket is closed with 1009.
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
-# Slow and stalled HTTP clients under daphne (project/daphne_limits.py). A connection that
+# Slow and stalled HTTP clients under daphne (core/servers/daphne.py). A connection that
 # sends nothing for HTTP_IDLE_TIMEOUT_SECONDS outside a running request is closed (half a
 # request, slowloris, idle keep-alive): 20 s, as a real client sends its request at once.
 # A client that takes nothing of a response for HTTP_SEND_TIMEOUT_SECONDS while 64 KiB
@@ -197,9 +197,8 @@ WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
 # the worker's memory. SSE clients resume with Last-Event-ID.
 HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 20.0, minimum=0.5)
 HTTP_SEND_TIMEOUT_SECONDS = env_float("HTTP_SEND_TIMEOUT_SECONDS", 60.0, minimum=0.5)
-# A room socket whose client stopped reading (chat/consumers.py: SendFlow under daphne,
-# Outbox under uvicorn) is closed
-# with 4008 once its buffer has stayed full for WS_SEND_TIMEOUT_SECONDS, or sooner when
+# A room socket whose client stopped reading (core/servers: SocketFlow under daphne,
+# Outbox under uvicorn) is closed with 4008 once its buffer has stayed full for WS_SEND_TIMEOUT_SECONDS, or sooner when
 # WS_SEND_BUFFER_BYTES more piled up meanwhile (16 MiB: above the largest backlog burst,
 # 1000 messages of 16 KiB), so it never blocks the room nor grows the worker's memory.
 WS_SEND_TIMEOUT_SECONDS = env_float("WS_SEND_TIMEOUT_SECONDS", 30.0, minimum=0.5)

@@ -126,7 +126,7 @@ async def sse_events(stream_id: str, after: int) -> AsyncIterator[str]:
             idle_since = time.monotonic()
             # A read returns up to 1000 events, megabytes with long tokens: sent as one chunk,
             # all of it would sit in a stalled client's write buffer. In chunks, the server's
-            # flow control (project/daphne_limits.py, uvicorn's own) stops after the first.
+            # flow control (core/servers/daphne.py, uvicorn's own) stops after the first.
             for chunk in in_chunks([render_event(stream_id, event) for event in events], limit=MAX_CHUNK_CHARS):
                 yield chunk
         elif time.monotonic() - idle_since >= KEEPALIVE_SECONDS:

@@ -476,7 +476,7 @@ async def test_postgres_restart_gives_clear_errors_then_full_service(pg_fault_cl
 @pytest.fixture(scope="module", params=["daphne", "uvicorn"])
 def slow_reader_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """Two workers that cut off a room socket whose client has not read for 2 s (30 s by
-    default; chat/consumers.py SendFlow under daphne, Outbox under uvicorn)."""
+    default; core/servers: SocketFlow under daphne, Outbox under uvicorn)."""
     redis = RedisServer()
     started = Cluster(redis, workers=2, env={"WS_SEND_TIMEOUT_SECONDS": "2"}, server=request.param)
     started.tokens = started.mint_tokens("ann", "bob", "sly")

@@ -374,7 +374,7 @@ async def test_room_socket_survives_fuzzing_and_keeps_every_accepted_message(db_
     async with connect(cluster.ws(0, path), additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as raw:
         await drain_until_synced(raw)
         await raw.send(b'{"type":"message","content":"\xff\xfe bad utf-8"}', text=True)
-        # RFC 6455's code for it, under daphne too (project/daphne_limits.py: no dropped socket).
+        # RFC 6455's code for it, under daphne too (core/servers/daphne.py: no dropped socket).
         assert await close_code(raw) == 1007, "invalid UTF-8 in a text frame ends the connection with 1007"
     async with connect(cluster.ws(0, path), additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as raw:
         await drain_until_synced(raw)

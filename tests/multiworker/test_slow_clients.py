@@ -2,7 +2,7 @@
 half requests and half WebSocket handshakes (slowloris), and SSE readers that never read.
 
 The worker runs with short bounds (HTTP_IDLE_TIMEOUT_SECONDS=2, HTTP_SEND_TIMEOUT_SECONDS=3)
-so that the tests see them act; project/daphne_limits.py explains them.
+so that the tests see them act; core/servers/daphne.py explains them.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def slow() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module", params=["daphne", "uvicorn"])
 def slow_any_server(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """The same under daphne (project/daphne_limits.py), then uvicorn (project/send_timeout.py)."""
+    """The same under daphne (core/servers/daphne.py), then uvicorn (core/servers/asyncio_server.py)."""
     if request.param == "daphne":
         yield request.getfixturevalue("slow")
     else:
