@@ -1,0 +1,84 @@
+"""The web servers we run under, behind one interface chosen once at start-up.
+
+daphne (the default, and what ``runserver`` runs) and asyncio servers such as uvicorn
+treat a client that stops reading differently: daphne hands every write to Twisted and
+returns at once, buffering without limit; uvicorn's ``send`` waits while the transport
+is full, which would let one stalled socket hold up a room's whole fan-out. Both must
+bound what such a client costs (docs/protocol.md, "Slow and stalled clients"), so each
+server gets a guard here, for HTTP responses and for WebSocket sends:
+
+- ``guard_http(application)``: the HTTP application to serve (daphne: its server
+  patched for flow control, the idle time-out and RFC 6455 close codes; asyncio
+  servers: a send time-out around the application).
+- ``guard_socket(send)``: a ``SocketGuard`` for one WebSocket, or None if the server
+  needs none (Channels' test communicator).
+
+``SERVER`` says which server this process runs under; project.asgi asks once.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
+
+Server = Literal["daphne", "asyncio"]
+
+
+def detect() -> Server:
+    """daphne's command line (and runserver) import its server before the application,
+    and before Django's set-up (which imports daphne.server too, for its app's system
+    checks): so this must be asked before Django is set up."""
+    return "daphne" if "daphne.server" in sys.modules else "asyncio"
+
+
+class SocketGuard(Protocol):
+    """Per WebSocket: whether the client is taking what is sent, and what has piled up."""
+
+    # Since when the client has taken nothing (None while it reads), and how much has
+    # been sent or queued for it since.
+    waiting_since: float | None
+    waiting_bytes: int
+    # Whether a close frame can still reach the client (daphne: Twisted writes it ahead of
+    # nothing; asyncio: it would queue behind everything the client is not reading).
+    closes_gracefully: bool
+
+    def hold(self, text: str) -> bool:
+        """Called before each send: True if the guard has queued ``text`` (the caller
+        must not send it), False if the caller sends it now."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the connection and whatever waits for it."""
+        ...
+
+
+def _no_guard(send: Any) -> SocketGuard | None:
+    return None
+
+
+# Chosen by guard_http at start-up; until then (an application not served through
+# project.asgi, such as Channels' WebsocketCommunicator) sockets need no guard.
+_socket_guard: Callable[[Any], SocketGuard | None] = _no_guard
+
+
+def guard_http(application: Any, server: Server) -> Any:
+    """Runs once, at start-up: the HTTP application to serve, and the socket guard of
+    every WebSocket from now on."""
+    global _socket_guard
+    if server == "daphne":
+        from core.servers import daphne
+
+        daphne.install()
+        _socket_guard = daphne.SocketFlow.attach
+        return application
+    from core.servers import asyncio_server
+
+    _socket_guard = asyncio_server.Outbox.attach
+    return asyncio_server.SendTimeoutMiddleware(application)
+
+
+def guard_socket(send: Any) -> SocketGuard | None:
+    """The guard of a socket whose ASGI ``send`` is ``send`` (called on accept), or None
+    where the server's own ``send`` is not the one we know (a test communicator)."""
+    return _socket_guard(send)
