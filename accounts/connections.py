@@ -28,14 +28,15 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
 from django.conf import settings
 from django.db import transaction
+from django.http import HttpRequest
 
-from accounts.credentials import Credential, credentials_invalid
+from accounts.credentials import Credential, credential_for_request, credentials_invalid
 from core.aio import PerLoop, spawn
 from core.db_thread import in_db_thread
 from core.layer import RealtimeChannelLayer, get_layer
@@ -280,3 +281,59 @@ class Connections:
 
 # The connections of the running event loop (one per worker process; tests get one per loop).
 get_connections: PerLoop[Connections] = PerLoop(Connections)
+
+
+# ---- SSE responses -----------------------------------------------------------------------------
+async def until_credentials_change(
+    body: AsyncIterator[str], *, user_id: int, credential: Credential, reservation: Reservation | None = None
+) -> AsyncIterator[str]:
+    """``body`` (an SSE response's), registered as a connection of the user and ended
+    when the user's credentials change. ``reservation``: its place under a per-user cap
+    (notification streams are capped), released when the body ends."""
+    ended = False
+    step: asyncio.Future[str] | None = None
+
+    async def credentials_changed() -> None:
+        # The body may be waiting (for tokens, a task, a notification): stop the wait
+        # itself, so the response ends within the 2 seconds docs/protocol.md promises.
+        nonlocal ended
+        ended = True
+        if step is not None:
+            step.cancel()
+
+    registry = get_connections()
+    connection = await registry.open(
+        user_id=user_id, credential=credential, on_change=credentials_changed, reservation=reservation
+    )
+    iterator = aiter(body)
+    try:
+        while not ended:
+            step = asyncio.ensure_future(anext(iterator))
+            try:
+                chunk = await step
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if ended and current is not None and not current.cancelling():
+                    return  # ours: the credentials changed
+                raise
+            finally:
+                step = None
+            yield chunk
+    finally:
+        if connection is not None:
+            await registry.close(connection)
+
+
+def credential_watch(
+    request: HttpRequest, *, user_id: int, reservation: Reservation | None = None
+) -> Callable[[AsyncIterator[str]], AsyncIterator[str]]:
+    """The ``watch`` of core.sse.sse_response for a request of ``user_id``: the response
+    ends when the user's credentials change (docs/protocol.md, "Connections and credentials")."""
+    return partial(
+        until_credentials_change,
+        user_id=user_id,
+        credential=credential_for_request(request, user_id=user_id),
+        reservation=reservation,
+    )

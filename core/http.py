@@ -36,6 +36,23 @@ def error_response(status: int, code: str, detail: str, headers: dict[str, str] 
     return response
 
 
+def openai_error(*, message: str, type: str, code: str | None) -> dict[str, Any]:
+    """OpenAI's error object, ``{"error": {"message", "type", "param", "code"}}``: the only
+    place it is built (the /v1 API, its streamed errors, the API middleware and the outage
+    page under /v1). It is a shape, like ``error_response``'s, so core keeps it where the
+    middleware can reach it without importing an app."""
+    return {"error": {"message": message, "type": type, "param": None, "code": code}}
+
+
+def openai_error_response(
+    status: int, *, message: str, type: str, code: str | None, headers: dict[str, str] | None = None
+) -> JsonResponse:
+    response = JsonResponse(openai_error(message=message, type=type, code=code), status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
 def domain_error_response(error: DomainError) -> JsonResponse:
     """A service's refusal as REST answers it: the kind's status, the code and detail."""
     return error_response(error.http_status, error.code, error.detail, error.http_headers())

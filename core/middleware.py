@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
-from core.http import error_response, status_code_name
+from core.http import error_response, openai_error_response, status_code_name
 
 API_PREFIXES = ("/api/", "/v1/")
 
@@ -21,9 +21,7 @@ def _error_for(path: str, status: int) -> HttpResponse:
     name = status_code_name(status)
     if path.startswith("/v1/"):
         kind = "server_error" if status >= 500 else "invalid_request_error"
-        return JsonResponse(
-            {"error": {"message": name.replace("_", " "), "type": kind, "param": None, "code": name}}, status=status
-        )
+        return openai_error_response(status, message=name.replace("_", " "), type=kind, code=name)
     return error_response(status, name, "see the status code")
 
 

@@ -1,11 +1,30 @@
-"""Server-Sent Events framing: one pure function, golden-string tested."""
+"""Server-Sent Events: the framing (pure functions, golden-string tested), the response
+every SSE view returns, and the one loop that turns batches of events into its body.
+
+Core imports no app: what ends a response early (accounts ends it when the user's
+credentials change) comes in as a ``watch`` wrapper around the body.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from django.http import StreamingHttpResponse
+
+T = TypeVar("T")
 
 KEEPALIVE = ": keepalive\n\n"
+# A comment after this many idle seconds keeps proxies and browsers from timing out.
+KEEPALIVE_SECONDS = 15.0
+# Events are sent in chunks of about this size: big enough that a fast reader gets a
+# burst in few writes, small enough that a stalled one leaves little in the buffer.
+MAX_CHUNK_CHARS = 16 * 1024
+
+# Wraps a response's whole body (the opening comment included), e.g. to end it early.
+BodyWatch = Callable[[AsyncIterator[str]], AsyncIterator[str]]
 
 
 def encode_event(*, data: Any, event: str | None = None, id: str | None = None) -> str:
@@ -53,3 +72,74 @@ def _single_line(value: str) -> str:
     if "\n" in value or "\r" in value or "\0" in value:
         raise ValueError("SSE event names and ids must be single lines without NUL")
     return value
+
+
+OPENING = encode_comment("stream open")
+
+
+# ---- the body ------------------------------------------------------------------------------------
+def in_chunks(texts: list[str], *, limit: int) -> list[str]:
+    """Whole events joined into chunks of about ``limit`` characters (an event larger than
+    that is a chunk of its own)."""
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for text in texts:
+        if current and size + len(text) > limit:
+            chunks.append("".join(current))
+            current, size = [], 0
+        current.append(text)
+        size += len(text)
+    if current:
+        chunks.append("".join(current))
+    return chunks
+
+
+async def follow(
+    *, batches: AsyncIterable[Sequence[T]], render: Callable[[T], str], keepalive_seconds: float = KEEPALIVE_SECONDS
+) -> AsyncIterator[str]:
+    """The one SSE follow loop: each batch of events as SSE text (``render`` makes one
+    event's), in chunks; a keepalive comment once the body has been silent for
+    ``keepalive_seconds``. ``batches`` yields an empty batch whenever it waited without
+    news (at least every few seconds), which is when a keepalive may go out; the body
+    ends when ``batches`` does."""
+    idle_since = time.monotonic()
+    async for batch in batches:
+        if batch:
+            idle_since = time.monotonic()
+            # A read returns up to 1000 events, megabytes with long tokens: sent as one chunk,
+            # all of it would sit in a stalled client's write buffer. In chunks, the server's
+            # flow control (core/servers/daphne.py, uvicorn's own) stops after the first.
+            for chunk in in_chunks([render(item) for item in batch], limit=MAX_CHUNK_CHARS):
+                yield chunk
+        elif time.monotonic() - idle_since >= keepalive_seconds:
+            idle_since = time.monotonic()
+            yield KEEPALIVE
+
+
+async def _opened(body: AsyncIterator[str]) -> AsyncIterator[str]:
+    # Servers send the status line and headers with the first body bytes (daphne does),
+    # so a stream with nothing to say yet would leave its client waiting for them.
+    yield OPENING
+    async for chunk in body:
+        yield chunk
+
+
+def sse_response(
+    *, body: AsyncIterator[str], headers: Mapping[str, str] | None = None, watch: BodyWatch | None = None
+) -> StreamingHttpResponse:
+    """The response of every SSE view: ``body`` (an async iterator: Django buffers a sync
+    one under ASGI) after an opening comment, so headers reach the client at once.
+
+    ``watch`` wraps the whole body, opening included, so that it is in place before the
+    client hears anything (accounts.connections.credential_watch ends a response when
+    the user's credentials change)."""
+    opened = _opened(body)
+    response = StreamingHttpResponse(
+        watch(opened) if watch is not None else opened, content_type="text/event-stream; charset=utf-8"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response

@@ -15,12 +15,12 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
 from accounts import connections
-from accounts.connections import get_connections
+from accounts.connections import credential_watch, get_connections
+from core import sse
 from core.http import MAX_ID, async_api_view, error_response, parse_id
-from core.sse import KEEPALIVE, encode_event
 from notifications import selectors, services
+from notifications.models import Notification
 from notifications.wakeups import get_wakeups, user_topic
-from streaming.views import KEEPALIVE_SECONDS, sse_response
 
 # Besides wake-ups, the table is read this often. Wake-ups are lost only while Redis is
 # unreachable, and every stream is woken when its worker reconnects, so this only
@@ -85,23 +85,31 @@ async def notification_stream(request: HttpRequest) -> HttpResponseBase:
         after = last
     else:
         after = await database_sync_to_async(selectors.notification_latest_id)(user_id=user_id)
-    return sse_response(request, _stream(user_id, after), reservation=reservation)
+    return sse.sse_response(
+        body=sse.follow(batches=_batches(user_id, after), render=_render),
+        watch=credential_watch(request, user_id=user_id, reservation=reservation),
+    )
 
 
-async def _stream(user_id: int, after: int) -> AsyncIterator[str]:
+def _render(notification: Notification) -> str:
+    return sse.encode_event(event=notification.kind, data=notification.data, id=str(notification.pk))
+
+
+async def _batches(user_id: int, after: int) -> AsyncIterator[list[Notification]]:
+    """The user's notifications after ``after`` as they come, an empty batch after each
+    wait without any (core.sse.follow's chance to send a keepalive); ends after
+    NOTIFICATIONS_STREAM_IDLE_SECONDS without a notification."""
     async with get_wakeups().watch(user_topic(user_id)) as woken:
-        idle_since = last_sent = time.monotonic()
+        last_sent = time.monotonic()
         while time.monotonic() - last_sent < float(settings.NOTIFICATIONS_STREAM_IDLE_SECONDS):
             woken.clear()
             found = await database_sync_to_async(selectors.notifications_after)(user_id=user_id, after=after, unread_only=False)
             if found:
                 after = found[-1].pk
-                idle_since = last_sent = time.monotonic()
-                yield "".join(encode_event(event=n.kind, data=n.data, id=str(n.pk)) for n in found)
+                last_sent = time.monotonic()
+                yield found
                 continue
-            if time.monotonic() - idle_since >= KEEPALIVE_SECONDS:
-                idle_since = time.monotonic()
-                yield KEEPALIVE
+            yield []
             idle_left = float(settings.NOTIFICATIONS_STREAM_IDLE_SECONDS) - (time.monotonic() - last_sent)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, min(POLL_SECONDS, idle_left))):

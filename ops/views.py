@@ -14,7 +14,7 @@ from django.views import csrf, defaults
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from accounts.services import bearer_from_header
-from core.http import error_response
+from core.http import error_response, openai_error_response
 from core.middleware import is_api_path
 from core.redis_clients import redis_configured, shard_count, sync_redis_at
 
@@ -80,9 +80,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
         return defaults.server_error(request)
     detail = "the database is unavailable; nothing was stored, try again shortly"
     if request.path.startswith("/v1/"):
-        response: HttpResponse = JsonResponse(
-            {"error": {"message": detail, "type": "server_error", "param": None, "code": "unavailable"}}, status=503
-        )
+        response: HttpResponse = openai_error_response(503, message=detail, type="server_error", code="unavailable")
     elif request.path.startswith("/api/"):
         response = error_response(503, "unavailable", detail)
     else:

@@ -30,11 +30,12 @@ from core.consumers import (
     PING_TEXT,
     LayerConsumer,
 )
+from core.errors import DomainError
+from core.eventlog import LogEvent
 from core.http import MAX_ID
 from core.layer import user_group
 from streaming import services
 from streaming.backends import ChatTurn
-from streaming.log import LogEvent
 
 # A stream id as the server makes them (uuid4().hex), the same as in streaming/urls.py.
 STREAM_ID = re.compile(r"[0-9a-f]{32}")
@@ -92,6 +93,12 @@ class AssistantConsumer(LayerConsumer):
             return await self._error("bad_json", "frame is not valid JSON")
         if not isinstance(frame, dict):
             return await self._error("bad_frame", "frame must be a JSON object")
+        try:
+            await self._dispatch(frame)
+        except DomainError as refused:  # the one place a refusal becomes a frame
+            await self._error(refused.code, refused.detail)
+
+    async def _dispatch(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "user_message":
             await self._start(frame)
@@ -133,19 +140,16 @@ class AssistantConsumer(LayerConsumer):
 
     async def _start(self, frame: dict[str, Any]) -> None:
         conversation_id = frame.get("conversation_id") or self.conversation_id
-        try:
-            message, max_tokens = services.clean_request(message=frame.get("content"), max_tokens=frame.get("max_tokens"))
-            if conversation_id is not None and not isinstance(conversation_id, str):
-                raise services.StreamRefusedError(400, "bad_request", "conversation_id must be a string")
-            started = await services.generation_start(
-                user_id=self.user_id,
-                turns=[ChatTurn("user", message)],
-                conversation_id=conversation_id,
-                max_tokens=max_tokens,
-                credential=self.scope.get("credential"),
-            )
-        except services.StreamRefusedError as refused:
-            return await self._error(refused.code, refused.detail)
+        message, max_tokens = services.clean_request(message=frame.get("content"), max_tokens=frame.get("max_tokens"))
+        if conversation_id is not None and not isinstance(conversation_id, str):
+            raise services.StreamRefusedError("bad_request", "conversation_id must be a string")
+        started = await services.generation_start(
+            user_id=self.user_id,
+            turns=[ChatTurn("user", message)],
+            conversation_id=conversation_id,
+            max_tokens=max_tokens,
+            credential=self.scope.get("credential"),
+        )
         self.conversation_id, self.stream_id = started.conversation_id, started.stream_id
         await self.send(_frame(type="conversation_start", conversation_id=started.conversation_id, stream_id=started.stream_id))
         await self.send(_frame(type="typing"))

@@ -4,12 +4,15 @@
   that one account cannot take every slot): sorted sets of running stream ids scored by
   their producer's last heartbeat, so the slot of a producer that died frees itself.
 - LLM_TOKENS_PER_DAY per user (unset: no limit): a counter per user per UTC day.
+- What one stream may write to its log (stream_cap): the log lives in Redis for ten
+  minutes after it ends, so its size is what one request can make Redis hold.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -128,3 +131,34 @@ async def budget_spend(*, user_id: int, tokens: int) -> None:
 def reset_local_state() -> None:
     _local_running.clear()
     _local_tokens.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCap:
+    """What one token stream may write to its log (docs/protocol.md, "Limits"): at most
+    ``events`` token events holding at most ``chars`` characters. The final event repeats
+    the whole content, so a stream holds at most about twice ``chars`` characters."""
+
+    events: int
+    chars: int
+
+    def fit(self, tokens: list[str], *, events: int, chars: int) -> tuple[list[str], bool]:
+        """The tokens that still fit after ``events`` events and ``chars`` characters (the
+        one that crosses the character cap cut short), and whether any did not fit."""
+        events_left, chars_left = self.events - events, self.chars - chars
+        kept: list[str] = []
+        for token in tokens:
+            if events_left <= 0 or len(token) > chars_left:
+                if events_left > 0 and chars_left > 0:
+                    kept.append(token[:chars_left])
+                return kept, True
+            kept.append(token)
+            events_left -= 1
+            chars_left -= len(token)
+        return kept, False
+
+
+def stream_cap() -> StreamCap:
+    """LLM_STREAM_MAX_EVENTS and LLM_STREAM_MAX_CHARS (or LLM_MAX_REPLY_CHARS, if lower)."""
+    chars = min(int(settings.LLM_STREAM_MAX_CHARS), int(settings.LLM_MAX_REPLY_CHARS))
+    return StreamCap(events=int(settings.LLM_STREAM_MAX_EVENTS), chars=chars)

@@ -2,7 +2,7 @@
 
 A generation is started by a request or a socket but does not belong to it: it runs as
 its own task on the worker that accepted it, writes every event to the stream log
-(streaming.log), and every client, on any worker, reads the log. So a client that
+(core.eventlog), and every client, on any worker, reads the log. So a client that
 drops loses nothing, a stream can be resumed anywhere, and a Channels consumer's
 ``receive`` is never blocked by a reply being generated.
 """
@@ -27,11 +27,12 @@ from accounts.credentials import Credential, credential_valid
 from chat.selectors import user_is_banned_site_wide
 from core.aio import spawn
 from core.db_thread import in_db_thread
-from core.http import ApiError, parse_id
+from core.errors import DomainError
+from core.eventlog import HEARTBEAT_SECONDS, LogEvent, Produced, follow, get_log
+from core.http import parse_id
 from core.text import is_storable_text
 from streaming import limits
 from streaming.backends import Backend, BackendError, ChatTurn, get_backend
-from streaming.log import HEARTBEAT_SECONDS, PRODUCER_LOST_SECONDS, LogEvent, get_log, stream_cap
 from streaming.models import Conversation, ConversationMessage
 
 logger = logging.getLogger(__name__)
@@ -50,12 +51,14 @@ SLOT_REFRESH_SECONDS = 3.0
 _running: set[asyncio.Task[None]] = set()
 
 
-class StreamRefusedError(ApiError):
-    """A generation that cannot start: ``code`` and the HTTP status that says so (a 429
-    says when to try again)."""
+class StreamRefusedError(DomainError):
+    """A generation (or a request for one) refused: a bad request (the default kind), a
+    conversation that is not the user's, a ban, or a limit reached (``rate_limited``,
+    with ``retry_after``). REST, /v1 and the assistant socket each answer it in one place."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(status, code, detail, headers={"Retry-After": "1"} if status == 429 else None)
+
+# Limits that free up within moments (a slot, or tomorrow's budget: asking again is cheap).
+RETRY_AFTER_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +99,7 @@ def _conversation_begin(*, owner_id: int, conversation_id: str | None, turns: li
         else:
             found = conversation_history(conversation_id=conversation_id, owner_id=owner_id)
             if found is None:
-                raise StreamRefusedError(404, "not_found", "no such conversation")
+                raise StreamRefusedError("not_found", "no such conversation", kind="not_found")
             conversation = Conversation.objects.get(pk=conversation_id)
             history = found
         ConversationMessage.objects.bulk_create(
@@ -121,15 +124,15 @@ def _reply_store(*, conversation_id: str, stream_id: str, content: str, finish_r
 # ---- starting ----------------------------------------------------------------------------------------
 def clean_request(*, message: object, max_tokens: object) -> tuple[str, int | None]:
     if not isinstance(message, str) or not message.strip():
-        raise StreamRefusedError(400, "bad_request", "message must be a non-empty string")
+        raise StreamRefusedError("bad_request", "message must be a non-empty string")
     if not is_storable_text(message):  # a lone surrogate or NUL would fail the database write
-        raise StreamRefusedError(400, "bad_request", "message must be Unicode text without NUL or lone surrogates")
+        raise StreamRefusedError("bad_request", "message must be Unicode text without NUL or lone surrogates")
     if len(message) > MAX_MESSAGE_CHARS:
-        raise StreamRefusedError(400, "bad_request", f"message is longer than {MAX_MESSAGE_CHARS} characters")
+        raise StreamRefusedError("bad_request", f"message is longer than {MAX_MESSAGE_CHARS} characters")
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS_LIMIT
     ):
-        raise StreamRefusedError(400, "bad_request", f"max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT}")
+        raise StreamRefusedError("bad_request", f"max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT}")
     return message, max_tokens
 
 
@@ -147,19 +150,23 @@ async def generation_start(
     ``credential``, what authenticated the request: if it stops being valid (a token
     revoked, a log-out...) while the reply is generated, the generation stops.
 
-    Raises StreamRefusedError: 403 ``banned`` for a user banned site-wide (generating is
-    acting, docs/protocol.md, "Authentication and the handshake"), 429 ``budget_exceeded`` or ``busy``, 404 for someone else's
-    conversation."""
+    Raises StreamRefusedError: ``banned`` (forbidden) for a user banned site-wide (generating
+    is acting, docs/protocol.md, "Authentication and the handshake"), ``budget_exceeded`` or
+    ``busy`` (rate_limited), ``not_found`` for someone else's conversation."""
     if await in_db_thread(user_is_banned_site_wide, user_id=user_id):
-        raise StreamRefusedError(403, "banned", "you are banned site-wide")
+        raise StreamRefusedError("banned", "you are banned site-wide", kind="forbidden")
     if await limits.budget_exceeded(user_id=user_id):
-        raise StreamRefusedError(429, "budget_exceeded", "the daily token budget is used up")
+        raise StreamRefusedError(
+            "budget_exceeded", "the daily token budget is used up", kind="rate_limited", retry_after=RETRY_AFTER_SECONDS
+        )
     stream_id = uuid.uuid4().hex
     full = await limits.slot_acquire(stream_id=stream_id, user_id=user_id)
     if full == "user":
-        raise StreamRefusedError(429, "busy", "you have too many replies being generated; wait for one to finish")
+        detail = "you have too many replies being generated; wait for one to finish"
+        raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
     if full == "all":
-        raise StreamRefusedError(429, "busy", "too many replies are being generated; try again shortly")
+        detail = "too many replies are being generated; try again shortly"
+        raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
     try:
         conversation, context = await in_db_thread(
             _conversation_begin, owner_id=user_id, conversation_id=conversation_id, turns=turns
@@ -222,7 +229,7 @@ class Producer:
         self.log = get_log()
         self.seq = 1
         self.tokens: list[str] = []
-        self.chars = 0  # characters written to the log so far (streaming.log.stream_cap)
+        self.chars = 0  # characters written to the log so far (limits.stream_cap)
         self.prompt_tokens = sum(count_tokens(turn.content) for turn in context)
         self.stop_reason: str | None = None  # cancelled | abandoned | revoked
 
@@ -287,7 +294,7 @@ class Producer:
 
     async def _produce(self) -> LogEvent:
         generation = self.backend.generate(messages=self.context, max_tokens=self.max_tokens)
-        cap = stream_cap()
+        cap = limits.stream_cap()
         try:
             async for batch in generation:
                 # What does not fit in the stream's log is never written: the reply ends
@@ -354,11 +361,12 @@ class Producer:
 
 
 # ---- reading ---------------------------------------------------------------------------------------
-# How long one read waits for new events before the reader checks on the producer.
-READ_WAIT_SECONDS = 1.0
-# A read that comes back this much later than it should have means Redis or this event
-# loop stood still (a read answers within READ_WAIT_SECONDS when all is well).
-STALL_SECONDS = 1.0
+# What a reader appends, once for everyone, when the producer's worker died.
+PRODUCER_LOST = Produced(
+    lost_kind="error",
+    lost_data={"code": "producer_lost", "detail": "the worker producing this stream stopped; start a new reply"},
+)
+FINAL_KINDS = ("done", "error")
 
 
 async def stream_owner_check(*, stream_id: str, user_id: int) -> bool:
@@ -366,42 +374,14 @@ async def stream_owner_check(*, stream_id: str, user_id: int) -> bool:
     return meta is not None and meta.owner_id == user_id
 
 
-async def stream_follow(*, stream_id: str, after: int) -> AsyncIterator[list[LogEvent]]:
+def stream_follow(*, stream_id: str, after: int) -> AsyncIterator[list[LogEvent]]:
     """Events with seq > ``after``, live, until the final ``done`` or ``error``.
 
     Yields an empty list after each second without events (for keepalives). Marks the
     stream as read, so that it is not abandoned. If the producer's worker died, appends
     (once, whoever notices first) and yields an ``error`` event ``producer_lost``.
     """
-    log = get_log()
-    last_touch = 0.0
-    # Since when this reader has seen Redis (and its own event loop) answer promptly. A
-    # producer's heartbeat is judged only over such a stretch: after a stall, the silence
-    # was everyone's, not the producer's, and it gets PRODUCER_LOST_SECONDS to beat again.
-    responsive_since = time.monotonic() - PRODUCER_LOST_SECONDS
-    while True:
-        asked = time.monotonic()
-        events = await log.read(stream_id, after=after, wait=READ_WAIT_SECONDS)
-        now = time.monotonic()
-        if now - asked > READ_WAIT_SECONDS + STALL_SECONDS:
-            responsive_since = now
-        if now - last_touch >= 1.0:
-            last_touch = now
-            await log.touch_reader(stream_id)
-        if events:
-            yield events
-            after = events[-1].seq
-            if events[-1].kind in ("done", "error"):
-                return
-            continue
-        meta = await log.meta(stream_id)
-        if meta is None:
-            return  # expired
-        if meta.producer_lost and time.monotonic() - responsive_since >= PRODUCER_LOST_SECONDS:
-            detail = "the worker producing this stream stopped; start a new reply"
-            await log.fail_if_running(stream_id, kind="error", data={"code": "producer_lost", "detail": detail})
-            continue
-        yield []
+    return follow(stream_id, after=after, final=FINAL_KINDS, produced=PRODUCER_LOST)
 
 
 def parse_last_event_id(value: str | None, *, stream_id: str) -> int:

@@ -1,6 +1,7 @@
 from django.urls import path, re_path
 
-from streaming import conversations_api, openai_api, views
+from streaming import conversations_api, views
+from streaming.openai import views as openai_views
 
 STREAM_ID = r"(?P<stream_id>[0-9a-f]{32})"
 
@@ -13,6 +14,6 @@ api_urlpatterns = [
 ]
 
 openai_urlpatterns = [
-    path("chat/completions", openai_api.chat_completions),
-    path("models", openai_api.models),
+    path("chat/completions", openai_views.chat_completions),
+    path("models", openai_views.models),
 ]

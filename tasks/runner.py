@@ -21,8 +21,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from core.aio import spawn
+from core.eventlog import get_log
 from core.redis_clients import async_redis, redis_configured
-from streaming.log import get_log
 from tasks import services
 from tasks.models import Task
 from tasks.registry import KINDS

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -11,10 +10,10 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
+from accounts.connections import credential_watch
+from core import sse
+from core.eventlog import LogEvent, follow
 from core.http import async_api_view, json_body, parse_id
-from core.sse import KEEPALIVE, encode_event
-from streaming.log import get_log
-from streaming.views import KEEPALIVE_SECONDS, sse_response
 from tasks import services
 from tasks.models import Task
 from tasks.registry import TaskRequestError
@@ -81,34 +80,34 @@ async def task_events(request: HttpRequest, task_id: int) -> HttpResponseBase:
     """SSE: progress events numbered from 1; Last-Event-ID resumes; any worker serves it."""
     task = await _owned_task(request, task_id)
     after = parse_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")) or 0
-    return sse_response(request, _events(task.pk, after))
+    return sse.sse_response(
+        body=sse.follow(
+            batches=follow(f"task:{task.pk}", after=after, final=FINAL_EVENTS, when_idle=_FinalFromRow(task.pk)),
+            render=_render,
+        ),
+        watch=credential_watch(request, user_id=_owner_id(request)),
+    )
 
 
-async def _events(task_id: int, after: int) -> AsyncIterator[str]:
-    log, name = get_log(), f"task:{task_id}"
-    idle_since = time.monotonic()
-    finished_seen: float | None = None
-    while True:
-        events = await log.read(name, after=after, wait=1.0)
-        if events:
-            idle_since = time.monotonic()
-            yield "".join(encode_event(event=e.kind, data=e.data, id=str(e.seq)) for e in events)
-            after = events[-1].seq
-            if events[-1].kind in FINAL_EVENTS:
-                return
-            continue
-        task = await Task.objects.aget(pk=task_id)
-        if task.status in Task.FINISHED:
-            finished_seen = finished_seen or time.monotonic()
-            if time.monotonic() - finished_seen >= FINAL_EVENT_GRACE_SECONDS:
-                kind = "complete" if task.status == Task.Status.SUCCEEDED else "failed"
-                data = (
-                    {"status": task.status, "result": task.result}
-                    if kind == "complete"
-                    else {"status": task.status, "error": task.error}
-                )
-                yield encode_event(event=kind, data=data, id=str(after + 1))
-                return
-        if time.monotonic() - idle_since >= KEEPALIVE_SECONDS:
-            idle_since = time.monotonic()
-            yield KEEPALIVE
+def _render(event: LogEvent) -> str:
+    return sse.encode_event(event=event.kind, data=event.data, id=str(event.seq))
+
+
+class _FinalFromRow:
+    """Asked whenever a read of the task's log finds nothing: once the row has said for
+    FINAL_EVENT_GRACE_SECONDS that the task finished, its final event, made from the row."""
+
+    def __init__(self, task_id: int) -> None:
+        self.task_id = task_id
+        self.finished_seen: float | None = None
+
+    async def __call__(self, after: int) -> list[LogEvent]:
+        task = await Task.objects.aget(pk=self.task_id)
+        if task.status not in Task.FINISHED:
+            return []
+        self.finished_seen = self.finished_seen or time.monotonic()
+        if time.monotonic() - self.finished_seen < FINAL_EVENT_GRACE_SECONDS:
+            return []
+        if task.status == Task.Status.SUCCEEDED:
+            return [LogEvent(after + 1, "complete", {"status": task.status, "result": task.result})]
+        return [LogEvent(after + 1, "failed", {"status": task.status, "error": task.error})]

@@ -1,5 +1,5 @@
 """Properties of the request parsing of /v1/chat/completions and /api/assistant/stream
-(streaming/openai_api.py, streaming/services.py): any body is a valid request or a 400
+(streaming/openai/parsing.py, streaming/services.py): any body is a valid request or a 400
 with an error code, never anything else."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from core.text import is_storable_text
 from streaming import services
-from streaming.openai_api import ROLES, _parse
+from streaming.openai.parsing import ROLES, parse_chat_request
 
 ANY_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()))
 JSON_VALUES = st.recursive(
@@ -45,11 +45,11 @@ factory = RequestFactory()
 @given(BODIES)
 def test_any_chat_completions_body_is_a_request_or_a_400(body: bytes) -> None:
     try:
-        turns, max_tokens, stream, include_usage, model = _parse(
+        turns, max_tokens, stream, include_usage, model = parse_chat_request(
             factory.post("/v1/chat/completions", data=body, content_type="application/json")
         )
     except services.StreamRefusedError as refused:
-        assert refused.status == 400 and refused.code in OPENAI_CODES
+        assert refused.http_status == 400 and refused.code in OPENAI_CODES
         return
     assert turns and all(t.role in {"system", "user", "assistant"} and is_storable_text(t.content) for t in turns)
     assert any(t.role == "user" and t.content.strip() for t in turns)
@@ -62,7 +62,7 @@ def test_any_assistant_request_is_clean_or_a_400(message: Any, max_tokens: Any) 
     try:
         cleaned, tokens = services.clean_request(message=message, max_tokens=max_tokens)
     except services.StreamRefusedError as refused:
-        assert (refused.status, refused.code) == (400, "bad_request")
+        assert (refused.http_status, refused.code) == (400, "bad_request")
         return
     assert cleaned == message and is_storable_text(cleaned) and cleaned.strip()
     assert tokens is None or (type(tokens) is int and 1 <= tokens <= services.MAX_TOKENS_LIMIT)

@@ -11,8 +11,8 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient, override_settings
 
 from chat.services import ban_create
+from core.eventlog import LocalLog, get_log
 from streaming import limits
-from streaming.log import LocalLog, get_log
 from streaming.models import ConversationMessage
 from tests.support.asgi_client import BearerClient, read_all
 from tests.support.factories import make_token, make_user

@@ -13,8 +13,8 @@ from django.contrib.auth.models import User
 from django.test import override_settings
 
 from chat.services import ban_create
+from core.eventlog import LocalLog, get_log
 from notifications.models import Notification
-from streaming.log import LocalLog, get_log
 from tasks import runner as runner_module
 from tasks.models import Task
 from tasks.runner import _local_runners

@@ -1,4 +1,4 @@
-"""Properties of the stream log's entries (streaming/log.py), in process and on a real
+"""Properties of the stream log's entries (core/eventlog.py), in process and on a real
 Redis: any batch of events appended reads back the same, from any position."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streaming.log import LocalLog, LogEvent, RedisLog
+from core.eventlog import LocalLog, LogEvent, RedisLog
 
 # What reaches the log: JSON objects whose strings every encoder takes (the parsers refuse
 # lone surrogates and NUL before anything is stored or generated).

@@ -1,17 +1,15 @@
-"""The stream log's semantics, the same in process and on a real Redis."""
+"""The event log's semantics (core/eventlog.py), the same in process and on a real Redis."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from typing import Any
 
 import pytest
 from django.test import override_settings
 
-from streaming import log as log_module
-from streaming.log import LocalLog, LogEvent, RedisLog
+from core import eventlog as log_module
+from core.eventlog import LocalLog, LogEvent, RedisLog
 
 pytestmark = pytest.mark.asyncio
 
@@ -108,34 +106,43 @@ async def test_a_meta_hash_without_its_owner_is_an_unknown_stream(redis_server):
         assert await RedisLog().meta(name) is None
 
 
-@pytest.mark.django_db(transaction=True)
-@override_settings(LLM_TOKEN_DELAY_MS=0, LLM_MAX_REPLY_CHARS=10**9, LLM_STREAM_MAX_CHARS=40_000)
-async def test_what_one_generation_leaves_in_redis_is_capped(redis_server):
-    """2,000 tokens of 1,000 characters asked for: Redis holds 40,000 characters of
-    tokens, the final event's copy of them, and framing, not 4 MB."""
-    import redis as redis_library
-    from channels.db import database_sync_to_async
+async def test_follow_reads_live_until_a_final_event(log, monkeypatch):
+    monkeypatch.setattr(log_module, "get_log", lambda: log)
+    monkeypatch.setattr(log_module, "READ_WAIT_SECONDS", 0.05)
+    name = f"task:follow-{time.time_ns()}"
+    await log.append_next(name, kind="progress", data={"n": 1})
 
-    from streaming import services
-    from streaming.backends import ChatTurn
-    from tests.support.factories import make_user
+    async def later() -> None:
+        await asyncio.sleep(0.2)
+        await log.append_next(name, kind="complete", data={})
 
-    user = await database_sync_to_async(make_user)("capped")
-    with override_settings(REDIS_SHARDS=[{"url": redis_server.url}]):
-        started = await services.generation_start(
-            user_id=user.pk, turns=[ChatTurn("user", "w" * 999)], conversation_id=None, max_tokens=2_000
-        )
-        async for events in services.stream_follow(stream_id=started.stream_id, after=0):
-            final = events[-1] if events else None
-        await asyncio.gather(*services._running)  # the producer stores the reply, then frees its slot
-    assert final is not None and final.kind == "done" and final.data["finish_reason"] == "length"
-    client = redis_library.Redis.from_url(redis_server.url)
-    try:
-        key = f"log:{started.stream_id}"
-        entries: Any = client.xrange(key)
-        logged = [event for _, fields in entries for event in json.loads(fields[b"e"])]
-        memory = client.memory_usage(key)
-    finally:
-        client.close()
-    assert sum(len(data["token"]) for _, kind, data in logged if kind == "token") == 40_000
-    assert memory is not None and memory < 120_000, f"{memory} bytes"
+    writer = asyncio.create_task(later())
+    batches = [[(e.seq, e.kind) for e in batch] async for batch in log_module.follow(name, after=0, final=("complete",))]
+    await writer
+    read = [event for batch in batches for event in batch]
+    assert read == [(1, "progress"), (2, "complete")]
+    assert [] in batches, "an empty batch after each read that found nothing (for keepalives)"
+
+
+async def test_follow_hands_out_what_the_idle_check_makes_and_stops_on_none(log, monkeypatch):
+    monkeypatch.setattr(log_module, "get_log", lambda: log)
+    monkeypatch.setattr(log_module, "READ_WAIT_SECONDS", 0.01)
+    name = f"task:idle-{time.time_ns()}"
+
+    async def made_from_elsewhere(after: int) -> list[LogEvent]:
+        return [LogEvent(after + 1, "failed", {"from": "the row"})]
+
+    batches = [b async for b in log_module.follow(name, after=4, final=("failed",), when_idle=made_from_elsewhere)]
+    assert batches == [[LogEvent(5, "failed", {"from": "the row"})]]
+
+    async def over(after: int) -> None:
+        return None
+
+    assert [b async for b in log_module.follow(name, after=0, final=("failed",), when_idle=over)] == []
+
+
+async def test_follow_of_a_produced_log_ends_when_its_meta_data_expired(log, monkeypatch):
+    monkeypatch.setattr(log_module, "get_log", lambda: log)
+    monkeypatch.setattr(log_module, "READ_WAIT_SECONDS", 0.01)
+    lost = log_module.Produced(lost_kind="error", lost_data={"code": "producer_lost"})
+    assert [b async for b in log_module.follow(f"gone-{time.time_ns()}", after=-1, final=("done",), produced=lost)] == []

@@ -1,4 +1,4 @@
-"""The durable per-stream event log that token streams (and tasks) are read from.
+"""The durable event log that token streams and tasks write to and every reader follows.
 
 A producer appends numbered events (0, 1, 2, …); any number of readers, on any worker,
 read them from any position, wait for more, and learn when the stream ended. With
@@ -11,8 +11,10 @@ Control travels through the meta hash, not through messages: a cancel sets a fla
 reader records when it last read, and the producer checks both on its heartbeat
 (HEARTBEAT_SECONDS), so any worker can cancel, and a stream nobody reads is abandoned.
 
-What one token stream may write is capped (stream_cap): the log lives in Redis for ten
-minutes after it ends, so its size is what one request can make Redis hold.
+``follow`` is the one reader loop: from a position, live, until a final event.
+
+This module is shared machinery (core imports no app): what a log's events mean, and
+how much one producer may write, belong to the app that writes it.
 """
 
 from __future__ import annotations
@@ -21,11 +23,9 @@ import asyncio
 import bisect
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from django.conf import settings
 
 from core.redis_clients import async_redis, redis_configured
 from core.sse import compact_json
@@ -48,37 +48,6 @@ class LogEvent:
     seq: int
     kind: str
     data: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamCap:
-    """What one token stream may write to its log (docs/protocol.md, "Limits"): at most
-    ``events`` token events holding at most ``chars`` characters. The final event repeats
-    the whole content, so a stream holds at most about twice ``chars`` characters."""
-
-    events: int
-    chars: int
-
-    def fit(self, tokens: list[str], *, events: int, chars: int) -> tuple[list[str], bool]:
-        """The tokens that still fit after ``events`` events and ``chars`` characters (the
-        one that crosses the character cap cut short), and whether any did not fit."""
-        events_left, chars_left = self.events - events, self.chars - chars
-        kept: list[str] = []
-        for token in tokens:
-            if events_left <= 0 or len(token) > chars_left:
-                if events_left > 0 and chars_left > 0:
-                    kept.append(token[:chars_left])
-                return kept, True
-            kept.append(token)
-            events_left -= 1
-            chars_left -= len(token)
-        return kept, False
-
-
-def stream_cap() -> StreamCap:
-    """LLM_STREAM_MAX_EVENTS and LLM_STREAM_MAX_CHARS (or LLM_MAX_REPLY_CHARS, if lower)."""
-    chars = min(int(settings.LLM_STREAM_MAX_CHARS), int(settings.LLM_MAX_REPLY_CHARS))
-    return StreamCap(events=int(settings.LLM_STREAM_MAX_EVENTS), chars=chars)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,3 +309,74 @@ _local_log = LocalLog()
 
 def get_log() -> RedisLog | LocalLog:
     return RedisLog() if redis_configured() else _local_log
+
+
+# ---- following ------------------------------------------------------------------------------------
+# How long one read waits for new events before the reader looks at the log's state (and a
+# view gets its chance to send a keepalive).
+READ_WAIT_SECONDS = 1.0
+# A read that comes back this much later than it should have means Redis or this event
+# loop stood still (a read answers within READ_WAIT_SECONDS when all is well).
+STALL_SECONDS = 1.0
+
+# Called with the last seq read when a read found nothing: events to hand out as if read
+# (a final one ends the follow), [] to wait on, or None when the log is over.
+IdleCheck = Callable[[int], Awaitable[list[LogEvent] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """A log with one producer and meta data (``create``, ``heartbeat``): its readers mark
+    it read (a log nobody reads is abandoned), stop when its meta data expired, and, when
+    the producer's heartbeat is stale, append this final event once, for everyone."""
+
+    lost_kind: str
+    lost_data: Mapping[str, Any]
+
+
+async def follow(
+    name: str,
+    *,
+    after: int,
+    final: Collection[str],
+    produced: Produced | None = None,
+    when_idle: IdleCheck | None = None,
+) -> AsyncIterator[list[LogEvent]]:
+    """The events of log ``name`` with seq > ``after``, live, until one of a ``final`` kind.
+
+    Yields an empty list after each read that found nothing (READ_WAIT_SECONDS), so that
+    a reader can send keepalives. Every SSE view and socket that reads a log reads it here.
+    """
+    log = get_log()
+    last_touch = 0.0
+    # Since when this reader has seen Redis (and its own event loop) answer promptly. A
+    # producer's heartbeat is judged only over such a stretch: after a stall, the silence
+    # was everyone's, not the producer's, and it gets PRODUCER_LOST_SECONDS to beat again.
+    responsive_since = time.monotonic() - PRODUCER_LOST_SECONDS
+    while True:
+        asked = time.monotonic()
+        events = await log.read(name, after=after, wait=READ_WAIT_SECONDS)
+        now = time.monotonic()
+        if produced is not None:
+            if now - asked > READ_WAIT_SECONDS + STALL_SECONDS:
+                responsive_since = now
+            if now - last_touch >= 1.0:
+                last_touch = now
+                await log.touch_reader(name)
+        if not events and produced is not None:
+            meta = await log.meta(name)
+            if meta is None:
+                return  # expired
+            if meta.producer_lost and time.monotonic() - responsive_since >= PRODUCER_LOST_SECONDS:
+                await log.fail_if_running(name, kind=produced.lost_kind, data=produced.lost_data)
+                continue  # the next read returns the final event, whoever appended it
+        if not events and when_idle is not None:
+            found = await when_idle(after)
+            if found is None:
+                return
+            events = found
+        yield events
+        if events:
+            after = events[-1].seq
+            if events[-1].kind in final:
+                return

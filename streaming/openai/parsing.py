@@ -1,0 +1,105 @@
+"""The request of /v1/chat/completions, read and checked (docs/protocol.md, "Token streams" and
+"Limits"): any body is a ChatRequest or a refusal with an OpenAI error code, never anything else."""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest
+
+from core.text import is_storable_text
+from streaming.backends import ChatTurn
+from streaming.services import MAX_MESSAGE_CHARS, MAX_PROMPT_CHARS, StreamRefusedError, clean_request
+
+ROLES = {"system", "user", "assistant", "developer"}
+# The largest request body read (docs/protocol.md, "Limits"): the largest valid request is
+# MAX_PROMPT_CHARS characters, each at most 12 bytes as JSON (an emoji escaped as two
+# \uXXXX), about 1.5 MB; 2 MiB leaves room for the rest of the body.
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+
+
+class ChatRequest(NamedTuple):
+    turns: list[ChatTurn]
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool
+    model: str
+
+
+def _body(request: HttpRequest) -> bytes:
+    """The request body, at most MAX_REQUEST_BYTES (413 beyond, declared or sent)."""
+    too_large = StreamRefusedError(
+        "request_too_large", f"The request body is larger than {MAX_REQUEST_BYTES} bytes.", kind="too_large"
+    )
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_REQUEST_BYTES:
+        raise too_large
+    try:
+        body = request.body
+    except RequestDataTooBig:  # Django's own cap (DATA_UPLOAD_MAX_MEMORY_SIZE), if set lower
+        raise too_large from None
+    if len(body) > MAX_REQUEST_BYTES:  # sent without a Content-Length (chunked)
+        raise too_large
+    return body
+
+
+def parse_chat_request(request: HttpRequest) -> ChatRequest:
+    """The request's body as a chat completion request; StreamRefusedError (a 400, or a 413
+    for a body over MAX_REQUEST_BYTES) for anything else."""
+    bad = StreamRefusedError
+    raw = _body(request)
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, RecursionError):
+        raise bad("invalid_json", "We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict):
+        raise bad("invalid_request", "The body must be a JSON object.")
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise bad("invalid_messages", "'messages' must be a non-empty array.")
+    turns: list[ChatTurn] = []
+    for message in raw_messages:
+        # A role that is a list or an object is unhashable: ``in ROLES`` would raise (a 500).
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or message["role"] not in ROLES:
+            raise bad("invalid_messages", "Each message needs a role of system, developer, user or assistant.")
+        content = message.get("content")
+        if isinstance(content, list):  # content parts: keep the text ones
+            texts = [part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+            content = "".join(text for text in texts if isinstance(text, str)) if all(isinstance(t, str) for t in texts) else None
+        if not isinstance(content, str):
+            raise bad("invalid_messages", "Each message's content must be a string.")
+        if len(content) > MAX_MESSAGE_CHARS:  # the assistant's limit (docs/protocol.md, "Limits")
+            raise bad(
+                "string_above_max_length",
+                f"Invalid 'messages[{len(turns)}].content': string too long. Expected a string with maximum length "
+                f"{MAX_MESSAGE_CHARS}, but got a string with length {len(content)} instead.",
+            )
+        if not is_storable_text(content):  # a lone surrogate or NUL would fail the database write
+            raise bad("invalid_messages", "Each message's content must be Unicode text without NUL or lone surrogates.")
+        role = "system" if message["role"] == "developer" else message["role"]
+        turns.append(ChatTurn(role, content))
+    if not any(t.role == "user" and t.content.strip() for t in turns):
+        raise bad("invalid_messages", "At least one user message with content is needed.")
+    total = sum(len(t.content) for t in turns)
+    if total > MAX_PROMPT_CHARS:
+        raise bad(
+            "context_length_exceeded",
+            f"The messages have {total} characters in all; at most {MAX_PROMPT_CHARS} are accepted.",
+        )
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    # The content was checked above, message by message: only max_tokens is left to check.
+    clean_request(message="x", max_tokens=max_tokens)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad("invalid_request", "'stream' must be a boolean.")
+    options = body.get("stream_options") or {}
+    include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad("invalid_model", "'model' must be a non-empty string.")
+    return ChatRequest(turns, max_tokens, stream, include_usage, model)

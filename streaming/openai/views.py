@@ -1,0 +1,131 @@
+"""The OpenAI-compatible API of docs/protocol.md, "Token streams": /v1/chat/completions and /v1/models.
+
+Speaks the Chat Completions wire format closely enough that the official ``openai``
+SDK works unchanged, streamed or not. A streamed reply is an ordinary stream of the
+log, named by the ``X-Stream-Id`` header, so /api/streams/<id>/events can resume it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
+
+from accounts.connections import credential_watch
+from accounts.credentials import credential_for_request
+from core.http import openai_error_response
+from core.sse import sse_response
+from streaming import services
+from streaming.openai.errors import error_chunk, openai_view
+from streaming.openai.parsing import parse_chat_request
+
+
+def _model_name() -> str:
+    return str(settings.LLM_MODEL) if settings.LLM_BACKEND == "openai" else "echo"
+
+
+@openai_view("GET")
+async def models(request: HttpRequest) -> HttpResponseBase:
+    return JsonResponse(
+        {"object": "list", "data": [{"id": _model_name(), "object": "model", "created": 0, "owned_by": "realtime-rooms"}]}
+    )
+
+
+def _chunk(stream_id: str, model: str, created: int, *, delta: dict[str, Any] | None, finish: str | None = None) -> str:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    payload = {
+        "id": f"chatcmpl-{stream_id}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }
+    return "data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+def _finish_reason(reason: str) -> str:
+    # OpenAI knows stop and length; a cancelled reply simply stopped.
+    return "length" if reason == "length" else "stop"
+
+
+async def _stream_body(stream_id: str, model: str, include_usage: bool, prompt_tokens: int) -> AsyncIterator[str]:
+    created = int(time.time())
+    yield _chunk(stream_id, model, created, delta={"role": "assistant", "content": ""})
+    async for events in services.stream_follow(stream_id=stream_id, after=0):
+        tokens = "".join(e.data["token"] for e in events if e.kind == "token")
+        out = _chunk(stream_id, model, created, delta={"content": tokens}) if tokens else ""
+        last = events[-1] if events else None
+        if last is not None and last.kind == "done":
+            out += _chunk(stream_id, model, created, delta={}, finish=_finish_reason(last.data["finish_reason"]))
+            if include_usage:
+                completion = last.data["usage"]["completion_tokens"]
+                usage = {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt_tokens + completion,
+                }
+                payload = json.loads(_chunk(stream_id, model, created, delta=None)[6:])
+                payload["usage"] = usage
+                out += "data: " + json.dumps(payload, separators=(",", ":")) + "\n\n"
+            out += "data: [DONE]\n\n"
+        elif last is not None and last.kind == "error":
+            out += error_chunk(code=last.data["code"], detail=last.data["detail"])
+        if out:
+            yield out
+
+
+@openai_view("POST")
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
+    turns, max_tokens, stream, include_usage, model = parse_chat_request(request)
+    user: User = request.resolved_user  # type: ignore[attr-defined]
+    started = await services.generation_start(
+        user_id=user.pk,
+        turns=turns,
+        conversation_id=None,
+        max_tokens=max_tokens,
+        credential=credential_for_request(request, user_id=user.pk),
+    )
+    prompt_tokens = sum(services.count_tokens(t.content) for t in turns)
+    if stream:
+        return sse_response(
+            body=_stream_body(started.stream_id, model, include_usage, prompt_tokens),
+            headers={"X-Stream-Id": started.stream_id},
+            watch=credential_watch(request, user_id=user.pk),
+        )
+    final = None
+    async for events in services.stream_follow(stream_id=started.stream_id, after=0):
+        if events and events[-1].kind in ("done", "error"):
+            final = events[-1]
+    if final is None or final.kind == "error":
+        detail = final.data["detail"] if final else "the stream ended without a reply"
+        return openai_error_response(502, message=detail, type="server_error", code=final.data["code"] if final else "no_reply")
+    completion = final.data["usage"]["completion_tokens"]
+    response = JsonResponse(
+        {
+            "id": f"chatcmpl-{started.stream_id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": final.data["content"], "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": _finish_reason(final.data["finish_reason"]),
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            },
+        }
+    )
+    response["X-Stream-Id"] = started.stream_id
+    return response
