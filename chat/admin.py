@@ -6,7 +6,7 @@ heard live (a room's lock, a message's removal, a ban's end) are read-only in th
 a plain save would change the row and tell nobody.
 
 A moderator is a staff user in the Moderators group, not a superuser: each action names
-the permission it needs, and the group has exactly those (chat.services.MODERATOR_PERMISSIONS).
+the permission it needs, and the group has exactly those (chat.services.moderation.MODERATOR_PERMISSIONS).
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from django.utils import timezone
 
 from accounts.admin import ApiTokenAdmin
 from accounts.models import ApiToken
-from chat import presence, protocol, services
+from chat import presence, protocol
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, sanction_active_q
+from chat.services import moderation
+from chat.services.messages import room_notice
 
 
 def _actor(request: HttpRequest) -> User:
@@ -48,9 +50,9 @@ def _count(count: int, noun: str) -> str:
 class SanctionForm(forms.Form):
     room = forms.ModelChoiceField(queryset=Room.objects.all(), required=False, empty_label="Site-wide (every room)")
     minutes = forms.IntegerField(
-        required=False, min_value=1, max_value=services.MAX_SANCTION_MINUTES, help_text="Empty: until lifted."
+        required=False, min_value=1, max_value=moderation.MAX_SANCTION_MINUTES, help_text="Empty: until lifted."
     )
-    reason = forms.CharField(required=False, max_length=services.MAX_REASON_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
+    reason = forms.CharField(required=False, max_length=moderation.MAX_REASON_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
 
 
 class NoticeForm(forms.Form):
@@ -111,7 +113,7 @@ class RoomAdmin(admin.ModelAdmin):
         return self.fields if obj is not None and obj.direct_key is not None else self.readonly_fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        # Rooms are made over the API (services.room_create): a private one gets its owner
+        # Rooms are made over the API (room_create): a private one gets its owner
         # as first member there, and every field but the title is read-only here.
         return False
 
@@ -157,7 +159,7 @@ class RoomAdmin(admin.ModelAdmin):
 
     def _lock(self, request: HttpRequest, queryset: QuerySet[Room], *, locked: bool) -> None:
         for room in queryset:
-            services.room_lock(room=room, locked=locked, locked_by=_actor(request))
+            moderation.room_lock(room=room, locked=locked, locked_by=_actor(request))
         self.message_user(request, f"{'Locked' if locked else 'Unlocked'} {_count(len(queryset), 'room')}.", messages.SUCCESS)
 
     @admin.action(description="Make selected rooms public", permissions=["publish"])
@@ -165,7 +167,7 @@ class RoomAdmin(admin.ModelAdmin):
         changed = refused = 0
         for room in queryset:
             try:
-                changed += services.room_make_public(room=room, changed_by=_actor(request))
+                changed += moderation.room_make_public(room=room, changed_by=_actor(request))
             except ValidationError:
                 refused += 1  # a direct message
         self.message_user(request, f"Made {_count(changed, 'room')} public.", messages.SUCCESS)
@@ -189,7 +191,7 @@ class RoomAdmin(admin.ModelAdmin):
         if isinstance(answer, TemplateResponse):
             return answer
         for room in queryset:
-            services.room_notice(room=room, content=answer.cleaned_data["content"], sent_by=_actor(request))
+            room_notice(room=room, content=answer.cleaned_data["content"], sent_by=_actor(request))
         self.message_user(request, f"Sent the notice to {_count(len(queryset), 'room')}.", messages.SUCCESS)
         return None
 
@@ -237,12 +239,12 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Remove selected messages (redact)", permissions=["change"])
     def remove_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        removed = sum(services.message_remove(message=m, removed_by=_actor(request)) for m in queryset)
+        removed = sum(moderation.message_remove(message=m, removed_by=_actor(request)) for m in queryset)
         self.message_user(request, f"Removed {_count(removed, 'message')}.", messages.SUCCESS)
 
     @admin.action(description="Restore selected messages", permissions=["change"])
     def restore_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        restored = sum(services.message_restore(message=m, restored_by=_actor(request)) for m in queryset)
+        restored = sum(moderation.message_restore(message=m, restored_by=_actor(request)) for m in queryset)
         self.message_user(request, f"Restored {_count(restored, 'message')}.", messages.SUCCESS)
 
 
@@ -277,7 +279,7 @@ class ModeratedUserAdmin(UserAdmin):
         if isinstance(answer, TemplateResponse):
             return answer
         for user in queryset:
-            services.ban_create(user=user, created_by=_actor(request), **answer.cleaned_data)
+            moderation.ban_create(user=user, created_by=_actor(request), **answer.cleaned_data)
         self.message_user(request, f"Banned {_count(len(queryset), 'user')}.", messages.SUCCESS)
         return None
 
@@ -296,7 +298,7 @@ class ModeratedUserAdmin(UserAdmin):
         if isinstance(answer, TemplateResponse):
             return answer
         for user in queryset:
-            services.mute_create(user=user, created_by=_actor(request), **answer.cleaned_data)
+            moderation.mute_create(user=user, created_by=_actor(request), **answer.cleaned_data)
         self.message_user(request, f"Muted {_count(len(queryset), 'user')}.", messages.SUCCESS)
         return None
 
@@ -319,7 +321,7 @@ class SanctionStateFilter(admin.SimpleListFilter):
 
 class SanctionAddForm(forms.ModelForm):
     minutes = forms.IntegerField(
-        required=False, min_value=1, max_value=services.MAX_SANCTION_MINUTES, help_text="Empty: until lifted."
+        required=False, min_value=1, max_value=moderation.MAX_SANCTION_MINUTES, help_text="Empty: until lifted."
     )
 
 
@@ -382,10 +384,10 @@ class BanAdmin(SanctionAdmin):
     noun = "ban"
 
     def create(self, **kwargs: Any) -> Ban:
-        return services.ban_create(**kwargs)
+        return moderation.ban_create(**kwargs)
 
     def lift_one(self, sanction: Ban, lifted_by: User) -> bool:
-        return services.ban_lift(ban=sanction, lifted_by=lifted_by)
+        return moderation.ban_lift(ban=sanction, lifted_by=lifted_by)
 
 
 @admin.register(Mute)
@@ -393,10 +395,10 @@ class MuteAdmin(SanctionAdmin):
     noun = "mute"
 
     def create(self, **kwargs: Any) -> Mute:
-        return services.mute_create(**kwargs)
+        return moderation.mute_create(**kwargs)
 
     def lift_one(self, sanction: Mute, lifted_by: User) -> bool:
-        return services.mute_lift(mute=sanction, lifted_by=lifted_by)
+        return moderation.mute_lift(mute=sanction, lifted_by=lifted_by)
 
 
 # ---- reports -----------------------------------------------------------------------------
@@ -459,13 +461,13 @@ class ReportAdmin(admin.ModelAdmin):
     @admin.action(description="Remove the reported messages", permissions=["change"])
     def remove_messages(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
         for report in queryset.select_related("message"):
-            services.report_resolve(report=report, resolution=Report.Resolution.REMOVED, resolved_by=_actor(request))
+            moderation.report_resolve(report=report, resolution=Report.Resolution.REMOVED, resolved_by=_actor(request))
         self.message_user(request, f"Removed the messages of {_count(len(queryset), 'report')}.", messages.SUCCESS)
 
     @admin.action(description="Dismiss selected reports (keep the messages)", permissions=["change"])
     def dismiss_reports(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
         dismissed = sum(
-            services.report_resolve(report=report, resolution=Report.Resolution.DISMISSED, resolved_by=_actor(request))
+            moderation.report_resolve(report=report, resolution=Report.Resolution.DISMISSED, resolved_by=_actor(request))
             for report in queryset.select_related("message")
         )
         self.message_user(request, f"Dismissed {_count(dismissed, 'report')}.", messages.SUCCESS)
@@ -481,7 +483,7 @@ class ModeratedApiTokenAdmin(ApiTokenAdmin):
     written to the moderation log."""
 
     def revoke_one(self, request: HttpRequest, token: ApiToken) -> bool:
-        return services.apitoken_revoke(token=token, revoked_by=_actor(request))
+        return moderation.apitoken_revoke(token=token, revoked_by=_actor(request))
 
 
 # ---- the audit log -------------------------------------------------------------------------

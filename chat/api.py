@@ -1,20 +1,24 @@
-"""The JSON API of docs/protocol.md, "REST" and "Moderation": thin views over chat.services and chat.selectors."""
+"""The JSON API of docs/protocol.md, "REST" and "Moderation": thin views over chat.services and chat.selectors.
+
+The services' refusals (core.errors.DomainError: ChatError, RoomExistsError, BannedError,
+MembershipError, ReportExistsError) and Django's ValidationError are answered in one
+place, core.http.api_view: the kind's status, the code and detail, Retry-After. The views
+raise ApiError only for what the interface itself checks (the body, the caller, a 404).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from chat import selectors, services
+from chat import selectors
 from chat.models import Message, Room
-from chat.protocol import ChatError, is_storable_text
+from chat.protocol import is_storable_text
+from chat.services import messages, moderation
+from chat.services.rooms import dm_open, member_add, member_remove, room_create, room_mark_read
 from core.http import MAX_ID, ApiError, api_view, json_body, signed_in_user
-
-# A ChatError code -> the HTTP status REST answers with.
-_STATUS = {"rate_limited": 429, "muted": 403, "room_locked": 423}
 
 
 def _room_or_404(slug: str, request: HttpRequest) -> Room:
@@ -74,12 +78,7 @@ def rooms(request: HttpRequest) -> HttpResponse:
         raise ApiError(400, "invalid", "slug and title must be strings")
     if not isinstance(private, bool):
         raise ApiError(400, "invalid", "private must be true or false")
-    try:
-        room = services.room_create(slug=slug, title=title, created_by=user, private=private)
-    except services.RoomExistsError:
-        raise ApiError(409, "exists", f"room {slug!r} exists") from None
-    except ValidationError as error:
-        raise ApiError(400, "invalid", "; ".join(error.messages)) from None
+    room = room_create(slug=slug, title=title, created_by=user, private=private)  # 409 exists, 403 banned, 400
     return JsonResponse(selectors.room_object(room=room, online=0), status=201)
 
 
@@ -100,11 +99,8 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
     # A banned user's sockets are closed and refused; REST must not be the way around that.
     if selectors.user_is_banned(user_id=user.pk, room_id=room.pk):
         raise ApiError(403, "banned", "you are banned from this room")
-    try:
-        message = services.message_create(room=room, user=user, content=body["content"], nonce=nonce)
-    except ChatError as error:
-        headers = {"Retry-After": str(max(1, round(error.retry_after + 0.499)))} if error.retry_after else None
-        raise ApiError(_STATUS.get(error.code, 400), error.code, error.detail, headers=headers) from None
+    # ChatError: 429 rate_limited with Retry-After, 403 muted, 423 room_locked, 400 for bad content.
+    message = messages.message_create(room=room, user=user, content=body["content"], nonce=nonce)
     frame = selectors.message_frames(messages=[message], room_slug=room.slug)[0]
     return JsonResponse(frame, status=201)
 
@@ -114,7 +110,7 @@ def room_message(request: HttpRequest, slug: str, message_id: int) -> HttpRespon
     message = _message_or_404(_room_or_404(slug, request), message_id)
     if not (request.user.is_staff or message.user_id == request.user.pk):
         raise ApiError(403, "forbidden", "only staff or the author may remove a message")
-    services.message_remove(message=message, removed_by=signed_in_user(request))
+    moderation.message_remove(message=message, removed_by=signed_in_user(request))
     return HttpResponse(status=204)
 
 
@@ -123,10 +119,7 @@ def message_report(request: HttpRequest, slug: str, message_id: int) -> HttpResp
     """Any signed-in user may report a message, once."""
     message = _message_or_404(_room_or_404(slug, request), message_id)
     reason = _optional_string(json_body(request), "reason")
-    try:
-        report = services.report_create(message=message, reporter=signed_in_user(request), reason=reason)
-    except services.ReportExistsError:
-        raise ApiError(409, "exists", "you have already reported this message") from None
+    report = moderation.report_create(message=message, reporter=signed_in_user(request), reason=reason)  # 409 exists
     return JsonResponse(selectors.report_object(report=report), status=201)
 
 
@@ -138,7 +131,7 @@ def room_lock(request: HttpRequest, slug: str) -> HttpResponse:
     locked = json_body(request).get("locked")
     if not isinstance(locked, bool):
         raise ApiError(400, "invalid", "locked must be true or false")
-    room = services.room_lock(room=room, locked=locked, locked_by=staff)
+    room = moderation.room_lock(room=room, locked=locked, locked_by=staff)
     return JsonResponse(selectors.room_object(room=room))
 
 
@@ -149,7 +142,7 @@ def room_notice(request: HttpRequest, slug: str) -> HttpResponse:
     content = json_body(request).get("content")
     if not isinstance(content, str):
         raise ApiError(400, "invalid", "content must be a string")
-    services.room_notice(room=room, content=content, sent_by=staff)  # ValidationError -> 400
+    messages.room_notice(room=room, content=content, sent_by=staff)  # ValidationError -> 400
     return JsonResponse({"room": room.slug, "content": content.strip()}, status=202)
 
 
@@ -175,7 +168,7 @@ def _sanction_body(request: HttpRequest) -> dict[str, Any]:
 @api_view("POST")
 def bans(request: HttpRequest) -> HttpResponse:
     staff = _staff_user(request)
-    ban = services.ban_create(**_sanction_body(request), created_by=staff)  # ValidationError -> 400
+    ban = moderation.ban_create(**_sanction_body(request), created_by=staff)  # ValidationError -> 400
     return JsonResponse(selectors.sanction_object(sanction=ban), status=201)
 
 
@@ -185,14 +178,14 @@ def ban(request: HttpRequest, ban_id: int) -> HttpResponse:
     found = selectors.ban_get(ban_id=ban_id)
     if found is None:
         raise ApiError(404, "no_such_ban", f"no ban {ban_id}")
-    services.ban_lift(ban=found, lifted_by=staff)
+    moderation.ban_lift(ban=found, lifted_by=staff)
     return HttpResponse(status=204)
 
 
 @api_view("POST")
 def mutes(request: HttpRequest) -> HttpResponse:
     staff = _staff_user(request)
-    mute = services.mute_create(**_sanction_body(request), created_by=staff)  # ValidationError -> 400
+    mute = moderation.mute_create(**_sanction_body(request), created_by=staff)  # ValidationError -> 400
     return JsonResponse(selectors.sanction_object(sanction=mute), status=201)
 
 
@@ -202,7 +195,7 @@ def mute(request: HttpRequest, mute_id: int) -> HttpResponse:
     found = selectors.mute_get(mute_id=mute_id)
     if found is None:
         raise ApiError(404, "no_such_mute", f"no mute {mute_id}")
-    services.mute_lift(mute=found, lifted_by=staff)
+    moderation.mute_lift(mute=found, lifted_by=staff)
     return HttpResponse(status=204)
 
 
@@ -217,13 +210,6 @@ def _user_or_400(body: dict[str, Any]) -> User:
     return user
 
 
-def _membership_call(call: Any) -> Any:
-    try:
-        return call()
-    except services.MembershipError as error:
-        raise ApiError(error.status, error.code, error.detail) from None
-
-
 @api_view("GET", "POST")
 def room_members(request: HttpRequest, slug: str) -> HttpResponse:
     """GET: the members (members and staff only). POST {"user"}: add one (a member, or staff)."""
@@ -236,7 +222,7 @@ def room_members(request: HttpRequest, slug: str) -> HttpResponse:
             raise ApiError(404, "no_such_room", f"no room {slug!r}")
         return JsonResponse({"members": selectors.room_members(room=room)})
     user = _user_or_400(json_body(request))
-    member = _membership_call(lambda: services.member_add(room=room, user=user, added_by=caller))
+    member = member_add(room=room, user=user, added_by=caller)
     return JsonResponse({"username": user.get_username(), "role": member.role}, status=201)
 
 
@@ -248,7 +234,7 @@ def room_member(request: HttpRequest, slug: str, username: str) -> HttpResponse:
     user = selectors.user_get(username=username)
     if user is None:
         raise ApiError(404, "not_found", f"{username} is not a member")
-    _membership_call(lambda: services.member_remove(room=room, user=user, removed_by=caller))
+    member_remove(room=room, user=user, removed_by=caller)
     return HttpResponse(status=204)
 
 
@@ -259,7 +245,7 @@ def room_read(request: HttpRequest, slug: str) -> HttpResponse:
     last_id = json_body(request).get("last_id")
     if isinstance(last_id, bool) or not isinstance(last_id, int) or not 0 <= last_id <= MAX_ID:
         raise ApiError(400, "invalid", "last_id must be a non-negative integer")
-    services.room_mark_read(room_id=room.pk, user_id=signed_in_user(request).pk, last_id=last_id)
+    room_mark_read(room_id=room.pk, user_id=signed_in_user(request).pk, last_id=last_id)
     return JsonResponse({"last_id": last_id})
 
 
@@ -268,8 +254,5 @@ def direct_messages(request: HttpRequest) -> HttpResponse:
     """POST {"user"}: the direct-message room with that user; 201 the first time, 200 after."""
     caller = signed_in_user(request)
     other = _user_or_400(json_body(request))
-    try:
-        room, created = services.dm_open(user=caller, other=other)
-    except ValidationError as error:
-        raise ApiError(400, "invalid", "; ".join(error.messages)) from None
+    room, created = dm_open(user=caller, other=other)  # ValidationError -> 400, BannedError -> 403
     return JsonResponse(selectors.room_object(room=room), status=201 if created else 200)

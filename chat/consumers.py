@@ -17,13 +17,16 @@ from django.db import Error as DatabaseError
 
 from accounts import connections
 from accounts.connections import Connection, get_connections
-from chat import protocol, selectors, services, wire
+from chat import protocol, selectors, wire
 from chat.hub import Hub, get_hub
 from chat.protocol import ChatError
+from chat.services import messages
+from chat.services.rooms import room_mark_read
 from chat.writer import get_writer
 from core import metrics
 from core.consumers import LayerConsumer
 from core.db_thread import in_db_thread
+from core.errors import DomainError
 from core.http import parse_id
 from core.servers import SocketGuard, guard_socket
 
@@ -55,7 +58,7 @@ class RoomConsumer(LayerConsumer):
     registered: Connection | None = None  # in accounts.connections: counted, told of credential changes
     send_guard: SocketGuard | None = None  # daphne's or the asyncio server's (core.servers)
     cut_off = False  # closed for not reading: nothing more is sent
-    typing: services.TypingGate | None = None  # made on the first typing frame
+    typing: messages.TypingGate | None = None  # made on the first typing frame
 
     # ---- hooks ------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -138,7 +141,7 @@ class RoomConsumer(LayerConsumer):
                 # The broadcast echo, carrying the nonce, is the sender's ack.
                 try:
                     await self.writer.write(
-                        services.MessageDraft(
+                        messages.MessageDraft(
                             room_id=self.room_id,
                             room_slug=self.room_slug,
                             user_id=self.user_id,
@@ -155,8 +158,8 @@ class RoomConsumer(LayerConsumer):
                     ) from None
             elif isinstance(frame, protocol.Typing):
                 if self.typing is None:
-                    self.typing = services.TypingGate()
-                await services.typing_set(
+                    self.typing = messages.TypingGate()
+                await messages.typing_set(
                     room_id=self.room_id,
                     room_slug=self.room_slug,
                     user_id=self.user_id,
@@ -166,9 +169,11 @@ class RoomConsumer(LayerConsumer):
                 )
             elif isinstance(frame, protocol.Ping):
                 await self.send_text(protocol.PONG_TEXT)
-        except ChatError as error:
+        except DomainError as error:
+            # The one place the room socket answers a refusal (the parser's, the services',
+            # its own): an ``error`` frame, and the socket stays open.
             metrics.FRAMES_REJECTED.labels(code=error.code).inc()
-            await self.send_frame(error.frame())
+            await self.send_frame(protocol.refusal_frame(error))
 
     async def disconnect(self, code: int) -> None:
         """Runs once the socket is closed, by either side."""
@@ -178,7 +183,7 @@ class RoomConsumer(LayerConsumer):
                 await self.hub.leave(self)
                 await self.hub.presence_leave(self)
                 if self.private and self.last_sent_id:  # unread counts start after what was shown
-                    await database_sync_to_async(services.room_mark_read)(
+                    await database_sync_to_async(room_mark_read)(
                         room_id=self.room_id, user_id=self.user_id, last_id=self.last_sent_id
                     )
             if self.registered is not None:

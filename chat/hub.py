@@ -3,7 +3,7 @@
 Exactly once, although every broker is at most once
 ---------------------------------------------------
 Each message broadcast carries its id and the id of the room's previous message (both
-written in the same transaction, see chat.services.message_create), so the hub sees a
+written in the same transaction, see chat.services.messages.message_create), so the hub sees a
 chain. Per room it keeps ``last_id``, the newest message delivered to its sockets:
 
 - an event whose id is not above ``last_id`` is a duplicate and is dropped;

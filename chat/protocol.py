@@ -24,6 +24,7 @@ from core.consumers import CLOSE_UNAUTHENTICATED as CLOSE_UNAUTHENTICATED
 from core.consumers import CLOSE_UNAVAILABLE as CLOSE_UNAVAILABLE
 from core.consumers import PING_TEXT as PING_TEXT
 from core.consumers import PONG_TEXT as PONG_TEXT
+from core.errors import DomainError, Kind
 from core.text import is_storable_text as is_storable_text
 
 # ---- limits ----------------------------------------------------------------------
@@ -107,7 +108,7 @@ class PongFrame(TypedDict):
 
 class ErrorFrame(TypedDict, total=False):
     type: Literal["error"]
-    code: ErrorCode
+    code: ErrorCode | str  # the room protocol's codes; any other service's refusal keeps its own
     detail: str
     nonce: str | None
     retry_after: float
@@ -179,19 +180,43 @@ class Pong:
 ClientFrame = SendMessage | Typing | Ping | Pong
 
 
-class ChatError(Exception):
-    """A frame or request that cannot be accepted: an ``error`` frame over WebSocket,
-    a JSON error over REST. Raised by the parser and by chat.services."""
+# The kind of refusal each code is; REST answers with the kind's status (core.errors).
+# Content that does not fit is "invalid" (400, too_long included), as the contract says.
+_KINDS: dict[ErrorCode, Kind] = {
+    "bad_json": "invalid",
+    "bad_frame": "invalid",
+    "empty": "invalid",
+    "too_long": "invalid",
+    "rate_limited": "rate_limited",
+    "muted": "forbidden",
+    "room_locked": "locked",
+    "unavailable": "unavailable",
+}
+
+
+class ChatError(DomainError):
+    """A frame or message that cannot be accepted: an ``error`` frame over WebSocket
+    (``frame``, which echoes the nonce), a JSON error over REST (by its kind). Raised by
+    the parser and by chat.services.messages."""
 
     def __init__(self, code: ErrorCode, detail: str, *, nonce: str | None = None, retry_after: float | None = None) -> None:
-        super().__init__(detail)
+        super().__init__(code, detail, kind=_KINDS[code], retry_after=retry_after)
         self.code: ErrorCode = code
-        self.detail = detail
         self.nonce = nonce
-        self.retry_after = retry_after
 
     def frame(self) -> ErrorFrame:
         return error_frame(self.code, self.detail, nonce=self.nonce, retry_after=self.retry_after)
+
+
+def refusal_frame(error: DomainError) -> ErrorFrame:
+    """The ``error`` frame for any service's refusal: a ChatError's own (it echoes the
+    nonce); another DomainError's code, detail and retry_after."""
+    if isinstance(error, ChatError):
+        return error.frame()
+    frame: ErrorFrame = {"type": "error", "code": error.code, "detail": error.detail, "nonce": None}
+    if error.retry_after is not None:
+        frame["retry_after"] = error.retry_after
+    return frame
 
 
 def clean_content(content: object, *, nonce: str | None = None) -> str:

@@ -3,7 +3,7 @@
 A socket hands its message to the writer and waits for the outcome (the committed
 Message, or the ChatError that refused it). The writer takes whatever has queued up
 while the previous batch was being written, up to MAX_BATCH, and commits it with one
-transaction (chat.services.message_create_batch). No batch waits for company: under
+transaction (chat.services.messages.message_create_batch). No batch waits for company: under
 light load every batch has one message and the latency is one commit; under heavy load
 batches grow and the cost per message falls. A sender's next frame is read only after
 its previous message has committed, so each sender's order is kept.
@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.db import connection
 
-from chat import services
 from chat.protocol import ChatError, MessageFrame
+from chat.services import messages
 from core.aio import PerLoop, spawn
 from core.db_thread import drop_if_unusable
 
@@ -38,11 +38,11 @@ MAX_BATCH = 200
 class MessageWriter:
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[tuple[services.MessageDraft, asyncio.Future[MessageFrame]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[messages.MessageDraft, asyncio.Future[MessageFrame]]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="message-writer")
         self.task = spawn(self._run(), name="message-writer")
 
-    async def write(self, draft: services.MessageDraft) -> MessageFrame:
+    async def write(self, draft: messages.MessageDraft) -> MessageFrame:
         """Commit one message; return its frame, or raise ChatError if it is refused."""
         future: asyncio.Future[MessageFrame] = self.loop.create_future()
         self.queue.put_nowait((draft, future))
@@ -76,10 +76,10 @@ class MessageWriter:
         self.executor.shutdown(wait=False)
 
 
-def _write(drafts: list[services.MessageDraft]) -> list[MessageFrame | ChatError]:
+def _write(drafts: list[messages.MessageDraft]) -> list[MessageFrame | ChatError]:
     drop_if_unusable()
     try:
-        return services.message_create_batch(drafts=drafts)
+        return messages.message_create_batch(drafts=drafts)
     except Exception:
         connection.close()  # a broken connection is not reused
         raise

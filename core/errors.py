@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-Kind = Literal["invalid", "unauthenticated", "forbidden", "not_found", "conflict", "too_large", "rate_limited", "unavailable"]
+Kind = Literal[
+    "invalid", "unauthenticated", "forbidden", "not_found", "conflict", "locked", "too_large", "rate_limited", "unavailable"
+]
 
 # The HTTP status of each kind, for every REST and SSE view (core.http maps it once).
 HTTP_STATUS: dict[Kind, int] = {
@@ -20,6 +22,7 @@ HTTP_STATUS: dict[Kind, int] = {
     "forbidden": 403,
     "not_found": 404,
     "conflict": 409,
+    "locked": 423,  # the resource is closed to changes for now (a locked room)
     "too_large": 413,
     "rate_limited": 429,
     "unavailable": 503,

@@ -1,6 +1,6 @@
 """The Moderators group: staff who moderate through the admin without being superusers.
 
-The permission list is frozen here, as migrations must be; chat.services.MODERATOR_PERMISSIONS
+The permission list is frozen here, as migrations must be; chat.services.moderation.MODERATOR_PERMISSIONS
 is the same list for `manage.py make_moderator`, and a test keeps the two equal.
 """
 

@@ -2,7 +2,7 @@
 longer has ``change_apitoken``, which let them edit a token's revocation by hand.
 
 Only these two permissions move, so a group changed on purpose keeps its other changes;
-chat.services.MODERATOR_PERMISSIONS is the list a fresh group gets, and a test keeps the
+chat.services.moderation.MODERATOR_PERMISSIONS is the list a fresh group gets, and a test keeps the
 two equal.
 """
 
@@ -22,7 +22,7 @@ def _move(apps, *, take: tuple[str, str], give: tuple[str, str]) -> None:
         app_config.models_module = None
     group = apps.get_model("auth", "Group").objects.filter(name=GROUP).first()
     if group is None:
-        return  # chat.services.moderator_make creates it, with the current list
+        return  # chat.services.moderation.moderator_make creates it, with the current list
     Permission = apps.get_model("auth", "Permission")
     group.permissions.remove(*Permission.objects.filter(content_type__app_label=take[0], codename=take[1]))
     group.permissions.add(Permission.objects.get(content_type__app_label=give[0], codename=give[1]))

@@ -4,8 +4,8 @@ from django.test import Client
 
 from accounts.models import ApiToken
 from accounts.services import token_create, token_hash, token_revoke, user_for_token
-from chat import services
 from chat.models import ModerationAction
+from chat.services.moderation import moderator_make
 from tests.support.factories import make_user
 
 pytestmark = pytest.mark.django_db
@@ -60,7 +60,7 @@ def bearer_status(raw: str) -> int:
 
 def test_a_moderator_revokes_with_the_action_logged_and_cannot_unrevoke_by_editing():
     moderator = make_user("mod")
-    services.moderator_make(user=moderator)
+    moderator_make(user=moderator)
     alice = make_user("alice")
     token, raw = token_create(user=alice)
     client = Client()

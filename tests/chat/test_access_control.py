@@ -14,9 +14,12 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client, override_settings
 
-from chat import ratelimit, services
+from chat import ratelimit
 from chat.hub import get_hub
 from chat.models import Message, Report, Room
+from chat.services.messages import message_create
+from chat.services.moderation import ban_create
+from chat.services.rooms import dm_open, room_create
 from chat.writer import get_writer
 from notifications.models import Notification
 from notifications.services import notification_create
@@ -64,8 +67,8 @@ def _fresh_limits():
 def test_a_third_person_gets_nothing_out_of_a_direct_message_room():
     """Every REST route and the page: 404 (the room does not exist for them), nothing written."""
     amy, ben, eve = make_user("amy"), make_user("ben"), make_user("eve")
-    room, _ = services.dm_open(user=amy, other=ben)
-    secret = services.message_create(room=room, user=amy, content="the secret")
+    room, _ = dm_open(user=amy, other=ben)
+    secret = message_create(room=room, user=amy, content="the secret")
     stranger = api(eve)
     assert room.slug not in [r["slug"] for r in stranger.get("/api/rooms/").json()["rooms"]]
     base = f"/api/rooms/{room.slug}"
@@ -95,7 +98,7 @@ def test_a_third_person_gets_nothing_out_of_a_direct_message_room():
 async def test_a_third_persons_socket_to_a_direct_message_room_closes_4004():
     def setup():
         amy, ben = make_user("amy"), make_user("ben")
-        room, _ = services.dm_open(user=amy, other=ben)
+        room, _ = dm_open(user=amy, other=ben)
         return room.slug, make_token(make_user("eve")), make_token(make_user("mod", staff=True))
 
     slug, eve_token, staff_token = await database_sync_to_async(setup)()
@@ -113,8 +116,8 @@ async def test_a_third_persons_socket_to_a_direct_message_room_closes_4004():
 async def test_an_outsider_cannot_have_a_private_room_summarised():
     def setup():
         owner = make_user("owner")
-        room = services.room_create(slug="club", title="Club", created_by=owner, private=True)
-        services.message_create(room=room, user=owner, content="the launch code is 0000")
+        room = room_create(slug="club", title="Club", created_by=owner, private=True)
+        message_create(room=room, user=owner, content="the launch code is 0000")
         return make_token(make_user("outsider"))
 
     outsider = BearerClient(await database_sync_to_async(setup)())
@@ -138,7 +141,7 @@ def test_a_task_page_does_not_show_the_title_of_a_room_its_owner_cannot_see():
     from tasks.models import Task
 
     owner, outsider = make_user("owner"), make_user("outsider")
-    services.room_create(slug="club", title="Plans for the merger", created_by=owner, private=True)
+    room_create(slug="club", title="Plans for the merger", created_by=owner, private=True)
     task = Task.objects.create(owner=outsider, kind="summarize_room", params={"room": "club"})
     page = Client()
     page.force_login(outsider)
@@ -151,13 +154,13 @@ def test_a_task_page_does_not_show_the_title_of_a_room_its_owner_cannot_see():
 @pytest.mark.django_db
 def test_a_user_banned_site_wide_reads_but_cannot_create_rooms_open_dms_or_add_members():
     eve, amy, ben = make_user("eve"), make_user("amy"), make_user("ben")
-    club = services.room_create(slug="club", title="Club", created_by=eve, private=True)
-    services.dm_open(user=eve, other=amy)  # opened before the ban
-    services.ban_create(user=eve, room=club, reason="room only")
+    club = room_create(slug="club", title="Club", created_by=eve, private=True)
+    dm_open(user=eve, other=amy)  # opened before the ban
+    ban_create(user=eve, room=club, reason="room only")
     client = api(eve)
     # A ban from one room does not stop any of this...
     assert post(client, "/api/rooms/", {"slug": "eves-first", "title": "Mine"}).status_code == 201
-    services.ban_create(user=eve, room=None, reason="spam")
+    ban_create(user=eve, room=None, reason="spam")
     # ...a site-wide one does.
     for response in (
         post(client, "/api/rooms/", {"slug": "eves-second", "title": "Mine too"}),

@@ -12,9 +12,12 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Group
 from django.test import Client
 
-from chat import protocol, selectors, services
+from chat import protocol, selectors
 from chat.hub import get_hub
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room
+from chat.services import moderation
+from chat.services.messages import message_create
+from chat.services.rooms import dm_open, room_create
 from chat.writer import get_writer
 from notifications.models import Notification
 from project.asgi import application
@@ -25,7 +28,7 @@ TIMEOUT = 5
 
 def make_moderator(username: str = "mod"):
     user = make_user(username)
-    services.moderator_make(user=user)
+    moderation.moderator_make(user=user)
     user.refresh_from_db()
     assert user.is_staff and not user.is_superuser
     return user
@@ -64,9 +67,9 @@ class TestAsModerator:
     def test_every_moderation_page_opens(self):
         room = make_room()
         [message] = make_messages(room, make_user("author"), 1)
-        services.report_create(message=message, reporter=make_user("bob"), reason="rude")
-        services.ban_create(user=make_user("carol"), reason="spam")
-        services.mute_create(user=make_user("dan"), room=room)
+        moderation.report_create(message=message, reporter=make_user("bob"), reason="rude")
+        moderation.ban_create(user=make_user("carol"), reason="spam")
+        moderation.mute_create(user=make_user("dan"), room=room)
         make_token(make_user("eve"))
         for url in [
             "/admin/",
@@ -85,7 +88,7 @@ class TestAsModerator:
             assert self.client.get(url).status_code == 200, url
 
     def test_what_a_moderator_may_not_do(self):
-        services.ban_create(user=make_user("carol"))
+        moderation.ban_create(user=make_user("carol"))
         entry = ModerationAction.objects.get()
         assert self.client.get("/admin/chat/moderationaction/add/").status_code == 403
         assert self.client.post(f"/admin/chat/moderationaction/{entry.pk}/delete/").status_code == 403
@@ -100,7 +103,7 @@ class TestAsModerator:
     def test_the_room_changelist_shows_online_users_and_message_counts(self):
         room = make_room()
         messages = make_messages(room, make_user("author"), 3)
-        services.message_remove(message=messages[0], removed_by=self.moderator)
+        moderation.message_remove(message=messages[0], removed_by=self.moderator)
         response = self.client.get("/admin/chat/room/")
         [row] = response.context["cl"].result_list
         assert (row.online_now, row.visible_messages) == (0, 2)
@@ -123,8 +126,8 @@ class TestAsModerator:
 
     def test_editing_a_dm_changes_nothing_and_it_stays_private(self):
         alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
-        dm, _ = services.dm_open(user=alice, other=bob)
-        services.message_create(room=dm, user=alice, content="just between us")
+        dm, _ = dm_open(user=alice, other=bob)
+        message_create(room=dm, user=alice, content="just between us")
         # The attack: untick "private" (an unticked box is not posted), take the slug and the room.
         form = {"slug": "open", "title": "Everyone welcome", "created_by": str(carol.pk), **CREATED_AT}
         self.client.post(f"/admin/chat/room/{dm.pk}/change/", form)
@@ -137,12 +140,12 @@ class TestAsModerator:
 
     def test_only_the_title_of_a_room_can_be_edited(self):
         alice, carol = make_user("alice"), make_user("carol")
-        club = services.room_create(slug="club", title="Club", created_by=alice, private=True)
+        club = room_create(slug="club", title="Club", created_by=alice, private=True)
         form = {"slug": "taken-over", "title": "The Club", "created_by": str(carol.pk), **CREATED_AT}
         assert self.client.post(f"/admin/chat/room/{club.pk}/change/", form).status_code == 302
         club.refresh_from_db()
         assert (club.slug, club.title, club.private, club.created_by) == ("club", "The Club", True, alice)
-        lobby = services.room_create(slug="lobby", title="Lobby", created_by=alice)
+        lobby = room_create(slug="lobby", title="Lobby", created_by=alice)
         self.client.post(
             f"/admin/chat/room/{lobby.pk}/change/", {"slug": "lobby", "title": "Lobby", "private": "on", **CREATED_AT}
         )
@@ -164,10 +167,10 @@ class TestAsModerator:
     def test_search_and_filter_messages(self):
         room, other = make_room(), make_room("other")
         author, bob = make_user("author"), make_user("bob")
-        services.message_create(room=room, user=author, content="hello world")
-        services.message_create(room=other, user=bob, content="goodbye")
-        gone = services.message_create(room=room, user=bob, content="rude words")
-        services.message_remove(message=gone, removed_by=self.moderator)
+        message_create(room=room, user=author, content="hello world")
+        message_create(room=other, user=bob, content="goodbye")
+        gone = message_create(room=room, user=bob, content="rude words")
+        moderation.message_remove(message=gone, removed_by=self.moderator)
 
         def listed(query: str) -> list[str]:
             response = self.client.get(f"/admin/chat/message/?{query}")
@@ -239,7 +242,7 @@ class TestAsModerator:
         assert [a.action for a in ModerationAction.objects.order_by("pk")] == ["ban", "ban_lift"]
 
     def test_lift_mutes(self):
-        mute = services.mute_create(user=make_user("carol"))
+        mute = moderation.mute_create(user=make_user("carol"))
         act(self.client, "/admin/chat/mute/", "lift", [mute])
         mute.refresh_from_db()
         assert mute.lifted_at is not None
@@ -247,9 +250,9 @@ class TestAsModerator:
     def test_the_report_queue_shows_open_reports_and_resolves_them(self):
         room, author = make_room(), make_user("author")
         rude, fine = make_messages(room, author, 2)
-        first = services.report_create(message=rude, reporter=make_user("bob"), reason="insult")
-        second = services.report_create(message=rude, reporter=make_user("carol"))
-        unfounded = services.report_create(message=fine, reporter=make_user("dan"))
+        first = moderation.report_create(message=rude, reporter=make_user("bob"), reason="insult")
+        second = moderation.report_create(message=rude, reporter=make_user("carol"))
+        unfounded = moderation.report_create(message=fine, reporter=make_user("dan"))
         queue = self.client.get("/admin/chat/report/").context["cl"].result_list
         assert [r.pk for r in queue] == [first.pk, second.pk, unfounded.pk]
         act(self.client, "/admin/chat/report/", "remove_messages", [first])
@@ -303,7 +306,7 @@ def test_the_moderators_group_has_exactly_the_listed_permissions():
     group = Group.objects.get(name="Moderators")
     names = sorted(f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.select_related("content_type"))
     assert names == MODERATOR_PERMISSIONS
-    assert sorted(services.MODERATOR_PERMISSIONS) == MODERATOR_PERMISSIONS
+    assert sorted(moderation.MODERATOR_PERMISSIONS) == MODERATOR_PERMISSIONS
     moderator = make_moderator()
     assert sorted(moderator.get_all_permissions()) == MODERATOR_PERMISSIONS
 
@@ -311,8 +314,8 @@ def test_the_moderators_group_has_exactly_the_listed_permissions():
 @pytest.mark.django_db
 def test_making_a_room_public_is_a_logged_action_never_for_a_dm_nor_a_moderator():
     alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
-    club = services.room_create(slug="club", title="Club", created_by=alice, private=True)
-    dm, _ = services.dm_open(user=alice, other=bob)
+    club = room_create(slug="club", title="Club", created_by=alice, private=True)
+    dm, _ = dm_open(user=alice, other=bob)
     moderators = admin_client(make_moderator())
     choices = moderators.get("/admin/chat/room/").context["action_form"].fields["action"].choices
     assert "make_public" not in [name for name, _ in choices]
@@ -450,7 +453,7 @@ async def test_removing_a_reported_message_from_the_queue_deletes_it_live(live):
 
     def report():
         bob = make_user("bob")
-        return services.report_create(message=Message.objects.get(pk=sent["id"]), reporter=bob, reason="offensive")
+        return moderation.report_create(message=Message.objects.get(pk=sent["id"]), reporter=bob, reason="offensive")
 
     reported = await database_sync_to_async(report)()
     await admin_act(client, "/admin/chat/report/", "remove_messages", [reported])

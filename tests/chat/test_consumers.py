@@ -14,9 +14,10 @@ from django.contrib.auth.models import User
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from chat import protocol, services
+from chat import protocol
 from chat.hub import get_hub
 from chat.models import Message
+from chat.services.moderation import ban_create, message_remove, mute_create
 from chat.writer import get_writer
 from core import broker
 from project.asgi import application
@@ -127,7 +128,7 @@ async def test_banned_user_is_refused_4003_and_kicked_live(alice_token, bob_toke
     socket = room_socket(alice_token)
     await join(socket)
     alice = await database_sync_to_async(User.objects.get)(username="alice")
-    await database_sync_to_async(services.ban_create)(user=alice, minutes=5, reason="spam")
+    await database_sync_to_async(ban_create)(user=alice, minutes=5, reason="spam")
     assert await close_code(socket) == protocol.CLOSE_BANNED
     again = room_socket(alice_token)
     await again.connect(timeout=TIMEOUT)
@@ -136,7 +137,7 @@ async def test_banned_user_is_refused_4003_and_kicked_live(alice_token, bob_toke
 
 async def test_an_expired_ban_lets_the_user_back_in_with_nobody_acting(alice_token):
     alice = await database_sync_to_async(User.objects.get)(username="alice")
-    ban = await database_sync_to_async(services.ban_create)(user=alice, minutes=2 / 60)
+    ban = await database_sync_to_async(ban_create)(user=alice, minutes=2 / 60)
     refused = room_socket(alice_token)
     await refused.connect(timeout=TIMEOUT)
     assert await close_code(refused) == protocol.CLOSE_BANNED
@@ -311,7 +312,7 @@ async def test_a_muted_user_cannot_show_typing(alice_token, bob_token):
     await join(bob)
     await receive(alice)  # bob's presence
     user = await database_sync_to_async(User.objects.get)(username="alice")
-    await database_sync_to_async(services.mute_create)(user=user, minutes=5)
+    await database_sync_to_async(mute_create)(user=user, minutes=5)
     await alice.send_json_to({"type": "typing", "is_typing": True})
     error = await receive(alice)
     assert error["type"] == "error" and error["code"] == "muted", error
@@ -326,7 +327,7 @@ async def test_removed_message_disappears_live(alice_token):
     await socket.send_json_to({"type": "message", "content": "regrettable"})
     message = await receive(socket)
     row = await database_sync_to_async(Message.objects.get)(pk=message["id"])
-    await database_sync_to_async(services.message_remove)(message=row, removed_by=None)
+    await database_sync_to_async(message_remove)(message=row, removed_by=None)
     assert (await receive(socket)) == {"type": "message_deleted", "id": message["id"]}
     await socket.disconnect()
 

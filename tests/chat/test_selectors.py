@@ -3,8 +3,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from chat import selectors, services
+from chat import selectors
 from chat.models import Ban, Message
+from chat.services.moderation import ban_create, message_remove
 from tests.support.factories import make_messages, make_room, make_user
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +32,7 @@ def test_backlog_after_last_id_counts_what_it_leaves_out():
 def test_removed_messages_are_never_replayed():
     room, user = make_room(), make_user()
     messages = make_messages(room, user, 3)
-    services.message_remove(message=messages[1], removed_by=user)
+    message_remove(message=messages[1], removed_by=user)
     expected = [messages[0].pk, messages[2].pk]
     assert [f["id"] for f in selectors.message_backlog(room_id=room.pk, room_slug=room.slug, last_id=None)[1]] == expected
     assert [f["id"] for f in selectors.message_backlog(room_id=room.pk, room_slug=room.slug, last_id=0)[1]] == expected
@@ -50,11 +51,11 @@ def test_message_frames_carry_an_explicit_utc_offset():
 def test_bans_apply_while_active_and_site_wide_bans_cover_every_room():
     room, other, user = make_room(), make_room("other"), make_user()
     assert not selectors.user_is_banned(user_id=user.pk, room_id=room.pk)
-    ban = services.ban_create(user=user, room=room, minutes=10)
+    ban = ban_create(user=user, room=room, minutes=10)
     assert selectors.user_is_banned(user_id=user.pk, room_id=room.pk)
     assert not selectors.user_is_banned(user_id=user.pk, room_id=other.pk)
     Ban.objects.filter(pk=ban.pk).update(ends_at=timezone.now() - timedelta(seconds=1))
     assert not selectors.user_is_banned(user_id=user.pk, room_id=room.pk), "an expired ban no longer applies"
-    services.ban_create(user=user)
+    ban_create(user=user)
     assert selectors.user_is_banned(user_id=user.pk, room_id=other.pk)
     assert Message.objects.count() == 0

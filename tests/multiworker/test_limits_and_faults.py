@@ -132,7 +132,7 @@ async def test_a_ban_closes_the_users_sockets_on_every_worker_within_two_seconds
                 "shell",
                 "-c",
                 "import time; from django.contrib.auth.models import User; from chat.models import Room; "
-                "from chat.services import ban_create; "
+                "from chat.services.moderation import ban_create; "
                 f"ban_create(user=User.objects.get(username='user5'), room=Room.objects.get(slug='{slug}'), minutes=1); "
                 "print(time.time())",
             )

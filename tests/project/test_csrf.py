@@ -12,8 +12,10 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
-from chat import services
 from chat.models import Ban, Message, Mute, Report, Room, RoomMember
+from chat.services.messages import message_create
+from chat.services.moderation import ban_create
+from chat.services.rooms import member_add, room_create
 from notifications.models import Notification
 from notifications.services import notification_create
 from streaming.models import Conversation
@@ -72,12 +74,12 @@ def world(db, settings) -> dict[str, int]:
     alice, bob, mod = make_user("alice"), make_user("bob"), make_user("mod", staff=True)
     carl = make_user("carl")
     lobby = make_room()
-    club = services.room_create(slug="club", title="Club", created_by=alice, private=True)
-    services.member_add(room=club, user=bob, added_by=alice)
-    message = services.message_create(room=lobby, user=alice, content="mine")
+    club = room_create(slug="club", title="Club", created_by=alice, private=True)
+    member_add(room=club, user=bob, added_by=alice)
+    message = message_create(room=lobby, user=alice, content="mine")
     task = Task.objects.create(owner=alice, kind="countdown", params={"steps": 1, "interval_ms": 0})
     notification_create(user_id=alice.pk, kind="mention", data={"room": "lobby"})
-    ban = services.ban_create(user=carl, room=None, minutes=None, reason="", created_by=mod)
+    ban = ban_create(user=carl, room=None, minutes=None, reason="", created_by=mod)
     return {"message": message.pk, "task": task.pk, "ban": ban.pk}
 
 

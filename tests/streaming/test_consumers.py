@@ -145,7 +145,7 @@ async def test_a_user_banned_site_wide_cannot_start_a_reply_over_the_socket(toke
     from channels.db import database_sync_to_async
     from django.contrib.auth.models import User
 
-    from chat.services import ban_create
+    from chat.services.moderation import ban_create
     from streaming.models import Conversation
 
     await database_sync_to_async(lambda: ban_create(user=User.objects.get(username="alice"), room=None))()

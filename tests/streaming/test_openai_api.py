@@ -13,7 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import override_settings
 
-from chat import services as chat_services
+from chat.services import moderation as chat_services
 from project.asgi import application
 from streaming import limits
 from streaming import services as streaming_services

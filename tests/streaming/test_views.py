@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.test import AsyncClient, override_settings
 
-from chat.services import ban_create
+from chat.services.moderation import ban_create
 from core.eventlog import LocalLog, get_log
 from streaming import limits
 from streaming.models import ConversationMessage

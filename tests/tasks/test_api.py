@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.test import override_settings
 
-from chat.services import ban_create
+from chat.services.moderation import ban_create
 from core.eventlog import LocalLog, get_log
 from notifications.models import Notification
 from tasks import runner as runner_module

@@ -4,7 +4,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.services import MODERATORS_GROUP, moderator_make
+from chat.services.moderation import MODERATORS_GROUP, moderator_make
 
 
 class Command(BaseCommand):

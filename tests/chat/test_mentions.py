@@ -1,6 +1,7 @@
 import pytest
 
-from notifications.mentions import PostedMessage, mentioned_usernames, mentions_notify
+from chat.mentions import PostedMessage, mentioned_usernames, mentions_notify
+from chat.services.rooms import member_add, room_create
 from notifications.models import Notification
 from tests.support.factories import make_user
 
@@ -32,11 +33,9 @@ def test_mentioned_users_are_notified_once_and_never_the_author():
 
 
 def test_a_mention_in_a_private_room_notifies_members_only():
-    from chat import services
-
     amy, bob, eve = make_user("amy"), make_user("bob"), make_user("eve")
-    room = services.room_create(slug="club", title="Club", created_by=amy, private=True)
-    services.member_add(room=room, user=bob, added_by=amy)
+    room = room_create(slug="club", title="Club", created_by=amy, private=True)
+    member_add(room=room, user=bob, added_by=amy)
     posted = PostedMessage(message_id=9, room_slug="club", author_id=amy.pk, author="amy", content="@bob @eve secret plans")
     assert mentions_notify(messages=[posted]) == 1
     assert [n.user for n in Notification.objects.all()] == [bob], "eve is not in the room: its content never reaches her"

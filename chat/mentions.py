@@ -1,4 +1,7 @@
-"""``@username`` mentions in chat messages become ``mention`` notifications."""
+"""``@username`` mentions in chat messages become ``mention`` notifications.
+
+Chat's: it reads rooms and members to decide who may see a message, and asks
+notifications.services to store the rows (notifications is below chat)."""
 
 from __future__ import annotations
 
