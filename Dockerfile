@@ -12,7 +12,7 @@ COPY chat ./chat
 COPY streaming ./streaming
 COPY notifications ./notifications
 COPY tasks ./tasks
-COPY templates ./templates
+COPY web ./web
 COPY manage.py ./
 COPY deploy/web-server.sh ./deploy/web-server.sh
 # The base image's pip and setuptools have published advisories (docs/security.md, finding 10).

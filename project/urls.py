@@ -1,7 +1,6 @@
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import include, path
 
-from chat import pages
 from ops import openapi, views
 from streaming import urls as streaming_urls
 
@@ -9,10 +8,8 @@ from streaming import urls as streaming_urls
 handler500 = "ops.views.server_error"
 
 urlpatterns = [
-    path("", pages.index, name="index"),
-    path("rooms/<slug:slug>/", pages.room, name="room"),
-    path("assistant/", pages.assistant, name="assistant"),
-    path("tasks/<int:task_id>/", pages.task, name="task"),
+    # The pages (/, /rooms/<slug>/, /assistant/, /tasks/<id>/) and /static/.
+    path("", include("web.urls")),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", openapi.schema_view),
@@ -23,5 +20,4 @@ urlpatterns = [
     path("v1/", include(streaming_urls.openai_urlpatterns)),
     path("healthz", views.healthz),
     path("metrics", views.metrics),
-    re_path(r"^static/(?P<path>.+)$", pages.static_file),
 ]

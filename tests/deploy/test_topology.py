@@ -265,7 +265,7 @@ def test_a_task_runs_on_the_task_worker_and_its_events_pass_the_proxy(topology: 
 
 
 def test_static_files_come_from_nginx_not_from_a_worker(topology: Topology):
-    collected = next(topology.static_root.glob("chat/*.css"))
+    collected = next(topology.static_root.glob("web/*.css"))
     url_path = f"/static/{collected.relative_to(topology.static_root)}"
     response = httpx.get(f"{topology.base}{url_path}", timeout=10)
     assert response.status_code == 200

@@ -1,11 +1,12 @@
-"""The pages' server side, in process: who may see what, the sidebar's JSON, static files."""
+"""web.views in process: who may see which page, and the static files served without a proxy."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from django.test import Client, override_settings
 
-from streaming.models import Conversation, ConversationMessage
 from tasks.models import Task
 from tests.support.factories import make_room, make_user
 
@@ -44,39 +45,37 @@ def test_a_task_page_is_its_owners_only():
     assert other.get(f"/tasks/{task.pk}/").status_code == 404
 
 
-def test_conversations_list_and_detail_are_the_owners_only():
-    alice, bob = signed_in("alice"), signed_in("bob")
-    alice_id = int(alice.session["_auth_user_id"])
-    older = Conversation.objects.create(owner_id=alice_id, title="older")
-    newer = Conversation.objects.create(owner_id=alice_id, title="newer")
-    Conversation.objects.filter(pk=older.pk).update(updated_at=newer.updated_at.replace(year=2000))
-    ConversationMessage.objects.create(conversation=newer, role="user", content="hi <b>")
-    ConversationMessage.objects.create(
-        conversation=newer, role="assistant", content="hi <b> ", finish_reason="stop", stream_id="ab" * 16
-    )
-
-    listed = alice.get("/api/conversations/").json()["conversations"]
-    assert [c["title"] for c in listed] == ["newer", "older"]
-    assert set(listed[0]) == {"id", "title", "created_at", "updated_at"}
-    detail = alice.get(f"/api/conversations/{newer.pk}").json()
-    assert detail["id"] == str(newer.pk) and detail["title"] == "newer"
-    assert [(m["role"], m["content"], m["finish_reason"]) for m in detail["messages"]] == [
-        ("user", "hi <b>", None),
-        ("assistant", "hi <b> ", "stop"),
-    ]
-    assert detail["messages"][1]["stream_id"] == "ab" * 16
-
-    assert bob.get("/api/conversations/").json() == {"conversations": []}
-    missing = bob.get(f"/api/conversations/{newer.pk}")
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
-    assert Client().get("/api/conversations/").status_code == 401
-    assert alice.post("/api/conversations/").status_code in (403, 405)  # CSRF first, else the method
+@override_settings(DEBUG=False)
+def test_static_files_are_served_without_a_proxy_in_front():
+    response = Client().get("/static/web/room.js")
+    assert response.status_code == 200 and response["Content-Type"].startswith(("text/javascript", "application/javascript"))
+    assert b"last_id" in b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    assert Client().get("/static/web/../../manage.py").status_code == 404
+    assert Client().get("/static/web/nothing-here.js").status_code == 404
 
 
 @override_settings(DEBUG=False)
-def test_static_files_are_served_without_a_proxy_in_front():
-    response = Client().get("/static/chat/room.js")
-    assert response.status_code == 200 and response["Content-Type"].startswith(("text/javascript", "application/javascript"))
-    assert b"last_id" in b"".join(response.streaming_content)  # type: ignore[attr-defined]
-    assert Client().get("/static/chat/../../manage.py").status_code == 404
-    assert Client().get("/static/chat/nothing-here.js").status_code == 404
+def test_every_file_a_page_loads_is_served():
+    """Each page's stylesheet and modules, and the modules those import, exist under /static/web/."""
+    room = make_room("plans", "Plans")
+    client = signed_in("owner")
+    task = Task.objects.create(owner_id=client.session["_auth_user_id"], kind="summarize_room", params={"room": room.slug})
+    pages = [client.get(path) for path in ("/", f"/rooms/{room.slug}/", "/assistant/", f"/tasks/{task.pk}/")]
+    pages += [Client().get(path) for path in ("/", "/accounts/login/", "/accounts/signup/")]
+    loaded = {url for page in pages for url in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.content.decode())}
+    assert {"/static/web/site.css", "/static/web/rooms.js", "/static/web/room.js", "/static/web/task.js"} <= loaded
+    assert {"/static/web/assistant.js", "/static/web/notifications.js"} <= loaded
+    for url in sorted(loaded):
+        status, body = fetched(url)
+        assert status == 200, url
+        for module in re.findall(r'^import .* from "(\./[^"]+)";$', body, flags=re.MULTILINE):
+            assert fetched(url.rsplit("/", 1)[0] + module[1:])[0] == 200, f"{url} imports {module}"
+
+
+def fetched(url: str) -> tuple[int, str]:
+    """A static file's status and text, its file closed."""
+    response = Client().get(url)
+    try:
+        return response.status_code, b"".join(response.streaming_content).decode() if response.status_code == 200 else ""  # type: ignore[attr-defined]
+    finally:
+        response.close()

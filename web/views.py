@@ -1,5 +1,7 @@
 """Pages for people (docs/protocol.md, "Other endpoints"): server-rendered shells; the live parts are the plain
-JavaScript modules in chat/static/chat/, talking to the same API as any client."""
+JavaScript modules in web/static/web/, talking to the same API as any client.
+
+web is the top layer beside ops: it reads the apps' selectors and models, and no app imports it."""
 
 from __future__ import annotations
 
@@ -23,13 +25,13 @@ def _user(request: HttpRequest) -> User:
 def index(request: HttpRequest) -> HttpResponse:
     """Public rooms, the private ones the user is in, and their direct messages (as GET /api/rooms/)."""
     if not request.user.is_authenticated:
-        return render(request, "chat/index.html")
+        return render(request, "web/index.html")
     user = _user(request)
     rooms = selectors.room_objects(rooms=selectors.room_list_for(user=user), user=user)
     rooms.sort(key=lambda room: str(room["title"]).casefold())  # as rooms.js sorts them
     return render(
         request,
-        "chat/index.html",
+        "web/index.html",
         {"rooms": [r for r in rooms if not r["direct"]], "dms": [r for r in rooms if r["direct"]]},
     )
 
@@ -40,12 +42,12 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
     found = selectors.room_get_for(slug=slug, user=_user(request), staff_sees_private=False)
     if found is None:
         raise Http404("no such room")
-    return render(request, "chat/room.html", {"room": found})
+    return render(request, "web/room.html", {"room": found})
 
 
 @login_required
 def assistant(request: HttpRequest) -> HttpResponse:
-    return render(request, "chat/assistant.html")
+    return render(request, "web/assistant.html")
 
 
 @login_required
@@ -57,7 +59,7 @@ def task(request: HttpRequest, task_id: int) -> HttpResponse:
         # Only a room its owner may read: the page must not name a private room to an outsider.
         room = selectors.room_get_for(slug=slug, user=_user(request))
     title = f"Summary of {room.title}" if room else found.kind.replace("_", " ").capitalize()
-    return render(request, "chat/task.html", {"task": found, "room": room, "title": title})
+    return render(request, "web/task.html", {"task": found, "room": room, "title": title})
 
 
 def static_file(request: HttpRequest, path: str) -> HttpResponseBase:
