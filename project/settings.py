@@ -225,7 +225,7 @@ LLM_TOKENS_PER_DAY = env_optional_int("LLM_TOKENS_PER_DAY", minimum=0)
 # model repeating a 32,000-character word 100,000 times would be 3.2 GB. Real models stop
 # far below (a 128k-token context is about half a million characters).
 LLM_MAX_REPLY_CHARS = env_int("LLM_MAX_REPLY_CHARS", 1_000_000, minimum=1)
-# What one token stream may write to its log (streaming/log.py), which Redis keeps for ten
+# What one token stream may write to its log (streaming.limits.stream_cap), which Redis keeps for ten
 # minutes after the stream ends: 32,768 token events (above the 16,384-token output limit
 # of common chat models; each event costs about 45 bytes besides its text) and 262,144
 # characters (64 Ki tokens at four characters a token). The final event repeats the
