@@ -1,7 +1,7 @@
 """A Content-Security-Policy for every HTML page (docs/security.md, XSS).
 
 The pages render user text only as text (template auto-escaping, ``textContent`` in
-chat/static/chat/*.js); the policy is the second line: should markup ever slip through,
+web/static/web/*.js); the policy is the second line: should markup ever slip through,
 the browser runs no script that is not a file from this origin, loads nothing from
 elsewhere and lets no other site frame the page. The pages need no more than this: one
 stylesheet, ES modules, fetch/EventSource/WebSocket to their own origin, and no inline
