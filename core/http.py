@@ -59,9 +59,11 @@ def domain_error_response(error: DomainError) -> JsonResponse:
 
 
 def signed_in_user(request: HttpRequest) -> User:
-    """The request's user, in a view that api_view has already made sign-in only."""
-    user = request.user
-    assert isinstance(user, User), "api_view(login_required=True) lets only signed-in users through"
+    """The request's user, in a view that ``api_view``, ``async_api_view`` or the /v1
+    decorator has already made sign-in only. In async views it is the user those
+    decorators resolved (``request.user`` would be a synchronous database lookup)."""
+    user = request.__dict__.get("resolved_user") or request.user
+    assert isinstance(user, User), "the API decorators let only signed-in users through"
     return user
 
 

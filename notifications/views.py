@@ -17,7 +17,7 @@ from django.http.response import HttpResponseBase
 from accounts import connections
 from accounts.connections import credential_watch, get_connections
 from core import sse
-from core.http import MAX_ID, async_api_view, error_response, parse_id
+from core.http import MAX_ID, async_api_view, error_response, parse_id, signed_in_user
 from notifications import selectors, services
 from notifications.models import Notification
 from notifications.wakeups import get_wakeups, user_topic
@@ -29,17 +29,15 @@ from notifications.wakeups import get_wakeups, user_topic
 POLL_SECONDS = 15.0
 
 
-def _user_id(request: HttpRequest) -> int:
-    return int(request.resolved_user.pk)  # type: ignore[attr-defined]
-
-
 @async_api_view("GET")
 async def notification_list(request: HttpRequest) -> HttpResponseBase:
     """GET /api/notifications/?after=<id>: the unread notifications after that id."""
     after = parse_id(request.GET.get("after", "0"))
     if after is None:
         return error_response(400, "invalid", "after must be a non-negative integer")
-    found = await database_sync_to_async(selectors.notifications_after)(user_id=_user_id(request), after=after, unread_only=True)
+    found = await database_sync_to_async(selectors.notifications_after)(
+        user_id=signed_in_user(request).pk, after=after, unread_only=True
+    )
     return JsonResponse({"notifications": [selectors.notification_object(n) for n in found]})
 
 
@@ -62,7 +60,7 @@ async def notification_read(request: HttpRequest) -> HttpResponseBase:
     if not (valid_ids or valid_up_to) or (ids is not None and not valid_ids) or (up_to is not None and not valid_up_to):
         return error_response(400, "invalid", 'send {"ids": [<id>, …]} or {"up_to": <id>}')
     marked = await database_sync_to_async(services.notifications_mark_read)(
-        user_id=_user_id(request), ids=ids if valid_ids else None, up_to=up_to if valid_up_to else None
+        user_id=signed_in_user(request).pk, ids=ids if valid_ids else None, up_to=up_to if valid_up_to else None
     )
     return JsonResponse({"marked": marked})
 
@@ -73,7 +71,7 @@ async def notification_stream(request: HttpRequest) -> HttpResponseBase:
 
     With Last-Event-ID: every notification after it, then live ones. Without: live
     ones only (the unread list is GET /api/notifications/)."""
-    user_id = _user_id(request)
+    user_id = signed_in_user(request).pk
     reservation = await get_connections().reserve(
         kind=connections.NOTIFICATIONS, user_id=user_id, limit=int(settings.NOTIFICATIONS_MAX_STREAMS_PER_USER)
     )

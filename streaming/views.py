@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from functools import partial
 
-from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
@@ -13,15 +12,9 @@ from accounts.connections import credential_watch
 from accounts.credentials import credential_for_request
 from core import sse
 from core.eventlog import LogEvent
-from core.http import async_api_view, error_response, json_body
+from core.http import async_api_view, error_response, json_body, signed_in_user
 from streaming import services
 from streaming.backends import ChatTurn
-
-
-def _user(request: HttpRequest) -> User:
-    user: User | AnonymousUser = request.resolved_user  # type: ignore[attr-defined]
-    assert isinstance(user, User)
-    return user
 
 
 def render_event(stream_id: str, event: LogEvent) -> str:
@@ -37,7 +30,7 @@ def stream_response(request: HttpRequest, *, stream_id: str, after: int) -> Stre
             batches=services.stream_follow(stream_id=stream_id, after=after), render=partial(render_event, stream_id)
         ),
         headers={"X-Stream-Id": stream_id},
-        watch=credential_watch(request, user_id=_user(request).pk),
+        watch=credential_watch(request, user_id=signed_in_user(request).pk),
     )
 
 
@@ -49,7 +42,7 @@ async def assistant_stream(request: HttpRequest) -> HttpResponseBase:
     conversation_id = body.get("conversation_id")
     if conversation_id is not None and not isinstance(conversation_id, str):
         raise services.StreamRefusedError("bad_request", "conversation_id must be a string")
-    user_id = _user(request).pk
+    user_id = signed_in_user(request).pk
     started = await services.generation_start(
         user_id=user_id,
         turns=[ChatTurn("user", message)],
@@ -63,7 +56,7 @@ async def assistant_stream(request: HttpRequest) -> HttpResponseBase:
 @async_api_view("GET")
 async def stream_events(request: HttpRequest, stream_id: str) -> HttpResponseBase:
     """GET /api/streams/<id>/events with Last-Event-ID (or ?last_event_id=): resume."""
-    if not await services.stream_owner_check(stream_id=stream_id, user_id=_user(request).pk):
+    if not await services.stream_owner_check(stream_id=stream_id, user_id=signed_in_user(request).pk):
         return error_response(404, "not_found", "no such stream (or it expired)")
     last = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
     after = services.parse_last_event_id(last, stream_id=stream_id)
@@ -73,6 +66,6 @@ async def stream_events(request: HttpRequest, stream_id: str) -> HttpResponseBas
 @async_api_view("POST")
 async def stream_cancel(request: HttpRequest, stream_id: str) -> HttpResponseBase:
     """POST /api/streams/<id>/cancel -> 202; the producer stops within a second."""
-    if not await services.stream_cancel(stream_id=stream_id, user_id=_user(request).pk):
+    if not await services.stream_cancel(stream_id=stream_id, user_id=signed_in_user(request).pk):
         return error_response(404, "not_found", "no such stream (or it expired)")
     return JsonResponse({"stream_id": stream_id, "status": "cancelling"}, status=202)

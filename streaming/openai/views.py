@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
 from accounts.connections import credential_watch
 from accounts.credentials import credential_for_request
-from core.http import openai_error_response
+from core.http import openai_error_response, signed_in_user
 from core.sse import sse_response
 from streaming import services
 from streaming.openai.errors import error_chunk, openai_view
@@ -83,7 +82,7 @@ async def _stream_body(stream_id: str, model: str, include_usage: bool, prompt_t
 @openai_view("POST")
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     turns, max_tokens, stream, include_usage, model = parse_chat_request(request)
-    user: User = request.resolved_user  # type: ignore[attr-defined]
+    user = signed_in_user(request)
     started = await services.generation_start(
         user_id=user.pk,
         turns=turns,
