@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from functools import wraps
 from http import HTTPStatus
-from typing import Any, ParamSpec
+from inspect import iscoroutinefunction
+from typing import Any, ParamSpec, TypeVar, cast
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -51,11 +52,6 @@ def openai_error_response(
     for name, value in (headers or {}).items():
         response[name] = value
     return response
-
-
-def domain_error_response(error: DomainError) -> JsonResponse:
-    """A service's refusal as REST answers it: the kind's status, the code and detail."""
-    return error_response(error.http_status, error.code, error.detail, error.http_headers())
 
 
 def signed_in_user(request: HttpRequest) -> User:
@@ -112,59 +108,76 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
-def api_view(*methods: str, login_required: bool = True) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """Method check (405), authentication (401) and ApiError -> JSON for one view."""
+class ErrorShape:
+    """How an API answers what its decorator refuses: our JSON errors (``REST``), or a
+    shape of another API's (the /v1 API's is OpenAI's, streaming.openai.errors)."""
 
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def method_not_allowed(self, methods: tuple[str, ...]) -> HttpResponse:
+        response = error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
+        response["Allow"] = ", ".join(methods)
+        return response
+
+    def not_authenticated(self) -> HttpResponse:
+        return error_response(401, "not_authenticated", "log in or send Authorization: Bearer <token>")
+
+    def refused(self, status: int, code: str, detail: str, headers: dict[str, str]) -> HttpResponse:
+        return error_response(status, code, detail, headers)
+
+
+REST = ErrorShape()
+
+
+def _refusal(shape: ErrorShape, error: Exception) -> HttpResponse:
+    """The one mapping of what views and services raise to an answer."""
+    if isinstance(error, DomainError):
+        return shape.refused(error.http_status, error.code, error.detail, error.http_headers())
+    if isinstance(error, ApiError):
+        return shape.refused(error.status, error.code, error.detail, error.headers)
+    assert isinstance(error, ValidationError)
+    return shape.refused(400, "invalid", "; ".join(error.messages), {})
+
+
+_REFUSALS = (DomainError, ApiError, ValidationError)
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def api_view(*methods: str, login_required: bool = True, errors: ErrorShape = REST) -> Callable[[View], View]:
+    """Every API view's decorator, sync or async: the method check (405), authentication
+    (401) and refusals (a DomainError, ApiError or ValidationError) answered in ``errors``'
+    shape. An async view finds its user with ``signed_in_user`` (``request.user`` would be
+    a synchronous database lookup there)."""
+
+    def decorator(view: View) -> View:
+        if iscoroutinefunction(view):
+
+            @wraps(view)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+                if request.method not in methods:
+                    return errors.method_not_allowed(methods)
+                if login_required:
+                    user = await request.auser()
+                    if not user.is_authenticated:
+                        return errors.not_authenticated()
+                    request.resolved_user = user  # type: ignore[attr-defined]
+                try:
+                    return await view(request, *args, **kwargs)
+                except _REFUSALS as error:
+                    return _refusal(errors, error)
+
+            return cast(View, async_wrapper)
+
         @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
-                response = error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
-                response["Allow"] = ", ".join(methods)
-                return response
+                return errors.method_not_allowed(methods)
             if login_required and not request.user.is_authenticated:
-                return error_response(401, "not_authenticated", "log in or send Authorization: Bearer <token>")
+                return errors.not_authenticated()
             try:
                 return view(request, *args, **kwargs)
-            except ApiError as error:
-                return error_response(error.status, error.code, error.detail, error.headers)
-            except DomainError as error:
-                return domain_error_response(error)
-            except ValidationError as error:
-                return error_response(400, "invalid", "; ".join(error.messages))
+            except _REFUSALS as error:
+                return _refusal(errors, error)
 
-        return wrapper
-
-    return decorator
-
-
-AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
-
-
-def async_api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
-    """api_view for async JSON and SSE views: method check (405), authentication (401),
-    ApiError -> JSON. The user is ``request.resolved_user`` (``request.user`` would be a
-    synchronous lookup)."""
-
-    def decorator(view: AsyncView) -> AsyncView:
-        @wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            if request.method not in methods:
-                response = error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
-                response["Allow"] = ", ".join(methods)
-                return response
-            user = await request.auser()
-            if not user.is_authenticated:
-                return error_response(401, "not_authenticated", "log in or send Authorization: Bearer <token>")
-            request.resolved_user = user  # type: ignore[attr-defined]
-            try:
-                return await view(request, *args, **kwargs)
-            except ApiError as error:
-                return error_response(error.status, error.code, error.detail, error.headers)
-            except DomainError as error:
-                return domain_error_response(error)
-
-        return wrapper
+        return cast(View, wrapper)
 
     return decorator
 

@@ -17,7 +17,7 @@ from django.http.response import HttpResponseBase
 from accounts import connections
 from accounts.connections import credential_watch, get_connections
 from core import sse
-from core.http import MAX_ID, async_api_view, error_response, parse_id, signed_in_user
+from core.http import MAX_ID, api_view, error_response, parse_id, signed_in_user
 from notifications import selectors, services
 from notifications.models import Notification
 from notifications.wakeups import get_wakeups, user_topic
@@ -29,7 +29,7 @@ from notifications.wakeups import get_wakeups, user_topic
 POLL_SECONDS = 15.0
 
 
-@async_api_view("GET")
+@api_view("GET")
 async def notification_list(request: HttpRequest) -> HttpResponseBase:
     """GET /api/notifications/?after=<id>: the unread notifications after that id."""
     after = parse_id(request.GET.get("after", "0"))
@@ -45,7 +45,7 @@ def _is_id(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
-@async_api_view("POST")
+@api_view("POST")
 async def notification_read(request: HttpRequest) -> HttpResponseBase:
     """POST /api/notifications/read {"ids":[…]} or {"up_to": id} -> {"marked": n}."""
     try:
@@ -65,7 +65,7 @@ async def notification_read(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse({"marked": marked})
 
 
-@async_api_view("GET")
+@api_view("GET")
 async def notification_stream(request: HttpRequest) -> HttpResponseBase:
     """SSE of the user's notifications: ``event: <kind>``, ``id: <notification id>``.
 

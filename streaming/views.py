@@ -12,7 +12,7 @@ from accounts.connections import credential_watch
 from accounts.credentials import credential_for_request
 from core import sse
 from core.eventlog import LogEvent
-from core.http import async_api_view, error_response, json_body, signed_in_user
+from core.http import api_view, error_response, json_body, signed_in_user
 from streaming import services
 from streaming.backends import ChatTurn
 
@@ -34,7 +34,7 @@ def stream_response(request: HttpRequest, *, stream_id: str, after: int) -> Stre
     )
 
 
-@async_api_view("POST")
+@api_view("POST")
 async def assistant_stream(request: HttpRequest) -> HttpResponseBase:
     """POST /api/assistant/stream {"message", "conversation_id"?, "max_tokens"?} -> SSE."""
     body = json_body(request)
@@ -53,7 +53,7 @@ async def assistant_stream(request: HttpRequest) -> HttpResponseBase:
     return stream_response(request, stream_id=started.stream_id, after=-1)
 
 
-@async_api_view("GET")
+@api_view("GET")
 async def stream_events(request: HttpRequest, stream_id: str) -> HttpResponseBase:
     """GET /api/streams/<id>/events with Last-Event-ID (or ?last_event_id=): resume."""
     if not await services.stream_owner_check(stream_id=stream_id, user_id=signed_in_user(request).pk):
@@ -63,7 +63,7 @@ async def stream_events(request: HttpRequest, stream_id: str) -> HttpResponseBas
     return stream_response(request, stream_id=stream_id, after=after)
 
 
-@async_api_view("POST")
+@api_view("POST")
 async def stream_cancel(request: HttpRequest, stream_id: str) -> HttpResponseBase:
     """POST /api/streams/<id>/cancel -> 202; the producer stops within a second."""
     if not await services.stream_cancel(stream_id=stream_id, user_id=signed_in_user(request).pk):

@@ -13,7 +13,7 @@ from django.http.response import HttpResponseBase
 from accounts.connections import credential_watch
 from core import sse
 from core.eventlog import LogEvent, follow
-from core.http import async_api_view, json_body, parse_id
+from core.http import api_view, json_body, parse_id
 from tasks import services
 from tasks.models import Task
 from tasks.registry import TaskRequestError
@@ -49,7 +49,7 @@ async def _owned_task(request: HttpRequest, task_id: int) -> Task:
     return task
 
 
-@async_api_view("POST", "GET")
+@api_view("POST", "GET")
 async def tasks(request: HttpRequest) -> HttpResponseBase:
     """POST /api/tasks/ -> 202 {"id","status","events_url"}; GET lists the user's tasks."""
     owner_id = _owner_id(request)
@@ -65,7 +65,7 @@ async def tasks(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse({"id": task.pk, "status": task.status, "events_url": f"/api/tasks/{task.pk}/events"}, status=202)
 
 
-@async_api_view("GET", "DELETE")
+@api_view("GET", "DELETE")
 async def task_detail(request: HttpRequest, task_id: int) -> HttpResponseBase:
     task = await _owned_task(request, task_id)
     if request.method == "GET":
@@ -75,7 +75,7 @@ async def task_detail(request: HttpRequest, task_id: int) -> HttpResponseBase:
     return JsonResponse({"id": task.pk, "status": "cancelled" if task.cancel_requested else task.status}, status=202)
 
 
-@async_api_view("GET")
+@api_view("GET")
 async def task_events(request: HttpRequest, task_id: int) -> HttpResponseBase:
     """SSE: progress events numbered from 1; Last-Event-ID resumes; any worker serves it."""
     task = await _owned_task(request, task_id)

@@ -3,54 +3,34 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
-from functools import wraps
-from typing import Any
 
-from django.http import HttpRequest, JsonResponse
-from django.http.response import HttpResponseBase
+from django.http import HttpResponse
 
-from core.errors import DomainError
-from core.http import openai_error, openai_error_response
-
-AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+from core.http import ErrorShape, openai_error, openai_error_response
 
 
-def refusal_response(error: DomainError) -> JsonResponse:
-    """A service's refusal as /v1 answers it: the kind's status, OpenAI's error type for it
-    (the SDK picks its exception class by the status), and Retry-After when it applies."""
-    kind = "rate_limit_error" if error.kind == "rate_limited" else "invalid_request_error"
-    return openai_error_response(
-        error.http_status, message=error.detail, type=kind, code=error.code, headers=error.http_headers()
-    )
+class OpenAIErrors(ErrorShape):
+    """/v1's answers in OpenAI's shape: the SDKs pick their exception class by the status
+    and read ``error.code``; a 401 says what OpenAI says of a bad key."""
+
+    def method_not_allowed(self, methods: tuple[str, ...]) -> HttpResponse:
+        return openai_error_response(
+            405, message=f"use {', '.join(methods)}", type="invalid_request_error", code="method_not_allowed"
+        )
+
+    def not_authenticated(self) -> HttpResponse:
+        return openai_error_response(
+            401, message="Incorrect API key provided.", type="invalid_request_error", code="invalid_api_key"
+        )
+
+    def refused(self, status: int, code: str, detail: str, headers: dict[str, str]) -> HttpResponse:
+        kind = "rate_limit_error" if status == 429 else "invalid_request_error"
+        return openai_error_response(status, message=detail, type=kind, code=code, headers=headers)
+
+
+OPENAI_ERRORS = OpenAIErrors()
 
 
 def error_chunk(*, code: str, detail: str) -> str:
     """A streamed reply's failure, as the SSE data line OpenAI sends mid-stream."""
     return "data: " + json.dumps(openai_error(message=detail, type="server_error", code=code), separators=(",", ":")) + "\n\n"
-
-
-def openai_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
-    """Method check, bearer authentication and refusals, all in OpenAI's shape."""
-
-    def decorator(view: AsyncView) -> AsyncView:
-        @wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            if request.method not in methods:
-                return openai_error_response(
-                    405, message=f"use {', '.join(methods)}", type="invalid_request_error", code="method_not_allowed"
-                )
-            user = await request.auser()
-            if not user.is_authenticated:
-                return openai_error_response(
-                    401, message="Incorrect API key provided.", type="invalid_request_error", code="invalid_api_key"
-                )
-            request.resolved_user = user  # type: ignore[attr-defined]
-            try:
-                return await view(request, *args, **kwargs)
-            except DomainError as refused:
-                return refusal_response(refused)
-
-        return wrapper
-
-    return decorator

@@ -18,10 +18,10 @@ from django.http.response import HttpResponseBase
 
 from accounts.connections import credential_watch
 from accounts.credentials import credential_for_request
-from core.http import openai_error_response, signed_in_user
+from core.http import api_view, openai_error_response, signed_in_user
 from core.sse import sse_response
 from streaming import services
-from streaming.openai.errors import error_chunk, openai_view
+from streaming.openai.errors import OPENAI_ERRORS, error_chunk
 from streaming.openai.parsing import parse_chat_request
 
 
@@ -29,7 +29,7 @@ def _model_name() -> str:
     return str(settings.LLM_MODEL) if settings.LLM_BACKEND == "openai" else "echo"
 
 
-@openai_view("GET")
+@api_view("GET", errors=OPENAI_ERRORS)
 async def models(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse(
         {"object": "list", "data": [{"id": _model_name(), "object": "model", "created": 0, "owned_by": "realtime-rooms"}]}
@@ -79,7 +79,7 @@ async def _stream_body(stream_id: str, model: str, include_usage: bool, prompt_t
             yield out
 
 
-@openai_view("POST")
+@api_view("POST", errors=OPENAI_ERRORS)
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     turns, max_tokens, stream, include_usage, model = parse_chat_request(request)
     user = signed_in_user(request)

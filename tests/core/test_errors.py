@@ -3,9 +3,20 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.test import RequestFactory
 
 from core.errors import HTTP_STATUS, DomainError
-from core.http import domain_error_response
+from core.http import api_view
+
+
+def domain_error_response(error: DomainError):
+    """What an API view that raises ``error`` answers."""
+
+    @api_view("GET", login_required=False)
+    def view(request):
+        raise error
+
+    return view(RequestFactory().get("/api/x"))
 
 
 class RoomGoneError(DomainError):
