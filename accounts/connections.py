@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,7 +35,7 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from accounts.credentials import Credential, credential_for_request, credentials_invalid
-from core.aio import PerLoop, spawn
+from core.aio import PerLoop, new_worker_key, spawn
 from core.db_thread import in_db_thread
 from core.layer import RealtimeChannelLayer, get_layer
 from core.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured
@@ -167,15 +165,13 @@ class Connections:
     """This worker's connections by user (one per event loop: get_connections())."""
 
     def __init__(self) -> None:
-        self.worker_id = uuid.uuid4().hex[:12]
-        self._sequence = itertools.count(1)
         self.by_user: dict[int, set[Connection]] = {}
         self.layer = get_layer()
         self.layer.on_reconnect(self._on_reconnect)
         self._ticker = spawn(self._tick_forever(), name="connections-ticker")
 
     def new_count_key(self) -> str:
-        return f"{self.worker_id}:{next(self._sequence)}"
+        return new_worker_key()
 
     async def reserve(self, *, kind: str, user_id: int, limit: int) -> Reservation | None:
         """Count a connection about to open against the user's cap of ``kind``, or None at

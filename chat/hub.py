@@ -27,7 +27,6 @@ import collections
 import itertools
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,7 +35,7 @@ from django.conf import settings
 
 from chat import events, presence, protocol, selectors, wire
 from core import metrics
-from core.aio import PerLoop, spawn
+from core.aio import PerLoop, new_worker_key, spawn
 from core.layer import RealtimeChannelLayer, get_layer
 
 logger = logging.getLogger(__name__)
@@ -82,8 +81,6 @@ class RoomFeed:
 class Hub:
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.worker_id = uuid.uuid4().hex[:12]
-        self._sequence = itertools.count(1)
         self.feeds: dict[int, RoomFeed] = {}
         self.feeds_by_group: dict[str, RoomFeed] = {}
         self.users: dict[int, set[RoomConnection]] = {}
@@ -95,7 +92,7 @@ class Hub:
         self._ticker = spawn(self._tick_forever(), name="hub-ticker")
 
     def new_connection_key(self) -> str:
-        return f"{self.worker_id}:{next(self._sequence)}"
+        return new_worker_key()
 
     # ---- joining and leaving ---------------------------------------------------------
     async def join(self, connection: RoomConnection) -> None:

@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
+import uuid
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+# This worker process's id: in a token stream's meta data (which worker produces it) and
+# in the key of each of its connections (presence members, per-user connection counts).
+WORKER_ID = uuid.uuid4().hex[:12]
+_keys = itertools.count(1)
+
+
+def new_worker_key() -> str:
+    """A key no other connection of any worker has: this worker's id and a number."""
+    return f"{WORKER_ID}:{next(_keys)}"
 
 
 def spawn(coroutine: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:

@@ -25,7 +25,7 @@ from django.utils import timezone
 from accounts.connections import get_connections
 from accounts.credentials import Credential, credential_valid
 from chat.selectors import user_is_banned_site_wide
-from core.aio import spawn
+from core.aio import WORKER_ID, spawn
 from core.db_thread import in_db_thread
 from core.errors import DomainError
 from core.eventlog import HEARTBEAT_SECONDS, LogEvent, Produced, follow, get_log
@@ -43,8 +43,6 @@ MAX_MESSAGE_CHARS = 32_000
 # Every request's messages are stored, so this bounds what one request adds to the database.
 MAX_PROMPT_CHARS = 128_000
 MAX_TOKENS_LIMIT = 100_000
-# The worker's identity in stream meta data (which worker produces a stream).
-WORKER_ID = uuid.uuid4().hex[:12]
 # The concurrency slot is refreshed this often (limits.SLOT_STALE_SECONDS is 15).
 SLOT_REFRESH_SECONDS = 3.0
 # Generations keep a reference here so the event loop does not collect them mid-run.
