@@ -5,7 +5,6 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from channels.auth import get_user
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
@@ -19,26 +18,16 @@ from accounts.models import ApiToken
 from accounts.origin import origin_allowed
 from accounts.services import bearer_from_header, token_authenticate
 from core.db_thread import in_db_thread
-from core.middleware import is_api_path
+from core.middleware import HybridMiddleware, is_api_path
 
 
-class BearerTokenMiddleware:
+class BearerTokenMiddleware(HybridMiddleware):
     """An ``Authorization: Bearer`` header decides who the request is, whatever the session.
 
     Bearer requests cannot be forged cross-site (browsers do not add the header), so
     they skip the CSRF check that session-authenticated POSTs get. A bad token makes
     the request anonymous rather than falling back to the session.
     """
-
-    # Both, so that async views (SSE) are not sent through a thread for every request.
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

@@ -25,11 +25,11 @@ def _error_for(path: str, status: int) -> HttpResponse:
     return error_response(status, name, "see the status code")
 
 
-class ResponseMiddleware:
-    """A middleware that only rewrites responses, sync- and async-capable without a
-    thread hop (Django's MiddlewareMixin runs ``process_response`` through sync_to_async
-    on every async request). Subclasses implement ``process_response``, which runs once
-    per response, on whichever side the request came in."""
+class HybridMiddleware:
+    """A middleware that runs on whichever side its request came in, sync or async,
+    without a thread hop (Django's MiddlewareMixin runs its hooks through sync_to_async
+    on every async request, so SSE views would pay a thread for each). Subclasses define
+    ``__call__`` for sync requests and ``_acall`` for async ones."""
 
     sync_capable = True
     async_capable = True
@@ -39,6 +39,15 @@ class ResponseMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        raise NotImplementedError
+
+
+class ResponseMiddleware(HybridMiddleware):
+    """A middleware that only rewrites responses. Subclasses implement
+    ``process_response``, which runs once per response, on whichever side the request
+    came in."""
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
