@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "chat",
     "streaming",
     "notifications",
+    "django_tasks",  # Django's task API (django.tasks from Django 6): its checks and signals
     "tasks",
     "web",
 ]
@@ -235,6 +236,8 @@ LLM_STREAM_MAX_EVENTS = env_int("LLM_STREAM_MAX_EVENTS", 32_768, minimum=1)
 LLM_STREAM_MAX_CHARS = env_int("LLM_STREAM_MAX_CHARS", 262_144, minimum=1)
 
 # ---- Tasks (see tasks/) ----------------------------------------------------------------
+# `@task` functions and `.enqueue()`, as Django documents them, run in our runner (tasks.backend).
+TASKS = {"default": {"BACKEND": "tasks.backend.RunnerBackend"}}
 # Without Redis there is no task worker to hand tasks to: the web process runs them.
 TASKS_IN_PROCESS = env_bool("TASKS_IN_PROCESS", not REDIS_SHARDS)
 TASK_CONCURRENCY = env_int("TASK_CONCURRENCY", 16, minimum=1)

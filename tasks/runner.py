@@ -1,6 +1,10 @@
 """Runs tasks: claims them from the table with a lease, reports progress to the task's
 log, renews leases, stops cancelled ones within a second and records the outcome.
 
+A row names a Django task (``@task``; tasks.registry turns its kind back into it): a
+coroutine function runs in the runner's event loop, a plain function in a thread of
+the runner's, each with a ``tasks.context.RunnerContext`` when it takes one.
+
 One runner per task-worker process (``manage.py taskworker``), or, without Redis, one
 inside the web process (so ``runserver`` alone runs tasks too).
 """
@@ -15,17 +19,27 @@ import socket
 import time
 import uuid
 import weakref
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
+from asgiref.sync import iscoroutinefunction
+from channels.db import DatabaseSyncToAsync, database_sync_to_async
+from django.dispatch import Signal
+from django_tasks import TaskResult
+from django_tasks.base import Task as DjangoTask
+from django_tasks.signals import task_finished, task_started
+from django_tasks.utils import get_exception_traceback, get_module_path, normalize_json
 
 from core.aio import spawn
-from core.eventlog import get_log
 from core.redis_clients import async_redis, redis_configured
 from tasks import services
+from tasks.context import RunnerContext, task_owner
+from tasks.events import task_event, task_final_event
 from tasks.models import Task
-from tasks.registry import KINDS
+from tasks.registry import task_for_kind
+from tasks.results import task_result_from_row
+from tasks.wake import WAKE_KEY, local_wakeup_register
 
 logger = logging.getLogger(__name__)
 
@@ -43,24 +57,11 @@ PROGRESS_REPEAT_SECONDS = 5.0
 TASK_MAX_EVENTS = 1_000
 
 
-async def task_event(task_id: int, kind: str, data: dict[str, Any], *, after: int = 0) -> int:
-    """Append one event to the task's log (numbered from 1, and above ``after``, the last
-    number this writer gave); return its number."""
-    return await get_log().append_next(f"task:{task_id}", kind=kind, data=data, floor=after + 1)
-
-
-async def task_final_event(task: Task, *, after: int = 0) -> None:
-    if task.status == Task.Status.SUCCEEDED:
-        await task_event(task.pk, "complete", {"status": "succeeded", "result": task.result}, after=after)
-    else:
-        await task_event(task.pk, "failed", {"status": task.status, "error": task.error}, after=after)
-
-
 @dataclass
 class _Running:
     task: Task
     work: asyncio.Task[None] | None = None
-    progress: int = 0
+    percent: int = 0  # the latest reported (the row gets it with the next lease renewal)
     cancelled: bool = False
     last_seq: int = 0  # the number of the last event this runner wrote for the task
     written: int = 0  # events this runner wrote for the task (TASK_MAX_EVENTS)
@@ -86,21 +87,12 @@ class _Running:
         except Exception:
             logger.warning("could not write an event of task %s", self.task.pk, exc_info=True)
 
-
-@dataclass
-class _Context:
-    runner: TaskRunner
-    running: _Running
-    task_id: int = field(init=False)
-    owner_id: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.task_id, self.owner_id = self.running.task.pk, self.running.task.owner_id
-
     async def progress(self, percent: int, message: str) -> None:
-        self.running.progress = max(0, min(100, int(percent)))
-        if self.running.progress_due(self.running.progress):
-            await self.running.event("progress", {"progress": self.running.progress, "status": "running", "message": message})
+        """tasks.context.report_progress: the row gets the percentage with the next lease
+        renewal, the log an event when progress_due says so."""
+        self.percent = max(0, min(100, int(percent)))
+        if self.progress_due(self.percent):
+            await self.event("progress", {"progress": self.percent, "status": "running", "message": str(message)})
 
 
 class TaskRunner:
@@ -111,6 +103,8 @@ class TaskRunner:
         self.wakeup = asyncio.Event()
         self.loop = asyncio.get_running_loop()
         self._background: list[asyncio.Task[None]] = []
+        # Synchronous task functions run here, one thread per task it runs at most.
+        self.threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="task")
 
     def start(self) -> None:
         """Run in the background (the in-process runner of a web worker)."""
@@ -145,7 +139,7 @@ class TaskRunner:
             return
         if redis_configured() and not self._in_process:
             with contextlib.suppress(Exception):
-                await async_redis(services.WAKE_KEY).blpop([services.WAKE_KEY], timeout=IDLE_POLL_SECONDS)
+                await async_redis(WAKE_KEY).blpop([WAKE_KEY], timeout=IDLE_POLL_SECONDS)
                 return
             await asyncio.sleep(IDLE_POLL_SECONDS)
             return
@@ -167,7 +161,7 @@ class TaskRunner:
             try:
                 if time.monotonic() >= next_renewal:
                     next_renewal = time.monotonic() + services.LEASE_RENEW_SECONDS
-                    progress = {task_id: r.progress for task_id, r in self.running.items()}
+                    progress = {task_id: r.percent for task_id, r in self.running.items()}
                     cancelled = await database_sync_to_async(services.leases_renew)(runner=self.runner_id, progress=progress)
                 else:
                     cancelled = await database_sync_to_async(services.cancel_requested)(task_ids=list(self.running))
@@ -181,31 +175,53 @@ class TaskRunner:
                     running.work.cancel()
 
     async def _execute(self, running: _Running) -> None:
-        task = running.task
-        status, result, error = Task.Status.SUCCEEDED, None, ""
+        row = running.task
+        status, result, error, failure = Task.Status.SUCCEEDED, None, "", None
         try:
-            message = "started" if task.attempts <= 1 else f"retrying (attempt {task.attempts}) after the task worker stopped"
-            await running.event("progress", {"progress": task.progress, "status": "running", "message": message})
-            result = await KINDS[task.kind].run(_Context(self, running), task.params)
+            message = "started" if row.attempts <= 1 else f"retrying (attempt {row.attempts}) after the task worker stopped"
+            await running.event("progress", {"progress": row.progress, "status": "running", "message": message})
+            task = task_for_kind(row.kind)
+            await _signal(task_started, task, task_result_from_row(task=task, row=row))
+            # What it returns is stored as JSON: anything else fails the task, not the row's write.
+            result = normalize_json(await self._call(task, running))
         except asyncio.CancelledError:
             if not running.cancelled:
                 raise  # the runner is shutting down: the lease will expire and the task be retried
             status, error = Task.Status.CANCELLED, "cancelled"
         except Exception as exception:
-            logger.exception("task %s failed", task.pk)
+            logger.exception("task %s failed", row.pk)
             status, error = Task.Status.FAILED, f"{type(exception).__name__}: {exception}"
+            failure = {"exception_class_path": get_module_path(type(exception)), "traceback": get_exception_traceback(exception)}
         finally:
-            self.running.pop(task.pk, None)
+            self.running.pop(row.pk, None)
         finished = await database_sync_to_async(services.task_finish)(
-            task_id=task.pk, runner=self.runner_id, status=status, result=result, error=error
+            task_id=row.pk, runner=self.runner_id, status=status, result=result, error=error, failure=failure
         )
         if finished:
-            task.status, task.result, task.error = status, result, error
+            row.status, row.result, row.error = status, result, error
             try:
-                await task_final_event(task, after=running.last_seq)
+                await task_final_event(row, after=running.last_seq)
             except Exception:  # the row has the outcome; event-stream readers fall back on it
-                logger.warning("could not write the final event of task %s", task.pk, exc_info=True)
+                logger.warning("could not write the final event of task %s", row.pk, exc_info=True)
+            with contextlib.suppress(LookupError, Task.DoesNotExist):
+                finished_row = await Task.objects.aget(pk=row.pk)
+                task = task_for_kind(row.kind)
+                await _signal(task_finished, task, task_result_from_row(task=task, row=finished_row))
         self.wakeup.set()
+
+    async def _call(self, task: DjangoTask[Any, Any], running: _Running) -> Any:
+        """Call the task function as its row says, as its owner (tasks it enqueues are theirs)."""
+        row = running.task
+        args: list[Any] = list(row.args)
+        if task.takes_context:
+            result = task_result_from_row(task=task, row=row)
+            args.insert(0, RunnerContext(task_result=result, owner_id=row.owner_id, sink=running, loop=self.loop))
+        with task_owner(owner_id=row.owner_id):
+            if iscoroutinefunction(task.func):
+                return await task.func(*args, **row.params)
+            # A thread of the runner's own, not the database thread: a long function must not
+            # hold up lease renewals. Cancelling stops the wait; Python cannot stop the thread.
+            return await DatabaseSyncToAsync(task.func, thread_sensitive=False, executor=self.threads)(*args, **row.params)
 
     async def close(self) -> None:
         for background in self._background:
@@ -213,6 +229,15 @@ class TaskRunner:
         for running in list(self.running.values()):
             if running.work is not None:
                 running.work.cancel()
+        self.threads.shutdown(wait=False)
+
+
+async def _signal(signal: Signal, task: DjangoTask[Any, Any], result: TaskResult[Any]) -> None:
+    """django-tasks' task_started / task_finished, sent as its backends send them (by the
+    backend's class); a failing receiver is logged, no more."""
+    for receiver, response in await signal.asend_robust(sender=type(task.get_backend()), task_result=result):
+        if isinstance(response, Exception):
+            logger.warning("a receiver of %s failed: %r (%s)", signal, response, receiver)
 
 
 _local_runners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TaskRunner] = weakref.WeakKeyDictionary()
@@ -226,11 +251,5 @@ def ensure_local_runner() -> TaskRunner:
         runner = TaskRunner(concurrency=8)
         runner.start()
         _local_runners[loop] = runner
+        local_wakeup_register(loop=loop, event=runner.wakeup)
     return runner
-
-
-def wake_local_runner() -> None:
-    """Wake the in-process runner(s), from any thread."""
-    for loop, runner in list(_local_runners.items()):
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(runner.wakeup.set)

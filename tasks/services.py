@@ -1,5 +1,11 @@
 """Writes for tasks: create, cancel, claim with a lease, renew, finish. Synchronous
-(database) functions, called from async code through database_sync_to_async."""
+(database) functions, called from async code through database_sync_to_async.
+
+Rows are inserted by Django's task API (``.enqueue()`` reaches tasks.backend, which
+calls ``task_insert``); ``task_create`` is a client's request, which enqueues a
+registered kind that way. This module imports neither the backend nor the runner: both
+import it.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,16 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from notifications.services import notification_create
+from tasks.context import task_owner
 from tasks.models import Task
 from tasks.registry import KINDS, TaskRequestError
+from tasks.results import TaskWorkerLost
 
 logger = logging.getLogger(__name__)
 
@@ -25,38 +34,46 @@ LEASE_SECONDS = 10.0
 LEASE_RENEW_SECONDS = 2.0
 # One retry: a task whose runner died twice is more likely the cause than the victim.
 MAX_ATTEMPTS = 2
-# A wake-up nobody picks up is dropped after this long; the row stays queued.
-WAKE_TTL_SECONDS = 60
-WAKE_KEY = "tasks:wake"
 # TASKS_PER_MINUTE_PER_USER counts the tasks created in this sliding window.
 CREATION_WINDOW_SECONDS = 60
 
 
 def task_create(*, owner_id: int, body: dict[str, Any]) -> Task:
-    """Validate and queue a task. The caller writes its first event, then wakes a
-    runner (task_wake); a runner that is not woken finds the row within a second anyway."""
+    """A client's request (POST /api/tasks/): validate it, then enqueue its registered
+    kind through Django's task API, within the per-user limits. Code that enqueues a
+    task itself is not held to these limits: they bound what a client can make us store."""
     kind = KINDS.get(str(body.get("kind")))
     if kind is None:
-        raise TaskRequestError(400, "invalid", f"kind must be one of {', '.join(sorted(KINDS))}")
-    params = kind.validate(body, owner_id=owner_id)
+        raise TaskRequestError("invalid", f"kind must be one of {', '.join(sorted(KINDS))}")
+    kwargs = kind.validate(body, owner_id=owner_id)
     with transaction.atomic():
         # Counted in the same transaction as the insert: on SQLite (BEGIN IMMEDIATE) and
         # PostgreSQL a burst of requests may overshoot by at most the concurrent few.
         active = Task.objects.filter(owner_id=owner_id, status__in=(Task.Status.QUEUED, Task.Status.RUNNING)).count()
         if active >= settings.TASKS_MAX_ACTIVE_PER_USER:
             raise TaskRequestError(
-                429,
                 "busy",
                 f"at most {settings.TASKS_MAX_ACTIVE_PER_USER} queued or running tasks per user; wait for one to finish",
-                headers={"Retry-After": "1"},
+                kind="rate_limited",
+                retry_after=1,
             )
         _refuse_past_creation_rate(owner_id)
-        return Task.objects.create(owner_id=owner_id, kind=kind.name, params=params)
+        with task_owner(owner_id=owner_id):
+            enqueued = kind.task.enqueue(**kwargs)
+    if not enqueued.id.isdigit():
+        backend = kind.task.backend
+        raise ImproperlyConfigured(f"{kind.name} was enqueued elsewhere: TASKS[{backend!r}] must be tasks.backend.RunnerBackend")
+    return Task.objects.get(pk=int(enqueued.id))
+
+
+def task_insert(*, owner_id: int, kind: str, args: list[Any], kwargs: dict[str, Any]) -> Task:
+    """The row of an enqueued task (tasks.backend, inside the caller's transaction)."""
+    return Task.objects.create(owner_id=owner_id, kind=kind, args=args, params=kwargs)
 
 
 def _refuse_past_creation_rate(owner_id: int) -> None:
-    """429 ``rate_limited`` past TASKS_PER_MINUTE_PER_USER creations in the last minute,
-    with Retry-After: when the oldest of them leaves the window."""
+    """``rate_limited`` past TASKS_PER_MINUTE_PER_USER creations in the last minute,
+    retry after the oldest of them leaves the window."""
     limit = int(settings.TASKS_PER_MINUTE_PER_USER)
     window_start = timezone.now() - timedelta(seconds=CREATION_WINDOW_SECONDS)
     recent = list(
@@ -66,31 +83,7 @@ def _refuse_past_creation_rate(owner_id: int) -> None:
     )
     if len(recent) >= limit:
         wait = max(1, math.ceil((recent[-1] - window_start).total_seconds()))
-        raise TaskRequestError(
-            429,
-            "rate_limited",
-            f"at most {limit} tasks a minute per user",
-            headers={"Retry-After": str(wait)},
-        )
-
-
-def task_wake() -> None:
-    """Tell a runner there is work: a Redis list a task worker blocks on, or this process's runner."""
-    from core.redis_clients import redis_configured, sync_redis
-
-    if settings.TASKS_IN_PROCESS or not redis_configured():
-        from tasks.runner import wake_local_runner
-
-        wake_local_runner()
-        return
-    try:
-        pipe = sync_redis(WAKE_KEY).pipeline(transaction=False)
-        pipe.lpush(WAKE_KEY, "1")
-        pipe.ltrim(WAKE_KEY, 0, 99)
-        pipe.expire(WAKE_KEY, WAKE_TTL_SECONDS)
-        pipe.execute()
-    except Exception:  # the worker polls the table anyway
-        logger.warning("could not wake the task worker", exc_info=True)
+        raise TaskRequestError("rate_limited", f"at most {limit} tasks a minute per user", kind="rate_limited", retry_after=wait)
 
 
 def task_cancel(*, task: Task) -> bool:
@@ -129,8 +122,8 @@ def task_claim(*, runner: str, limit: int = 1) -> list[Task]:
             if updated:
                 claimed.append(Task.objects.get(pk=task_id))
     for task in claimed:
-        Task.objects.filter(pk=task.pk).update(attempts=task.attempts + 1)
-        task.attempts += 1
+        task.attempts, task.worker_ids = task.attempts + 1, [*task.worker_ids, runner]
+        Task.objects.filter(pk=task.pk).update(attempts=task.attempts, worker_ids=task.worker_ids)
     return claimed
 
 
@@ -142,15 +135,20 @@ def task_sweep() -> list[Task]:
     for task in expired.filter(Q(attempts__gte=MAX_ATTEMPTS) | Q(cancel_requested=True)):
         status = Task.Status.CANCELLED if task.cancel_requested else Task.Status.FAILED
         error = "cancelled" if task.cancel_requested else f"the task worker stopped while running it ({task.attempts} attempts)"
+        errors = task.errors if task.cancel_requested else [*task.errors, _worker_lost(error)]
         if Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING, lease_expires_at__lt=now).update(
-            status=status, error=error, finished_at=now, lease_owner=""
+            status=status, error=error, errors=errors, finished_at=now, lease_owner=""
         ):
-            task.status, task.error = status, error
+            task.status, task.error, task.errors = status, error, errors
             failed.append(task)
             notification_create(
                 user_id=task.owner_id, kind="task", data={"task_id": task.pk, "kind": task.kind, "status": status}
             )
     return failed
+
+
+def _worker_lost(error: str) -> dict[str, str]:
+    return {"exception_class_path": f"{TaskWorkerLost.__module__}.{TaskWorkerLost.__qualname__}", "traceback": error}
 
 
 def leases_renew(*, runner: str, progress: dict[int, int]) -> set[int]:
@@ -168,14 +166,19 @@ def cancel_requested(*, task_ids: list[int]) -> set[int]:
     return set(Task.objects.filter(pk__in=task_ids, cancel_requested=True).values_list("pk", flat=True))
 
 
-def task_finish(*, task_id: int, runner: str, status: str, result: Any = None, error: str = "") -> bool:
-    """Record the outcome, if this runner still holds the task; notify its owner."""
+def task_finish(
+    *, task_id: int, runner: str, status: str, result: Any = None, error: str = "", failure: dict[str, str] | None = None
+) -> bool:
+    """Record the outcome, if this runner still holds the task; notify its owner.
+    ``failure`` is a failure's ``{"exception_class_path", "traceback"}`` (TaskResult.errors)."""
     with transaction.atomic():
+        row = Task.objects.get(pk=task_id)
         updated = Task.objects.filter(pk=task_id, lease_owner=runner, status=Task.Status.RUNNING).update(
             status=status,
             result=result,
             error=error,
-            progress=100 if status == Task.Status.SUCCEEDED else Task.objects.get(pk=task_id).progress,
+            errors=[*row.errors, failure] if failure else row.errors,
+            progress=100 if status == Task.Status.SUCCEEDED else row.progress,
             finished_at=timezone.now(),
             lease_owner="",
             lease_expires_at=None,

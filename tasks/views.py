@@ -6,18 +6,17 @@ import time
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
 from accounts.connections import credential_watch
 from core import sse
 from core.eventlog import LogEvent, follow
-from core.http import api_view, json_body, parse_id
+from core.http import api_view, json_body, parse_id, signed_in_user
 from tasks import services
+from tasks.events import task_final_event, task_log_name
 from tasks.models import Task
 from tasks.registry import TaskRequestError
-from tasks.runner import ensure_local_runner, task_event, task_final_event
 
 FINAL_EVENTS = ("complete", "failed")
 # A finished task whose final event is not in its log after this long (the log expired,
@@ -26,7 +25,7 @@ FINAL_EVENT_GRACE_SECONDS = 2.0
 
 
 def _owner_id(request: HttpRequest) -> int:
-    return int(request.resolved_user.pk)  # type: ignore[attr-defined]
+    return int(signed_in_user(request).pk)
 
 
 def task_state(task: Task) -> dict[str, Any]:
@@ -45,23 +44,21 @@ def task_state(task: Task) -> dict[str, Any]:
 async def _owned_task(request: HttpRequest, task_id: int) -> Task:
     task = await Task.objects.filter(pk=task_id, owner_id=_owner_id(request)).afirst()
     if task is None:
-        raise TaskRequestError(404, "not_found", "no such task")
+        raise TaskRequestError("not_found", "no such task", kind="not_found")
     return task
 
 
 @api_view("POST", "GET")
 async def tasks(request: HttpRequest) -> HttpResponseBase:
-    """POST /api/tasks/ -> 202 {"id","status","events_url"}; GET lists the user's tasks."""
+    """POST /api/tasks/ -> 202 {"id","status","events_url"}; GET lists the user's tasks.
+    A registered kind is enqueued through Django's task API (tasks.services.task_create),
+    which writes the task's first event and wakes a runner."""
     owner_id = _owner_id(request)
     if request.method == "GET":
         mine = [task async for task in Task.objects.filter(owner_id=owner_id).order_by("-pk")[:50]]
         return JsonResponse({"tasks": [task_state(task) for task in mine]})
     body = json_body(request)
-    if settings.TASKS_IN_PROCESS:
-        ensure_local_runner()
     task = await database_sync_to_async(services.task_create)(owner_id=owner_id, body=body)
-    await task_event(task.pk, "progress", {"progress": 0, "status": "queued", "message": "queued"})
-    await database_sync_to_async(services.task_wake)()
     return JsonResponse({"id": task.pk, "status": task.status, "events_url": f"/api/tasks/{task.pk}/events"}, status=202)
 
 
@@ -82,7 +79,7 @@ async def task_events(request: HttpRequest, task_id: int) -> HttpResponseBase:
     after = parse_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")) or 0
     return sse.sse_response(
         body=sse.follow(
-            batches=follow(f"task:{task.pk}", after=after, final=FINAL_EVENTS, when_idle=_FinalFromRow(task.pk)),
+            batches=follow(task_log_name(task.pk), after=after, final=FINAL_EVENTS, when_idle=_FinalFromRow(task.pk)),
             render=_render,
         ),
         watch=credential_watch(request, user_id=_owner_id(request)),

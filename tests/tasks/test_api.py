@@ -7,7 +7,6 @@ import json
 import time
 
 import pytest
-import pytest_asyncio
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.test import override_settings
@@ -17,25 +16,11 @@ from core.eventlog import LocalLog, get_log
 from notifications.models import Notification
 from tasks import runner as runner_module
 from tasks.models import Task
-from tasks.runner import _local_runners
 from tests.support.asgi_client import BearerClient, read_all
 from tests.support.factories import make_messages, make_room, make_token, make_user
 from tests.support.sse_parsing import parse_events
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
-
-
-@pytest_asyncio.fixture(autouse=True)
-async def _stop_runner():
-    yield
-    runner = _local_runners.get(asyncio.get_running_loop())
-    if runner is not None:
-        await runner.close()
-
-
-@pytest.fixture
-def client(transactional_db):
-    return BearerClient(make_token(make_user("tess")))
 
 
 async def create(client, **body):
@@ -180,3 +165,11 @@ async def test_a_summary_queued_before_a_site_wide_ban_fails_when_it_runs(client
     events = parse_events(await read_all(await client.get(f"/api/tasks/{task_id}/events")))
     assert events[-1]["event"] == "failed" and "banned" in events[-1]["data"]["error"]
     assert "summary" not in json.dumps(events)
+
+
+@override_settings(TASKS_MAX_ACTIVE_PER_USER=1, TASKS_IN_PROCESS=False)  # queued, not run: it stays active
+async def test_a_user_with_too_many_active_tasks_is_told_to_wait(client):
+    assert (await create(client, kind="countdown", steps=1, interval_ms=0)).status_code == 202
+    refused = await create(client, kind="countdown", steps=1, interval_ms=0)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "busy" and refused["Retry-After"] == "1"
+    assert await Task.objects.acount() == 1

@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.test import override_settings
 from django.utils import timezone
+from django_tasks import TaskResultStatus, task_backends
 
 from notifications.models import Notification
-from tasks import services
+from tasks import kinds, services
 from tasks.models import Task
 from tasks.registry import TaskRequestError
+from tasks.results import TaskWorkerLost
 from tests.support.factories import make_room, make_user
 
 pytestmark = pytest.mark.django_db
@@ -105,3 +108,27 @@ def test_summarize_room_is_accepted_for_an_existing_room():
     make_room("general")
     task = services.task_create(owner_id=make_user().pk, body={"kind": "summarize_room", "room": "general"})
     assert task.params == {"room": "general"}
+
+
+def test_get_result_shows_the_runners_and_a_lost_worker():
+    task = countdown(make_user())
+    services.task_claim(runner="dead")
+    expire_lease(task)
+    services.task_claim(runner="also-dead")
+    expire_lease(task)
+    services.task_sweep()
+    result = task_backends["default"].get_result(str(task.pk))
+    assert result.status == TaskResultStatus.FAILED and result.worker_ids == ["dead", "also-dead"] and result.attempts == 2
+    assert result.task is kinds.countdown and result.kwargs == {"steps": 3, "interval_ms": 10}
+    [error] = result.errors
+    assert error.exception_class is TaskWorkerLost and "task worker stopped" in error.traceback
+
+
+@override_settings(TASKS_MAX_ACTIVE_PER_USER=2)
+def test_a_client_may_have_so_many_tasks_queued_or_running():
+    owner = make_user()
+    countdown(owner), countdown(owner)
+    with pytest.raises(TaskRequestError) as raised:
+        countdown(owner)
+    assert (raised.value.code, raised.value.kind, raised.value.retry_after) == ("busy", "rate_limited", 1)
+    assert Task.objects.count() == 2
