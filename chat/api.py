@@ -13,11 +13,11 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from chat import selectors
+from chat import protocol, selectors
 from chat.models import Message, Room
 from chat.protocol import is_storable_text
 from chat.services import messages, moderation
-from chat.services.rooms import dm_open, member_add, member_remove, room_create, room_mark_read
+from chat.services.rooms import dm_open, member_add, member_remove, read_marker_move, room_create
 from core.http import MAX_ID, ApiError, api_view, json_body, signed_in_user
 
 
@@ -82,13 +82,34 @@ def rooms(request: HttpRequest) -> HttpResponse:
     return JsonResponse(selectors.room_object(room=room, online=0), status=201)
 
 
+def _message_id_or_400(body: dict[str, Any], name: str, *, required: bool = True) -> int | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise ApiError(400, "invalid", f"{name} must be a message id")
+    return value
+
+
+def _message_response(room: Room, message_id: int) -> JsonResponse:
+    """The message as it is now, as a ``message`` frame (also for a removed one: its author's view)."""
+    message = selectors.message_get(room_id=room.pk, message_id=message_id)
+    assert message is not None
+    return JsonResponse(selectors.message_frames(messages=[message], room_slug=room.slug)[0])
+
+
 @api_view("GET", "POST")
 def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
     room = _room_or_404(slug, request)
     if request.method == "GET":
-        after = _int_param(request, "after", 0, minimum=0, maximum=2**63 - 1)
-        limit = _int_param(request, "limit", 50, minimum=1, maximum=200)
-        return JsonResponse({"messages": selectors.message_list_after(room=room, after=after, limit=limit)})
+        after = _int_param(request, "after", 0, minimum=0, maximum=MAX_ID)
+        limit = _int_param(request, "limit", 50, minimum=1, maximum=protocol.PAGE_MAX)
+        if "before" in request.GET:
+            before = _int_param(request, "before", 0, minimum=1, maximum=MAX_ID)
+            page = selectors.message_list_before(room=room, before=before, after=after, limit=limit)
+        else:
+            page = selectors.message_list_after(room=room, after=after, limit=limit)
+        return JsonResponse({"messages": page})
     body = json_body(request)
     nonce = body.get("nonce")
     if nonce is not None and (not isinstance(nonce, str) or len(nonce) > 64 or not is_storable_text(nonce)):
@@ -99,19 +120,52 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
     # A banned user's sockets are closed and refused; REST must not be the way around that.
     if selectors.user_is_banned(user_id=user.pk, room_id=room.pk):
         raise ApiError(403, "banned", "you are banned from this room")
-    # ChatError: 429 rate_limited with Retry-After, 403 muted, 423 room_locked, 400 for bad content.
-    message = messages.message_create(room=room, user=user, content=body["content"], nonce=nonce)
+    reply_to = _message_id_or_400(body, "reply_to", required=False)
+    # ChatError: 429 rate_limited with Retry-After, 403 muted, 423 room_locked, 400 for bad
+    # content, 404 not_found for a reply to no message of the room.
+    message = messages.message_create(room=room, user=user, content=body["content"], nonce=nonce, reply_to=reply_to)
     frame = selectors.message_frames(messages=[message], room_slug=room.slug)[0]
     return JsonResponse(frame, status=201)
 
 
-@api_view("DELETE")
+@api_view("PATCH", "DELETE")
 def room_message(request: HttpRequest, slug: str, message_id: int) -> HttpResponse:
-    message = _message_or_404(_room_or_404(slug, request), message_id)
-    if not (request.user.is_staff or message.user_id == request.user.pk):
-        raise ApiError(403, "forbidden", "only staff or the author may remove a message")
-    moderation.message_remove(message=message, removed_by=signed_in_user(request))
-    return HttpResponse(status=204)
+    """PATCH {"content"}: edit (the author within the edit window, staff any time) -> 200
+    the message. DELETE: remove (the author, or staff) -> 204."""
+    room, user = _room_or_404(slug, request), signed_in_user(request)
+    _message_or_404(room, message_id)  # over REST an unknown or removed message is no_such_message, as for reports
+    if request.method == "DELETE":
+        messages.message_delete(room=room, user=user, message_id=message_id)  # 404, 403, 423
+        return HttpResponse(status=204)
+    body = json_body(request)
+    if "content" not in body:
+        raise ApiError(400, "bad_frame", "content is required")
+    # ChatError: 404 not_found, 403 forbidden / edit_window_passed / muted / banned, 423, 429, 400.
+    messages.message_edit(room=room, user=user, message_id=message_id, content=body["content"])
+    return _message_response(room, message_id)
+
+
+@api_view("POST")
+def message_restore(request: HttpRequest, slug: str, message_id: int) -> HttpResponse:
+    """Staff: bring a removed message back; the room gets ``message_restored``. 200 the message."""
+    staff = _staff_user(request)
+    room = _room_or_404(slug, request)
+    message = selectors.message_get(room_id=room.pk, message_id=message_id)
+    if message is None:
+        raise ApiError(404, "no_such_message", f"no message {message_id} in {room.slug!r}")
+    moderation.message_restore(message=message, restored_by=staff)  # restoring a visible one changes nothing
+    return _message_response(room, message_id)
+
+
+@api_view("PUT", "DELETE")
+def message_reaction(request: HttpRequest, slug: str, message_id: int, emoji: str) -> HttpResponse:
+    """PUT: react with ``emoji``; DELETE: take it back. 200 {"reactions"}: the message's whole set."""
+    room = _room_or_404(slug, request)
+    _message_or_404(room, message_id)
+    reactions = messages.reaction_set(
+        room=room, user=signed_in_user(request), message_id=message_id, emoji=emoji, on=request.method == "PUT"
+    )  # 400 bad_emoji, 404, 403 muted / banned, 423, 429
+    return JsonResponse({"reactions": reactions})
 
 
 @api_view("POST")
@@ -240,13 +294,14 @@ def room_member(request: HttpRequest, slug: str, username: str) -> HttpResponse:
 
 @api_view("POST")
 def room_read(request: HttpRequest, slug: str) -> HttpResponse:
-    """POST {"last_id"}: how far the caller has read (an addition, for unread counts)."""
+    """POST {"id"}: the caller has read up to this message (forward only) -> 204; every
+    socket of theirs in the room gets a ``read`` frame. ``last_id`` is the older name of ``id``."""
     room = _room_or_404(slug, request)
-    last_id = json_body(request).get("last_id")
-    if isinstance(last_id, bool) or not isinstance(last_id, int) or not 0 <= last_id <= MAX_ID:
-        raise ApiError(400, "invalid", "last_id must be a non-negative integer")
-    room_mark_read(room_id=room.pk, user_id=signed_in_user(request).pk, last_id=last_id)
-    return JsonResponse({"last_id": last_id})
+    body = json_body(request)
+    message_id = _message_id_or_400(body, "id" if "id" in body or "last_id" not in body else "last_id")
+    assert message_id is not None
+    read_marker_move(room=room, user=signed_in_user(request), message_id=message_id)  # 404 not_found
+    return HttpResponse(status=204)
 
 
 @api_view("POST")

@@ -11,17 +11,17 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import Error as DatabaseError
 
 from accounts import connections
 from accounts.connections import Connection, get_connections
 from chat import protocol, selectors, wire
 from chat.hub import Hub, get_hub
+from chat.models import Room
 from chat.protocol import ChatError
-from chat.services import messages
-from chat.services.rooms import room_mark_read
+from chat.services import messages, rooms
 from chat.writer import get_writer
 from core import metrics
 from core.consumers import LayerConsumer
@@ -33,8 +33,8 @@ from core.servers import SocketGuard, guard_socket
 logger = logging.getLogger(__name__)
 
 
-def _last_id(query_string: bytes) -> int | None:
-    values = parse_qs(query_string.decode("latin-1")).get("last_id")
+def _query_id(query_string: bytes, name: str) -> int | None:
+    values = parse_qs(query_string.decode("latin-1")).get(name)
     return parse_id(values[0]) if values else None
 
 
@@ -51,6 +51,7 @@ class RoomConsumer(LayerConsumer):
     username = ""
     connection_key = ""
     last_sent_id = 0
+    last_sent_seq = 0
     syncing = True
     presence_version = 0
     joined = False
@@ -63,7 +64,7 @@ class RoomConsumer(LayerConsumer):
     # ---- hooks ------------------------------------------------------------------------
     async def connect(self) -> None:
         """Runs on the handshake. Accept first: a close before accept loses its code."""
-        self.pending: list[tuple[int, str]] = []
+        self.pending: list[tuple[int, int, str]] = []
         self.pending_presence: tuple[int, str] | None = None
         self.last_seen = time.monotonic()
         await self.accept()
@@ -99,7 +100,8 @@ class RoomConsumer(LayerConsumer):
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         self.private = room.private
-        last_id = _last_id(self.scope.get("query_string", b""))
+        query_string = self.scope.get("query_string", b"")
+        last_id, last_seq = _query_id(query_string, "last_id"), _query_id(query_string, "last_seq")
         credential = self.scope.get("credential")
         self.scope = {"type": "websocket", "path": self.scope["path"]}
         self.hub = get_hub()
@@ -122,7 +124,10 @@ class RoomConsumer(LayerConsumer):
         await self.send_frame(
             {"type": "hello", "room": room.slug, "user": self.username, "heartbeat": settings.WS_HEARTBEAT_SECONDS}
         )
-        await self._send_backlog(last_id)
+        if last_seq is not None:
+            await self._send_replay(last_seq)
+        else:
+            await self._send_backlog(last_id)
         await self.send_frame({"type": "presence", "users": online})
         await self.hub.synced(self)
 
@@ -131,12 +136,14 @@ class RoomConsumer(LayerConsumer):
         self.last_seen = time.monotonic()
         if self.syncing:
             return
+        nonce: str | None = None
         try:
             if text_data is None:
                 raise ChatError("bad_frame", "binary frames are not accepted; send JSON text")
             if len(text_data) > settings.WS_MAX_FRAME_BYTES:
                 raise ChatError("too_long", f"frame is larger than {settings.WS_MAX_FRAME_BYTES} bytes")
             frame = protocol.parse_client_frame(text_data)
+            nonce = getattr(frame, "nonce", None)
             if isinstance(frame, protocol.SendMessage):
                 # The broadcast echo, carrying the nonce, is the sender's ack.
                 try:
@@ -148,6 +155,7 @@ class RoomConsumer(LayerConsumer):
                             username=self.username,
                             content=frame.content,
                             nonce=frame.nonce,
+                            reply_to=frame.reply_to,
                         )
                     )
                 except DatabaseError:
@@ -169,11 +177,32 @@ class RoomConsumer(LayerConsumer):
                 )
             elif isinstance(frame, protocol.Ping):
                 await self.send_text(protocol.PONG_TEXT)
+            elif isinstance(frame, protocol.Edit | protocol.Delete | protocol.React | protocol.Read):
+                # Changes answer nothing to the sender: the room's broadcast (or, for a read
+                # marker, the user's other sockets) is what they cause.
+                await in_db_thread(self._change, frame=frame)
+        except DatabaseError:
+            metrics.FRAMES_REJECTED.labels(code="unavailable").inc()
+            await self.send_frame(protocol.error_frame("unavailable", "the database is unavailable; try again", nonce=nonce))
         except DomainError as error:
             # The one place the room socket answers a refusal (the parser's, the services',
             # its own): an ``error`` frame, and the socket stays open.
             metrics.FRAMES_REJECTED.labels(code=error.code).inc()
-            await self.send_frame(protocol.refusal_frame(error))
+            await self.send_frame(protocol.refusal_frame(error, nonce=nonce))
+
+    def _change(self, frame: protocol.Edit | protocol.Delete | protocol.React | protocol.Read) -> None:
+        """A client's change to the room, on the database thread: parse -> service (the
+        services raise ChatError, answered in ``receive``)."""
+        user = User.objects.get(pk=self.user_id)
+        room = Room.objects.get(pk=self.room_id)
+        if isinstance(frame, protocol.Edit):
+            messages.message_edit(room=room, user=user, message_id=frame.id, content=frame.content)
+        elif isinstance(frame, protocol.Delete):
+            messages.message_delete(room=room, user=user, message_id=frame.id)
+        elif isinstance(frame, protocol.React):
+            messages.reaction_set(room=room, user=user, message_id=frame.id, emoji=frame.emoji, on=frame.on)
+        else:
+            rooms.read_marker_move(room=room, user=user, message_id=frame.id, connection_key=self.connection_key)
 
     async def disconnect(self, code: int) -> None:
         """Runs once the socket is closed, by either side."""
@@ -182,10 +211,6 @@ class RoomConsumer(LayerConsumer):
                 self.joined = False
                 await self.hub.leave(self)
                 await self.hub.presence_leave(self)
-                if self.private and self.last_sent_id:  # unread counts start after what was shown
-                    await database_sync_to_async(room_mark_read)(
-                        room_id=self.room_id, user_id=self.user_id, last_id=self.last_sent_id
-                    )
             if self.registered is not None:
                 await get_connections().close(self.registered)
         except Exception:  # Redis down: the entries expire after three heartbeats anyway
@@ -193,6 +218,10 @@ class RoomConsumer(LayerConsumer):
 
     # ---- sending -------------------------------------------------------------------------
     async def _send_backlog(self, last_id: int | None) -> None:
+        # The seq first: changes after it are sent live (an edit of a message the backlog
+        # already shows as edited is sent again, harmlessly); a new message that the
+        # backlog sent is not sent again (``last_sent_id``).
+        seq = (await in_db_thread(selectors.room_seqs, room_ids=[self.room_id])).get(self.room_id, 0)
         missed, frames = await in_db_thread(
             selectors.message_backlog, room_id=self.room_id, room_slug=self.room_slug, last_id=last_id
         )
@@ -203,7 +232,29 @@ class RoomConsumer(LayerConsumer):
         sent = frames[-1]["id"] if frames else 0
         # Live messages at or below what the client says it has are not sent again.
         self.last_sent_id = max(sent, last_id or 0)
-        await self.send_frame({"type": "synced", "last_id": sent})
+        self.last_sent_seq = seq
+        await self.send_frame({"type": "synced", "last_id": sent, "seq": seq})
+
+    async def _send_replay(self, last_seq: int) -> None:
+        """docs/protocol.md, "Room changes": every change after ``last_seq`` once (as the
+        messages' current state), or a ``gap`` past REPLAY_MAX; then ``synced``."""
+        replay = await in_db_thread(
+            selectors.change_replay,
+            room_id=self.room_id,
+            room_slug=self.room_slug,
+            after=last_seq,
+            limit=protocol.REPLAY_MAX,
+        )
+        if replay.missed:
+            await self.send_frame({"type": "gap", "missed": replay.missed})
+        for change in replay.changes:
+            await self.send_frame(change.frame)
+        sent = max((change.new_id for change in replay.changes), default=0)
+        # Every change up to the replay's seq has been sent; a new message is sent live
+        # only above that seq, so above every id the replay sent.
+        self.last_sent_seq = replay.seq
+        self.last_sent_id = sent
+        await self.send_frame({"type": "synced", "last_id": sent, "seq": replay.seq})
 
     async def send_frame(self, frame: protocol.ServerFrame) -> None:
         await self.send_text(protocol.encode(frame))

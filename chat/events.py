@@ -27,23 +27,38 @@ class CreatedMessage:
     room_id: int
     room_slug: str
     message_id: int
-    previous_id: int  # the room's newest message before this one (0: none)
-    frame: protocol.MessageFrame
+    frame: protocol.MessageFrame  # carries the seq of its creation
 
 
 def messages_created_on_commit(*, messages: list[CreatedMessage]) -> None:
     """Broadcast new messages once their transaction commits: one publish per room
-    (its messages in id order, one event after the other), one round trip in all."""
+    (its messages in seq order, one event after the other), one round trip in all."""
     per_room: dict[str, list[str]] = {}
     for m in messages:
-        text = wire.encode_message(id=m.message_id, previous_id=m.previous_id, text=protocol.encode(m.frame))
+        text = wire.encode_change(seq=m.frame["seq"], new_id=m.message_id, text=protocol.encode(m.frame))
         per_room.setdefault(m.room_slug, []).append(text)
     batch = [(wire.room_group(slug), wire.encode_many(texts)) for slug, texts in per_room.items()]
     transaction.on_commit(partial(RealtimeChannelLayer.publish_many, batch))
 
 
+def change_on_commit(
+    *,
+    room_slug: str,
+    frame: protocol.MessageEditedFrame | protocol.MessageDeletedFrame | protocol.MessageRestoredFrame | protocol.ReactionsFrame,
+) -> None:
+    """Broadcast a change to an existing message (its frame carries its seq) after commit."""
+    _on_commit(wire.room_group(room_slug), wire.encode_change(seq=frame["seq"], new_id=0, text=protocol.encode(frame)))
+
+
 def room_frame_on_commit(*, room_slug: str, frame: protocol.ServerFrame) -> None:
+    """A frame that changes no message (a notice, a lock), for everyone in the room now."""
     _on_commit(wire.room_group(room_slug), wire.encode_frame(text=protocol.encode(frame)))
+
+
+def read_on_commit(*, user_id: int, room_id: int, except_key: str | None, frame: protocol.ReadFrame) -> None:
+    """The user's read marker moved: tell their connections to the room, on every worker,
+    but the one that moved it (``except_key``; None: all of them)."""
+    _on_commit(wire.user_group(user_id), wire.encode_read(room_id=room_id, except_key=except_key, text=protocol.encode(frame)))
 
 
 def user_close_on_commit(*, user_id: int, code: int, room_id: int | None) -> None:

@@ -2,22 +2,25 @@
 
 Exactly once, although every broker is at most once
 ---------------------------------------------------
-Each message broadcast carries its id and the id of the room's previous message (both
-written in the same transaction, see chat.services.messages.message_create), so the hub sees a
-chain. Per room it keeps ``last_id``, the newest message delivered to its sockets:
+Every change of a room (a new message, an edit, a removal, a restoration, a message's
+reactions) carries the room's ``seq``, taken in the change's own transaction (see
+chat.services.changes): 1, 2, 3 … with no holes, in commit order. Per room the hub keeps
+``last_seq``, the newest change delivered to its sockets:
 
-- an event whose id is not above ``last_id`` is a duplicate and is dropped;
-- an event whose previous id is above ``last_id`` reveals a gap (a lost publish, a
-  Redis restart, a full buffer), and the hub backfills from the database;
-- once a second the hub compares ``last_id`` with the database, which repairs a lost
-  *last* message that no later broadcast would reveal (the check waits one round, so
-  that broadcasts merely in flight are not fetched twice);
+- an event whose seq is not above ``last_seq`` is a duplicate and is dropped;
+- an event whose seq is above ``last_seq + 1`` reveals a gap (a lost publish, a Redis
+  restart, a full buffer), and the hub backfills the changes in between from the
+  database (chat.selectors.change_replay, which ``last_seq`` resumes use too);
+- once a second the hub compares ``last_seq`` with the room's seq in the database,
+  which repairs a lost *last* change that no later broadcast would reveal (the check
+  waits one round, so that broadcasts merely in flight are not fetched twice);
 - on every (re)connection to Redis it re-subscribes and backfills every room.
 
 A joining socket is registered before its backlog is read; broadcasts meanwhile are
 held in its ``pending`` list and flushed after the backlog, skipping what the backlog
-already sent. Each socket also remembers the highest id it sent, so no path sends a
-message twice.
+already sent. Each socket also remembers the highest seq it sent (and the highest
+message id, so that a ``message`` frame its ``last_id`` backlog sent is not sent again),
+so no path sends a change twice.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ class RoomConnection(Protocol):
     username: str
     connection_key: str
     last_sent_id: int
+    last_sent_seq: int
     syncing: bool
-    pending: list[tuple[int, str]]
+    pending: list[tuple[int, int, str]]  # (seq or 0, new message id or 0, text) held while syncing
     pending_presence: tuple[int, str] | None
     presence_version: int
     last_seen: float
@@ -68,13 +72,13 @@ class RoomConnection(Protocol):
 class RoomFeed:
     room_id: int
     room_slug: str
-    last_id: int = 0
+    last_seq: int = 0
     connections: set[RoomConnection] = field(default_factory=set)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     failed: bool = False
     early: list[str] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # The newest id the database had at the last check while we were behind it.
+    # The room's seq in the database at the last check, while we were behind it.
     suspected_upto: int = 0
 
 
@@ -104,8 +108,8 @@ class Hub:
             self.feeds_by_group[wire.room_group(feed.room_slug)] = feed
             try:
                 await self.layer.listen(wire.room_group(feed.room_slug), self._on_room_event)
-                ids = await database_sync_to_async(selectors.room_last_message_ids)(room_ids=[feed.room_id])
-                feed.last_id = ids.get(feed.room_id, 0)
+                seqs = await database_sync_to_async(selectors.room_seqs)(room_ids=[feed.room_id])
+                feed.last_seq = seqs.get(feed.room_id, 0)
             except BaseException:
                 feed.failed = True
                 self.feeds.pop(feed.room_id, None)
@@ -136,11 +140,25 @@ class Hub:
             await connection.send_text(text)
         connection.pending_presence = None
         while connection.pending:
-            message_id, text = connection.pending.pop(0)
-            if message_id == 0 or message_id > connection.last_sent_id:
-                connection.last_sent_id = max(connection.last_sent_id, message_id)
+            seq, new_id, text = connection.pending.pop(0)
+            if seq == 0 or self._is_new(connection, seq, new_id):
                 await connection.send_text(text)
         connection.syncing = False
+
+    @staticmethod
+    def _is_new(connection: RoomConnection, seq: int, new_id: int) -> bool:
+        """Whether the socket has not had this change yet; it counts as had from now on.
+
+        A change at or below the socket's seq was in its replay (or sent already); a new
+        message at or below its id was in its ``last_id`` backlog."""
+        if seq <= connection.last_sent_seq:
+            return False
+        connection.last_sent_seq = seq
+        if new_id:
+            if new_id <= connection.last_sent_id:
+                return False
+            connection.last_sent_id = new_id
+        return True
 
     async def leave(self, connection: RoomConnection) -> None:
         feed = self.feeds.get(connection.room_id)
@@ -198,19 +216,19 @@ class Hub:
             await self._room_single_event(feed, event)
 
     async def _room_single_event(self, feed: RoomFeed, event: wire.WireEvent) -> None:
-        if isinstance(event, wire.NewMessage):
+        if isinstance(event, wire.Change):
             async with feed.lock:
-                if event.id <= feed.last_id:
+                if event.seq <= feed.last_seq:
                     return
-                if event.previous_id > feed.last_id:
-                    await self._backfill(feed, upto=event.id)
+                if event.seq > feed.last_seq + 1:
+                    await self._backfill(feed, upto=event.seq)
                     return
-                feed.last_id = event.id
-                await self._send_message(feed, event.id, event.text)
+                feed.last_seq = event.seq
+                await self._send_change(feed, event.seq, event.new_id, event.text)
         elif isinstance(event, wire.RoomFrame):
             for connection in list(feed.connections):
                 if connection.syncing:
-                    connection.pending.append((0, event.text))
+                    connection.pending.append((0, 0, event.text))
                 else:
                     await self._send(connection, event.text)
         elif isinstance(event, wire.Typing):
@@ -233,13 +251,20 @@ class Hub:
                 for connection in list(self.users.get(user_id, ())):
                     if event.room_id in (0, connection.room_id):
                         await connection.close_with(event.code)
+            elif isinstance(event, wire.ReadMarker):
+                for connection in list(self.users.get(user_id, ())):
+                    if connection.room_id != event.room_id or connection.connection_key == event.except_key:
+                        continue
+                    if connection.syncing:
+                        connection.pending.append((0, 0, event.text))
+                    else:
+                        await self._send(connection, event.text)
 
-    async def _send_message(self, feed: RoomFeed, message_id: int, text: str) -> None:
+    async def _send_change(self, feed: RoomFeed, seq: int, new_id: int, text: str) -> None:
         for connection in list(feed.connections):
             if connection.syncing:
-                connection.pending.append((message_id, text))
-            elif message_id > connection.last_sent_id:
-                connection.last_sent_id = message_id
+                connection.pending.append((seq, new_id, text))
+            elif self._is_new(connection, seq, new_id):
                 await self._send(connection, text)
 
     async def _send(self, connection: RoomConnection, text: str) -> None:
@@ -248,17 +273,16 @@ class Hub:
         except Exception:  # a socket that went away mid-send must not stop the others
             logger.debug("send to %s failed", connection.connection_key, exc_info=True)
 
-    async def _backfill(self, feed: RoomFeed, *, upto: int | None) -> None:
-        """Deliver what the database has after ``feed.last_id`` (caller holds feed.lock)."""
-        frames = await database_sync_to_async(selectors.message_range)(
-            room_id=feed.room_id, room_slug=feed.room_slug, after=feed.last_id, upto=upto
+    async def _backfill(self, feed: RoomFeed, *, upto: int) -> None:
+        """Deliver the changes after ``feed.last_seq`` up to ``upto`` from the database (caller holds feed.lock)."""
+        replay = await database_sync_to_async(selectors.change_replay)(
+            room_id=feed.room_id, room_slug=feed.room_slug, after=feed.last_seq, upto=upto
         )
         metrics.BACKFILLS.inc()
-        metrics.BACKFILLED_MESSAGES.inc(len(frames))
-        for frame in frames:
-            await self._send_message(feed, frame["id"], protocol.encode(frame))
-        newest = frames[-1]["id"] if frames else feed.last_id
-        feed.last_id = max(feed.last_id, newest, upto or 0)
+        metrics.BACKFILLED_MESSAGES.inc(len(replay.changes))
+        for change in replay.changes:
+            await self._send_change(feed, change.seq, change.new_id, protocol.encode(change.frame))
+        feed.last_seq = max(feed.last_seq, upto)
 
     async def _on_reconnect(self) -> None:
         for connection in itertools.chain.from_iterable(feed.connections for feed in self.feeds.values()):
@@ -287,15 +311,15 @@ class Hub:
         if not self.feeds:
             return
         feeds = [feed for feed in self.feeds.values() if feed.ready.is_set()]
-        newest = await database_sync_to_async(selectors.room_last_message_ids)(room_ids=[f.room_id for f in feeds])
+        newest = await database_sync_to_async(selectors.room_seqs)(room_ids=[f.room_id for f in feeds])
         for feed in feeds:
-            database_last = newest.get(feed.room_id, 0)
-            behind_since_last_check = feed.suspected_upto and feed.last_id < feed.suspected_upto
+            database_seq = newest.get(feed.room_id, 0)
+            behind_since_last_check = feed.suspected_upto and feed.last_seq < feed.suspected_upto
             if immediately or behind_since_last_check:
                 async with feed.lock:
-                    if feed.last_id < database_last:
-                        await self._backfill(feed, upto=database_last)
-            feed.suspected_upto = database_last if database_last > feed.last_id else 0
+                    if feed.last_seq < database_seq:
+                        await self._backfill(feed, upto=database_seq)
+            feed.suspected_upto = database_seq if database_seq > feed.last_seq else 0
 
     async def _heartbeat(self, heartbeat: float) -> None:
         # Idle means three pings went unanswered, not three heartbeats of wall time: when

@@ -1,6 +1,6 @@
 """The SQL of the message write path, for SQLite and PostgreSQL alike.
 
-Every chat message goes through these four statements, so they are written as SQL
+Every chat message goes through these five statements, so they are written as SQL
 rather than built by the ORM: compiling a queryset costs about 250 µs of CPU, more
 than running the statement, and measured 1.7 ms of CPU per single-message batch
 against 0.3 ms this way (docs/performance.md). Table and column names come from the
@@ -16,11 +16,12 @@ from typing import Any
 
 from django.db import connection
 
-from chat.models import Message, Mute, Room
+from chat.models import Message, Mute, Room, RoomChange
 
 _MESSAGE = Message._meta.db_table
 _MUTE = Mute._meta.db_table
 _ROOM = Room._meta.db_table
+_CHANGE = RoomChange._meta.db_table
 
 
 def _placeholders(count: int) -> str:
@@ -43,28 +44,29 @@ def muted_pairs(*, user_ids: list[int], now: datetime) -> set[tuple[int, int | N
 @dataclass(frozen=True, slots=True)
 class LockedRoom:
     locked: bool
-    last_message_id: int
+    seq: int  # the room's change counter before this write
     direct_key: str | None  # set for a direct-message room
 
 
 def rooms_lock(*, room_ids: list[int]) -> dict[int, LockedRoom]:
-    """Lock the rooms' rows until commit (in id order: no deadlocks)."""
+    """Lock the rooms' rows until commit (in id order: no deadlocks). Their seqs are read
+    under the lock, so they are the rooms' own until commit (SQLite: writers serialised)."""
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     placeholders = _placeholders(len(room_ids))
-    sql = f"SELECT id, locked, last_message_id, direct_key FROM {_ROOM} WHERE id IN ({placeholders}) ORDER BY id{lock}"
+    sql = f"SELECT id, locked, seq, direct_key FROM {_ROOM} WHERE id IN ({placeholders}) ORDER BY id{lock}"
     with connection.cursor() as cursor:
         cursor.execute(sql, room_ids)
-        return {room_id: LockedRoom(bool(locked), last_id, key) for room_id, locked, last_id, key in cursor.fetchall()}
+        return {room_id: LockedRoom(bool(locked), seq, key) for room_id, locked, seq, key in cursor.fetchall()}
 
 
-def messages_insert(*, rows: list[tuple[int, int, str, str]], created_at: datetime) -> list[int]:
-    """Insert (room id, user id, content, nonce) rows; their ids, in the same order."""
+def messages_insert(*, rows: list[tuple[int, int, str, str, int | None]], created_at: datetime) -> list[int]:
+    """Insert (room id, user id, content, nonce, reply_to id) rows; their ids, in the same order."""
     created = connection.ops.adapt_datetimefield_value(created_at)
-    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
     params: list[Any] = []
-    for room_id, user_id, content, nonce in rows:
-        params += [room_id, user_id, content, nonce, created]
-    columns = "room_id, user_id, content, nonce"
+    for room_id, user_id, content, nonce, reply_to in rows:
+        params += [room_id, user_id, content, nonce, reply_to, created]
+    columns = "room_id, user_id, content, nonce, reply_to_id"
     sql = f"INSERT INTO {_MESSAGE} ({columns}, created_at) VALUES {values} RETURNING id, {columns}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -78,11 +80,29 @@ def messages_insert(*, rows: list[tuple[int, int, str, str]], created_at: dateti
     return [ids_by_row[row].pop(0) for row in rows]
 
 
-def rooms_set_last_message(*, last_ids: dict[int, int]) -> None:
+def rooms_advance(*, last_ids: dict[int, int], seqs: dict[int, int]) -> None:
+    """Set each room's newest message id and its change counter (same keys in both)."""
     cases = " ".join(["WHEN %s THEN %s"] * len(last_ids))
-    params: list[int] = []
+    id_params: list[int] = []
+    seq_params: list[int] = []
     for room_id, last_id in last_ids.items():
-        params += [room_id, last_id]
-    sql = f"UPDATE {_ROOM} SET last_message_id = CASE id {cases} END WHERE id IN ({_placeholders(len(last_ids))})"
+        id_params += [room_id, last_id]
+        seq_params += [room_id, seqs[room_id]]
+    sql = (
+        f"UPDATE {_ROOM} SET last_message_id = CASE id {cases} END, seq = CASE id {cases} END"
+        f" WHERE id IN ({_placeholders(len(last_ids))})"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *last_ids])
+        cursor.execute(sql, [*id_params, *seq_params, *last_ids])
+
+
+def changes_insert(*, rows: list[tuple[int, int, int]], kind: str, created_at: datetime) -> None:
+    """Insert (room id, seq, message id) rows of the room change log, all of one kind."""
+    created = connection.ops.adapt_datetimefield_value(created_at)
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+    params: list[Any] = []
+    for room_id, seq, message_id in rows:
+        params += [room_id, seq, message_id, kind, created]
+    sql = f"INSERT INTO {_CHANGE} (room_id, seq, message_id, kind, created_at) VALUES {values}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)

@@ -31,6 +31,9 @@ class Room(models.Model):
     # Each broadcast carries the previous value, so a worker that sees a broadcast
     # whose predecessor it never got knows it missed one and backfills from here.
     last_message_id = models.BigIntegerField(default=0, editable=False)
+    # The room's change counter (docs/protocol.md, "Room changes"): the seq of its newest
+    # RoomChange, taken in the same transaction as that change (0: no change yet).
+    seq = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["slug"]
@@ -49,8 +52,6 @@ class RoomMember(models.Model):
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
-    # The newest message this member has seen; what is above it is unread.
-    last_read_id = models.BigIntegerField(default=0)
     joined_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -70,6 +71,10 @@ class Message(models.Model):
     # Soft deletion: a removed message stays for the audit trail but is never replayed.
     removed_at = models.DateTimeField(null=True, blank=True)
     removed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Set by each edit (the content before it is kept in MessageEdit).
+    edited_at = models.DateTimeField(null=True, blank=True)
+    # The message this one answers; the reply stays if it is removed (it shows as removed).
+    reply_to = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["id"]
@@ -77,6 +82,78 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} in {self.room_id}"
+
+
+class RoomChange(models.Model):
+    """One line of a room's change log (docs/protocol.md, "Room changes"): what happened to
+    which message, numbered by the room's ``seq`` (1, 2, 3 … in commit order). Written by
+    chat.services in the same transaction as the change; never changed afterwards."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created"
+        EDITED = "edited"
+        REMOVED = "removed"
+        RESTORED = "restored"
+        REACTIONS = "reactions"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="changes")
+    seq = models.BigIntegerField()
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="changes")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["room", "seq"]
+        constraints = [models.UniqueConstraint(fields=["room", "seq"], name="chat_room_change_seq_once")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.message_id} at {self.room_id}:{self.seq}"
+
+
+class MessageEdit(models.Model):
+    """A message's content before one of its edits: its history, for moderators."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
+    content_before = models.TextField()
+    edited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    edited_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["message", "id"]
+
+    def __str__(self) -> str:
+        return f"edit of #{self.message_id} at {self.edited_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Reaction(models.Model):
+    """One user's emoji on one message (each emoji at most once per user and message)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    emoji = models.CharField(max_length=16)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["message", "id"]
+        constraints = [models.UniqueConstraint(fields=["message", "user", "emoji"], name="chat_reaction_once")]
+
+    def __str__(self) -> str:
+        return f"{self.emoji} by {self.user_id} on #{self.message_id}"
+
+
+class ReadMarker(models.Model):
+    """How far a user has read in a room: the newest message id they have seen. Forward only."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+")
+    message_id = models.BigIntegerField()
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "room"], name="chat_read_marker_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} read {self.room_id} up to #{self.message_id}"
 
 
 def sanction_active_q(now: datetime) -> Q:

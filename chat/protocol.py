@@ -38,8 +38,28 @@ BACKLOG_MAX = 1000
 # only after an announced "typing" (docs/protocol.md, "Typing"). Clients re-send
 # "typing" every few seconds while the user types, so they never meet the limit.
 TYPING_INTERVAL = 1.0
+# A ``last_seq`` resume replays at most this many changes; past it the client gets a
+# ``gap`` and reloads (docs/protocol.md, "Room changes"): the same bound, for the same
+# reason, as the backlog of messages.
+REPLAY_MAX = 1000
+# Pages of older history (``before=<id>``) and of newer (``after=<id>``) hold at most this many.
+PAGE_MAX = 200
 
-ErrorCode = Literal["bad_json", "bad_frame", "empty", "too_long", "rate_limited", "muted", "room_locked", "unavailable"]
+ErrorCode = Literal[
+    "bad_json",
+    "bad_frame",
+    "empty",
+    "too_long",
+    "rate_limited",
+    "muted",
+    "room_locked",
+    "unavailable",
+    "not_found",
+    "forbidden",
+    "edit_window_passed",
+    "bad_emoji",
+    "banned",
+]
 
 
 # ---- server frames -------------------------------------------------------------------
@@ -50,6 +70,9 @@ class HelloFrame(TypedDict):
     heartbeat: float
 
 
+Reactions = dict[str, list[str]]  # emoji -> usernames, in the order they reacted
+
+
 class MessageFrame(TypedDict):
     type: Literal["message"]
     id: int
@@ -58,6 +81,51 @@ class MessageFrame(TypedDict):
     content: str
     ts: str
     nonce: str | None
+    reply_to: int | None
+    edited_at: str | None
+    reactions: Reactions
+    seq: int  # the seq of the message's creation (its content is the current one)
+
+
+class MessageRestoredFrame(TypedDict):
+    """A removed message is back: the message frame's fields."""
+
+    type: Literal["message_restored"]
+    id: int
+    room: str
+    user: str
+    content: str
+    ts: str
+    nonce: str | None
+    reply_to: int | None
+    edited_at: str | None
+    reactions: Reactions
+    seq: int
+
+
+class MessageEditedFrame(TypedDict):
+    type: Literal["message_edited"]
+    id: int
+    content: str
+    edited_at: str
+    seq: int
+
+
+class ReactionsFrame(TypedDict):
+    """The whole reaction set of a message, so that a lost frame is healed by the next."""
+
+    type: Literal["reactions"]
+    id: int
+    reactions: Reactions
+    seq: int
+
+
+class ReadFrame(TypedDict):
+    """The user's read marker moved, on another of their connections."""
+
+    type: Literal["read"]
+    user: str
+    id: int
 
 
 class GapFrame(TypedDict):
@@ -68,6 +136,7 @@ class GapFrame(TypedDict):
 class SyncedFrame(TypedDict):
     type: Literal["synced"]
     last_id: int
+    seq: int
 
 
 class PresenceFrame(TypedDict):
@@ -84,6 +153,7 @@ class TypingFrame(TypedDict):
 class MessageDeletedFrame(TypedDict):
     type: Literal["message_deleted"]
     id: int
+    seq: int
 
 
 class NoticeFrame(TypedDict):
@@ -122,6 +192,10 @@ ServerFrame = (
     | PresenceFrame
     | TypingFrame
     | MessageDeletedFrame
+    | MessageRestoredFrame
+    | MessageEditedFrame
+    | ReactionsFrame
+    | ReadFrame
     | NoticeFrame
     | RoomLockedFrame
     | PingFrame
@@ -130,22 +204,50 @@ ServerFrame = (
 )
 
 
+# The frames that change a room's state: each carries its seq (docs/protocol.md, "Room changes").
+ChangeFrame = MessageFrame | MessageEditedFrame | MessageDeletedFrame | MessageRestoredFrame | ReactionsFrame
+
+
 def encode(frame: ServerFrame) -> str:
     """Compact JSON, UTF-8 kept as is (smaller than \\u escapes)."""
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def message_frame(*, id: int, room: str, user: str, content: str, created_at: datetime, nonce: str | None) -> MessageFrame:
+def iso(moment: datetime) -> str:
+    # isoformat of an aware UTC datetime ends in +00:00: the explicit offset clients rely on.
+    return moment.astimezone(UTC).isoformat()
+
+
+def message_frame(
+    *,
+    id: int,
+    room: str,
+    user: str,
+    content: str,
+    created_at: datetime,
+    nonce: str | None,
+    seq: int,
+    reply_to: int | None = None,
+    edited_at: datetime | None = None,
+    reactions: Reactions | None = None,
+) -> MessageFrame:
     return {
         "type": "message",
         "id": id,
         "room": room,
         "user": user,
         "content": content,
-        # isoformat of an aware UTC datetime ends in +00:00: the explicit offset §2 asks for.
-        "ts": created_at.astimezone(UTC).isoformat(),
+        "ts": iso(created_at),
         "nonce": nonce or None,
+        "reply_to": reply_to,
+        "edited_at": iso(edited_at) if edited_at else None,
+        "reactions": reactions or {},
+        "seq": seq,
     }
+
+
+def restored_frame(message: MessageFrame, *, seq: int) -> MessageRestoredFrame:
+    return {**message, "type": "message_restored", "seq": seq}
 
 
 def error_frame(code: ErrorCode, detail: str, *, nonce: str | None = None, retry_after: float | None = None) -> ErrorFrame:
@@ -159,6 +261,34 @@ def error_frame(code: ErrorCode, detail: str, *, nonce: str | None = None, retry
 @dataclass(frozen=True, slots=True)
 class SendMessage:
     content: str
+    nonce: str | None
+    reply_to: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    id: int
+    content: str
+    nonce: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    id: int
+    nonce: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class React:
+    id: int
+    emoji: str
+    on: bool
+    nonce: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    id: int
     nonce: str | None
 
 
@@ -177,7 +307,10 @@ class Pong:
     pass
 
 
-ClientFrame = SendMessage | Typing | Ping | Pong
+ClientFrame = SendMessage | Edit | Delete | React | Read | Typing | Ping | Pong
+
+# The largest id a database integer column holds (core.http.MAX_ID).
+MAX_ID = 2**63 - 1
 
 
 # The kind of refusal each code is; REST answers with the kind's status (core.errors).
@@ -191,6 +324,11 @@ _KINDS: dict[ErrorCode, Kind] = {
     "muted": "forbidden",
     "room_locked": "locked",
     "unavailable": "unavailable",
+    "not_found": "not_found",
+    "forbidden": "forbidden",
+    "edit_window_passed": "forbidden",
+    "bad_emoji": "invalid",
+    "banned": "forbidden",
 }
 
 
@@ -208,12 +346,17 @@ class ChatError(DomainError):
         return error_frame(self.code, self.detail, nonce=self.nonce, retry_after=self.retry_after)
 
 
-def refusal_frame(error: DomainError) -> ErrorFrame:
+def refusal_frame(error: DomainError, *, nonce: str | None = None) -> ErrorFrame:
     """The ``error`` frame for any service's refusal: a ChatError's own (it echoes the
-    nonce); another DomainError's code, detail and retry_after."""
+    nonce); another DomainError's code, detail and retry_after. ``nonce`` is the refused
+    frame's, for refusals that do not carry one."""
+    frame: ErrorFrame
     if isinstance(error, ChatError):
-        return error.frame()
-    frame: ErrorFrame = {"type": "error", "code": error.code, "detail": error.detail, "nonce": None}
+        frame = error.frame()
+        if frame["nonce"] is None:
+            frame["nonce"] = nonce
+        return frame
+    frame = {"type": "error", "code": error.code, "detail": error.detail, "nonce": nonce}
     if error.retry_after is not None:
         frame["retry_after"] = error.retry_after
     return frame
@@ -233,6 +376,15 @@ def clean_content(content: object, *, nonce: str | None = None) -> str:
     return content
 
 
+_CHANGING = frozenset({"message", "edit", "delete", "react", "read"})
+
+
+def _message_id(value: object, name: str, nonce: str | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise ChatError("bad_frame", f"{name} must be a message id (a positive integer)", nonce=nonce)
+    return value
+
+
 def parse_client_frame(text: str) -> ClientFrame:
     """Parse one text frame; raise ChatError with the contract's code when it is bad."""
     try:
@@ -245,12 +397,30 @@ def parse_client_frame(text: str) -> ClientFrame:
     valid_nonce = isinstance(raw_nonce, str) and len(raw_nonce) <= MAX_NONCE_CHARS and is_storable_text(raw_nonce)
     nonce = raw_nonce if valid_nonce else None  # an invalid nonce is never echoed: it may not even encode
     kind = data.get("type")
+    if isinstance(kind, str) and kind in _CHANGING and raw_nonce is not None and nonce is None:
+        # Frames that can be refused echo their nonce; one that cannot be echoed is refused.
+        raise ChatError("bad_frame", f"nonce must be a string of at most {MAX_NONCE_CHARS} characters")
     if kind == "message":
-        if raw_nonce is not None and nonce is None:
-            raise ChatError("bad_frame", f"nonce must be a string of at most {MAX_NONCE_CHARS} characters")
         if "content" not in data:
             raise ChatError("bad_frame", "message frame needs content", nonce=nonce)
-        return SendMessage(content=clean_content(data["content"], nonce=nonce), nonce=nonce)
+        reply_to = data.get("reply_to")
+        reply_to = None if reply_to is None else _message_id(reply_to, "reply_to", nonce)
+        return SendMessage(content=clean_content(data["content"], nonce=nonce), nonce=nonce, reply_to=reply_to)
+    if kind == "edit":
+        if "content" not in data:
+            raise ChatError("bad_frame", "edit frame needs content", nonce=nonce)
+        message_id = _message_id(data.get("id"), "id", nonce)
+        return Edit(id=message_id, content=clean_content(data["content"], nonce=nonce), nonce=nonce)
+    if kind == "delete":
+        return Delete(id=_message_id(data.get("id"), "id", nonce), nonce=nonce)
+    if kind == "react":
+        message_id = _message_id(data.get("id"), "id", nonce)
+        emoji, on = data.get("emoji"), data.get("on", True)
+        if not isinstance(emoji, str) or not isinstance(on, bool):
+            raise ChatError("bad_frame", "react needs an emoji (a string) and on (true or false)", nonce=nonce)
+        return React(id=message_id, emoji=emoji, on=on, nonce=nonce)
+    if kind == "read":
+        return Read(id=_message_id(data.get("id"), "id", nonce), nonce=nonce)
     if kind == "typing":
         is_typing = data.get("is_typing")
         if not isinstance(is_typing, bool):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from chat import presence, protocol
-from chat.models import Ban, Message, Mute, Report, Room, RoomMember
+from chat.models import Ban, Message, Mute, Reaction, ReadMarker, Report, Room, RoomChange, RoomMember
 
 
 def room_get(*, slug: str) -> Room | None:
@@ -63,25 +66,32 @@ def room_object(*, room: Room, online: int | None = None, unread: int | None = N
 
 def room_objects(*, rooms: list[Room], user: User | None = None) -> list[dict[str, object]]:
     counts = presence.room_online_counts([room.pk for room in rooms])
-    unread = room_unread_counts(user_id=user.pk, room_ids=[r.pk for r in rooms if r.private]) if user else {}
+    unread = room_unread_counts(user_id=user.pk, room_ids=[r.pk for r in rooms]) if user else {}
     return [room_object(room=room, online=counts[room.pk], unread=unread.get(room.pk)) for room in rooms]
 
 
 def room_unread_counts(*, user_id: int, room_ids: list[int]) -> dict[int, int]:
-    """Visible messages above the member's last read id, per private room they are in."""
-    last_read = dict(RoomMember.objects.filter(user_id=user_id, room_id__in=room_ids).values_list("room_id", "last_read_id"))
-    if not last_read:
+    """Per room: the visible messages by others after the user's read marker (with no
+    marker, every visible message by others). One query for the markers, one for the counts."""
+    if not room_ids:
         return {}
-    unread = Q()
-    for room_id, last_id in last_read.items():
+    markers = dict(ReadMarker.objects.filter(user_id=user_id, room_id__in=room_ids).values_list("room_id", "message_id"))
+    unread = Q(room_id__in=[room_id for room_id in room_ids if room_id not in markers])
+    for room_id, last_id in markers.items():
         unread |= Q(room_id=room_id, pk__gt=last_id)
     counted = dict(
         Message.objects.filter(unread, removed_at__isnull=True)
+        .exclude(user_id=user_id)
         .values("room_id")
         .annotate(n=Count("pk"))
         .values_list("room_id", "n")
     )
-    return {room_id: counted.get(room_id, 0) for room_id in last_read}
+    return {room_id: counted.get(room_id, 0) for room_id in room_ids}
+
+
+def read_marker_get(*, user_id: int, room_id: int) -> int:
+    """The newest message id the user has read in the room (0: none)."""
+    return ReadMarker.objects.filter(user_id=user_id, room_id=room_id).values_list("message_id", flat=True).first() or 0
 
 
 def room_members(*, room: Room) -> list[dict[str, str]]:
@@ -93,8 +103,9 @@ def room_members(*, room: Room) -> list[dict[str, str]]:
     ]
 
 
-def room_last_message_ids(*, room_ids: list[int]) -> dict[int, int]:
-    return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "last_message_id"))
+def room_seqs(*, room_ids: list[int]) -> dict[int, int]:
+    """Each room's change counter: the seq of its newest change (docs/protocol.md, "Room changes")."""
+    return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "seq"))
 
 
 def _visible(room_id: int) -> QuerySet[Message]:
@@ -106,10 +117,45 @@ def message_get_visible(*, room: Room, message_id: int) -> Message | None:
     return _visible(room.pk).filter(pk=message_id).first()
 
 
+def message_get(*, room_id: int, message_id: int) -> Message | None:
+    """A message of this room, removed or not (None for another room's or an unknown id)."""
+    return Message.objects.filter(pk=message_id, room_id=room_id).select_related("user").first()
+
+
+def reactions_of(*, message_ids: list[int]) -> dict[int, protocol.Reactions]:
+    """Each message's reactions: emoji (in CHAT_REACTIONS' order) -> usernames in the order
+    they reacted. Messages without any are absent."""
+    if not message_ids:
+        return {}
+    order = {emoji: position for position, emoji in enumerate(settings.CHAT_REACTIONS)}
+    found: dict[int, dict[str, list[str]]] = defaultdict(dict)
+    rows = Reaction.objects.filter(message_id__in=message_ids).order_by("pk").values_list("message_id", "emoji", "user__username")
+    for message_id, emoji, username in rows:
+        found[message_id].setdefault(emoji, []).append(username)
+    return {
+        message_id: dict(sorted(per_emoji.items(), key=lambda item: order.get(item[0], len(order))))
+        for message_id, per_emoji in found.items()
+    }
+
+
 def message_frames(*, messages: list[Message], room_slug: str) -> list[protocol.MessageFrame]:
+    """The messages' frames as they are now: content, edit time, reply, reactions, and the
+    seq of each one's creation. Two queries besides the messages' own."""
+    ids = [m.pk for m in messages]
+    created = dict(RoomChange.objects.filter(message_id__in=ids, kind=RoomChange.Kind.CREATED).values_list("message_id", "seq"))
+    reactions = reactions_of(message_ids=ids)
     return [
         protocol.message_frame(
-            id=m.pk, room=room_slug, user=m.user.username, content=m.content, created_at=m.created_at, nonce=m.nonce
+            id=m.pk,
+            room=room_slug,
+            user=m.user.username,
+            content=m.content,
+            created_at=m.created_at,
+            nonce=m.nonce,
+            seq=created.get(m.pk, 0),
+            reply_to=m.reply_to_id,
+            edited_at=m.edited_at,
+            reactions=reactions.get(m.pk),
         )
         for m in messages
     ]
@@ -120,12 +166,10 @@ def message_list_after(*, room: Room, after: int, limit: int) -> list[protocol.M
     return message_frames(messages=messages, room_slug=room.slug)
 
 
-def message_range(*, room_id: int, room_slug: str, after: int, upto: int | None) -> list[protocol.MessageFrame]:
-    """Visible messages with after < id <= upto (no upper bound when upto is None), ascending."""
-    query = _visible(room_id).filter(pk__gt=after)
-    if upto is not None:
-        query = query.filter(pk__lte=upto)
-    return message_frames(messages=list(query.order_by("pk")), room_slug=room_slug)
+def message_list_before(*, room: Room, before: int, limit: int, after: int = 0) -> list[protocol.MessageFrame]:
+    """The newest ``limit`` visible messages with after < id < before, ascending: older history, a page at a time."""
+    messages = list(_visible(room.pk).filter(pk__lt=before, pk__gt=after).order_by("-pk")[:limit])
+    return message_frames(messages=messages[::-1], room_slug=room.slug)
 
 
 def message_backlog(*, room_id: int, room_slug: str, last_id: int | None) -> tuple[int, list[protocol.MessageFrame]]:
@@ -144,6 +188,86 @@ def message_backlog(*, room_id: int, room_slug: str, last_id: int | None) -> tup
         missed = query.filter(pk__gt=last_id).count() - protocol.BACKLOG_MAX
         newest = newest[: protocol.BACKLOG_MAX]
     return missed, message_frames(messages=newest[::-1], room_slug=room_slug)
+
+
+# ---- the change log (docs/protocol.md, "Room changes") -----------------------------------------
+@dataclass(frozen=True, slots=True)
+class ReplayedChange:
+    seq: int  # the frame's seq: no change of its kind to its message after it, up to the replay's end
+    new_id: int  # a ``message`` frame's id (a message created in the replayed range), else 0
+    frame: protocol.ChangeFrame
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    missed: int  # more than the limit: the changes after ``after``, and ``changes`` is empty
+    changes: list[ReplayedChange]
+    seq: int  # the highest seq covered: what ``synced`` says
+
+
+_STATE_KINDS = (RoomChange.Kind.REMOVED, RoomChange.Kind.RESTORED)
+
+
+def change_replay(*, room_id: int, room_slug: str, after: int, upto: int | None = None, limit: int | None = None) -> Replay:
+    """The room's changes after seq ``after`` (up to ``upto``), as frames of the messages'
+    current state, ascending by seq: the ``last_seq`` resume and every hub's backfill.
+
+    Per message, each kind of change is collapsed into one frame of its current state,
+    carrying the seq of the newest change of that kind: a message created in the range
+    gets its ``message`` frame (with the seq of its creation); one removed now, only
+    ``message_deleted`` (if it was removed or restored in the range) and nothing of its
+    content; one restored, ``message_restored``; edits, ``message_edited``; reactions,
+    ``reactions``. Frames are in seq order, so a client that drops in the middle resumes
+    from the last seq it got and misses nothing. Past ``limit`` changes, nothing but the
+    count (a ``gap``).
+    """
+    current = Room.objects.filter(pk=room_id).values_list("seq", flat=True).first() or 0
+    query = RoomChange.objects.filter(room_id=room_id, seq__gt=after).order_by("seq")
+    if upto is not None:
+        query = query.filter(seq__lte=upto)
+    rows = list(query.values_list("seq", "message_id", "kind")[: None if limit is None else limit + 1])
+    if limit is not None and len(rows) > limit:
+        return Replay(missed=query.count(), changes=[], seq=max(current, rows[-1][0]))
+    covered = rows[-1][0] if rows else min(after, current) if upto is None else min(after, upto)
+    newest: dict[int, dict[str, int]] = defaultdict(dict)  # message id -> kind -> newest seq
+    for seq, message_id, kind in rows:
+        newest[message_id]["state" if kind in _STATE_KINDS else kind] = seq
+    messages = {m.pk: m for m in Message.objects.filter(pk__in=list(newest)).select_related("user")}
+    shown = [m for m in messages.values() if m.removed_at is None]
+    frames = {f["id"]: f for f in message_frames(messages=shown, room_slug=room_slug)}
+    changes: list[ReplayedChange] = []
+    for message_id, kinds in newest.items():
+        message = messages.get(message_id)
+        if message is None:
+            continue
+        if message.removed_at is not None:
+            if "state" in kinds:
+                changes.append(
+                    ReplayedChange(kinds["state"], 0, {"type": "message_deleted", "id": message_id, "seq": kinds["state"]})
+                )
+            continue
+        frame = frames[message_id]
+        if RoomChange.Kind.CREATED in kinds:
+            changes.append(ReplayedChange(kinds[RoomChange.Kind.CREATED], message_id, frame))
+        elif "state" in kinds:
+            changes.append(ReplayedChange(kinds["state"], 0, protocol.restored_frame(frame, seq=kinds["state"])))
+        if RoomChange.Kind.EDITED in kinds and message.edited_at is not None:
+            seq = kinds[RoomChange.Kind.EDITED]
+            edited: protocol.MessageEditedFrame = {
+                "type": "message_edited",
+                "id": message_id,
+                "content": message.content,
+                "edited_at": protocol.iso(message.edited_at),
+                "seq": seq,
+            }
+            changes.append(ReplayedChange(seq, 0, edited))
+        if RoomChange.Kind.REACTIONS in kinds:
+            seq = kinds[RoomChange.Kind.REACTIONS]
+            changes.append(
+                ReplayedChange(seq, 0, {"type": "reactions", "id": message_id, "reactions": frame["reactions"], "seq": seq})
+            )
+    changes.sort(key=lambda change: change.seq)
+    return Replay(missed=0, changes=changes, seq=covered)
 
 
 def user_is_banned(*, user_id: int, room_id: int) -> bool:

@@ -7,6 +7,8 @@ urlpatterns = [
     path("rooms/<str:slug>/messages", api.room_messages),
     path("rooms/<str:slug>/messages/<int:message_id>", api.room_message),
     path("rooms/<str:slug>/messages/<int:message_id>/report", api.message_report),
+    path("rooms/<str:slug>/messages/<int:message_id>/restore", api.message_restore),
+    path("rooms/<str:slug>/messages/<int:message_id>/reactions/<str:emoji>", api.message_reaction),
     # Private rooms and direct messages (docs/protocol.md, "Other endpoints").
     path("rooms/<str:slug>/members", api.room_members),
     path("rooms/<str:slug>/members/<str:username>", api.room_member),

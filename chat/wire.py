@@ -6,11 +6,16 @@ worker holds per group carries both these and the messages of Channels' group_se
 A text is one or more events, each a header line and a line of frame JSON (compact JSON
 never contains a raw newline); only new messages are ever batched like that:
 
-    m <id> <previous id>            a new message (the hub checks the chain for gaps)
-    f                               a frame for everyone in the room (notice, message_deleted)
+    c <seq> <new message id or 0>   a change of the room (docs/protocol.md, "Room changes"):
+                                    its frame carries the same seq; seqs are dense, so the
+                                    hub sees a gap as a jump; the id is that of the message
+                                    a ``created`` change makes, 0 for the other kinds
+    f                               a frame for everyone in the room (notice, room_locked)
     t <user id>                     a typing frame (not sent back to that user's connections)
     p <version>                     a presence frame (older versions are dropped)
     k <close code> <room id or 0>   close the user's connections (to that room, or all)
+    r <room id> <connection key>    a ``read`` frame for the user's connections to that room
+                                    but the one with that key (``-``: all of them)
 
 The frame JSON is encoded once, by the publisher, and written as it is to every socket.
 """
@@ -31,9 +36,9 @@ def room_group(slug: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class NewMessage:
-    id: int
-    previous_id: int  # the room's newest message before this one (0: none)
+class Change:
+    seq: int
+    new_id: int  # the id of the message a "created" change makes; 0 for the other kinds
     text: str
 
 
@@ -60,11 +65,18 @@ class CloseConnections:
     room_id: int  # 0: every room
 
 
-WireEvent = NewMessage | RoomFrame | Typing | Presence | CloseConnections
+@dataclass(frozen=True, slots=True)
+class ReadMarker:
+    room_id: int
+    except_key: str  # the connection that moved it ("": none)
+    text: str
 
 
-def encode_message(*, id: int, previous_id: int, text: str) -> str:
-    return f"m {id} {previous_id}\n{text}"
+WireEvent = Change | RoomFrame | Typing | Presence | CloseConnections | ReadMarker
+
+
+def encode_change(*, seq: int, new_id: int, text: str) -> str:
+    return f"c {seq} {new_id}\n{text}"
 
 
 def encode_many(events: list[str]) -> str:
@@ -88,6 +100,10 @@ def encode_close(*, code: int, room_id: int | None) -> str:
     return f"k {code} {room_id or 0}\n"
 
 
+def encode_read(*, room_id: int, except_key: str | None, text: str) -> str:
+    return f"r {room_id} {except_key or '-'}\n{text}"
+
+
 def decode(data: str) -> list[WireEvent]:
     """The events of a text; a malformed event is logged and skipped, never raised."""
     lines = data.split("\n")
@@ -96,8 +112,8 @@ def decode(data: str) -> list[WireEvent]:
         header, text = lines[position], lines[position + 1]
         kind, *args = header.split(" ")
         try:
-            if kind == "m":
-                decoded.append(NewMessage(int(args[0]), int(args[1]), text))
+            if kind == "c":
+                decoded.append(Change(int(args[0]), int(args[1]), text))
             elif kind == "f":
                 decoded.append(RoomFrame(text))
             elif kind == "t":
@@ -106,6 +122,8 @@ def decode(data: str) -> list[WireEvent]:
                 decoded.append(Presence(int(args[0]), text))
             elif kind == "k":
                 decoded.append(CloseConnections(int(args[0]), int(args[1])))
+            elif kind == "r":
+                decoded.append(ReadMarker(int(args[0]), "" if args[1] == "-" else args[1], text))
             else:
                 raise ValueError(f"unknown kind {kind!r}")
         except (ValueError, IndexError):

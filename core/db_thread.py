@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 from django.db import connection
 
+from core.errors import DomainError
+
 T = TypeVar("T")
 
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-thread")
@@ -45,6 +47,8 @@ def _call(function: Callable[..., T], kwargs: dict[str, Any]) -> T:
     drop_if_unusable()
     try:
         return function(**kwargs)
+    except DomainError:
+        raise  # a refusal: the connection is fine
     except Exception:
         connection.close()  # a broken connection is not reused
         raise

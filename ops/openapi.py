@@ -118,15 +118,37 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/rooms/{slug}/messages": {
         "get": _op(
-            "Messages after an id, ascending",
-            params=[SLUG, _query("after", ID), _query("limit", {"type": "integer", "minimum": 1, "maximum": 200})],
+            "Messages after an id (or the page before one), ascending",
+            params=[
+                SLUG,
+                _query("after", ID),
+                _query("before", ID),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+            ],
         ),
         "post": _op(
-            "Send a message", ok="201", body=_object(["content"], content=STRING, nonce=STRING), params=[SLUG], errors=("423",)
+            "Send a message",
+            ok="201",
+            body=_object(["content"], content=STRING, nonce=STRING, reply_to=ID),
+            params=[SLUG],
+            errors=("423",),
         ),
     },
     "/api/rooms/{slug}/messages/{message_id}": {
-        "delete": _op("Remove a message (staff or author)", ok="204", params=[SLUG, MESSAGE_ID])
+        "patch": _op(
+            "Edit a message (author in the edit window, or staff)",
+            body=_object(["content"], content=STRING),
+            params=[SLUG, MESSAGE_ID],
+            errors=("423",),
+        ),
+        "delete": _op("Remove a message (staff or author)", ok="204", params=[SLUG, MESSAGE_ID], errors=("423",)),
+    },
+    "/api/rooms/{slug}/messages/{message_id}/restore": {
+        "post": _op("Restore a removed message (staff)", params=[SLUG, MESSAGE_ID])
+    },
+    "/api/rooms/{slug}/messages/{message_id}/reactions/{emoji}": {
+        "put": _op("React to a message", params=[SLUG, MESSAGE_ID, _path("emoji", STRING)], errors=("423",)),
+        "delete": _op("Take a reaction back", params=[SLUG, MESSAGE_ID, _path("emoji", STRING)], errors=("423",)),
     },
     "/api/rooms/{slug}/messages/{message_id}/report": {
         "post": _op("Report a message", ok="201", body=_object(reason=STRING), params=[SLUG, MESSAGE_ID], errors=("409",))
@@ -139,7 +161,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "delete": _op("Remove a member", ok="204", params=[SLUG, _path("username", STRING)])
     },
     "/api/rooms/{slug}/read": {
-        "post": _op("Record how far the caller has read", body=_object(["last_id"], last_id=ID), params=[SLUG])
+        "post": _op("Move the caller's read marker forward", ok="204", body=_object(["id"], id=ID), params=[SLUG])
     },
     "/api/rooms/{slug}/lock": {
         "post": _op("Lock or unlock (staff)", body=_object(["locked"], locked={"type": "boolean"}), params=[SLUG])

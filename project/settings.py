@@ -172,6 +172,10 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "core.layer.RealtimeChannelLayer"}}
 CHAT_RATE_LIMIT = env_int("CHAT_RATE_LIMIT", 20, minimum=1)
 CHAT_RATE_WINDOW = env_float("CHAT_RATE_WINDOW", 10.0, minimum=0.001)
 CHAT_MAX_CONNECTIONS_PER_USER = env_int("CHAT_MAX_CONNECTIONS_PER_USER", 10, minimum=1)
+# How long an author may edit a message (staff: any time); docs/protocol.md, "Room changes".
+CHAT_EDIT_WINDOW_SECONDS = env_int("CHAT_EDIT_WINDOW_SECONDS", 3600, minimum=0)
+# The emoji a message may be reacted with (comma-separated).
+CHAT_REACTIONS = env_list("CHAT_REACTIONS", ["\U0001f44d", "\u2764\ufe0f", "\U0001f602", "\U0001f389", "\U0001f62e", "\U0001f622"])
 # Assistant sockets and notification streams are capped per user across workers too
 # (accounts/connections.py), so that one token cannot hold a worker's sockets and the
 # database polls of many streams: a person has a few tabs open, the page opens one

@@ -1,5 +1,7 @@
-"""Writes about messages: creating them (one or a batch), typing, the room's notices.
-Keyword-only, typed, one transaction each; live events go out after commit.
+"""Writes about messages: creating them (one or a batch), editing and deleting them, their
+reactions, typing, the room's notices. Keyword-only, typed, one transaction each; live
+events go out after commit. Every change to a message takes the room's next seq in its
+transaction (docs/protocol.md, "Room changes").
 
 Callable from consumers (through database_sync_to_async), REST views, admin actions
 and management commands alike.
@@ -12,17 +14,19 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chat import events, message_store, presence, protocol, selectors
 from chat.mentions import PostedMessage, mentions_notify
-from chat.models import Message, ModerationAction, Room, RoomMember
+from chat.models import Message, MessageEdit, ModerationAction, Reaction, Room, RoomChange, RoomMember
 from chat.protocol import ChatError
 from chat.ratelimit import rate_limit_hits
-from chat.services.moderation import audit_record
+from chat.services.changes import change_record, room_next_seq
+from chat.services.moderation import audit_record, message_remove
 from core import metrics
 from core.db_thread import in_db_thread
 from notifications.services import notification_create
@@ -41,15 +45,22 @@ class MessageDraft:
     username: str
     content: object
     nonce: str | None = None
+    reply_to: int | None = None  # the id of the message this one answers
 
 
-def message_create(*, room: Room, user: User, content: object, nonce: str | None = None) -> Message:
+def message_create(*, room: Room, user: User, content: object, nonce: str | None = None, reply_to: int | None = None) -> Message:
     """Store a message and broadcast it after commit; raise ChatError if it is refused.
 
     See message_create_batch for the checks and their codes.
     """
     draft = MessageDraft(
-        room_id=room.pk, room_slug=room.slug, user_id=user.pk, username=user.get_username(), content=content, nonce=nonce
+        room_id=room.pk,
+        room_slug=room.slug,
+        user_id=user.pk,
+        username=user.get_username(),
+        content=content,
+        nonce=nonce,
+        reply_to=reply_to,
     )
     [result] = message_create_batch(drafts=[draft])
     if isinstance(result, ChatError):
@@ -61,6 +72,7 @@ def message_create(*, room: Room, user: User, content: object, nonce: str | None
         content=result["content"],
         nonce=nonce or "",
         created_at=datetime.fromisoformat(result["ts"]),
+        reply_to_id=reply_to,
     )
 
 
@@ -68,7 +80,8 @@ def message_create_batch(*, drafts: list[MessageDraft]) -> list[protocol.Message
     """Store several messages in one transaction and broadcast them after commit.
 
     Each draft gets its message (as the frame that was broadcast), or the ChatError that refused it: ``empty``,
-    ``too_long`` or ``bad_frame`` for bad content, ``muted``, ``rate_limited`` (with
+    ``too_long`` or ``bad_frame`` for bad content, ``not_found`` for a ``reply_to`` that
+    names no visible message of the room, ``muted``, ``rate_limited`` (with
     ``retry_after``), ``room_locked``. Checks that cost nothing come first, so a badly
     formed or muted message does not use up the sender's rate. A worker batches the
     messages of all its sockets through here (chat.writer): one transaction, one query
@@ -81,6 +94,7 @@ def message_create_batch(*, drafts: list[MessageDraft]) -> list[protocol.Message
             texts[index] = protocol.clean_content(draft.content, nonce=draft.nonce)
         except ChatError as error:
             results[index] = error
+    _refuse_bad_replies(drafts, texts, results)
     now = timezone.now()
     muted = message_store.muted_pairs(user_ids=sorted({drafts[i].user_id for i in texts}), now=now)
     for index in list(texts):
@@ -117,13 +131,17 @@ def _write_messages(
                 accepted.append(index)
         if not accepted:
             return
-        rows = [(drafts[i].room_id, drafts[i].user_id, texts[i], drafts[i].nonce or "") for i in accepted]
+        rows = [(drafts[i].room_id, drafts[i].user_id, texts[i], drafts[i].nonce or "", drafts[i].reply_to) for i in accepted]
         message_ids = message_store.messages_insert(rows=rows, created_at=now)
-        last_ids = {room_id: room.last_message_id for room_id, room in rooms.items()}
+        # Each room's seqs, in id order within the room: the rooms' rows are locked (above,
+        # in room-id order), so nobody else numbers this room's changes until commit.
+        seqs = {room_id: room.seq for room_id, room in rooms.items()}
+        last_ids: dict[int, int] = {}
         created: list[events.CreatedMessage] = []
         for index, message_id in zip(accepted, message_ids, strict=True):
             draft = drafts[index]
             room_id = draft.room_id
+            seqs[room_id] += 1
             frame = protocol.message_frame(
                 id=message_id,
                 room=draft.room_slug,
@@ -131,15 +149,16 @@ def _write_messages(
                 content=texts[index],
                 created_at=now,
                 nonce=draft.nonce,
+                seq=seqs[room_id],
+                reply_to=draft.reply_to,
             )
-            created.append(
-                events.CreatedMessage(
-                    room_id=room_id, room_slug=draft.room_slug, message_id=message_id, previous_id=last_ids[room_id], frame=frame
-                )
-            )
+            created.append(events.CreatedMessage(room_id=room_id, room_slug=draft.room_slug, message_id=message_id, frame=frame))
             last_ids[room_id] = message_id
             results[index] = frame
-        message_store.rooms_set_last_message(last_ids={drafts[i].room_id: last_ids[drafts[i].room_id] for i in accepted})
+        message_store.changes_insert(
+            rows=[(m.room_id, m.frame["seq"], m.message_id) for m in created], kind=RoomChange.Kind.CREATED, created_at=now
+        )
+        message_store.rooms_advance(last_ids=last_ids, seqs={room_id: seqs[room_id] for room_id in last_ids})
         events.messages_created_on_commit(messages=created)
         # In the same transaction, so a mention is notified exactly when its message exists.
         # Costs nothing for messages without an "@" (no query at all).
@@ -158,6 +177,140 @@ def _write_messages(
         if direct:
             _notify_direct_messages(direct)
     metrics.MESSAGES_CREATED.inc(len(accepted))
+
+
+def _refuse_bad_replies(
+    drafts: list[MessageDraft], texts: dict[int, str], results: list[protocol.MessageFrame | ChatError | None]
+) -> None:
+    """``not_found`` for a reply to no visible message of the draft's room (one query, only
+    when some draft replies)."""
+    replying = {index: reply_to for index in texts if (reply_to := drafts[index].reply_to) is not None}
+    if not replying:
+        return
+    rooms = dict(Message.objects.filter(pk__in=set(replying.values()), removed_at__isnull=True).values_list("pk", "room_id"))
+    for index, reply_to in replying.items():
+        draft = drafts[index]
+        if rooms.get(reply_to) != draft.room_id:
+            results[index] = ChatError("not_found", f"no message {reply_to} to reply to in this room", nonce=draft.nonce)
+            del texts[index]
+
+
+# ---- changes to existing messages (docs/protocol.md, "Room changes") ---------------------------------
+def _visible_message(room: Room, message_id: int) -> Message:
+    message = selectors.message_get(room_id=room.pk, message_id=message_id)
+    if message is None or message.removed_at is not None:
+        raise ChatError("not_found", f"no message {message_id} in this room")
+    return message
+
+
+def _refuse_if_sanctioned(user: User, room: Room) -> None:
+    """A user banned from the room or muted in it changes nothing in it."""
+    if selectors.user_is_banned(user_id=user.pk, room_id=room.pk):
+        raise ChatError("banned", "you are banned from this room")
+    if selectors.user_is_muted(user_id=user.pk, room_id=room.pk):
+        raise ChatError("muted", "you are muted")
+
+
+def _spend_rate(user: User) -> None:
+    """Edits and reactions count against the same limit as messages (chat.ratelimit)."""
+    [wait] = rate_limit_hits(user_ids=[user.pk])
+    if wait:
+        raise ChatError("rate_limited", "too many changes", retry_after=round(wait, 3))
+
+
+def message_edit(*, room: Room, user: User, message_id: int, content: object) -> bool:
+    """Change a message's text; the room gets ``message_edited`` after commit. False if the
+    text was the same already.
+
+    The author may, within CHAT_EDIT_WINDOW_SECONDS of posting; staff may at any time. The
+    content before is kept (MessageEdit). ChatError: bad content as for messages,
+    ``not_found`` (unknown, another room's, removed), ``forbidden`` (not the author),
+    ``edit_window_passed``, ``banned``, ``muted``, ``rate_limited``, ``room_locked``. The
+    same text again changes nothing (and takes no seq).
+    """
+    text = protocol.clean_content(content)
+    message = _visible_message(room, message_id)
+    if message.user_id != user.pk and not user.is_staff:
+        raise ChatError("forbidden", "only the author (or staff) may edit a message")
+    window = float(settings.CHAT_EDIT_WINDOW_SECONDS)
+    now = timezone.now()
+    if not user.is_staff and (now - message.created_at).total_seconds() > window:
+        raise ChatError("edit_window_passed", f"messages can be edited for {window:g} seconds after they are sent")
+    _refuse_if_sanctioned(user, room)
+    if text == message.content:
+        return False
+    _spend_rate(user)
+    with transaction.atomic():
+        turn = room_next_seq(room_id=room.pk)
+        if turn.locked:
+            raise ChatError("room_locked", "the room is locked")
+        before = Message.objects.filter(pk=message.pk, removed_at__isnull=True).values_list("content", flat=True).first()
+        if before is None:
+            raise ChatError("not_found", f"no message {message_id} in this room")
+        MessageEdit.objects.create(message_id=message.pk, content_before=before, edited_by=user, edited_at=now)
+        Message.objects.filter(pk=message.pk).update(content=text, edited_at=now)
+        change_record(room_id=room.pk, seq=turn.seq, message_id=message.pk, kind=RoomChange.Kind.EDITED)
+        frame: protocol.MessageEditedFrame = {
+            "type": "message_edited",
+            "id": message.pk,
+            "content": text,
+            "edited_at": protocol.iso(now),
+            "seq": turn.seq,
+        }
+        events.change_on_commit(room_slug=room.slug, frame=frame)
+    return True
+
+
+def message_delete(*, room: Room, user: User, message_id: int) -> None:
+    """Remove a message as its author or as staff (chat.services.moderation.message_remove:
+    every client, online or not, gets ``message_deleted``). ChatError ``not_found`` (unknown,
+    another room's, removed already), ``forbidden``, ``room_locked`` (the author, in a locked room)."""
+    message = _visible_message(room, message_id)
+    if message.user_id != user.pk and not user.is_staff:
+        raise ChatError("forbidden", "only the author (or staff) may remove a message")
+    if not message_remove(message=message, removed_by=user):
+        raise ChatError("not_found", f"no message {message_id} in this room")
+
+
+def reaction_set(*, room: Room, user: User, message_id: int, emoji: str, on: bool) -> protocol.Reactions:
+    """Add (``on``) or take back the user's ``emoji`` on a message; the room gets the
+    message's whole reaction set (``reactions``) after commit. Returns that set.
+
+    ChatError: ``bad_emoji`` (not one of CHAT_REACTIONS), ``not_found``, ``banned``,
+    ``muted``, ``rate_limited``, ``room_locked``. Asking for what is already so changes nothing.
+    """
+    if emoji not in settings.CHAT_REACTIONS:
+        raise ChatError("bad_emoji", f"emoji must be one of {' '.join(settings.CHAT_REACTIONS)}")
+    message = _visible_message(room, message_id)
+    _refuse_if_sanctioned(user, room)
+    mine = Reaction.objects.filter(message_id=message.pk, user_id=user.pk, emoji=emoji)
+    if mine.exists() == on:
+        return selectors.reactions_of(message_ids=[message.pk]).get(message.pk, {})
+    _spend_rate(user)
+    with transaction.atomic():
+        turn = room_next_seq(room_id=room.pk)
+        if turn.locked:
+            raise ChatError("room_locked", "the room is locked")
+        if not Message.objects.filter(pk=message.pk, removed_at__isnull=True).exists():
+            raise ChatError("not_found", f"no message {message_id} in this room")
+        if on:
+            try:
+                with transaction.atomic():
+                    Reaction.objects.create(message_id=message.pk, user=user, emoji=emoji)
+                changed = True
+            except IntegrityError:  # the same reaction from another connection, just now
+                changed = False
+        else:
+            changed = mine.delete()[0] > 0
+        reactions = selectors.reactions_of(message_ids=[message.pk]).get(message.pk, {})
+        if not changed:
+            transaction.set_rollback(True)  # gives the seq back
+            return reactions
+        change_record(room_id=room.pk, seq=turn.seq, message_id=message.pk, kind=RoomChange.Kind.REACTIONS)
+        events.change_on_commit(
+            room_slug=room.slug, frame={"type": "reactions", "id": message.pk, "reactions": reactions, "seq": turn.seq}
+        )
+    return reactions
 
 
 def room_notice(*, room: Room, content: str, sent_by: User | None = None) -> None:

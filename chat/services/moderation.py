@@ -17,8 +17,10 @@ from django.utils import timezone
 
 from accounts.models import ApiToken
 from accounts.services import token_revoke
-from chat import events, protocol
-from chat.models import Ban, Message, ModerationAction, Mute, Report, Room
+from chat import events, protocol, selectors
+from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, RoomChange
+from chat.protocol import ChatError
+from chat.services.changes import change_record, room_next_seq
 from core.errors import DomainError
 from notifications.services import notification_create
 
@@ -262,17 +264,26 @@ def apitoken_revoke(*, token: ApiToken, revoked_by: User | None, reason: str = "
 def message_remove(*, message: Message, removed_by: User | None, reason: str = "") -> bool:
     """Redact a message; False if it was already removed.
 
-    The row stays (with who removed it and when) but is never replayed: backlogs, REST
-    and the hubs' backfills read visible messages only. After commit the room gets
-    ``message_deleted``. Open reports on it are resolved as removed. Removal by anyone
-    but the author is a moderation action: logged, and the author is notified.
+    The row stays (with who removed it and when) but its content is never replayed:
+    backlogs, REST and resumes read visible messages only. The removal is a change of the
+    room (docs/protocol.md, "Room changes"): after commit the room gets ``message_deleted``,
+    and a client that was away gets it when it resumes with ``last_seq``. Open reports on
+    it are resolved as removed. Removal by anyone but the author is a moderation action:
+    logged, and the author is notified. In a locked room only staff (and the system,
+    ``removed_by`` None) remove: ChatError ``room_locked`` for the author.
     """
     now = timezone.now()
     with transaction.atomic():
+        turn = room_next_seq(room_id=message.room_id)  # the room's row first, as every change takes it
+        if turn.locked and removed_by is not None and not removed_by.is_staff:
+            raise ChatError("room_locked", "the room is locked")
         updated = Message.objects.filter(pk=message.pk, removed_at__isnull=True).update(removed_at=now, removed_by=removed_by)
         if not updated:
+            transaction.set_rollback(True)  # removed meanwhile: give the seq back
             return False
-        events.room_frame_on_commit(room_slug=message.room.slug, frame={"type": "message_deleted", "id": message.pk})
+        change_record(room_id=message.room_id, seq=turn.seq, message_id=message.pk, kind=RoomChange.Kind.REMOVED)
+        room_slug = Room.objects.values_list("slug", flat=True).get(pk=message.room_id)
+        events.change_on_commit(room_slug=room_slug, frame={"type": "message_deleted", "id": message.pk, "seq": turn.seq})
         Report.objects.filter(message_id=message.pk, resolved_at__isnull=True).update(
             resolved_at=now, resolved_by=removed_by, resolution=Report.Resolution.REMOVED
         )
@@ -285,7 +296,6 @@ def message_remove(*, message: Message, removed_by: User | None, reason: str = "
                 message_id=message.pk,
                 reason=reason,
             )
-            room_slug = Room.objects.values_list("slug", flat=True).get(pk=message.room_id)
             _notify(user_id=message.user_id, data={"action": "message_removed", "room": room_slug, "message_id": message.pk})
     message.removed_at, message.removed_by = now, removed_by
     return True
@@ -294,13 +304,21 @@ def message_remove(*, message: Message, removed_by: User | None, reason: str = "
 def message_restore(*, message: Message, restored_by: User | None) -> bool:
     """Undo a removal; False if the message was not removed.
 
-    From the commit on it is replayed like any message (backlogs, REST, resumes below its
-    id). Nothing is sent live: connected clients are past its id, and sending it again
-    would break the promise of every message once, in id order.
+    A change of the room like the removal: after commit the room gets
+    ``message_restored`` (the whole message), and clients that were away get it when they
+    resume with ``last_seq``; from then on it is replayed like any message (backlogs, REST).
+    It is not sent as a ``message`` frame: those are for new messages, once each.
     """
     with transaction.atomic():
+        turn = room_next_seq(room_id=message.room_id)
         updated = Message.objects.filter(pk=message.pk, removed_at__isnull=False).update(removed_at=None, removed_by=None)
-        if updated:
+        if not updated:
+            transaction.set_rollback(True)  # give the seq back
+        else:
+            change_record(room_id=message.room_id, seq=turn.seq, message_id=message.pk, kind=RoomChange.Kind.RESTORED)
+            row = Message.objects.select_related("user", "room").get(pk=message.pk)
+            [frame] = selectors.message_frames(messages=[row], room_slug=row.room.slug)
+            events.change_on_commit(room_slug=row.room.slug, frame=protocol.restored_frame(frame, seq=turn.seq))
             audit_record(
                 actor=restored_by,
                 action=ModerationAction.Kind.MESSAGE_RESTORE,

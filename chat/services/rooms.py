@@ -12,9 +12,11 @@ import uuid
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from chat import events, protocol, selectors
-from chat.models import Room, RoomMember, slug_validator
+from chat.models import Message, ReadMarker, Room, RoomMember, slug_validator
+from chat.protocol import ChatError
 from core.errors import DomainError
 
 
@@ -135,6 +137,28 @@ def dm_open(*, user: User, other: User) -> tuple[Room, bool]:
         return Room.objects.get(direct_key=key), False
 
 
-def room_mark_read(*, room_id: int, user_id: int, last_id: int) -> None:
-    """Record how far a member has read (never backwards)."""
-    RoomMember.objects.filter(room_id=room_id, user_id=user_id, last_read_id__lt=last_id).update(last_read_id=last_id)
+def read_marker_move(*, room: Room, user: User, message_id: int, connection_key: str | None = None) -> bool:
+    """Move the user's read marker in the room forward to ``message_id``; False (and
+    nothing sent) if it is there or further already. After commit the user's other
+    connections to the room, on every worker, get ``{"type":"read","user","id"}``: all of
+    them but ``connection_key`` (the socket that moved it; None: all, as after a REST read).
+
+    ChatError ``not_found`` for an id that is no message of this room (a removed message
+    of the room is a fine place to have read up to)."""
+    if not Message.objects.filter(pk=message_id, room_id=room.pk).exists():
+        raise ChatError("not_found", f"no message {message_id} in this room")
+    with transaction.atomic():
+        marker, created = ReadMarker.objects.get_or_create(user=user, room=room, defaults={"message_id": message_id})
+        moved = created or bool(
+            ReadMarker.objects.filter(pk=marker.pk, message_id__lt=message_id).update(
+                message_id=message_id, updated_at=timezone.now()
+            )
+        )
+        if moved:
+            events.read_on_commit(
+                user_id=user.pk,
+                room_id=room.pk,
+                except_key=connection_key,
+                frame={"type": "read", "user": user.get_username(), "id": message_id},
+            )
+    return moved

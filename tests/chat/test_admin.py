@@ -410,7 +410,7 @@ async def test_removing_from_the_admin_deletes_live_and_from_the_next_backlog(li
     sent = await next_frame(socket)
     message = await database_sync_to_async(Message.objects.get)(pk=sent["id"])
     await admin_act(client, "/admin/chat/message/", "remove_messages", [message])
-    assert await next_frame(socket) == {"type": "message_deleted", "id": sent["id"]}
+    assert await next_frame(socket) == {"type": "message_deleted", "id": sent["id"], "seq": sent["seq"] + 1}
     await socket.disconnect()
     again = await room_socket(alice, "/ws/rooms/lobby/?last_id=0")
     await again.connect(timeout=TIMEOUT)
@@ -419,6 +419,20 @@ async def test_removing_from_the_admin_deletes_live_and_from_the_next_backlog(li
         frames.append(await next_frame(again))
     assert [f["type"] for f in frames] == ["hello", "synced"], "the removed message is not replayed"
     await again.disconnect()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_restoring_from_the_admin_is_heard_live_as_message_restored(live):
+    _room, _alice, socket, client = live
+    await socket.send_json_to({"type": "message", "content": "not so bad after all"})
+    sent = await next_frame(socket)
+    message = await database_sync_to_async(Message.objects.get)(pk=sent["id"])
+    await admin_act(client, "/admin/chat/message/", "remove_messages", [message])
+    assert (await next_frame(socket))["type"] == "message_deleted"
+    await admin_act(client, "/admin/chat/message/", "restore_messages", [message])
+    restored = await next_frame(socket)
+    assert restored == {**sent, "type": "message_restored", "seq": sent["seq"] + 2}, "the whole message, at the next seq"
 
 
 @pytest.mark.asyncio
@@ -457,4 +471,4 @@ async def test_removing_a_reported_message_from_the_queue_deletes_it_live(live):
 
     reported = await database_sync_to_async(report)()
     await admin_act(client, "/admin/chat/report/", "remove_messages", [reported])
-    assert await next_frame(socket) == {"type": "message_deleted", "id": sent["id"]}
+    assert await next_frame(socket) == {"type": "message_deleted", "id": sent["id"], "seq": sent["seq"] + 1}

@@ -46,7 +46,9 @@ def test_create_and_list_rooms(api):
         "direct": False,
     }
     assert api.get("/api/rooms/").json() == {
-        "rooms": [{"slug": "general", "title": "General", "online": 0, "locked": False, "private": False, "direct": False}]
+        "rooms": [
+            {"slug": "general", "title": "General", "online": 0, "locked": False, "private": False, "direct": False, "unread": 0}
+        ]
     }
     assert_error(post(api, "/api/rooms/", {"slug": "general", "title": "Again"}), 409, "exists")
 

@@ -81,7 +81,7 @@ async def test_handshake_sends_hello_backlog_synced_presence(alice_token):
     assert [f["type"] for f in frames] == ["hello", "message", "message", "message", "synced", "presence"]
     assert frames[0] == {"type": "hello", "room": "busy", "user": "alice", "heartbeat": 20.0}
     assert [f["id"] for f in frames[1:4]] == [m.pk for m in messages]
-    assert frames[4] == {"type": "synced", "last_id": messages[-1].pk}
+    assert frames[4] == {"type": "synced", "last_id": messages[-1].pk, "seq": 3}
     assert frames[5] == {"type": "presence", "users": ["alice"]}
     await socket.disconnect()
 
@@ -93,7 +93,7 @@ async def test_reconnect_with_last_id_gets_what_was_missed_and_a_gap_frame(alice
     frames = await join(socket)
     assert frames[1] == {"type": "gap", "missed": 4}
     assert [f["id"] for f in frames[2:-2]] == [m.pk for m in messages[-1000:]]
-    assert frames[-2] == {"type": "synced", "last_id": messages[-1].pk}
+    assert frames[-2] == {"type": "synced", "last_id": messages[-1].pk, "seq": 1005}
     await socket.disconnect()
 
 
@@ -328,7 +328,7 @@ async def test_removed_message_disappears_live(alice_token):
     message = await receive(socket)
     row = await database_sync_to_async(Message.objects.get)(pk=message["id"])
     await database_sync_to_async(message_remove)(message=row, removed_by=None)
-    assert (await receive(socket)) == {"type": "message_deleted", "id": message["id"]}
+    assert (await receive(socket)) == {"type": "message_deleted", "id": message["id"], "seq": message["seq"] + 1}
     await socket.disconnect()
 
 

@@ -47,13 +47,13 @@ def test_each_row_gets_its_own_id_in_values_order(returning: str, monkeypatch: p
         monkeypatch.setattr(message_store, "connection", _ReversedReturning())
     room, other = make_room("lobby"), make_room("other")
     amy, bob = make_user("amy"), make_user("bob")
-    rows = [
-        (room.pk, amy.pk, "same words", ""),
-        (other.pk, bob.pk, "elsewhere", "n1"),
-        (room.pk, amy.pk, "same words", ""),  # identical to the first: interchangeable
-        (room.pk, bob.pk, "last", "n2"),
+    rows: list[tuple[int, int, str, str, int | None]] = [
+        (room.pk, amy.pk, "same words", "", None),
+        (other.pk, bob.pk, "elsewhere", "n1", None),
+        (room.pk, amy.pk, "same words", "", None),  # identical to the first: interchangeable
+        (room.pk, bob.pk, "last", "n2", None),
     ]
     ids = message_store.messages_insert(rows=rows, created_at=timezone.now())
     assert ids == sorted(ids) and len(set(ids)) == 4, "ids ascend in the order of the rows"
-    stored = {m.pk: (m.room_id, m.user_id, m.content, m.nonce) for m in Message.objects.filter(pk__in=ids)}
+    stored = {m.pk: (m.room_id, m.user_id, m.content, m.nonce, m.reply_to_id) for m in Message.objects.filter(pk__in=ids)}
     assert [stored[i] for i in ids] == rows

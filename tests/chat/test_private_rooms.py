@@ -15,7 +15,7 @@ from django.test import Client
 from chat import selectors
 from chat.models import Room, RoomMember
 from chat.services.messages import message_create
-from chat.services.rooms import MembershipError, dm_open, member_add, member_remove, room_create, room_mark_read
+from chat.services.rooms import MembershipError, dm_open, member_add, member_remove, read_marker_move, room_create
 from notifications.models import Notification
 from project.asgi import application
 from tests.support.factories import make_token, make_user
@@ -62,17 +62,16 @@ class TestMembershipRules:
         assert selectors.room_get_for(slug="club", user=staff, staff_sees_private=False) is None
         assert room not in selectors.room_list_for(user=outsider) and room in selectors.room_list_for(user=owner)
 
-    def test_unread_counts_follow_the_last_read_id(self):
+    def test_unread_counts_follow_the_read_marker(self):
         owner, bob = make_user("owner"), make_user("bob")
         room = room_create(slug="club", title="Club", created_by=owner, private=True)
         member_add(room=room, user=bob, added_by=owner)
         first = message_create(room=room, user=owner, content="one")
-        message_create(room=room, user=owner, content="two")
+        second = message_create(room=room, user=owner, content="two")
         assert selectors.room_unread_counts(user_id=bob.pk, room_ids=[room.pk]) == {room.pk: 2}
-        room_mark_read(room_id=room.pk, user_id=bob.pk, last_id=first.pk)
-        assert selectors.room_unread_counts(user_id=bob.pk, room_ids=[room.pk]) == {room.pk: 1}
-        room_mark_read(room_id=room.pk, user_id=bob.pk, last_id=0)  # never backwards
-        assert selectors.room_unread_counts(user_id=bob.pk, room_ids=[room.pk]) == {room.pk: 1}
+        read_marker_move(room=room, user=bob, message_id=second.pk)
+        read_marker_move(room=room, user=bob, message_id=first.pk)  # never backwards
+        assert selectors.room_unread_counts(user_id=bob.pk, room_ids=[room.pk]) == {room.pk: 0}
 
     def test_a_direct_message_room_is_one_room_whoever_asks(self):
         amy, ben = make_user("amy"), make_user("ben")

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chat import protocol
-from chat.consumers import _last_id
-from chat.protocol import ChatError, Ping, Pong, SendMessage, Typing, parse_client_frame
+from chat.consumers import _query_id
+from chat.protocol import ChatError, Delete, Edit, Ping, Pong, React, Read, SendMessage, Typing, parse_client_frame
 from core.http import MAX_ID
 
 CONTRACT_CODES = set(get_args(protocol.ErrorCode))
@@ -25,9 +25,21 @@ JSON_VALUES = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(ANY_TEXT, children, max_size=4),
     max_leaves=12,
 )
-FIELDS = {"type": st.sampled_from(["message", "typing", "ping", "pong", "shout", ""]) | JSON_VALUES}
+FIELDS = {
+    "type": st.sampled_from(["message", "typing", "ping", "pong", "edit", "delete", "react", "read", "shout", ""]) | JSON_VALUES
+}
+IDS_OR_NOT = st.integers() | JSON_VALUES
 FRAME_LIKE = st.fixed_dictionaries(
-    {"type": FIELDS["type"]}, optional={"content": JSON_VALUES | ANY_TEXT, "nonce": JSON_VALUES, "is_typing": JSON_VALUES}
+    {"type": FIELDS["type"]},
+    optional={
+        "content": JSON_VALUES | ANY_TEXT,
+        "nonce": JSON_VALUES,
+        "is_typing": JSON_VALUES,
+        "id": IDS_OR_NOT,
+        "reply_to": IDS_OR_NOT,
+        "emoji": JSON_VALUES,
+        "on": JSON_VALUES,
+    },
 )
 # What a client can put in a text frame: JSON of any shape, frame-like objects, any text.
 CLIENT_TEXT = st.one_of(
@@ -56,11 +68,18 @@ def test_any_text_is_a_frame_or_a_contract_error(text: str) -> None:
         assert json.loads(protocol.encode(frame).encode("utf-8")) == frame
         assert frame["nonce"] is None or protocol.is_storable_text(frame["nonce"])
     else:
-        assert isinstance(result, SendMessage | Typing | Ping | Pong)
-        if isinstance(result, SendMessage):
+        assert isinstance(result, SendMessage | Edit | Delete | React | Read | Typing | Ping | Pong)
+        if isinstance(result, SendMessage | Edit):
             assert protocol.is_storable_text(result.content) and result.content == result.content.strip()
             assert 1 <= len(result.content) <= protocol.MAX_CONTENT_CHARS
+        if isinstance(result, SendMessage | Edit | Delete | React | Read):
             assert result.nonce is None or (protocol.is_storable_text(result.nonce) and len(result.nonce) <= 64)
+        if isinstance(result, Edit | Delete | React | Read):
+            assert isinstance(result.id, int) and 0 < result.id <= MAX_ID
+        if isinstance(result, SendMessage):
+            assert result.reply_to is None or 0 < result.reply_to <= MAX_ID
+        if isinstance(result, React):
+            assert isinstance(result.emoji, str) and isinstance(result.on, bool)
 
 
 @given(content=STORABLE_TEXT, nonce=st.none() | STORABLE_TEXT.filter(lambda n: len(n) <= protocol.MAX_NONCE_CHARS))
@@ -91,13 +110,25 @@ def server_frames(draw: st.DrawFn) -> protocol.ServerFrame:
     frames: list[Any] = [
         {"type": "hello", "room": draw(text), "user": draw(text), "heartbeat": draw(st.floats(0, 3600))},
         protocol.message_frame(
-            id=draw(ids), room=draw(text), user=draw(text), content=draw(text), created_at=created, nonce=draw(st.none() | text)
+            id=draw(ids),
+            room=draw(text),
+            user=draw(text),
+            content=draw(text),
+            created_at=created,
+            nonce=draw(st.none() | text),
+            seq=draw(ids),
+            reply_to=draw(st.none() | ids),
+            edited_at=draw(st.none() | st.just(created)),
+            reactions=draw(st.dictionaries(text, st.lists(text, max_size=3), max_size=3)),
         ),
         {"type": "gap", "missed": draw(ids)},
-        {"type": "synced", "last_id": draw(ids)},
+        {"type": "synced", "last_id": draw(ids), "seq": draw(ids)},
         {"type": "presence", "users": draw(st.lists(text))},
         {"type": "typing", "user": draw(text), "is_typing": draw(st.booleans())},
-        {"type": "message_deleted", "id": draw(ids)},
+        {"type": "message_deleted", "id": draw(ids), "seq": draw(ids)},
+        {"type": "message_edited", "id": draw(ids), "content": draw(text), "edited_at": created.isoformat(), "seq": draw(ids)},
+        {"type": "reactions", "id": draw(ids), "reactions": {draw(text): [draw(text)]}, "seq": draw(ids)},
+        {"type": "read", "user": draw(text), "id": draw(ids)},
         {"type": "notice", "content": draw(text)},
         {"type": "room_locked", "locked": draw(st.booleans())},
         protocol.error_frame(draw(st.sampled_from(sorted(CONTRACT_CODES))), draw(text), nonce=draw(st.none() | text)),
@@ -123,10 +154,11 @@ QUERY_STRINGS = st.binary() | st.text().map(str.encode) | DIGITS_ANY_SCRIPT.map(
 
 @given(QUERY_STRINGS)
 def test_last_id_from_any_query_string_is_an_id_or_nothing(query: bytes) -> None:
-    last_id = _last_id(query)
+    last_id = _query_id(query, "last_id")
     assert last_id is None or 0 <= last_id <= MAX_ID
 
 
 @given(st.integers(min_value=0, max_value=MAX_ID))
 def test_last_id_reads_back_every_id(last_id: int) -> None:
-    assert _last_id(f"last_id={last_id}&x=1".encode()) == last_id
+    assert _query_id(f"last_id={last_id}&x=1".encode(), "last_id") == last_id
+    assert _query_id(f"x=1&last_seq={last_id}".encode(), "last_seq") == last_id

@@ -112,7 +112,7 @@ async def test_a_removal_reaches_every_worker_and_is_never_replayed(cluster: Clu
         response = await staff_call(cluster, tokens, "DELETE", f"/api/rooms/{slug}/messages/{ids[1]}", 1)
         assert response.status_code == 204
         for client in (zero, one, two):
-            assert await client.until("message_deleted", timeout=2) == {"type": "message_deleted", "id": ids[1]}
+            assert await client.until("message_deleted", timeout=2) == {"type": "message_deleted", "id": ids[1], "seq": 4}
     kept = [ids[0], ids[2]]
     for worker in WORKERS:
         async with room_client(cluster.ws(worker, f"{path}?last_id=0"), reader) as again:

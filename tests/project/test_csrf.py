@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
-from chat.models import Ban, Message, Mute, Report, Room, RoomMember
+from chat.models import Ban, Message, Mute, Reaction, ReadMarker, Report, Room, RoomMember
 from chat.services.messages import message_create
 from chat.services.moderation import ban_create
 from chat.services.rooms import member_add, room_create
@@ -36,6 +36,7 @@ class Call:
     staff: bool = False
 
 
+THUMBS = "%F0%9F%91%8D"  # the first of CHAT_REACTIONS, as a URL carries it
 CALLS = [
     Call("POST", "/api/rooms/", {"slug": "new", "title": "New"}, "/api/rooms/", {"slug": "Bad Slug"}, 400),
     Call("POST", "/api/rooms/lobby/messages", {"content": "forged"}, "/api/rooms/lobby/messages", {}, 400),
@@ -43,7 +44,25 @@ CALLS = [
     Call("POST", "/api/rooms/lobby/messages/{message}/report", {}, "/api/rooms/lobby/messages/999999/report", {}, 404),
     Call("POST", "/api/rooms/club/members", {"user": "carl"}, "/api/rooms/club/members", {"user": "nobody"}, 400),
     Call("DELETE", "/api/rooms/club/members/bob", None, "/api/rooms/club/members/nobody", None, 404),
-    Call("POST", "/api/rooms/club/read", {"last_id": 5}, "/api/rooms/club/read", {"last_id": -1}, 400),
+    Call("POST", "/api/rooms/lobby/read", {"id": 1}, "/api/rooms/club/read", {"id": -1}, 400),
+    Call("PATCH", "/api/rooms/lobby/messages/{message}", {"content": "forged"}, "/api/rooms/lobby/messages/999999", {}, 404),
+    Call(
+        "PUT",
+        f"/api/rooms/lobby/messages/{{message}}/reactions/{THUMBS}",
+        None,
+        f"/api/rooms/lobby/messages/999999/reactions/{THUMBS}",
+        None,
+        404,
+    ),
+    Call(
+        "POST",
+        "/api/rooms/lobby/messages/{message}/restore",
+        None,
+        "/api/rooms/lobby/messages/999999/restore",
+        None,
+        404,
+        staff=True,
+    ),
     Call("POST", "/api/dms/", {"user": "bob"}, "/api/dms/", {"user": "nobody"}, 400),
     Call("POST", "/api/assistant/stream", {"message": "hi"}, "/api/assistant/stream", {}, 400),
     Call(
@@ -87,9 +106,11 @@ def state() -> tuple:
     """Everything the calls above could change."""
     return (
         Room.objects.count(),
-        list(Message.objects.values_list("pk", "removed_at")),
+        list(Message.objects.values_list("pk", "removed_at", "content")),
+        Reaction.objects.count(),
         Report.objects.count(),
-        list(RoomMember.objects.order_by("pk").values_list("user__username", "last_read_id")),
+        list(RoomMember.objects.order_by("pk").values_list("user__username", "role")),
+        list(ReadMarker.objects.order_by("pk").values_list("user__username", "message_id")),
         list(Task.objects.values_list("pk", "status", "cancel_requested")),
         Notification.objects.filter(read_at__isnull=True).count(),
         list(Ban.objects.values_list("pk", "lifted_at")),

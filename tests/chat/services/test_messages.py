@@ -5,7 +5,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
-from chat.models import Message, ModerationAction, Room
+from chat.models import Message, ModerationAction, Room, RoomChange
 from chat.protocol import ChatError
 from chat.services.messages import message_create, room_notice
 from chat.services.moderation import mute_create
@@ -34,18 +34,25 @@ def test_message_create_stores_then_publishes_after_commit(django_capture_on_com
         callback()
     [(topic, data)] = published
     assert topic == f"room.{room.slug}"
-    assert data.startswith(f"m {message.pk} 0\n")
+    assert data.startswith(f"c 1 {message.pk}\n"), "the room's first change, creating this message"
     assert '"nonce":"n1"' in data and '"content":"hello"' in data
 
 
-def test_each_broadcast_names_the_previous_message(django_capture_on_commit_callbacks, published):
-    room, user = make_room(), make_user()
+def test_each_broadcast_carries_the_rooms_next_seq(django_capture_on_commit_callbacks, published):
+    room, other, user = make_room(), make_room("other"), make_user()
     with django_capture_on_commit_callbacks(execute=True):
         first = message_create(room=room, user=user, content="one")
     with django_capture_on_commit_callbacks(execute=True):
+        message_create(room=other, user=user, content="elsewhere")
+    with django_capture_on_commit_callbacks(execute=True):
         second = message_create(room=room, user=user, content="two")
-    assert published[1][1].startswith(f"m {second.pk} {first.pk}\n")
-    assert Room.objects.get(pk=room.pk).last_message_id == second.pk
+    assert published[0][1].startswith(f"c 1 {first.pk}\n") and published[2][1].startswith(f"c 2 {second.pk}\n")
+    assert published[1][1].startswith("c 1 "), "each room counts its own changes"
+    assert Room.objects.get(pk=room.pk).last_message_id == second.pk and Room.objects.get(pk=room.pk).seq == 2
+    assert list(RoomChange.objects.filter(room=room).values_list("seq", "message_id", "kind")) == [
+        (1, first.pk, "created"),
+        (2, second.pk, "created"),
+    ]
 
 
 @pytest.mark.parametrize(("content", "code"), [("", "empty"), ("  ", "empty"), ("x" * 4001, "too_long"), (7, "bad_frame")])

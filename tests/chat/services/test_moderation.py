@@ -197,7 +197,8 @@ def test_removal_by_a_moderator_is_logged_notified_and_never_replayed(django_cap
     with django_capture_on_commit_callbacks(execute=True):
         assert message_remove(message=messages[1], removed_by=moderator, reason="rude") is True
         assert message_remove(message=messages[1], removed_by=moderator) is False
-    assert chat_events(published) == [(f"room.{room.slug}", f'f\n{{"type":"message_deleted","id":{messages[1].pk}}}')]
+    assert chat_events(published) == [(f"room.{room.slug}", f'c 4 0\n{{"type":"message_deleted","id":{messages[1].pk},"seq":4}}')]
+    assert Room.objects.get(pk=room.pk).seq == 4, "removing it again took no seq"
     row = Message.objects.get(pk=messages[1].pk)
     assert row.removed_by == moderator and row.removed_at is not None and row.content == "m1", "redacted, not deleted"
     assert moderation_notifications(author) == [{"action": "message_removed", "room": "lobby", "message_id": messages[1].pk}]
@@ -211,7 +212,12 @@ def test_removal_by_a_moderator_is_logged_notified_and_never_replayed(django_cap
     )
     visible = [messages[0].pk, messages[2].pk]
     assert [f["id"] for f in selectors.message_backlog(room_id=room.pk, room_slug="lobby", last_id=0)[1]] == visible
-    assert [f["id"] for f in selectors.message_range(room_id=room.pk, room_slug="lobby", after=0, upto=None)] == visible
+    replayed = selectors.change_replay(room_id=room.pk, room_slug="lobby", after=0).changes
+    assert [(c.frame["type"], c.frame["id"], c.seq) for c in replayed] == [
+        ("message", visible[0], 1),
+        ("message", visible[1], 3),
+        ("message_deleted", messages[1].pk, 4),
+    ], "its content is never replayed; its removal is"
 
 
 def test_message_remove_is_soft_and_published_once(django_capture_on_commit_callbacks, published):
@@ -222,7 +228,7 @@ def test_message_remove_is_soft_and_published_once(django_capture_on_commit_call
         message_remove(message=message, removed_by=user)
     message.refresh_from_db()
     assert message.removed_at is not None and message.removed_by == user
-    assert [data for _, data in published] == [f'f\n{{"type":"message_deleted","id":{message.pk}}}']
+    assert [data for _, data in published] == [f'c 2 0\n{{"type":"message_deleted","id":{message.pk},"seq":2}}']
 
 
 def test_an_author_removing_their_own_message_is_not_moderation():
@@ -244,7 +250,8 @@ def test_a_restored_message_is_replayed_again():
     assert [f["id"] for f in selectors.message_backlog(room_id=room.pk, room_slug="lobby", last_id=None)[1]] == every
     assert [f["id"] for f in selectors.message_backlog(room_id=room.pk, room_slug="lobby", last_id=0)[1]] == every
     assert [f["id"] for f in selectors.message_list_after(room=room, after=0, limit=10)] == every
-    assert [f["id"] for f in selectors.message_range(room_id=room.pk, room_slug="lobby", after=0, upto=None)] == every
+    replayed = selectors.change_replay(room_id=room.pk, room_slug="lobby", after=3).changes
+    assert [(c.frame["type"], c.frame["id"], c.seq) for c in replayed] == [("message_restored", messages[1].pk, 5)]
     assert [action for action, *_ in log()] == ["message_remove", "message_restore"]
 
 
