@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
+from asgiref.sync import markcoroutinefunction
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
@@ -127,8 +128,21 @@ class RealtimeChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         await self._local().send(channel, message)
 
-    async def receive(self, channel: str) -> dict[str, Any]:
+    @markcoroutinefunction
+    def receive(self, channel: str) -> Awaitable[dict[str, Any]]:
+        """The channel's next message. A future for a channel of this worker rather than a
+        coroutine: Channels' consumers wrap each receive in a task (await_many_dispatch),
+        and for an idle socket that task and its coroutine frames are a large part of what
+        it costs; a future is wrapped in nothing (docs/performance.md, "Idle memory").
+        Marked as a coroutine function, so async_to_sync and ``await`` take it as one."""
         self.require_valid_channel_name(channel)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # async_to_sync makes the awaitable before its loop runs
+            return self._receive_in_loop(channel)
+        return self._local().receive(channel)
+
+    async def _receive_in_loop(self, channel: str) -> dict[str, Any]:
         return await self._local().receive(channel)
 
     async def group_add(self, group: str, channel: str) -> None:
@@ -208,20 +222,21 @@ class _Mailbox:
         else:
             self.messages.append(message)
 
-    async def get(self) -> dict[str, Any]:
+    def get(self) -> asyncio.Future[dict[str, Any]]:
+        """A future of the next message. Cancelled (the consumer went away, or a
+        wait_for timed out), it stops being the waiter; a message set on it just before
+        is the cancelled receiver's, as with any awaited receive that was cancelled."""
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         if self.messages:
-            return self.messages.pop(0)
-        waiter = self.waiter = asyncio.get_running_loop().create_future()
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            # Cancelled after the message was handed over: keep it for the next receive.
-            if waiter.done() and not waiter.cancelled():
-                self.messages.insert(0, waiter.result())
-            raise
-        finally:
-            if self.waiter is waiter:
-                self.waiter = None
+            waiter.set_result(self.messages.pop(0))
+            return waiter
+        self.waiter = waiter
+        waiter.add_done_callback(self._forget)
+        return waiter
+
+    def _forget(self, waiter: asyncio.Future[dict[str, Any]]) -> None:
+        if self.waiter is waiter:
+            self.waiter = None
 
 
 class _LoopLayer:
@@ -282,13 +297,25 @@ class _LoopLayer:
         payload = encode_message(message)
         await broker.apublish(topic, f"{channel}\n{payload}" if "!" in channel else payload)
 
-    async def receive(self, channel: str) -> dict[str, Any]:
+    def receive(self, channel: str) -> Awaitable[dict[str, Any]]:
         queue = self.queues.get(channel)
         if queue is None:
             queue = self.queues[channel] = self._new_queue(channel)
         if "!" not in channel:  # a general channel: anyone may send to it, from any worker
-            await self._subscribe(channel_topic(channel))
-        return await queue.get()
+            return self._receive_general(channel, queue)
+        return queue.get()
+
+    async def _receive_general(self, channel: str, queue: _Mailbox) -> dict[str, Any]:
+        await self._subscribe(channel_topic(channel))
+        waiter = queue.get()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Cancelled after the message was handed over: keep it for the next receiver
+            # of this channel (several consumers may share a general channel).
+            if waiter.done() and not waiter.cancelled():
+                queue.messages.insert(0, waiter.result())
+            raise
 
     # ---- groups ------------------------------------------------------------------------------
     async def group_add(self, group: str, channel: str) -> None:

@@ -175,3 +175,24 @@ async def test_listeners_get_raw_texts_once_per_worker_and_members_only_messages
     await two.apublish("room.fast", "f\n{}")
     await asyncio.sleep(QUIET)
     assert len(heard) == 1
+
+
+async def test_a_receive_on_a_specific_channel_is_a_future_so_a_consumer_costs_no_task_for_it(workers):
+    """Channels' consumers wrap each receive in ensure_future: a coroutine would become a
+    task (and its frames) per idle socket, a future is taken as it is."""
+    one, _ = workers
+    channel = await one.new_channel()
+    waiting = one.receive(channel)
+    assert isinstance(waiting, asyncio.Future)
+    await one.send(channel, {"type": "hello"})
+    assert await asyncio.wait_for(waiting, 2) == {"type": "hello"}
+
+
+async def test_a_cancelled_receive_loses_nothing_sent_after_it(workers):
+    one, _ = workers
+    channel = await one.new_channel()
+    for _ in range(3):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(one.receive(channel), 0.05)
+    await one.send(channel, {"type": "after"})
+    assert await asyncio.wait_for(one.receive(channel), 2) == {"type": "after"}
