@@ -5,6 +5,7 @@ web is the top layer beside ops: it reads the apps' selectors and models, and no
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.contrib.staticfiles import views as staticfiles_views
@@ -42,7 +43,16 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
     found = selectors.room_get_for(slug=slug, user=_user(request), staff_sees_private=False)
     if found is None:
         raise Http404("no such room")
-    return render(request, "web/room.html", {"room": found})
+    user = _user(request)
+    page = {
+        # room.js (docs/protocol.md, "Room changes"): the reactions it may offer, the read
+        # marker its "new messages" divider starts at, and what this user may change.
+        "reactions": list(settings.CHAT_REACTIONS),
+        "read_id": selectors.read_marker_get(user_id=user.pk, room_id=found.pk),
+        "edit_window": settings.CHAT_EDIT_WINDOW_SECONDS,
+        "staff": user.is_staff,  # staff may remove (and restore) anyone's message
+    }
+    return render(request, "web/room.html", {"room": found, "page": page})
 
 
 @login_required

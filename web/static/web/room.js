@@ -1,12 +1,24 @@
-// A live room (docs/protocol.md, "The room protocol"). Reconnects with exponential back-off and jitter, resumes with
-// last_id, and shows every message once, in id order. Everything user-written is inserted as
-// text (textContent), never as markup.
+// A live room (docs/protocol.md, "The room protocol" and "Room changes"). Reconnects with
+// exponential back-off and jitter, resumes with last_seq (and last_id), and applies every change
+// by message id: new messages once, in id order; edits in place; a removed message becomes a
+// placeholder (its author's too) until a moderator restores it; reactions as whole sets.
+// Message text is rendered as sanitised Markdown (markdown.js); everything else user-written is
+// inserted as text (textContent), never as markup.
 import { api, backoff, el, shortTime } from "./common.js";
+import { renderMarkdown } from "./markdown.js";
+import { MentionBox } from "./mentions.js";
 
 const root = document.getElementById("room");
 const slug = root.dataset.slug;
 const me = root.dataset.user;
+const config = JSON.parse(document.getElementById("room-config").textContent);
+const REACTIONS = Array.isArray(config.reactions) ? config.reactions.map(String) : [];
+const EDIT_WINDOW_MS = (Number(config.edit_window) || 0) * 1000;
+const isStaff = config.staff === true;
 const list = document.getElementById("messages");
+const historyItem = document.getElementById("history");
+const loadOlderButton = document.getElementById("load-older");
+const historyStart = document.getElementById("history-start");
 const state = document.getElementById("state");
 const reconnectButton = document.getElementById("reconnect");
 const lockedBanner = document.getElementById("locked");
@@ -15,6 +27,8 @@ const errorBox = document.getElementById("error");
 const form = document.getElementById("composer");
 const box = document.getElementById("message");
 const sendButton = form.querySelector("button[type=submit]");
+const replyingBar = document.getElementById("replying");
+const replyingText = document.getElementById("replying-text");
 const presenceList = document.getElementById("presence");
 const onlineCount = document.getElementById("online-count");
 
@@ -24,12 +38,23 @@ const FINAL_CLOSES = {
   4004: "This room does not exist (any more).",
 };
 const UNACKED_MS = 5000; // a sent message not echoed this long after a (re)sync is reported
+const PAGE = 50; // messages per page of older history (and the backlog of a fresh connection)
+const NEWEST = Number.MAX_SAFE_INTEGER; // before= this: the newest page
 
+const messages = new Map(); // message id -> {id, user, content, ts, reply_to, edited_at, reactions, removed}
 const shown = new Map(); // message id -> <li>
-const removed = new Set(); // ids a moderator removed: never shown again
-const pending = new Map(); // nonce -> {item, content, timer}
+const quoted = new Map(); // id -> a message known only because a reply quotes it (or null: removed)
+const pending = new Map(); // nonce -> {item, content, replyTo, timer}
+const changes = new Map(); // nonce -> {undo}: an edit, removal or reaction sent and not yet seen back
 const typers = new Map(); // username -> expiry timer
 let lastId = 0;
+let lastSeq = 0; // the room's change counter as far as this page has applied it (0: unknown)
+let resumingBySeq = false; // this connection replays changes after last_seq (else: a backlog)
+let freshConnection = true; // this connection asked for the newest page (no last_id, no last_seq)
+let syncing = true; // between a connection's hello and its synced
+let reloadAfterSync = false; // a gap in the changes: reload the newest page once synced
+let backlogCount = 0;
+let firstSync = true;
 let socket = null;
 let attempt = 0;
 let heartbeat = 20;
@@ -39,9 +64,14 @@ let finished = false;
 let locked = root.dataset.locked === "true";
 let rateLimitedUntil = 0;
 let rateTimer = null;
-const isPrivate = root.dataset.private === "true";
-let readUpTo = 0;
+let readUpTo = Number(config.read_id) || 0; // this user's read marker in the room (forward only)
+let dividerAfter = readUpTo || null; // "new messages" begin after this id (null: no divider)
 let readTimer = null;
+let replyTo = null; // the id the composer answers
+let historyDone = false;
+let loadingOlder = false;
+let replayDuringReload = null; // change frames that came while the newest page was being fetched
+const CHANGE_FRAMES = new Set(["message", "message_edited", "message_deleted", "message_restored", "reactions"]);
 
 // ---- the connection -----------------------------------------------------------------------
 
@@ -56,7 +86,16 @@ function connect() {
   if (finished) return;
   setState("connecting", attempt ? "Reconnecting…" : "Connecting…");
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}/ws/rooms/${slug}/${lastId ? `?last_id=${lastId}` : ""}`);
+  // Resume with the change counter when this page has one (every change missed, once), and
+  // last_id beside it (what a server without change counters understands).
+  const query = new URLSearchParams();
+  if (lastSeq) query.set("last_seq", String(lastSeq));
+  if (lastId) query.set("last_id", String(lastId));
+  resumingBySeq = lastSeq > 0;
+  freshConnection = !lastSeq && !lastId;
+  backlogCount = 0;
+  syncing = true;
+  const ws = new WebSocket(`${scheme}://${location.host}/ws/rooms/${slug}/${query.size ? `?${query}` : ""}`);
   socket = ws;
   ws.onmessage = (event) => {
     if (ws !== socket) return;
@@ -117,34 +156,74 @@ reconnectButton.addEventListener("click", () => { attempt = 0; connect(); });
 
 // ---- frames from the server ---------------------------------------------------------------
 
+/** Note how far the room's changes have been applied: live, and in a last_seq replay (frames in
+ * seq order, so a drop in the middle resumes from the last one), but not from a backlog, whose
+ * frames carry the seq of each message's creation; its `synced` says where it stands. */
+function advanceSeq(frame) {
+  if (!inBacklog() && Number.isInteger(frame.seq)) lastSeq = Math.max(lastSeq, frame.seq);
+}
+function inBacklog() {
+  return syncing && !resumingBySeq;
+}
+
 function handle(frame) {
+  if (replayDuringReload && CHANGE_FRAMES.has(frame.type)) replayDuringReload.push(frame);
   switch (frame.type) {
     case "hello":
       heartbeat = Number(frame.heartbeat) || heartbeat;
+      syncing = true;
       armWatchdog();
       break;
     case "message":
+      if (syncing) backlogCount += 1;
       showMessage(frame);
+      advanceSeq(frame);
+      break;
+    case "message_edited":
+      applyEdit(frame);
+      advanceSeq(frame);
+      break;
+    case "message_deleted":
+      removeMessage(Number(frame.id));
+      advanceSeq(frame);
+      break;
+    case "message_restored":
+      restoreMessage(frame);
+      advanceSeq(frame);
+      break;
+    case "reactions":
+      applyReactions(frame);
+      advanceSeq(frame);
+      break;
+    case "read":
+      if (frame.user === me) readElsewhere(Number(frame.id));
       break;
     case "gap":
-      showNotice(`${frame.missed} earlier messages were missed while you were away; the newest ones follow.`);
+      if (resumingBySeq) reloadAfterSync = true;
+      else showNotice(`${frame.missed} earlier messages were missed while you were away; the newest ones follow.`);
       break;
     case "synced":
+      syncing = false;
       lastId = Math.max(lastId, Number(frame.last_id) || 0);
-      markRead();
+      if (Number.isInteger(frame.seq)) lastSeq = Math.max(lastSeq, frame.seq);
+      if (freshConnection && backlogCount < PAGE) setHistoryDone(); // the newest page was all there is
       attempt = 0;
       setState("live", "Connected");
       setComposerEnabled(!locked);
       for (const [nonce, entry] of pending) watchPending(nonce, entry);
+      if (reloadAfterSync) reloadNewest();
+      if (firstSync) {
+        firstSync = false;
+        placeDivider();
+        scrollToDividerOrEnd();
+      }
+      markRead();
       break;
     case "presence":
       showPresence(frame.users || []);
       break;
     case "typing":
       if (frame.user !== me) setTyping(frame.user, frame.is_typing);
-      break;
-    case "message_deleted":
-      removeMessage(Number(frame.id));
       break;
     case "notice":
       showNotice(frame.content, "Notice");
@@ -169,31 +248,130 @@ function nearBottom() {
   return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
 }
 
-function messageItem(frame) {
-  const when = new Date(frame.ts);
-  const item = el("li", { className: "message", attrs: { "data-id": String(frame.id) } },
-    el("div", { className: "meta" },
-      el("span", { className: "author", text: frame.user }), " ",
-      el("time", { text: shortTime(frame.ts), attrs: { datetime: frame.ts, title: when.toLocaleString() } })),
-    el("div", { className: "content", text: frame.content }));
-  if (frame.user === me) item.classList.add("mine");
-  if (me && new RegExp(`(^|\\W)@${me.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(?!\\w)`).test(frame.content)) item.classList.add("mentions-me");
+/** The page's active when the person can be reading it: visible and focused. */
+function pageActive() {
+  return document.visibilityState === "visible" && document.hasFocus();
+}
+
+function reactionSet(value) {
+  const out = {};
+  if (value && typeof value === "object") {
+    for (const [emoji, users] of Object.entries(value)) if (Array.isArray(users) && users.length) out[emoji] = users.map(String);
+  }
+  return out;
+}
+
+/** A message as this page keeps it, from a message (or message_restored) frame. */
+function messageData(frame) {
+  return {
+    id: Number(frame.id),
+    user: String(frame.user),
+    content: String(frame.content ?? ""),
+    ts: String(frame.ts),
+    reply_to: Number.isInteger(frame.reply_to) ? frame.reply_to : null,
+    edited_at: frame.edited_at || null,
+    reactions: reactionSet(frame.reactions),
+    removed: false,
+  };
+}
+
+const MENTIONS_ME = me ? new RegExp(`(^|\\W)@${me.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(?!\\w)`) : null;
+
+function canEdit(data) {
+  return data.user === me && !data.removed && (isStaff || Date.now() - Date.parse(data.ts) < EDIT_WINDOW_MS);
+}
+
+function canRemove(data) {
+  return !data.removed && (data.user === me || isStaff);
+}
+
+function messageItem(data) {
+  const item = el("li", { className: "message", attrs: { "data-id": String(data.id), "data-user": data.user } });
+  renderItem(item, data);
   return item;
 }
 
-/** Insert by id: after the last message with a smaller id (or the last notice), before pending ones. */
-function insertInOrder(item, id) {
-  let after = list.lastElementChild;
-  while (after) {
-    if (after.classList.contains("pending")) { after = after.previousElementSibling; continue; }
-    const otherId = Number(after.dataset.id);
-    if (!after.dataset.id || otherId < id) break;
-    after = after.previousElementSibling;
+/** Draw a message from what the page knows of it (all of it: a change redraws the item). */
+function renderItem(item, data) {
+  const when = new Date(data.ts);
+  item.classList.toggle("mine", data.user === me);
+  item.classList.toggle("removed", data.removed);
+  item.classList.toggle("mentions-me", !data.removed && Boolean(MENTIONS_ME?.test(data.content)));
+  item.classList.remove("editing", "saving");
+  const meta = el("div", { className: "meta" },
+    el("span", { className: "author", text: data.user }), " ",
+    el("time", { text: shortTime(data.ts), attrs: { datetime: data.ts, title: when.toLocaleString() } }));
+  if (data.edited_at && !data.removed) {
+    meta.append(el("span", { className: "edited", text: "(edited)", attrs: { title: `Edited ${new Date(data.edited_at).toLocaleString()}` } }));
   }
-  if (after) after.after(item);
-  else list.prepend(item);
+  meta.append(actionsFor(data));
+  const parts = [meta];
+  if (data.removed) {
+    parts.push(el("div", { className: "content placeholder", text: "Message removed" }));
+  } else {
+    if (data.reply_to) parts.push(quoteFor(data.reply_to));
+    parts.push(contentFor(data), reactionsFor(data));
+  }
+  item.replaceChildren(...parts);
 }
 
+function contentFor(data) {
+  const content = el("div", { className: "content" });
+  content.append(renderMarkdown(data.content, me));
+  return content;
+}
+
+function button(text, onClick, attrs = {}) {
+  const node = el("button", { className: "link", text, attrs: { type: "button", ...attrs } });
+  node.addEventListener("click", onClick);
+  return node;
+}
+
+function actionsFor(data) {
+  const group = el("span", { className: "actions", attrs: { role: "group", "aria-label": `Message from ${data.user}` } });
+  if (data.removed) {
+    if (isStaff) group.append(button("Restore", () => restoreRemoved(data.id)));
+    return group;
+  }
+  group.append(button("Reply", () => startReply(data.id)));
+  if (REACTIONS.length) {
+    group.append(button("React", (event) => togglePicker(data.id, event.currentTarget),
+      { "aria-label": "Add reaction", "aria-expanded": "false", "aria-controls": `picker-${data.id}` }));
+  }
+  if (canEdit(data)) group.append(button("Edit", () => startEdit(data.id)));
+  if (canRemove(data)) group.append(button("Delete", () => confirmRemove(data.id)));
+  return group;
+}
+
+function itemOf(id) {
+  return shown.get(id);
+}
+
+/** Redraw what changed in place (content and reactions), unless the person is editing it. */
+function redraw(id) {
+  const data = messages.get(id);
+  const item = itemOf(id);
+  if (!data || !item) return;
+  renderItem(item, data);
+}
+
+/** Insert by id, before the first message with a larger one; a newest message goes last, before
+ * our own messages still waiting for their echo. Notices and the divider stay where they are. */
+function insertInOrder(item, id) {
+  const messagesShown = list.querySelectorAll(":scope > li.message[data-id]");
+  const last = messagesShown[messagesShown.length - 1];
+  if (!last || Number(last.dataset.id) < id) {
+    const firstPending = list.querySelector(":scope > li.pending");
+    if (firstPending) firstPending.before(item);
+    else list.append(item);
+    return;
+  }
+  for (const other of messagesShown) {
+    if (Number(other.dataset.id) > id) { other.before(item); return; }
+  }
+}
+
+/** A new message, or one the page knows already (a replay carries its state now). */
 function showMessage(frame) {
   const id = Number(frame.id);
   const mine = frame.nonce ? pending.get(frame.nonce) : undefined;
@@ -203,35 +381,85 @@ function showMessage(frame) {
     pending.delete(frame.nonce);
   }
   lastId = Math.max(lastId, id);
-  if (shown.has(id) || removed.has(id)) return;
+  const known = messages.get(id);
+  if (known) {
+    Object.assign(known, messageData(frame)); // only visible messages come as `message` frames
+    redraw(id);
+    return;
+  }
+  const data = messageData(frame);
   const stick = nearBottom() || Boolean(mine);
-  const item = messageItem(frame);
-  shown.set(id, item);
-  insertInOrder(item, id);
+  addItem(data);
+  // Something new from someone else while the person is away: "new messages" starts here.
+  if (!syncing && !firstSync && data.user !== me && dividerAfter === null && !pageActive()) {
+    dividerAfter = readUpTo;
+  }
+  if (dividerAfter !== null) placeDivider();
   if (stick) list.scrollTop = list.scrollHeight;
   markRead();
 }
 
-/** Private rooms and direct messages keep an unread count: say how far this person has read. */
-function markRead() {
-  if (!isPrivate || lastId <= readUpTo || document.visibilityState !== "visible") return;
-  clearTimeout(readTimer);
-  readTimer = setTimeout(async () => {
-    const upTo = lastId;
-    try {
-      await api(`/api/rooms/${slug}/read`, { method: "POST", body: { last_id: upTo } });
-      readUpTo = Math.max(readUpTo, upTo);
-    } catch {
-      // Not important enough to retry: the next message or visit says it again.
-    }
-  }, 1000);
+function addItem(data) {
+  messages.set(data.id, data);
+  const item = messageItem(data);
+  shown.set(data.id, item);
+  insertInOrder(item, data.id);
+  if (quoted.has(data.id)) quoted.delete(data.id);
+  refreshQuotes(data.id);
+  return item;
 }
-document.addEventListener("visibilitychange", markRead);
 
+function applyEdit(frame) {
+  const id = Number(frame.id);
+  settleChanges(id, "edit");
+  const data = messages.get(id) || quoted.get(id);
+  if (!data || data.removed) return;
+  data.content = String(frame.content ?? "");
+  data.edited_at = frame.edited_at || data.edited_at;
+  if (messages.has(id) && editing?.id !== id) redraw(id);
+  refreshQuotes(id);
+}
+
+/** Removed (by its author or a moderator): a placeholder, for everyone, its author included. */
 function removeMessage(id) {
-  removed.add(id);
-  shown.get(id)?.remove();
-  shown.delete(id);
+  settleChanges(id, "remove");
+  if (editing?.id === id) stopEdit({ keepFocus: true });
+  if (replyTo === id) cancelReply();
+  const data = messages.get(id);
+  if (data) {
+    data.removed = true;
+    data.reactions = {};
+    redraw(id);
+    if (dividerAfter !== null) placeDivider();
+  } else if (quoted.has(id)) {
+    quoted.set(id, null);
+  }
+  refreshQuotes(id);
+}
+
+/** A moderator brought a removed message back: the frame has all of it. */
+function restoreMessage(frame) {
+  const data = messageData(frame);
+  const known = messages.get(data.id);
+  if (known) {
+    Object.assign(known, data);
+    redraw(data.id);
+  } else if (quoted.has(data.id)) {
+    quoted.set(data.id, data);
+  }
+  if (!known && (historyDone || data.id > oldestId())) addItem(data); // older than what is loaded: paging shows it
+  refreshQuotes(data.id);
+  if (dividerAfter !== null) placeDivider();
+}
+
+function applyReactions(frame) {
+  const id = Number(frame.id);
+  settleChanges(id, "react");
+  const data = messages.get(id);
+  if (!data || data.removed) return;
+  data.reactions = reactionSet(frame.reactions);
+  const row = itemOf(id)?.querySelector(":scope > .reactions");
+  if (row) row.replaceWith(reactionsFor(data));
 }
 
 function showNotice(text, label) {
@@ -245,9 +473,391 @@ function showNotice(text, label) {
   if (stick) list.scrollTop = list.scrollHeight;
 }
 
+// ---- replies ---------------------------------------------------------------------------------
+
+function excerpt(text, length = 140) {
+  const flat = text.replace(/\s+/g, " ").trim();
+  return flat.length > length ? `${flat.slice(0, length - 1)}…` : flat;
+}
+
+function quoteFor(id) {
+  const quote = el("div", { className: "quote", attrs: { "data-reply-to": String(id) } });
+  fillQuote(quote, id);
+  return quote;
+}
+
+/** The quoted message as the page knows it; one it has not loaded is asked for once. */
+function fillQuote(quote, id) {
+  const data = messages.has(id) ? messages.get(id) : quoted.get(id);
+  const label = el("span", { className: "visually-hidden", text: "In reply to " });
+  if (data === undefined) {
+    quote.replaceChildren(label, el("span", { className: "quote-text", text: "…" }));
+    fetchQuoted(id);
+    return;
+  }
+  const removed = data === null || data.removed;
+  quote.classList.toggle("removed", removed);
+  if (removed) {
+    quote.replaceChildren(label, el("span", { className: "quote-text", text: "a removed message" }));
+    return;
+  }
+  quote.replaceChildren(label, el("span", { className: "quote-author", text: data.user }), " ",
+    el("span", { className: "quote-text", text: excerpt(data.content) }));
+}
+
+function refreshQuotes(id) {
+  for (const quote of list.querySelectorAll(`.quote[data-reply-to="${id}"]`)) fillQuote(quote, id);
+  if (replyTo === id) showReplying();
+}
+
+const fetching = new Set();
+
+/** A message older than those loaded: the first visible one from its id on is it, or it is gone. */
+async function fetchQuoted(id) {
+  if (fetching.has(id)) return;
+  fetching.add(id);
+  try {
+    const { messages: found } = await api(`/api/rooms/${slug}/messages?after=${id - 1}&limit=1`);
+    if (messages.has(id)) return;
+    quoted.set(id, found.length && Number(found[0].id) === id ? messageData(found[0]) : null);
+    refreshQuotes(id);
+  } catch {
+    // Offline: the next change to a quote tries again.
+  } finally {
+    fetching.delete(id);
+  }
+}
+
+function startReply(id) {
+  replyTo = id;
+  showReplying();
+  box.focus();
+}
+
+function showReplying() {
+  const data = messages.get(replyTo) || quoted.get(replyTo);
+  replyingBar.hidden = replyTo === null;
+  replyingText.textContent = !data || data.removed ? "Replying to a removed message" : `Replying to ${data.user}: ${excerpt(data.content, 80)}`;
+}
+
+function cancelReply() {
+  replyTo = null;
+  replyingBar.hidden = true;
+}
+document.getElementById("cancel-reply").addEventListener("click", () => { cancelReply(); box.focus(); });
+
+// ---- reactions -----------------------------------------------------------------------------
+
+let openPicker = null; // the id whose reaction picker is open
+
+function reactionsFor(data) {
+  const row = el("div", { className: "reactions" });
+  const known = [...REACTIONS, ...Object.keys(data.reactions).filter((emoji) => !REACTIONS.includes(emoji))];
+  for (const emoji of known) {
+    const users = data.reactions[emoji];
+    if (!users?.length) continue;
+    const mineToo = users.includes(me);
+    const chip = button(`${emoji} ${users.length}`, () => react(data.id, emoji, !mineToo), {
+      "aria-pressed": String(mineToo),
+      "aria-label": `${emoji} ${users.length}: ${users.join(", ")}`,
+      title: users.join(", "),
+      "data-emoji": emoji,
+    });
+    chip.className = "reaction";
+    row.append(chip);
+  }
+  if (openPicker === data.id) row.append(pickerFor(data));
+  return row;
+}
+
+function pickerFor(data) {
+  const picker = el("span", { className: "picker", attrs: { id: `picker-${data.id}`, role: "group", "aria-label": "Reactions" } });
+  for (const emoji of REACTIONS) {
+    const mineToo = Boolean(data.reactions[emoji]?.includes(me));
+    picker.append(button(emoji, () => { closePicker(); react(data.id, emoji, !mineToo); }, {
+      "aria-label": `React with ${emoji}`, "aria-pressed": String(mineToo), "data-emoji": emoji,
+    }));
+  }
+  picker.addEventListener("keydown", (event) => { if (event.key === "Escape") { event.stopPropagation(); closePicker(true); } });
+  return picker;
+}
+
+function togglePicker(id, opener) {
+  const wasOpen = openPicker === id;
+  closePicker();
+  if (wasOpen) return;
+  openPicker = id;
+  const data = messages.get(id);
+  const row = itemOf(id)?.querySelector(":scope > .reactions");
+  if (!data || !row) return;
+  row.append(pickerFor(data));
+  opener.setAttribute("aria-expanded", "true");
+  row.querySelector(".picker button")?.focus();
+}
+
+function closePicker(refocus = false) {
+  const id = openPicker;
+  openPicker = null;
+  if (id === null) return;
+  const item = itemOf(id);
+  item?.querySelector(".picker")?.remove();
+  const opener = item?.querySelector('.actions button[aria-controls]');
+  opener?.setAttribute("aria-expanded", "false");
+  if (refocus) opener?.focus();
+}
+
+function react(id, emoji, on) {
+  const data = messages.get(id);
+  if (!data || data.removed) return;
+  const nonce = newNonce();
+  if (!send({ type: "react", id, emoji, on, nonce })) { showLocalError("Not connected: try again when the room is back."); return; }
+  // Shown at once; the room's `reactions` frame (the whole set) settles it either way.
+  const before = data.reactions;
+  const users = (before[emoji] || []).filter((user) => user !== me);
+  data.reactions = { ...before, [emoji]: on ? [...users, me] : users };
+  applyReactions({ id, reactions: data.reactions });
+  changes.set(nonce, { id, kind: "react", undo: () => { data.reactions = before; applyReactions({ id, reactions: before }); } });
+}
+
+/** A change came back from the room: what this page sent for that message is settled. */
+function settleChanges(id, kind) {
+  for (const [nonce, change] of changes) if (change.id === id && change.kind === kind) changes.delete(nonce);
+}
+
+// ---- editing and removing your own messages ---------------------------------------------------
+
+let editing = null; // {id, form}
+
+function startEdit(id) {
+  const data = messages.get(id);
+  const item = itemOf(id);
+  if (!data || !item || !canEdit(data)) return;
+  stopEdit({ keepFocus: true });
+  const area = el("textarea", { attrs: { rows: "2", maxlength: "4000", "aria-label": "Edit message" } });
+  area.value = data.content;
+  const editor = el("form", { className: "editor" }, area,
+    el("span", { className: "editor-actions" },
+      el("button", { className: "primary", text: "Save", attrs: { type: "submit" } }),
+      button("Cancel", () => stopEdit()),
+      el("small", { className: "help", text: "Enter saves · Escape cancels" })));
+  editor.addEventListener("submit", (event) => { event.preventDefault(); saveEdit(); });
+  area.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); saveEdit(); }
+    else if (event.key === "Escape") { event.preventDefault(); event.stopPropagation(); stopEdit(); }
+  });
+  item.classList.add("editing");
+  item.querySelector(":scope > .content")?.replaceWith(editor);
+  editing = { id, form: editor, area };
+  area.focus();
+  area.setSelectionRange(area.value.length, area.value.length);
+}
+
+function stopEdit({ keepFocus = false } = {}) {
+  if (!editing) return;
+  const { id } = editing;
+  editing = null;
+  redraw(id);
+  if (!keepFocus) box.focus();
+}
+
+function saveEdit() {
+  if (!editing) return;
+  const { id, area } = editing;
+  const data = messages.get(id);
+  const content = area.value.trim();
+  if (!data || content === data.content) { stopEdit(); return; }
+  if (!content) { showLocalError("A message cannot be empty: use Delete to remove it.", "empty"); return; }
+  const nonce = newNonce();
+  if (!send({ type: "edit", id, content, nonce })) { showLocalError("Not connected: your edit is still open; save it when the room is back."); return; }
+  const before = { content: data.content, edited_at: data.edited_at };
+  data.content = content; // shown at once; the room's message_edited confirms it
+  changes.set(nonce, { id, kind: "edit", undo: () => { Object.assign(data, before); redraw(id); } });
+  stopEdit();
+  itemOf(id)?.classList.add("saving");
+}
+
+function confirmRemove(id) {
+  const item = itemOf(id);
+  const actions = item?.querySelector(":scope > .meta > .actions");
+  if (!actions) return;
+  const keep = button("Keep it", () => { redraw(id); itemOf(id)?.querySelector('.actions button:last-child')?.focus(); });
+  const confirm = el("span", { className: "actions confirm", attrs: { role: "group", "aria-label": "Delete this message?" } },
+    el("span", { text: "Delete this message?" }), " ",
+    button("Yes, delete", () => removeOwn(id)), " ", keep);
+  actions.replaceWith(confirm);
+  keep.focus();
+}
+
+function removeOwn(id) {
+  const nonce = newNonce();
+  if (!send({ type: "delete", id, nonce })) { showLocalError("Not connected: try again when the room is back."); redraw(id); return; }
+  changes.set(nonce, { id, kind: "remove", undo: () => redraw(id) });
+  box.focus();
+}
+
+async function restoreRemoved(id) {
+  try {
+    await api(`/api/rooms/${slug}/messages/${id}/restore`, { method: "POST" });
+  } catch (error) {
+    showLocalError(`Could not restore that message: ${error.message}`);
+  }
+}
+
+// ---- the read marker and the "new messages" divider ------------------------------------------
+
+const divider = el("li", { className: "divider", attrs: { role: "separator", "aria-label": "New messages" } },
+  el("span", { text: "New messages" }));
+
+/** The divider goes before the first message from someone else after `dividerAfter`. */
+function placeDivider() {
+  let first = Infinity;
+  if (dividerAfter !== null) {
+    for (const [id, data] of messages) if (id > dividerAfter && id < first && data.user !== me && !data.removed) first = id;
+  }
+  if (first === Infinity) { divider.remove(); return; }
+  const item = itemOf(first);
+  if (item && item.previousElementSibling !== divider) item.before(divider);
+}
+
+/** The first view: at the divider when the unread part is taller than the list, else the end. */
+function scrollToDividerOrEnd() {
+  list.scrollTop = list.scrollHeight;
+  if (!divider.isConnected) return;
+  const offset = divider.getBoundingClientRect().top - list.getBoundingClientRect().top;
+  if (offset < 0) list.scrollTop += offset - 8;
+}
+
+/** The newest message the person can see: the last whose top is above the list's bottom edge. */
+function newestVisibleId() {
+  const bottom = list.getBoundingClientRect().bottom;
+  const items = list.querySelectorAll(":scope > li.message[data-id]");
+  for (let i = items.length - 1; i >= 0; i -= 1) {
+    if (items[i].getBoundingClientRect().top < bottom - 4) return Number(items[i].dataset.id);
+  }
+  return 0;
+}
+
+/** Move the read marker forward to what the person has seen, while the page is in front of them. */
+function markRead() {
+  if (syncing || firstSync || !socket || !pageActive()) return;
+  clearTimeout(readTimer);
+  readTimer = setTimeout(() => {
+    if (!pageActive()) return;
+    const upTo = newestVisibleId();
+    if (upTo > readUpTo && send({ type: "read", id: upTo })) readUpTo = upTo;
+  }, 400);
+}
+
+/** The person read on another device (or tab): the marker and the divider follow. */
+function readElsewhere(id) {
+  readUpTo = Math.max(readUpTo, id);
+  if (dividerAfter !== null && id > dividerAfter) {
+    dividerAfter = id;
+    placeDivider();
+  }
+}
+
+/** Leaving with everything read: the next message from someone else starts a new divider. */
+function leaving() {
+  if (dividerAfter !== null && readUpTo >= lastId) {
+    dividerAfter = null;
+    divider.remove();
+  }
+}
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") markRead(); else leaving(); });
+window.addEventListener("focus", markRead);
+window.addEventListener("blur", leaving);
+
+// ---- older history ----------------------------------------------------------------------------
+
+function oldestId() {
+  let oldest = Infinity;
+  for (const id of messages.keys()) oldest = Math.min(oldest, id);
+  return oldest;
+}
+
+function setHistoryDone() {
+  historyDone = true;
+  loadOlderButton.hidden = true;
+  historyStart.hidden = false;
+}
+
+/** The page before the oldest message shown, inserted above it without moving what is on screen. */
+async function loadOlder() {
+  if (historyDone || loadingOlder || firstSync) return;
+  const oldest = oldestId();
+  if (oldest === Infinity) { setHistoryDone(); return; }
+  loadingOlder = true;
+  loadOlderButton.disabled = true;
+  loadOlderButton.textContent = "Loading older messages…";
+  try {
+    const { messages: page } = await api(`/api/rooms/${slug}/messages?before=${oldest}&limit=${PAGE}`);
+    const fromBottom = list.scrollHeight - list.scrollTop;
+    const items = [];
+    for (const frame of page) {
+      const data = messageData(frame);
+      if (messages.has(data.id)) continue;
+      messages.set(data.id, data);
+      const item = messageItem(data);
+      shown.set(data.id, item);
+      items.push(item);
+    }
+    historyItem.after(...items);
+    list.scrollTop = list.scrollHeight - fromBottom;
+    for (const frame of page) { quoted.delete(Number(frame.id)); refreshQuotes(Number(frame.id)); }
+    if (page.length < PAGE) setHistoryDone();
+    if (dividerAfter !== null) placeDivider();
+  } catch (error) {
+    showLocalError(`Could not load older messages: ${error.message}`);
+  } finally {
+    loadingOlder = false;
+    loadOlderButton.disabled = false;
+    loadOlderButton.textContent = "Load older messages";
+  }
+}
+loadOlderButton.addEventListener("click", loadOlder);
+
+let scrollTimer = null;
+list.addEventListener("scroll", () => {
+  if (list.scrollTop < 200) loadOlder();
+  clearTimeout(scrollTimer);
+  scrollTimer = setTimeout(markRead, 150);
+}, { passive: true });
+
+/** More than 1000 changes were missed: start again from the newest page (live frames that arrive
+ * meanwhile are applied as they come, and again over the page once it is in). */
+async function reloadNewest() {
+  reloadAfterSync = false;
+  for (const item of shown.values()) item.remove();
+  messages.clear();
+  shown.clear();
+  quoted.clear();
+  closePicker();
+  editing = null;
+  historyDone = false;
+  loadOlderButton.hidden = false;
+  historyStart.hidden = true;
+  replayDuringReload = [];
+  try {
+    const { messages: page } = await api(`/api/rooms/${slug}/messages?before=${NEWEST}&limit=${PAGE}`);
+    for (const frame of page) showMessage(frame);
+    const again = replayDuringReload;
+    replayDuringReload = null;
+    for (const frame of again) handle(frame);
+    if (page.length < PAGE) setHistoryDone();
+    placeDivider();
+    list.scrollTop = list.scrollHeight;
+  } catch {
+    showLocalError("Many changes were missed while you were away: reload the page to see the room as it is now.");
+  } finally {
+    replayDuringReload = null;
+  }
+}
+
 // ---- presence and typing ----------------------------------------------------------------------
 
 function showPresence(users) {
+  for (const name of users) people.add(String(name));
   presenceList.classList.remove("stale");
   presenceList.replaceChildren(...users.map((name) =>
     el("li", { text: name === me ? `${name} (you)` : name, className: name === me ? "me" : "" })));
@@ -310,17 +920,20 @@ function clearError() {
   delete errorBox.dataset.code;
 }
 
-function sendMessage(content, retrying) {
+function sendMessage(content, retrying, answering = null) {
   const nonce = newNonce();
-  if (!send({ type: "message", content, nonce })) return false;
+  const frame = { type: "message", content, nonce };
+  if (answering !== null) frame.reply_to = answering;
+  if (!send(frame)) return false;
   const item = el("li", { className: "message mine pending" },
     el("div", { className: "meta" }, el("span", { className: "author", text: me }), " ",
-      el("span", { className: "sending", text: "sending…" })),
-    el("div", { className: "content", text: content }));
+      el("span", { className: "sending", text: "sending…" })));
+  if (answering !== null) item.append(quoteFor(answering));
+  item.append(el("div", { className: "content", text: content }));
   retrying?.remove();
   list.append(item);
   list.scrollTop = list.scrollHeight;
-  const entry = { item, content, timer: null };
+  const entry = { item, content, replyTo: answering, timer: null };
   pending.set(nonce, entry);
   watchPending(nonce, entry);
   return true;
@@ -336,7 +949,7 @@ function watchPending(nonce, entry) {
     retry.addEventListener("click", () => {
       if (!socket) { showLocalError("Not connected yet."); return; }
       pending.delete(nonce); // if the first copy still arrives it is shown too: the person chose to resend
-      sendMessage(entry.content, entry.item);
+      sendMessage(entry.content, entry.item, entry.replyTo);
     });
     entry.item.querySelector(".sending").replaceChildren("not delivered · ", retry);
   }, UNACKED_MS);
@@ -348,7 +961,10 @@ function restorePending(nonce) {
   clearTimeout(entry.timer);
   entry.item.remove();
   pending.delete(nonce);
-  if (!box.value.trim()) box.value = entry.content; // give the text back rather than lose it
+  if (!box.value.trim()) { // give the text back rather than lose it
+    box.value = entry.content;
+    if (entry.replyTo !== null) startReply(entry.replyTo);
+  }
 }
 
 function showLocalError(text, code = "local") {
@@ -358,6 +974,11 @@ function showLocalError(text, code = "local") {
 
 function showError(frame) {
   restorePending(frame.nonce);
+  const change = frame.nonce ? changes.get(frame.nonce) : undefined;
+  if (change) { // an edit, removal or reaction the room refused: show it as it was
+    changes.delete(frame.nonce);
+    change.undo();
+  }
   if (frame.code === "rate_limited") {
     rateLimitedUntil = Date.now() + (Number(frame.retry_after) || 1) * 1000;
     sendButton.disabled = true;
@@ -370,6 +991,10 @@ function showError(frame) {
     room_locked: "This room is locked: nobody can post for now.",
     too_long: "That message is too long (at most 4000 characters).",
     empty: "That message is empty.",
+    not_found: "That message is not there any more.",
+    forbidden: "You may not change that message.",
+    edit_window_passed: "It is too late to edit that message.",
+    bad_emoji: "That reaction is not available here.",
   };
   showLocalError(texts[frame.code] || frame.detail || frame.code, frame.code);
 }
@@ -395,19 +1020,50 @@ form.addEventListener("submit", (event) => {
   if (!content) return;
   if (locked) { showLocalError("This room is locked: nobody can post for now.", "room_locked"); return; }
   if (Date.now() < rateLimitedUntil) { tickRateLimit(); return; }
-  if (!sendMessage(content)) {
+  if (!sendMessage(content, null, replyTo)) {
     showLocalError("Not connected: your message is still in the box; send it when the room is back.");
     return;
   }
   if (errorBox.dataset.code !== "room_locked") clearError();
   box.value = "";
+  cancelReply();
+  mentions.close();
   typingStopped();
+  box.focus(); // the composer keeps the focus, whether Enter or the button sent it
 });
 
+/** The people one may @mention: who is online, who wrote here, and a private room's members. */
+const people = new Set();
+const mentions = new MentionBox(box, document.getElementById("mention-list"), () => {
+  const names = new Set(people);
+  for (const data of messages.values()) names.add(data.user);
+  names.delete(me);
+  return [...names];
+});
+if (root.dataset.private === "true") {
+  api(`/api/rooms/${slug}/members`).then(({ members }) => {
+    for (const member of members) people.add(String(member.username));
+  }).catch(() => {});
+}
+
+/** The newest of the person's own messages they may still edit. */
+function lastEditable() {
+  let found = null;
+  for (const data of messages.values()) if (canEdit(data) && (!found || data.id > found.id)) found = data;
+  return found;
+}
+
 box.addEventListener("keydown", (event) => {
+  if (mentions.handleKey(event)) return;
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     form.requestSubmit();
+  } else if (event.key === "ArrowUp" && !box.value && !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey) {
+    const last = lastEditable(); // as in Slack: up-arrow in an empty box edits your last message
+    if (last) { event.preventDefault(); startEdit(last.id); }
+  } else if (event.key === "Escape" && replyTo !== null) {
+    event.preventDefault();
+    cancelReply();
   }
 });
 box.addEventListener("input", () => { if (box.value.trim()) typingActivity(); else typingStopped(); });

@@ -1,5 +1,6 @@
-// The room list: live online counts (GET /api/rooms/ every few seconds), direct messages
-// with their unread counts, creating a room and opening a direct conversation.
+// The room list: live online and unread counts (GET /api/rooms/ every few seconds, and at once
+// when the page comes back into view), direct messages, creating a room and opening a direct
+// conversation. `unread` is what the user has not read yet (docs/protocol.md, "Room changes").
 import { api, el } from "./common.js";
 
 const POLL_MS = 4000;
@@ -24,7 +25,12 @@ function roomItem(room) {
     el("a", { text: room.direct ? dmName(room) : room.title || room.slug, attrs: { href: `/rooms/${room.slug}/` } }));
   if (room.private && !room.direct) item.append(el("span", { className: "tag", text: "private" }));
   if (room.locked) item.append(el("span", { className: "tag", text: "locked" }));
-  if (room.unread) item.append(el("span", { className: "badge", text: String(room.unread), attrs: { title: "unread" } }));
+  if (room.unread) {
+    item.classList.add("unread");
+    const count = room.unread > 99 ? "99+" : String(room.unread);
+    item.append(el("span", { className: "badge", text: count, attrs: { title: `${room.unread} unread` } }));
+    item.querySelector("a").setAttribute("aria-label", `${item.querySelector("a").textContent}, ${room.unread} unread`);
+  }
   item.append(el("span", { className: "online", text: `${room.online} online` }));
   return item;
 }
@@ -37,14 +43,21 @@ function render(rooms) {
   dmList.replaceChildren(...(dms.length ? dms.map(roomItem) : [el("li", { className: "empty", text: "None yet." })]));
 }
 
+let pollTimer = null;
+
 async function poll() {
+  clearTimeout(pollTimer);
   try {
     if (document.visibilityState === "visible") render((await api("/api/rooms/")).rooms);
   } catch {
     // Offline or a server hiccup: keep what is shown, try again at the next tick.
   }
-  setTimeout(poll, POLL_MS);
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(poll, POLL_MS);
 }
+// Back from a room (the back button may show this page from the cache) or another tab: at once.
+window.addEventListener("pageshow", (event) => { if (event.persisted) poll(); });
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") poll(); });
 
 // Suggest an address from the title until the person edits the address themselves.
 let slugEdited = false;
