@@ -217,7 +217,7 @@ function handle(frame) {
         placeDivider();
         scrollToDividerOrEnd();
       }
-      markRead();
+      markRead(0);
       break;
     case "presence":
       showPresence(frame.users || []);
@@ -475,8 +475,9 @@ function showNotice(text, label) {
 
 // ---- replies ---------------------------------------------------------------------------------
 
+/** A message's text as a line of plain text: its Markdown rendered, then flattened. */
 function excerpt(text, length = 140) {
-  const flat = text.replace(/\s+/g, " ").trim();
+  const flat = renderMarkdown(text).textContent.replace(/\s+/g, " ").trim();
   return flat.length > length ? `${flat.slice(0, length - 1)}…` : flat;
 }
 
@@ -737,15 +738,16 @@ function newestVisibleId() {
   return 0;
 }
 
-/** Move the read marker forward to what the person has seen, while the page is in front of them. */
-function markRead() {
+/** Move the read marker forward to what the person has seen, while the page is in front of them
+ * (at once after a sync; while messages arrive or the list scrolls, at most every 400 ms). */
+function markRead(delay = 400) {
   if (syncing || firstSync || !socket || !pageActive()) return;
   clearTimeout(readTimer);
   readTimer = setTimeout(() => {
     if (!pageActive()) return;
     const upTo = newestVisibleId();
     if (upTo > readUpTo && send({ type: "read", id: upTo })) readUpTo = upTo;
-  }, 400);
+  }, delay);
 }
 
 /** The person read on another device (or tab): the marker and the divider follow. */
@@ -764,8 +766,8 @@ function leaving() {
     divider.remove();
   }
 }
-document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") markRead(); else leaving(); });
-window.addEventListener("focus", markRead);
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") markRead(0); else leaving(); });
+window.addEventListener("focus", () => markRead(0));
 window.addEventListener("blur", leaving);
 
 // ---- older history ----------------------------------------------------------------------------
