@@ -155,6 +155,9 @@ def test_two_people_see_every_change_and_converge_after_a_dropped_connection(sit
     ids = [item["id"] for item in snapshot(bob)]
     assert ids == sorted(set(ids)), "each message once, in id order"
     assert any(re.search(r"\?last_seq=[1-9]\d*&last_id=[1-9]\d*$", url) for url in bob_sockets), bob_sockets
+    bob.mouse.move(900, 700)  # no message hovered: their controls hide
+    bob.locator("#messages").evaluate("list => { list.scrollTop = 0; }")  # the start: nothing older to load
+    expect(bob.locator("#history-start")).to_be_visible()
     screenshot(bob, "room-changes")
 
     # The next change after the resume is live again, on both.
