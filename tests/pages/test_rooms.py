@@ -188,7 +188,7 @@ def test_missed_messages_appear_once_and_in_order_after_going_offline(site: Site
         page.context.close()
 
 
-def test_a_message_a_moderator_removes_becomes_a_placeholder_live(site: Site):
+def test_a_removed_message_becomes_a_placeholder_live_and_a_moderator_restores_it(site: Site):
     slug = site.new_room("Moderated")
     alice = open_room(site, "pages-alice", slug, worker=0)
     bob = open_room(site, "pages-bob", slug, worker=1)
@@ -206,6 +206,28 @@ def test_a_message_a_moderator_removes_becomes_a_placeholder_live(site: Site):
         expect(page.locator("#messages li.message .content")).to_have_text(["keep this", "Message removed", "and this"])
         expect(page.locator(f'#messages li.message[data-id="{message_id}"]')).to_have_class(re.compile(r"\bremoved\b"))
         assert page.get_by_text("cheap watches").count() == 0
+    expect(alice.locator(f'#messages li.message[data-id="{message_id}"]').get_by_role("button", name="Restore")).to_have_count(0)
+
+    # Restored by a moderator (over REST, then with the page's own Delete and Restore), it is
+    # back for everyone, on a page that never had it too.
+    moderator = open_room(site, "pages-mod", slug, worker=2)
+    expect(moderator.locator("#messages li.message .content")).to_have_text(["keep this", "and this"])  # a fresh page
+    restored = site.api("POST", f"/api/rooms/{slug}/messages/{message_id}/restore", "pages-mod")
+    assert restored.status_code == 200, restored.text
+    for page in (alice, bob, moderator):
+        expect(page.locator("#messages li.message .content")).to_have_text(
+            ["keep this", "buy cheap watches at spam.example", "and this"]
+        )
+    moderator.locator("#messages li.message", has_text="cheap watches").get_by_role("button", name="Delete").click()
+    moderator.get_by_role("button", name="Yes, delete").click()
+    for page in (alice, bob, moderator):
+        expect(page.locator("#messages li.message .content")).to_have_text(["keep this", "Message removed", "and this"])
+    moderator.locator("#messages li.removed").get_by_role("button", name="Restore").click()
+    for page in (alice, bob):
+        expect(page.locator("#messages li.message .content")).to_have_text(
+            ["keep this", "buy cheap watches at spam.example", "and this"]
+        )
+    moderator.context.close()
 
     # A notice and a lock arrive live too; the locked room says so and disables the composer.
     assert site.api("POST", f"/api/rooms/{slug}/notice", "pages-mod", json={"content": "Be kind"}).status_code == 202
@@ -216,10 +238,9 @@ def test_a_message_a_moderator_removes_becomes_a_placeholder_live(site: Site):
     assert site.api("POST", f"/api/rooms/{slug}/lock", "pages-mod", json={"locked": False}).status_code == 200
     expect(bob.locator("#locked")).to_be_hidden()
     send(bob, "unlocked")
-    expect(alice.locator("#messages li.message .content")).to_have_text(["keep this", "Message removed", "and this", "unlocked"])
-    # A fresh page never shows what was removed (the backlog leaves it out).
-    bob.reload()
-    expect(bob.locator("#messages li.message .content")).to_have_text(["keep this", "and this", "unlocked"])
+    expect(alice.locator("#messages li.message .content")).to_have_text(
+        ["keep this", "buy cheap watches at spam.example", "and this", "unlocked"]
+    )
     for page in (alice, bob):
         page.context.close()
 
