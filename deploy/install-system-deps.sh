@@ -4,7 +4,8 @@
 # tests/pages drive through Playwright (never `playwright install`: it downloads a browser).
 # The deployment tests (tests/deploy) add PostgreSQL's server and nginx, which they start
 # on free ports of their own, and docker-compose, whose `config` validates docker-compose.yml;
-# tests/deploy/test_readme.py runs README.md's `npx --yes wscat@6`, hence Node's npm.
+# tests/deploy/test_readme.py runs README.md's `npx --yes wscat@6`, hence Node's npm. Noto's
+# colour emoji font draws the reaction emoji in the browser tests' screenshots.
 # Debian/Ubuntu with apt; as root, or through sudo when it is there.
 set -euo pipefail
 needed=()
@@ -14,6 +15,7 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || needed+=(postgresql)
 [ -x /usr/sbin/nginx ] || needed+=(nginx)
 command -v docker-compose >/dev/null || needed+=(docker-compose)
 command -v npx >/dev/null || needed+=(nodejs npm)
+[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || needed+=(fonts-noto-color-emoji)
 [ ${#needed[@]} -eq 0 ] && exit 0
 as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo)
