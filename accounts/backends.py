@@ -12,8 +12,6 @@ Bearer tokens are not passwords and are not checked here.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 from django.conf import settings
@@ -22,10 +20,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
-from core.redis_clients import redis_configured, sync_redis
-
-_local_lock = threading.Lock()
-_local_failures: dict[str, tuple[int, float]] = {}  # username -> (failures, window end)
+from core.redis_clients import sync_redis
 
 
 def _key(username: str) -> str:
@@ -34,23 +29,12 @@ def _key(username: str) -> str:
 
 def login_failures(*, username: str) -> int:
     """Failed password logins for ``username`` in the current window."""
-    if not redis_configured():
-        with _local_lock:
-            count, ends = _local_failures.get(username.lower(), (0, 0.0))
-            return count if ends > time.monotonic() else 0
     key = _key(username)
     return int(sync_redis(key).get(key) or 0)
 
 
 def login_failure_record(*, username: str) -> None:
     window = float(settings.LOGIN_FAILURE_WINDOW_SECONDS)
-    if not redis_configured():
-        with _local_lock:
-            count, ends = _local_failures.get(username.lower(), (0, 0.0))
-            if ends <= time.monotonic():
-                count, ends = 0, time.monotonic() + window
-            _local_failures[username.lower()] = (count + 1, ends)
-        return
     key = _key(username)
     pipe = sync_redis(key).pipeline(transaction=True)
     pipe.incr(key)
@@ -59,17 +43,8 @@ def login_failure_record(*, username: str) -> None:
 
 
 def login_failures_clear(*, username: str) -> None:
-    if not redis_configured():
-        with _local_lock:
-            _local_failures.pop(username.lower(), None)
-        return
     key = _key(username)
     sync_redis(key).delete(key)
-
-
-def reset_local_state() -> None:
-    with _local_lock:
-        _local_failures.clear()
 
 
 class ThrottledModelBackend(ModelBackend):

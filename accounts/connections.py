@@ -38,7 +38,7 @@ from accounts.credentials import Credential, credential_for_request, credentials
 from core.aio import PerLoop, new_worker_key, spawn
 from core.db_thread import in_db_thread
 from core.layer import RealtimeChannelLayer, get_layer
-from core.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured
+from core.redis_clients import async_redis, async_redis_at, group_by_shard
 
 logger = logging.getLogger(__name__)
 
@@ -85,45 +85,21 @@ def key_ttl_seconds() -> int:
     return max(int(stale_after_seconds() * 2), 10)
 
 
-_local_counts: defaultdict[str, dict[str, float]] = defaultdict(dict)
-
-
-def reset_local_state() -> None:
-    """Forget in-process counts (tests)."""
-    _local_counts.clear()
-
-
 async def count_take(*, kind: str, user_id: int, key: str, limit: int) -> bool:
     """Count a new connection of this user and kind; False when the user has ``limit``."""
     now = time.time()
     stale = now - stale_after_seconds()
     name = _count_key(kind, user_id)
-    if not redis_configured():
-        counted = _local_counts[name]
-        for member, score in list(counted.items()):
-            if score < stale:
-                del counted[member]
-        if len(counted) >= limit:
-            return False
-        counted[key] = now
-        return True
     return bool(await async_redis(name).eval(_OPEN_SCRIPT, 1, name, now, stale, key, limit, key_ttl_seconds()))
 
 
 async def count_release(*, kind: str, user_id: int, key: str) -> None:
     name = _count_key(kind, user_id)
-    if not redis_configured():
-        _local_counts[name].pop(key, None)
-        return
     await async_redis(name).zrem(name, key)
 
 
 async def _counts_refresh(entries: dict[str, list[str]]) -> None:
     now = time.time()
-    if not redis_configured():
-        for name, members in entries.items():
-            _local_counts[name].update(dict.fromkeys(members, now))
-        return
     names = list(entries)
     for shard, positions in group_by_shard(names).items():
         pipe = async_redis_at(shard).pipeline(transaction=False)

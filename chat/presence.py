@@ -6,18 +6,16 @@ has is counted the same way, in accounts.connections).
 Every worker refreshes its own connections once a heartbeat; a member older than
 three heartbeats belongs to a worker that died, and the next prune removes it. So a
 SIGKILLed worker leaves no ghosts after three heartbeats, with nobody cleaning up.
-
-With Redis the sets live there; without it, in this process (one process only).
+The sets live in Redis (the in-process one without REDIS_URL).
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 
 from accounts.connections import key_ttl_seconds, stale_after_seconds
-from core.redis_clients import async_redis, async_redis_at, group_by_shard, redis_configured, sync_redis_at
+from core.redis_clients import async_redis, async_redis_at, group_by_shard, sync_redis_at
 
 ROOM_KEY = "chat:presence:{room_id}"
 ROOM_VERSION_KEY = "chat:presence:{room_id}:version"
@@ -56,41 +54,9 @@ class PresenceChange:
         return self.users_before != self.users_after
 
 
-class _LocalState:
-    """The in-process stand-in for the Redis sets (single process only)."""
-
-    def __init__(self) -> None:
-        self.rooms: dict[int, dict[str, float]] = defaultdict(dict)
-        self.versions: dict[int, int] = defaultdict(int)
-
-    def room_op(self, room_id: int, op: str, member: str, now: float, stale: float) -> PresenceChange:
-        members = self.rooms[room_id]
-        before = usernames(list(members))
-        for name, score in list(members.items()):
-            if score < stale:
-                del members[name]
-        if op == "add":
-            members[member] = now
-        elif op == "remove":
-            members.pop(member, None)
-        self.versions[room_id] += 1
-        return PresenceChange(self.versions[room_id], before, usernames(list(members)))
-
-
-_local = _LocalState()
-
-
-def reset_local_state() -> None:
-    """Forget in-process presence (tests)."""
-    global _local
-    _local = _LocalState()
-
-
 async def _room_op(room_id: int, op: str, member: str = "") -> PresenceChange:
     now = time.time()
     stale = now - stale_after_seconds()
-    if not redis_configured():
-        return _local.room_op(room_id, op, member, now, stale)
     keys = [ROOM_KEY.format(room_id=room_id), ROOM_VERSION_KEY.format(room_id=room_id)]
     version, before, after = await async_redis(keys[0]).eval(_ROOM_SCRIPT, 2, *keys, now, stale, op, member, key_ttl_seconds())
     return PresenceChange(int(version), usernames(before), usernames(after))
@@ -112,10 +78,6 @@ async def room_prune(*, room_id: int) -> PresenceChange:
 async def refresh(*, rooms: dict[int, list[str]]) -> None:
     """Mark this worker's connections alive in their rooms (called once a heartbeat)."""
     now = time.time()
-    if not redis_configured():
-        for room_id, members in rooms.items():
-            _local.rooms[room_id].update(dict.fromkeys(members, now))
-        return
     ttl = key_ttl_seconds()
     entries = [(ROOM_KEY.format(room_id=room_id), members) for room_id, members in rooms.items() if members]
     for shard, positions in group_by_shard(key for key, _ in entries).items():
@@ -132,21 +94,12 @@ def room_online_usernames(room_ids: list[int]) -> dict[int, set[str]]:
     stale = time.time() - stale_after_seconds()
     if not room_ids:
         return {}
-    if not redis_configured():
-        return {
-            room_id: set(usernames([m for m, s in _local.rooms.get(room_id, {}).items() if s >= stale])) for room_id in room_ids
-        }
     return {room_id: set(usernames(members)) for room_id, members in _room_members(room_ids, stale).items()}
 
 
 def room_online_counts(room_ids: list[int]) -> dict[int, int]:
     """Distinct users online per room, for REST listings (synchronous)."""
     stale = time.time() - stale_after_seconds()
-    if not redis_configured():
-        return {
-            room_id: len(usernames([m for m, score in _local.rooms.get(room_id, {}).items() if score >= stale]))
-            for room_id in room_ids
-        }
     return {room_id: len(usernames(members)) for room_id, members in _room_members(room_ids, stale).items()}
 
 

@@ -2,7 +2,7 @@
 
 With Redis each user has a sorted set of the times of their accepted messages; a Lua
 script trims it to the window, counts and records atomically, using Redis' clock so
-that workers with different clocks agree. Without Redis the same log lives in process.
+that workers with different clocks agree (without REDIS_URL, on the in-process Redis).
 If Redis cannot be reached the limit fails open: chat keeps working during a Redis
 blip, and the limit is back as soon as Redis is.
 """
@@ -10,16 +10,13 @@ blip, and the limit is back as soon as Redis is.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
-from collections import defaultdict, deque
 
 import redis
 from django.conf import settings
 from redis.commands.core import Script as Script
 
-from core.redis_clients import group_by_shard, redis_configured, sync_redis_at
+from core.redis_clients import group_by_shard, sync_redis_at
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +55,6 @@ def _rate_script() -> Script:
     return _script
 
 
-_local_lock = threading.Lock()
-_local_hits: dict[int, deque[float]] = defaultdict(deque)
-
-
-def reset_local_state() -> None:
-    with _local_lock:
-        _local_hits.clear()
-
-
 def rate_limit_hits(*, user_ids: list[int]) -> list[float]:
     """Record one message per entry, in order; for each, 0 if allowed, else the
     seconds until sending works again. One Redis round trip for the lot."""
@@ -74,8 +62,6 @@ def rate_limit_hits(*, user_ids: list[int]) -> list[float]:
         return []
     limit = int(settings.CHAT_RATE_LIMIT)
     window = float(settings.CHAT_RATE_WINDOW)
-    if not redis_configured():
-        return [_local_hit(user_id, limit, window) for user_id in user_ids]
     keys = [KEY.format(user_id=user_id) for user_id in user_ids]
     members = [f"{uuid.uuid4().hex}" for _ in user_ids]
     waits = [0.0] * len(user_ids)
@@ -92,15 +78,3 @@ def rate_limit_hits(*, user_ids: list[int]) -> list[float]:
         for position, wait_ms in zip(positions, shard_waits, strict=True):
             waits[position] = int(wait_ms) / 1000.0
     return waits
-
-
-def _local_hit(user_id: int, limit: int, window: float) -> float:
-    now = time.monotonic()
-    with _local_lock:
-        hits = _local_hits[user_id]
-        while hits and hits[0] <= now - window:
-            hits.popleft()
-        if len(hits) >= limit:
-            return max(0.001, hits[0] + window - now)
-        hits.append(now)
-        return 0.0

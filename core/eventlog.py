@@ -1,10 +1,10 @@
 """The durable event log that token streams and tasks write to and every reader follows.
 
 A producer appends numbered events (0, 1, 2, …); any number of readers, on any worker,
-read them from any position, wait for more, and learn when the stream ended. With
-REDIS_URL the log is a Redis Stream (entry id ``<seq + 1>-0``) beside a hash of meta
-data (owner, status, producer heartbeat, cancel flag, last reader); without it, both
-live in this process. A log is kept LOG_TTL_SECONDS after its last write, so a
+read them from any position, wait for more, and learn when the stream ended. The log
+is a Redis Stream (entry id ``<seq + 1>-0``) beside a hash of meta data (owner, status,
+producer heartbeat, cancel flag, last reader); without REDIS_URL, in the in-process
+Redis (core.redis_clients). A log is kept LOG_TTL_SECONDS after its last write, so a
 finished stream can be replayed for at least ten minutes.
 
 Control travels through the meta hash, not through messages: a cancel sets a flag, a
@@ -19,15 +19,13 @@ how much one producer may write, belong to the app that writes it.
 
 from __future__ import annotations
 
-import asyncio
-import bisect
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from core.redis_clients import async_redis, redis_configured
+from core.redis_clients import async_redis
 from core.sse import compact_json
 
 # Ten minutes after the last write: the contract's floor for resuming a finished stream.
@@ -205,98 +203,6 @@ class RedisLog:
         return bool(result)
 
 
-# ---- in process -------------------------------------------------------------------------------
-@dataclass
-class _LocalStream:
-    meta: dict[str, str]
-    events: list[LogEvent] = field(default_factory=list)
-    written_at: float = field(default_factory=time.monotonic)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class LocalLog:
-    """The same log in this process's memory (one process only: runserver, tests)."""
-
-    def __init__(self) -> None:
-        self.streams: dict[str, _LocalStream] = {}
-
-    def _expire(self) -> None:
-        cutoff = time.monotonic() - LOG_TTL_SECONDS
-        for name in [n for n, s in self.streams.items() if s.written_at < cutoff]:
-            del self.streams[name]
-
-    def _notify(self, stream: _LocalStream) -> None:
-        stream.written_at = time.monotonic()
-        stream.changed.set()
-        stream.changed = asyncio.Event()
-
-    async def create(self, name: str, *, owner_id: int, producer: str, extra: Mapping[str, str]) -> None:
-        self._expire()
-        now = str(time.time())
-        meta = {"owner": str(owner_id), "status": "running", "producer": producer, "hb": now, "reader": now, **extra}
-        self.streams[name] = _LocalStream(meta=meta)
-
-    async def append(self, name: str, events: list[LogEvent], *, final: bool = False) -> None:
-        stream = self.streams.get(name)
-        if stream is None:  # appending to a log whose meta data expired (a long-queued task)
-            stream = self.streams[name] = _LocalStream(meta={"owner": "0", "status": "running", "hb": "0", "reader": "0"})
-        stream.events.extend(events)
-        if final:
-            stream.meta["status"] = "done"
-        self._notify(stream)
-
-    async def read(self, name: str, *, after: int, wait: float, limit: int = 1000) -> list[LogEvent]:
-        stream = self.streams.get(name)
-        if stream is None and wait > 0:
-            await asyncio.sleep(min(wait, 0.05))  # not created yet (a queued task): poll
-            return []
-        if stream is None:
-            return []
-        if (not stream.events or stream.events[-1].seq <= after) and wait > 0:
-            changed = stream.changed
-            try:
-                await asyncio.wait_for(changed.wait(), wait)
-            except TimeoutError:
-                return []
-        start = bisect.bisect_right([event.seq for event in stream.events], after)
-        return stream.events[start : start + limit]
-
-    async def append_next(self, name: str, *, kind: str, data: Mapping[str, Any], floor: int = 1) -> int:
-        last = await self.last_seq(name)
-        seq = max(1 if last is None else last + 1, floor)
-        await self.append(name, [LogEvent(seq, _checked_kind(kind), data)])
-        return seq
-
-    async def last_seq(self, name: str) -> int | None:
-        stream = self.streams.get(name)
-        return stream.events[-1].seq if stream and stream.events else None
-
-    async def meta(self, name: str) -> LogMeta | None:
-        stream = self.streams.get(name)
-        return _meta_from(stream.meta) if stream else None
-
-    async def heartbeat(self, name: str) -> Control:
-        stream = self.streams[name]
-        stream.meta["hb"] = str(time.time())
-        return Control(cancel=stream.meta.get("cancel") == "1", reader_seen=float(stream.meta["reader"]))
-
-    async def cancel(self, name: str) -> None:
-        if name in self.streams:
-            self.streams[name].meta["cancel"] = "1"
-
-    async def touch_reader(self, name: str) -> None:
-        if name in self.streams:
-            self.streams[name].meta["reader"] = str(time.time())
-
-    async def fail_if_running(self, name: str, *, kind: str, data: Mapping[str, Any]) -> bool:
-        stream = self.streams.get(name)
-        if stream is None or stream.meta["status"] != "running":
-            return False
-        seq = stream.events[-1].seq + 1 if stream.events else 0
-        await self.append(name, [LogEvent(seq, kind, data)], final=True)
-        return True
-
-
 def _checked_kind(kind: str) -> str:
     """Event kinds go into the Lua scripts' JSON unescaped: letters and underscores only."""
     if not kind or not all(c.isascii() and (c.isalpha() or c == "_") for c in kind):
@@ -304,11 +210,11 @@ def _checked_kind(kind: str) -> str:
     return kind
 
 
-_local_log = LocalLog()
+_log = RedisLog()
 
 
-def get_log() -> RedisLog | LocalLog:
-    return RedisLog() if redis_configured() else _local_log
+def get_log() -> RedisLog:
+    return _log
 
 
 # ---- following ------------------------------------------------------------------------------------

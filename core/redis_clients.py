@@ -9,6 +9,12 @@ together share one (a room's presence keys, a stream's log and meta).
 
 One pooled synchronous client per shard serves threads (services run in Django's sync
 world); one asyncio client per shard per event loop serves consumers and async views.
+
+Without Redis (``make run``, most tests) the same clients talk to one in-process server,
+a ``fakeredis.FakeServer`` shared by every thread and event loop of the process: every
+caller runs the Redis code it runs in production (scripts, pipelines, streams, expiry),
+on one shard. ``reset_in_process`` empties it between tests. docs/architecture.md,
+"Without Redis", says what still has an in-process stand-in of its own, and why.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import binascii
 import threading
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import fakeredis
 import redis
 import redis.asyncio
 import redis.asyncio.retry
@@ -28,6 +35,7 @@ import redis.asyncio.sentinel
 import redis.retry
 import redis.sentinel
 from django.conf import settings
+from fakeredis._core._database import Database
 from redis.backoff import ExponentialBackoff
 
 # Keyed by the shard's address as well as its index, so that tests pointing REDIS_SHARDS
@@ -52,11 +60,12 @@ COMMAND_RETRIES = 5
 
 
 def redis_configured() -> bool:
+    """Whether Redis servers are configured (else one in-process server stands in)."""
     return bool(settings.REDIS_SHARDS)
 
 
 def shard_count() -> int:
-    return len(settings.REDIS_SHARDS)
+    return len(settings.REDIS_SHARDS) or 1  # the in-process server is one shard
 
 
 def shard_for(shard_key: str) -> int:
@@ -65,7 +74,7 @@ def shard_for(shard_key: str) -> int:
     The mapping changes when the list of shards does; docs/deployment.md says what that
     costs (streams and presence in flight move, pub/sub subscribers re-subscribe)."""
     count = len(settings.REDIS_SHARDS)
-    if count == 1:
+    if count <= 1:
         return 0
     return binascii.crc32(shard_key.encode()) % count
 
@@ -121,19 +130,147 @@ def _command_retry(retry_class: Any) -> Any:
     return retry_class(ExponentialBackoff(cap=0.5, base=0.05), COMMAND_RETRIES, (redis.ConnectionError,))
 
 
+# ---- without Redis: one in-process server ---------------------------------------------------
+# The version of the redis-server the tests run against (tests/support/processes.py):
+# commands and script behaviour newer than that are not ours to rely on.
+IN_PROCESS_VERSION = (7, 0)
+_in_process_server: fakeredis.FakeServer | None = None
+_IN_PROCESS_KEY = (0, "in-process")
+_server_lock = threading.Lock()
+
+
+class _Database(Database):
+    """A database of the in-process server that outlives event loops. A command blocked
+    on it (XREAD BLOCK) leaves a wake-up for its loop, taken back when the command
+    returns; if the loop closed first (a test's, with a reader still waiting), fakeredis
+    would raise "Event loop is closed" on every later write. Such a wake-up is dropped."""
+
+    def wake_all(self) -> None:
+        self.condition.notify_all()
+        for callback in list(self._change_callbacks):
+            try:
+                callback()
+            except RuntimeError:  # its event loop is closed: nobody is left to wake
+                self._change_callbacks.discard(callback)
+
+    def remove_change_callback(self, callback: Callable[[], None]) -> None:
+        self._change_callbacks.discard(callback)  # perhaps dropped above already
+
+
+def _fake_server() -> fakeredis.FakeServer:
+    global _in_process_server
+    if _in_process_server is None:
+        with _server_lock:
+            if _in_process_server is None:
+                server = fakeredis.FakeServer(version=IN_PROCESS_VERSION)
+                server.dbs = defaultdict(lambda: _Database(server.lock))
+                _in_process_server = server
+    return _in_process_server
+
+
+# The in-process server's sockets of each event loop. fakeredis never closes a socket when
+# its connection disconnects, and the server holds on to every open one (and through it,
+# its loop): closed here, on disconnect and once their loop has closed (tests make a loop
+# per test, and async_to_sync one per call).
+_fake_sockets: list[tuple[asyncio.AbstractEventLoop, Any]] = []
+
+
+def _close_fake_socket(sock: Any) -> None:
+    if sock._server is not None:  # not closed yet
+        sock.close()
+
+
+class _FakeAsyncConnection(fakeredis.FakeAsyncRedisConnection):
+    """fakeredis' asyncio connection with the ``transport`` that redis-py 8.2 asks a
+    connection's writer for before each write (fakeredis 2.40's writer has none), and
+    whose socket is closed with it."""
+
+    async def _connect(self) -> None:
+        with _server_lock:
+            for loop, sock in [entry for entry in _fake_sockets if entry[0].is_closed()]:
+                _fake_sockets.remove((loop, sock))
+                _close_fake_socket(sock)
+        await super()._connect()
+        writer, sock = self._writer, self._sock
+        if writer is not None and sock is not None:
+            writer.transport = _FakeTransport(writer)  # type: ignore[attr-defined]
+            with _server_lock:
+                _fake_sockets.append((asyncio.get_running_loop(), sock))
+
+    async def disconnect(self, nowait: bool = False, **kwargs: Any) -> None:  # type: ignore[override]  # fakeredis' own
+        sock = self._sock
+        await super().disconnect(nowait, **kwargs)
+        if sock is not None:
+            with _server_lock:
+                _fake_sockets[:] = [entry for entry in _fake_sockets if entry[1] is not sock]
+                _close_fake_socket(sock)
+
+
+class _FakeTransport:
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def is_closing(self) -> bool:
+        return self.writer._socket is None
+
+
+def _fake_client(client_class: Any, pool_class: Any, connection_class: Any) -> Any:
+    """A client of the in-process server. Built from redis-py's own client and pool with
+    fakeredis' connection class (as fakeredis' docs plug it into other pools), not with
+    ``fakeredis.FakeRedis(...)``, whose constructor fails on redis-py 8.2's decorated
+    ``__init__``."""
+    pool = pool_class(
+        connection_class=connection_class,
+        server=_fake_server(),
+        client_class=client_class,
+        decode_responses=True,
+    )
+    return client_class(connection_pool=pool)
+
+
+def _fake_sync_client() -> redis.Redis:
+    client: redis.Redis = _fake_client(redis.Redis, redis.ConnectionPool, fakeredis.FakeRedisConnection)
+    return client
+
+
+def _fake_server_client() -> redis.Redis:
+    """The synchronous client of the in-process server, whatever the settings say now."""
+    client = _sync_clients.get(_IN_PROCESS_KEY)
+    if client is None:
+        with _sync_lock:
+            client = _sync_clients.get(_IN_PROCESS_KEY)
+            if client is None:
+                client = _sync_clients[_IN_PROCESS_KEY] = _fake_sync_client()
+    return client
+
+
+def reset_in_process() -> None:
+    """Empty the in-process server, every key and stream of it (tests, between tests)."""
+    if _in_process_server is not None:
+        _fake_server_client().flushall()
+
+
+# ---- clients --------------------------------------------------------------------------------
 def _new_sync_client(index: int) -> redis.Redis:
+    if not redis_configured():
+        return _fake_sync_client()
     client: redis.Redis = _open_client(index, redis.Redis, redis.sentinel.Sentinel, retry=_command_retry(redis.retry.Retry))
     return client
 
 
 def new_async_client(index: int, **overrides: Any) -> redis.asyncio.Redis:
     """A new asyncio client for shard ``index`` (the broker's dedicated subscriber
-    connections use this with their own timeouts)."""
+    connections use this with their own timeouts, which the in-process server needs not)."""
+    if not redis_configured():
+        fake: redis.asyncio.Redis = _fake_client(redis.asyncio.Redis, redis.asyncio.ConnectionPool, _FakeAsyncConnection)
+        return fake
     client: redis.asyncio.Redis = _open_client(index, redis.asyncio.Redis, redis.asyncio.sentinel.Sentinel, **overrides)
     return client
 
 
 def _cache_key(index: int) -> tuple[int, str]:
+    if not redis_configured():
+        return _IN_PROCESS_KEY
     shard = settings.REDIS_SHARDS[index]
     return index, shard.get("url") or shard["master"]
 
@@ -158,11 +295,18 @@ def async_redis_at(index: int) -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     clients = _async_clients.get(loop)
     if clients is None:
+        if not redis_configured():  # a closed loop's in-process client holds it: let both go
+            for closed, held in list(_async_clients.items()):
+                if closed.is_closed():
+                    held.pop(_IN_PROCESS_KEY, None)
+                    if not held:
+                        del _async_clients[closed]
         clients = _async_clients[loop] = {}
     key = _cache_key(index)
     client = clients.get(key)
     if client is None:
-        client = clients[key] = new_async_client(index, retry=_command_retry(redis.asyncio.retry.Retry))
+        options = {"retry": _command_retry(redis.asyncio.retry.Retry)} if redis_configured() else {}
+        client = clients[key] = new_async_client(index, **options)
     return client
 
 

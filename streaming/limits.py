@@ -1,4 +1,4 @@
-"""Limits on generations, counted across all workers (in process without Redis).
+"""Limits on generations, counted across all workers in Redis.
 
 - LLM_MAX_CONCURRENT generations at once, and LLM_MAX_CONCURRENT_PER_USER per user (so
   that one account cannot take every slot): sorted sets of running stream ids scored by
@@ -11,14 +11,13 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 from django.conf import settings
 
-from core.redis_clients import async_redis, redis_configured
+from core.redis_clients import async_redis
 
 RUNNING_KEY = "llm:running"
 # A slot whose producer has not refreshed it for this long is free again.
@@ -30,9 +29,6 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
 return 1
 """
-
-_local_running: dict[str, dict[str, float]] = defaultdict(dict)  # pool key -> stream id -> seen
-_local_tokens: dict[str, int] = defaultdict(int)
 
 
 def _budget_key(user_id: int) -> str:
@@ -68,34 +64,18 @@ async def slot_acquire(*, stream_id: str, user_id: int) -> Literal["ok", "user",
 
 
 async def _pool_take(key: str, limit: int, stream_id: str, now: float) -> bool:
-    if not redis_configured():
-        running = _local_running[key]
-        for name, seen in list(running.items()):
-            if seen < now - SLOT_STALE_SECONDS:
-                del running[name]
-        if len(running) >= limit:
-            return False
-        running[stream_id] = now
-        return True
     # Each pool's key lives on its own shard; the script is atomic within one.
     acquired = await async_redis(key).eval(_ACQUIRE_SCRIPT, 1, key, now, now - SLOT_STALE_SECONDS, limit, stream_id)
     return bool(acquired)
 
 
 async def _pool_drop(key: str, stream_id: str) -> None:
-    if not redis_configured():
-        _local_running[key].pop(stream_id, None)
-        return
     await async_redis(key).zrem(key, stream_id)
 
 
 async def slot_refresh(*, stream_id: str, user_id: int) -> None:
     now = time.time()
     for key, _ in _pools(user_id):
-        if not redis_configured():
-            if stream_id in _local_running[key]:
-                _local_running[key][stream_id] = now
-            continue
         await async_redis(key).zadd(key, {stream_id: now}, xx=True)
 
 
@@ -108,8 +88,6 @@ async def budget_exceeded(*, user_id: int) -> bool:
     budget = settings.LLM_TOKENS_PER_DAY
     if budget is None:
         return False
-    if not redis_configured():
-        return _local_tokens[_budget_key(user_id)] >= budget
     key = _budget_key(user_id)
     used = await async_redis(key).get(key)
     return int(used or 0) >= budget
@@ -119,18 +97,10 @@ async def budget_spend(*, user_id: int, tokens: int) -> None:
     if settings.LLM_TOKENS_PER_DAY is None or tokens <= 0:
         return
     key = _budget_key(user_id)
-    if not redis_configured():
-        _local_tokens[key] += tokens
-        return
     pipe = async_redis(key).pipeline(transaction=False)
     pipe.incrby(key, tokens)
     pipe.expire(key, 2 * 86400)
     await pipe.execute()
-
-
-def reset_local_state() -> None:
-    _local_running.clear()
-    _local_tokens.clear()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
 from django_tasks.signals import task_enqueued
 from django_tasks.utils import normalize_json
 
-from core.redis_clients import async_redis, redis_configured
+from core.redis_clients import async_redis
 from tasks import services
 from tasks.context import current_task_owner
 from tasks.events import task_log_name, task_queued_event
@@ -130,5 +130,4 @@ async def _announce_alone(task_id: int) -> None:
     try:
         await task_queued_event(task_id)
     finally:
-        if redis_configured():
-            await async_redis(task_log_name(task_id)).aclose()
+        await async_redis(task_log_name(task_id)).aclose()

@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from accounts import backends as login_throttle
-from accounts import connections
-from chat import presence, ratelimit
+from core.redis_clients import reset_in_process
 from tests.support.processes import Cluster, PostgresServer, RedisServer
 
 # Property tests (tests/**/test_*_properties.py): a bounded number of examples, the same
@@ -23,11 +21,8 @@ hypothesis_settings.load_profile("project")
 
 @pytest.fixture(autouse=True)
 def _fresh_in_process_state() -> Iterator[None]:
-    """In-process presence and rate-limit state does not leak between tests."""
-    presence.reset_local_state()
-    ratelimit.reset_local_state()
-    login_throttle.reset_local_state()
-    connections.reset_local_state()
+    """What the in-process Redis holds (presence, rate limits, logs…) does not leak between tests."""
+    reset_in_process()
     yield
 
 

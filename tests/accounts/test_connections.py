@@ -20,8 +20,8 @@ from accounts.models import ApiToken
 from accounts.services import token_revoke
 from chat import protocol
 from chat.hub import get_hub
+from core.redis_clients import reset_in_process
 from project.asgi import application
-from streaming import limits
 from streaming.models import ConversationMessage
 from tests.support.asgi_client import BearerClient, read_all
 from tests.support.factories import make_token, make_user
@@ -35,7 +35,7 @@ ENDS_WITHIN = 2.5
 
 @pytest_asyncio.fixture(autouse=True)
 async def _fresh_registries():
-    limits.reset_local_state()
+    reset_in_process()
     yield
     await get_connections().aclose()
     await get_hub().close()

@@ -14,17 +14,16 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client, override_settings
 
-from chat import ratelimit
 from chat.hub import get_hub
 from chat.models import Message, Report, Room
 from chat.services.messages import message_create
 from chat.services.moderation import ban_create
 from chat.services.rooms import dm_open, room_create
 from chat.writer import get_writer
+from core.redis_clients import reset_in_process
 from notifications.models import Notification
 from notifications.services import notification_create
 from project.asgi import application
-from streaming import limits
 from tasks.runner import _local_runners
 from tests.support.asgi_client import BearerClient, read_all
 from tests.support.factories import make_room, make_token, make_user
@@ -55,11 +54,9 @@ async def handshake_close_code(token: str, path: str) -> int:
 
 @pytest.fixture
 def _fresh_limits():
-    ratelimit.reset_local_state()
-    limits.reset_local_state()
+    reset_in_process()
     yield
-    ratelimit.reset_local_state()
-    limits.reset_local_state()
+    reset_in_process()
 
 
 # ---- private rooms and direct messages ----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The event log's semantics (core/eventlog.py), the same in process and on a real Redis."""
+"""The event log's semantics (core/eventlog.py), the same on the in-process Redis and on a real one."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pytest
 from django.test import override_settings
 
 from core import eventlog as log_module
-from core.eventlog import LocalLog, LogEvent, RedisLog
+from core.eventlog import LogEvent, RedisLog
 
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["in-process", "redis"])
 def log(request):
-    if request.param == "local":
-        yield LocalLog()
+    if request.param == "in-process":
+        yield RedisLog()
         return
     redis_server = request.getfixturevalue("redis_server")
     with override_settings(REDIS_SHARDS=[{"url": redis_server.url}]):

@@ -1,5 +1,5 @@
-"""Properties of the stream log's entries (core/eventlog.py), in process and on a real
-Redis: any batch of events appended reads back the same, from any position."""
+"""Properties of the stream log's entries (core/eventlog.py), on the in-process Redis and
+on a real one: any batch of events appended reads back the same, from any position."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.eventlog import LocalLog, LogEvent, RedisLog
+from core.eventlog import LogEvent, RedisLog
 
 # What reaches the log: JSON objects whose strings every encoder takes (the parsers refuse
 # lone surrogates and NUL before anything is stored or generated).
@@ -33,10 +33,10 @@ BATCHES = st.lists(
 _names = itertools.count()
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["in-process", "redis"])
 def make_log(request: pytest.FixtureRequest) -> Any:
-    if request.param == "local":
-        yield LocalLog
+    if request.param == "in-process":
+        yield RedisLog
         return
     redis_server = request.getfixturevalue("redis_server")
 

@@ -8,8 +8,8 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
+from core.redis_clients import reset_in_process
 from project.asgi import application
-from streaming import limits
 from tests.support.factories import make_token, make_user
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -18,7 +18,7 @@ TIMEOUT = 5
 
 @pytest.fixture(autouse=True)
 def _no_limits_left_over():
-    limits.reset_local_state()
+    reset_in_process()
 
 
 @pytest.fixture

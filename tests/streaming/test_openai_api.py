@@ -14,8 +14,8 @@ from channels.db import database_sync_to_async
 from django.test import override_settings
 
 from chat.services import moderation as chat_services
+from core.redis_clients import reset_in_process
 from project.asgi import application
-from streaming import limits
 from streaming import services as streaming_services
 from streaming.models import Conversation, ConversationMessage
 from tests.support.asgi_client import BearerClient
@@ -26,9 +26,9 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture(autouse=True)
 def _no_limits_left_over():
-    limits.reset_local_state()
+    reset_in_process()
     yield
-    limits.reset_local_state()
+    reset_in_process()
 
 
 @pytest.fixture

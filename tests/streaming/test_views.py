@@ -11,10 +11,10 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient, override_settings
 
 from chat.services.moderation import ban_create
-from core.eventlog import LocalLog, get_log
-from streaming import limits
+from core.redis_clients import reset_in_process
 from streaming.models import ConversationMessage
 from tests.support.asgi_client import BearerClient, read_all
+from tests.support.eventlog import logged_events
 from tests.support.factories import make_token, make_user
 from tests.support.sse_parsing import parse_events
 
@@ -23,9 +23,9 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture(autouse=True)
 def _no_limits_left_over():
-    limits.reset_local_state()
+    reset_in_process()
     yield
-    limits.reset_local_state()
+    reset_in_process()
 
 
 @pytest.fixture
@@ -180,13 +180,6 @@ async def test_a_reply_ends_with_length_past_the_size_cap_whatever_max_tokens_sa
     assert done["data"]["usage"]["completion_tokens"] == 12_500, "50,000 characters at four a token"
 
 
-def logged(stream_id: str) -> list:
-    """The events the in-process log holds for a stream (what Redis would hold)."""
-    log = get_log()
-    assert isinstance(log, LocalLog)
-    return log.streams[stream_id].events
-
-
 @override_settings(LLM_TOKEN_DELAY_MS=0, LLM_MAX_REPLY_CHARS=10**9, LLM_STREAM_MAX_CHARS=40_000)
 async def test_a_generation_stops_at_the_logs_character_cap_whatever_the_reply_cap_says(token):
     word = "w" * 999  # 1,000 characters a token: 2,000 of them would be 2,000,000
@@ -195,7 +188,7 @@ async def test_a_generation_stops_at_the_logs_character_cap_whatever_the_reply_c
     done = events[-1]
     assert done["event"] == "done" and done["data"]["finish_reason"] == "length"
     assert len(done["data"]["content"]) == 40_000
-    tokens = [e for e in logged(response["X-Stream-Id"]) if e.kind == "token"]
+    tokens = [e for e in await logged_events(response["X-Stream-Id"]) if e.kind == "token"]
     assert sum(len(e.data["token"]) for e in tokens) == 40_000 and len(tokens) == 40
     await asyncio.sleep(0.2)
     stored = await database_sync_to_async(ConversationMessage.objects.get)(role="assistant")
@@ -208,7 +201,7 @@ async def test_a_generation_stops_at_the_logs_event_cap(token):
     events = parse_events(await read_all(response))
     assert events[-1]["event"] == "done" and events[-1]["data"]["finish_reason"] == "length"
     assert [e["data"]["index"] for e in events if e["event"] == "token"] == list(range(100))
-    assert len(logged(response["X-Stream-Id"])) == 102, "start, 100 tokens, done"
+    assert len(await logged_events(response["X-Stream-Id"])) == 102, "start, 100 tokens, done"
 
 
 async def test_a_user_banned_site_wide_cannot_start_a_reply(token):

@@ -12,11 +12,11 @@ from django.contrib.auth.models import User
 from django.test import override_settings
 
 from chat.services.moderation import ban_create
-from core.eventlog import LocalLog, get_log
 from notifications.models import Notification
 from tasks import runner as runner_module
 from tasks.models import Task
 from tests.support.asgi_client import BearerClient, read_all
+from tests.support.eventlog import logged_events
 from tests.support.factories import make_messages, make_room, make_token, make_user
 from tests.support.sse_parsing import parse_events
 
@@ -114,8 +114,7 @@ async def test_a_countdown_of_ten_thousand_steps_at_0_ms_leaves_a_small_log(clie
     # One event per percentage, not per step: queued, started, 0..100 %, complete.
     progress = [e["data"]["progress"] for e in events if e["event"] == "progress"]
     assert progress[2:] == list(range(101)), progress[:10]
-    log = get_log()
-    assert isinstance(log, LocalLog) and len(log.streams[f"task:{task_id}"].events) == 104
+    assert len(await logged_events(f"task:{task_id}")) == 104
 
 
 async def test_a_task_writes_at_most_task_max_events_whatever_it_reports(client, monkeypatch):
