@@ -196,14 +196,16 @@ def test_a_reader_left_blocked_in_a_closed_event_loop_does_not_break_later_write
     """A test's loop may close while a stream reader still blocks in XREAD."""
     loop = asyncio.new_event_loop()
 
-    async def leave_a_reader_blocked() -> None:
-        asyncio.ensure_future(async_redis("log").xread({"log:left": "0-0"}, block=5000))
+    async def leave_a_reader_blocked() -> asyncio.Future[Any]:
+        reader = asyncio.ensure_future(async_redis("log").xread({"log:left": "0-0"}, block=5000))
         await asyncio.sleep(0.01)
+        return reader
 
-    loop.run_until_complete(leave_a_reader_blocked())
+    reader = loop.run_until_complete(leave_a_reader_blocked())
+    assert not reader.done()
     loop.close()
     sync_redis("log").xadd("log:left", {"e": "1"})
     reset_in_process()
     assert sync_redis("log").xlen("log:left") == 0
-    del loop
+    del loop, reader
     gc.collect()
