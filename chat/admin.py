@@ -27,7 +27,7 @@ from django.utils import timezone
 from accounts.admin import ApiTokenAdmin
 from accounts.models import ApiToken
 from chat import presence, protocol
-from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, sanction_active_q
+from chat.models import Ban, Message, MessageEdit, ModerationAction, Mute, Reaction, Report, Room, sanction_active_q
 from chat.services import moderation
 from chat.services.messages import room_notice
 
@@ -212,14 +212,49 @@ class RemovedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class _ReadOnlyInline(admin.TabularInline):
+    """History shown beside a message, never edited here: edits and reactions are room
+    changes (docs/protocol.md, "Room changes"), made only through the services."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may see the message sees its history: no permission of their own, so the
+        # Moderators group keeps exactly its listed permissions.
+        return self.admin_site.get_model_admin(Message).has_view_permission(request, obj)
+
+
+class MessageEditInline(_ReadOnlyInline):
+    model = MessageEdit
+    verbose_name = "earlier version"
+    verbose_name_plural = "edit history (oldest first: the content before each edit)"
+    fields = ("edited_at", "edited_by", "content_before")
+    readonly_fields = fields
+
+
+class ReactionInline(_ReadOnlyInline):
+    model = Reaction
+    fields = ("emoji", "user", "created_at")
+    readonly_fields = fields
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ["id", "room", "user", "excerpt", "created_at", "removed_at", "removed_by"]
+    list_display = ["id", "room", "user", "excerpt", "created_at", "edited_at", "removed_at", "removed_by"]
     list_filter = ["room", "created_at", RemovedFilter]
     search_fields = ["content", "user__username", "room__slug"]
     list_select_related = ["room", "user", "removed_by"]
-    fields = ("room", "user", "content", "nonce", "created_at", "removed_at", "removed_by")
-    readonly_fields = ("room", "user", "content", "nonce", "created_at", "removed_at", "removed_by")
+    fields = ("room", "user", "content", "reply_to", "nonce", "created_at", "edited_at", "removed_at", "removed_by")
+    readonly_fields = fields
+    inlines = [MessageEditInline, ReactionInline]
     # The exact total would count the whole table on every page view.
     show_full_result_count = False
     actions = ["remove_messages", "restore_messages"]

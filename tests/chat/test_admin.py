@@ -16,7 +16,7 @@ from chat import protocol, selectors
 from chat.hub import get_hub
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room
 from chat.services import moderation
-from chat.services.messages import message_create
+from chat.services.messages import message_create, message_edit, reaction_set
 from chat.services.rooms import dm_open, room_create
 from chat.writer import get_writer
 from notifications.models import Notification
@@ -268,6 +268,27 @@ class TestAsModerator:
         assert len(self.client.get("/admin/chat/report/?status=resolved").context["cl"].result_list) == 3
         log = self.client.get("/admin/chat/moderationaction/").context["cl"].result_list
         assert sorted(a.action for a in log) == ["message_remove", "report_dismiss"]
+
+
+@pytest.mark.django_db
+def test_a_message_page_shows_its_edit_history_and_reactions_read_only():
+    room = make_room()
+    author = make_user("author")
+    message = message_create(room=room, user=author, content="first words", nonce="")
+    assert message_edit(room=room, user=author, message_id=message.pk, content="second words")
+    assert message_edit(room=room, user=author, message_id=message.pk, content="third words")
+    reaction_set(room=room, user=make_user("fan"), message_id=message.pk, emoji="🎉", on=True)
+
+    page = admin_client(make_moderator()).get(f"/admin/chat/message/{message.pk}/change/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "edit history" in html.lower()
+    assert html.index("first words") < html.index("second words")  # oldest first
+    assert "third words" in html  # the current content
+    assert "🎉" in html and "fan" in html
+    # Read-only: no inline forms to add, change or delete history or reactions.
+    assert 'name="edits-0-content_before"' not in html and 'name="reactions-0-emoji"' not in html
 
 
 @pytest.mark.django_db
