@@ -4,7 +4,7 @@ FROM python:3.11.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY project ./project
+COPY config ./config
 COPY core ./core
 COPY ops ./ops
 COPY accounts ./accounts

@@ -92,7 +92,7 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     JSON can spell a lone surrogate (``"\\ud800"``) and carry NUL, which no database
     stores (PostgreSQL refuses NUL, nothing encodes a lone surrogate): a body with either,
     anywhere, is refused here, once, rather than failing in whichever field reaches the
-    database (found by tests/project/test_schemathesis.py)."""
+    database (found by tests/config/test_schemathesis.py)."""
     try:
         data = json.loads(request.body or b"{}")
     except (ValueError, RecursionError):

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SERVERS = {
     # Both serve the same ASGI application from the socket supervisor hands them as fd 0.
-    "daphne": "{bin}/daphne --fd 0 --proxy-headers -v 1 project.asgi:application",
-    "uvicorn": "{bin}/uvicorn --fd 0 --proxy-headers --no-access-log --log-level warning project.asgi:application",
+    "daphne": "{bin}/daphne --fd 0 --proxy-headers -v 1 config.asgi:application",
+    "uvicorn": "{bin}/uvicorn --fd 0 --proxy-headers --no-access-log --log-level warning config.asgi:application",
 }
 
 

@@ -12,10 +12,10 @@ host="${WEB_HOST:-0.0.0.0}"
 port="${WEB_PORT:-8000}"
 case "${WEB_SERVER:-daphne}" in
     daphne)
-        exec daphne -b "$host" -p "$port" --proxy-headers project.asgi:application ;;
+        exec daphne -b "$host" -p "$port" --proxy-headers config.asgi:application ;;
     uvicorn)
         exec uvicorn --host "$host" --port "$port" --proxy-headers --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-*}" \
-            --no-access-log project.asgi:application ;;
+            --no-access-log config.asgi:application ;;
     *)
         echo "WEB_SERVER must be daphne or uvicorn, got '${WEB_SERVER}'" >&2
         exit 2 ;;

@@ -9,7 +9,7 @@ os.environ.pop("REDIS_URL", None)
 os.environ.pop("REDIS_URLS", None)
 os.environ.pop("REDIS_SENTINELS", None)
 
-from project.settings import *  # noqa: F403
+from config.settings import *  # noqa: F403
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not Django's shared-cache in-memory database: the consumers' threads and the

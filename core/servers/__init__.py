@@ -13,7 +13,7 @@ server gets a guard here, for HTTP responses and for WebSocket sends:
 - ``guard_socket(send)``: a ``SocketGuard`` for one WebSocket, or None if the server
   needs none (Channels' test communicator).
 
-``SERVER`` says which server this process runs under; project.asgi asks once.
+``SERVER`` says which server this process runs under; config.asgi asks once.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _no_guard(send: Any) -> SocketGuard | None:
 
 
 # Chosen by guard_http at start-up; until then (an application not served through
-# project.asgi, such as Channels' WebsocketCommunicator) sockets need no guard.
+# config.asgi, such as Channels' WebsocketCommunicator) sockets need no guard.
 _socket_guard: Callable[[Any], SocketGuard | None] = _no_guard
 
 

@@ -20,8 +20,8 @@ from accounts.models import ApiToken
 from accounts.services import token_revoke
 from chat import protocol
 from chat.hub import get_hub
+from config.asgi import application
 from core.redis_clients import reset_in_process
-from project.asgi import application
 from streaming.models import ConversationMessage
 from tests.support.asgi_client import BearerClient, read_all
 from tests.support.factories import make_token, make_user

@@ -17,7 +17,7 @@ from django.test import Client
 from accounts.services import token_create, token_revoke, user_for_token
 from chat.hub import get_hub
 from chat.writer import get_writer
-from project.asgi import application
+from config.asgi import application
 from tests.support.factories import make_room, make_user
 from tests.support.processes import ROOT
 
@@ -164,7 +164,7 @@ def test_tokens_never_reach_the_logs(caplog):
 def test_production_refuses_to_start_without_a_secret_key():
     """DEBUG off and no DJANGO_SECRET_KEY: settings fail with the variable's name (no default key)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    environment.update(DJANGO_SETTINGS_MODULE="project.settings", DJANGO_DEBUG="0")
+    environment.update(DJANGO_SETTINGS_MODULE="config.settings", DJANGO_DEBUG="0")
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         cwd=ROOT,

@@ -20,10 +20,10 @@ from chat.services.messages import message_create
 from chat.services.moderation import ban_create
 from chat.services.rooms import dm_open, room_create
 from chat.writer import get_writer
+from config.asgi import application
 from core.redis_clients import reset_in_process
 from notifications.models import Notification
 from notifications.services import notification_create
-from project.asgi import application
 from tasks.runner import _local_runners
 from tests.support.asgi_client import BearerClient, read_all
 from tests.support.factories import make_room, make_token, make_user

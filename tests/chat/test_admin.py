@@ -19,8 +19,8 @@ from chat.services import moderation
 from chat.services.messages import message_create, message_edit, reaction_set
 from chat.services.rooms import dm_open, room_create
 from chat.writer import get_writer
+from config.asgi import application
 from notifications.models import Notification
-from project.asgi import application
 from tests.support.factories import make_messages, make_room, make_token, make_user
 
 TIMEOUT = 5

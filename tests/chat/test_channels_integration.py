@@ -13,7 +13,7 @@ from django.core.management import call_command
 
 from chat.hub import get_hub
 from chat.writer import get_writer
-from project.asgi import application
+from config.asgi import application
 from tests.support.factories import make_room, make_token, make_user
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

@@ -19,8 +19,8 @@ from chat.hub import get_hub
 from chat.models import Message
 from chat.services.moderation import ban_create, message_remove, mute_create
 from chat.writer import get_writer
+from config.asgi import application
 from core import broker
-from project.asgi import application
 from tests.support.factories import make_messages, make_room, make_token, make_user
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

@@ -16,8 +16,8 @@ from chat import selectors
 from chat.models import Room, RoomMember
 from chat.services.messages import message_create
 from chat.services.rooms import MembershipError, dm_open, member_add, member_remove, read_marker_move, room_create
+from config.asgi import application
 from notifications.models import Notification
-from project.asgi import application
 from tests.support.factories import make_token, make_user
 
 

@@ -18,7 +18,7 @@ from chat.hub import get_hub
 from chat.models import Message, Room
 from chat.services.moderation import message_restore, mute_create, room_lock
 from chat.writer import get_writer
-from project.asgi import application
+from config.asgi import application
 from tests.support.factories import make_messages, make_room, make_token, make_user
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

@@ -15,7 +15,7 @@ from tests.support.processes import PYTHON, ROOT, free_port
 def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "REDIS_", "DATABASE_"))}
     env.update(
-        DJANGO_SETTINGS_MODULE="project.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
         DJANGO_HTTPS="1",
@@ -79,8 +79,8 @@ def test_a_worker_without_a_secret_key_stops_with_one_line_naming_it(tmp_path: P
     port = str(free_port())
     for command, prefix in (
         (["manage.py", "migrate"], "manage.py"),
-        (["-m", "daphne", "-b", "127.0.0.1", "-p", port, "project.asgi:application"], "project.asgi"),
-        (["-m", "uvicorn", "--host", "127.0.0.1", "--port", port, "project.asgi:application"], "project.asgi"),
+        (["-m", "daphne", "-b", "127.0.0.1", "-p", port, "config.asgi:application"], "config.asgi"),
+        (["-m", "uvicorn", "--host", "127.0.0.1", "--port", port, "config.asgi:application"], "config.asgi"),
     ):
         result = subprocess.run([PYTHON, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 1, (command, result.stderr)

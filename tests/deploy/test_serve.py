@@ -49,7 +49,7 @@ def served(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterato
 def worker_pids(port: int) -> set[int]:
     """PIDs of the daphne processes serving through supervisor's socket."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return {int(line.split()[0]) for line in out.splitlines() if "--fd 0" in line and "project.asgi" in line}
+    return {int(line.split()[0]) for line in out.splitlines() if "--fd 0" in line and "config.asgi" in line}
 
 
 async def test_two_workers_share_one_port_and_rooms(served):

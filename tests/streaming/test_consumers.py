@@ -8,8 +8,8 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
+from config.asgi import application
 from core.redis_clients import reset_in_process
-from project.asgi import application
 from tests.support.factories import make_token, make_user
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

@@ -14,8 +14,8 @@ from channels.db import database_sync_to_async
 from django.test import override_settings
 
 from chat.services import moderation as chat_services
+from config.asgi import application
 from core.redis_clients import reset_in_process
-from project.asgi import application
 from streaming import services as streaming_services
 from streaming.models import Conversation, ConversationMessage
 from tests.support.asgi_client import BearerClient

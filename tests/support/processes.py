@@ -176,7 +176,7 @@ class Cluster:
         self.dir = Path(tempfile.mkdtemp(prefix="test-cluster-"))
         self.env = {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "project.settings",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
             "DJANGO_DEBUG": "0",
             "DJANGO_SECRET_KEY": "test-cluster-not-secret",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -230,7 +230,7 @@ class Cluster:
                 options += ["--access-log", str(self.dir / f"access{index}.log")]
             command = ["-m", "daphne", "-b", "127.0.0.1", "-p", port, *options]
         process = subprocess.Popen(
-            [PYTHON, *command, "project.asgi:application"],
+            [PYTHON, *command, "config.asgi:application"],
             cwd=ROOT,
             env=self.env,
             stdout=log,

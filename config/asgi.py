@@ -1,0 +1,36 @@
+"""ASGI entry point: ``daphne config.asgi:application`` is one web worker.
+
+http -> Django; websocket -> Origin check and authentication (one layer) -> routes.
+"""
+
+import os
+import sys
+
+from django.core.asgi import get_asgi_application
+
+from core import servers
+from core.env import ImproperlyConfiguredError
+
+# Asked before Django's set-up (core.servers.detect says why).
+SERVER = servers.detect()
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+try:
+    django_application = get_asgi_application()  # set up Django before importing consumers
+except ImproperlyConfiguredError as error:  # a variable missing or malformed: one line naming it, no traceback
+    sys.exit(f"config.asgi: {error}")
+
+# Bounds on stalled readers and slow clients, for the server we run under (core.servers).
+http_application = servers.guard_http(django_application, SERVER)
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from accounts.middleware import WebSocketAuthMiddleware  # noqa: E402
+from config.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_application,
+        "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
+    }
+)
