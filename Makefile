@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 # daphne (the default, as runserver) or uvicorn (faster: docs/performance.md). SERVER= still works.
 WEB_SERVER ?= $(or $(SERVER),daphne)
 
-.PHONY: run test lint audit serve bench bench-sse bench-tasks soak system-deps migrate clean
+.PHONY: run test lint audit serve bench bench-sse bench-tasks bench-reactions soak system-deps migrate clean
 
 # The venv's installers are upgraded too: a new venv gets the pip and setuptools bundled with
 # Python, which have published advisories (docs/security.md, second review, finding 10).
@@ -70,6 +70,11 @@ bench-sse: $(STAMP) system-deps
 bench-tasks: $(STAMP) system-deps
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/tasks.py $(BENCH_ARGS)
+
+## make bench-reactions: reacts at 100/s in one room of 200 members on 2 workers, 20 s (see bench/README.md).
+bench-reactions: $(STAMP) system-deps
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/reactions.py $(BENCH_ARGS)
 
 ## make soak: 2 workers, 2,000 clients in 50 rooms, churn, SSE streams and tasks (SOAK_ARGS="--duration 300"; see bench/README.md).
 soak: $(STAMP) system-deps
