@@ -218,7 +218,7 @@ def ours_env(tmp: Path, redis_url: str, **extra: str) -> dict[str, str]:
     chat limits too high to interfere; `extra` on top."""
     return {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
         "DJANGO_SECRET_KEY": "bench",
         "DJANGO_DEBUG": "0",

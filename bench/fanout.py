@@ -57,7 +57,7 @@ TEXT = WSMsgType.TEXT
 
 def ours_target(a: argparse.Namespace, tmp: Path, redis_url: str) -> Target:
     env = ours_env(tmp, redis_url)
-    return Target("ours", f"the project, {a.server}", env, asgi_argv(a.server, "project.asgi:application"), contract=True)
+    return Target("ours", f"the project, {a.server}", env, asgi_argv(a.server, "config.asgi:application"), contract=True)
 
 
 def ours_create_rooms(t: Target, rooms: list[str]) -> None:

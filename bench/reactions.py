@@ -554,7 +554,7 @@ def table(a: argparse.Namespace, res: dict[str, Any]) -> str:
 def run(a: argparse.Namespace, tmp: Path, procs: Procs) -> list[dict[str, Any]]:
     rproc, redis_url, rcli = start_redis(procs, tmp)
     env = ours_env(tmp, redis_url)
-    t = Target("ours", f"the project, {a.server}", env, asgi_argv(a.server, "project.asgi:application", 2048), contract=True)
+    t = Target("ours", f"the project, {a.server}", env, asgi_argv(a.server, "config.asgi:application", 2048), contract=True)
     t0 = mono()
     print(f"## {t.desc}, {a.workers} workers, {a.members} members, {a.reactors} reactors", file=sys.stderr, flush=True)
     ours_prepare(t, users=a.members)

@@ -1031,7 +1031,7 @@ def run(a: argparse.Namespace, tmp: Path, procs: Procs) -> list[dict[str, Any]]:
         TASKS_MAX_ACTIVE_PER_USER="100000",  # per-user caps meant for abuse, out of the way as the chat limits are
     )
     env.pop("LLM_TOKENS_PER_DAY", None)
-    t = Target("ours", f"the project, {a.server}", env, asgi_argv(a.server, "project.asgi:application", backlog=BACKLOG), True)
+    t = Target("ours", f"the project, {a.server}", env, asgi_argv(a.server, "config.asgi:application", backlog=BACKLOG), True)
     t0 = mono()
     print(
         f"## soak: {a.clients} clients in {a.rooms} rooms, {a.workers} {a.server} workers, {a.duration:g} s",

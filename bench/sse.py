@@ -71,7 +71,7 @@ def ours_target(a: argparse.Namespace, tmp: Path, redis_url: str) -> Target:
         LLM_MAX_CONCURRENT_PER_USER="100000",
     )
     env.pop("LLM_TOKENS_PER_DAY", None)  # no daily budget
-    argv = asgi_argv(a.server, "project.asgi:application", backlog=BACKLOG)
+    argv = asgi_argv(a.server, "config.asgi:application", backlog=BACKLOG)
     return Target("ours", f"the project, {a.server}", env, argv, contract=True)
 
 

@@ -666,7 +666,7 @@ def run(a: argparse.Namespace, tmp: Path, procs: Procs) -> list[dict[str, Any]]:
     rproc, redis_url, rcli = start_redis(procs, tmp)
     # 200 tasks over 20 users is 10 each at once: above the per-user cap meant for abuse.
     env = ours_env(tmp, redis_url, TASKS_MAX_ACTIVE_PER_USER="1000")
-    t = Target("ours", f"the project, {a.server}", env, asgi_argv(a.server, "project.asgi:application", backlog=BACKLOG), True)
+    t = Target("ours", f"the project, {a.server}", env, asgi_argv(a.server, "config.asgi:application", backlog=BACKLOG), True)
     t0 = mono()
     print(f"## {t.name}: {t.desc}, {a.workers} workers, task worker concurrency {a.concurrency}", file=sys.stderr, flush=True)
     ours_prepare(t)
