@@ -133,14 +133,14 @@ class RealtimeChannelLayer(BaseChannelLayer):
         """The channel's next message. A future for a channel of this worker rather than a
         coroutine: Channels' consumers wrap each receive in a task (await_many_dispatch),
         and for an idle socket that task and its coroutine frames are a large part of what
-        it costs; a future is wrapped in nothing (docs/performance.md, "Idle memory").
+        it costs; a future is wrapped in nothing (docs/performance.md, "The channel layer, before and after").
         Marked as a coroutine function, so async_to_sync and ``await`` take it as one."""
         self.require_valid_channel_name(channel)
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # async_to_sync makes the awaitable before its loop runs
+            local = self._local()
+        except RuntimeError:  # no running loop: async_to_sync makes the awaitable before its loop runs
             return self._receive_in_loop(channel)
-        return self._local().receive(channel)
+        return local.receive(channel)
 
     async def _receive_in_loop(self, channel: str) -> dict[str, Any]:
         return await self._local().receive(channel)
