@@ -17,6 +17,7 @@ from chat import protocol, selectors
 from chat.models import Message, Room
 from chat.protocol import is_storable_text
 from chat.services import messages, moderation
+from chat.services import reactions as reaction_service
 from chat.services.rooms import dm_open, member_add, member_remove, read_marker_move, room_create
 from core.http import MAX_ID, ApiError, api_view, json_body, signed_in_user
 
@@ -162,7 +163,7 @@ def message_reaction(request: HttpRequest, slug: str, message_id: int, emoji: st
     """PUT: react with ``emoji``; DELETE: take it back. 200 {"reactions"}: the message's whole set."""
     room = _room_or_404(slug, request)
     _message_or_404(room, message_id)
-    reactions = messages.reaction_set(
+    reactions = reaction_service.reaction_set(
         room=room, user=signed_in_user(request), message_id=message_id, emoji=emoji, on=request.method == "PUT"
     )  # 400 bad_emoji, 404, 403 muted / banned, 423, 429
     return JsonResponse({"reactions": reactions})

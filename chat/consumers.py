@@ -21,7 +21,7 @@ from chat import protocol, selectors, wire
 from chat.hub import Hub, get_hub
 from chat.models import Room
 from chat.protocol import ChatError
-from chat.services import messages, rooms
+from chat.services import messages, reactions, rooms
 from chat.writer import get_writer
 from core import metrics
 from core.consumers import LayerConsumer
@@ -177,7 +177,21 @@ class RoomConsumer(LayerConsumer):
                 )
             elif isinstance(frame, protocol.Ping):
                 await self.send_text(protocol.PONG_TEXT)
-            elif isinstance(frame, protocol.Edit | protocol.Delete | protocol.React | protocol.Read):
+            elif isinstance(frame, protocol.React):
+                # Through the writer's batches, like messages (chat.services.reactions says why);
+                # it answers nothing to the sender: the room's broadcast is what it causes.
+                await self.writer.react(
+                    reactions.ReactionDraft(
+                        room_id=self.room_id,
+                        room_slug=self.room_slug,
+                        user_id=self.user_id,
+                        username=self.username,
+                        message_id=frame.id,
+                        emoji=frame.emoji,
+                        on=frame.on,
+                    )
+                )
+            elif isinstance(frame, protocol.Edit | protocol.Delete | protocol.Read):
                 # Changes answer nothing to the sender: the room's broadcast (or, for a read
                 # marker, the user's other sockets) is what they cause.
                 await in_db_thread(self._change, frame=frame)
@@ -190,7 +204,7 @@ class RoomConsumer(LayerConsumer):
             metrics.FRAMES_REJECTED.labels(code=error.code).inc()
             await self.send_frame(protocol.refusal_frame(error, nonce=nonce))
 
-    def _change(self, frame: protocol.Edit | protocol.Delete | protocol.React | protocol.Read) -> None:
+    def _change(self, frame: protocol.Edit | protocol.Delete | protocol.Read) -> None:
         """A client's change to the room, on the database thread: parse -> service (the
         services raise ChatError, answered in ``receive``)."""
         user = User.objects.get(pk=self.user_id)
@@ -199,8 +213,6 @@ class RoomConsumer(LayerConsumer):
             messages.message_edit(room=room, user=user, message_id=frame.id, content=frame.content)
         elif isinstance(frame, protocol.Delete):
             messages.message_delete(room=room, user=user, message_id=frame.id)
-        elif isinstance(frame, protocol.React):
-            messages.reaction_set(room=room, user=user, message_id=frame.id, emoji=frame.emoji, on=frame.on)
         else:
             rooms.read_marker_move(room=room, user=user, message_id=frame.id, connection_key=self.connection_key)
 

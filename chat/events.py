@@ -17,6 +17,11 @@ from django.db import transaction
 from chat import protocol, wire
 from core.layer import RealtimeChannelLayer
 
+# A change to a message that exists already (its wire header's new id is 0).
+ExistingMessageChange = (
+    protocol.MessageEditedFrame | protocol.MessageDeletedFrame | protocol.MessageRestoredFrame | protocol.ReactionsFrame
+)
+
 
 def _on_commit(group: str, text: str) -> None:
     transaction.on_commit(partial(RealtimeChannelLayer.publish, group, text))
@@ -44,10 +49,23 @@ def messages_created_on_commit(*, messages: list[CreatedMessage]) -> None:
 def change_on_commit(
     *,
     room_slug: str,
-    frame: protocol.MessageEditedFrame | protocol.MessageDeletedFrame | protocol.MessageRestoredFrame | protocol.ReactionsFrame,
+    frame: ExistingMessageChange,
 ) -> None:
     """Broadcast a change to an existing message (its frame carries its seq) after commit."""
-    _on_commit(wire.room_group(room_slug), wire.encode_change(seq=frame["seq"], new_id=0, text=protocol.encode(frame)))
+    changes_on_commit(changes=[(room_slug, frame)])
+
+
+def changes_on_commit(
+    *,
+    changes: list[tuple[str, ExistingMessageChange]],
+) -> None:
+    """Broadcast several changes (room slug, frame with its seq; in seq order within a room)
+    after commit: one publish per room, one round trip in all, as for new messages."""
+    per_room: dict[str, list[str]] = {}
+    for room_slug, frame in changes:
+        per_room.setdefault(room_slug, []).append(wire.encode_change(seq=frame["seq"], new_id=0, text=protocol.encode(frame)))
+    batch = [(wire.room_group(slug), wire.encode_many(texts)) for slug, texts in per_room.items()]
+    transaction.on_commit(partial(RealtimeChannelLayer.publish_many, batch))
 
 
 def room_frame_on_commit(*, room_slug: str, frame: protocol.ServerFrame) -> None:

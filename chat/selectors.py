@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -127,9 +128,16 @@ def reactions_of(*, message_ids: list[int]) -> dict[int, protocol.Reactions]:
     they reacted. Messages without any are absent."""
     if not message_ids:
         return {}
+    rows = Reaction.objects.filter(message_id__in=message_ids).order_by("pk").values_list("message_id", "emoji", "user__username")
+    return reaction_sets(rows=rows)
+
+
+def reaction_sets(*, rows: Iterable[tuple[int, str, str]]) -> dict[int, protocol.Reactions]:
+    """(message id, emoji, username) rows in the order the reactions were made -> each
+    message's set, as ``reactions`` frames carry it: emoji in CHAT_REACTIONS' order,
+    usernames in the order they reacted. The one place a set's order is decided."""
     order = {emoji: position for position, emoji in enumerate(settings.CHAT_REACTIONS)}
     found: dict[int, dict[str, list[str]]] = defaultdict(dict)
-    rows = Reaction.objects.filter(message_id__in=message_ids).order_by("pk").values_list("message_id", "emoji", "user__username")
     for message_id, emoji, username in rows:
         found[message_id].setdefault(emoji, []).append(username)
     return {

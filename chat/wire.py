@@ -4,7 +4,7 @@ They travel as raw texts on the channel layer's groups (core.layer's fast path):
 room's events on ``room.<slug>``, a user's on ``user.<id>``, so the one subscription a
 worker holds per group carries both these and the messages of Channels' group_send.
 A text is one or more events, each a header line and a line of frame JSON (compact JSON
-never contains a raw newline); only new messages are ever batched like that:
+never contains a raw newline); only changes (new messages, reactions) are batched like that:
 
     c <seq> <new message id or 0>   a change of the room (docs/protocol.md, "Room changes"):
                                     its frame carries the same seq; seqs are dense, so the

@@ -1,9 +1,11 @@
-"""The worker's message writer: the messages of all its sockets, committed in batches.
+"""The worker's message writer: the messages and reacts of all its sockets, committed in batches.
 
-A socket hands its message to the writer and waits for the outcome (the committed
-Message, or the ChatError that refused it). The writer takes whatever has queued up
-while the previous batch was being written, up to MAX_BATCH, and commits it with one
-transaction (chat.services.messages.message_create_batch). No batch waits for company: under
+A socket hands its message (or react) to the writer and waits for the outcome (the
+committed message's frame or the message's reaction set, or the ChatError that refused
+it). The writer takes whatever has queued up while the previous batch was being written,
+up to MAX_BATCH, and commits its messages with one transaction
+(chat.services.messages.message_create_batch) and its reacts with another
+(chat.services.reactions.reaction_set_batch). No batch waits for company: under
 light load every batch has one message and the latency is one commit; under heavy load
 batches grow and the cost per message falls. A sender's next frame is read only after
 its previous message has committed, so each sender's order is kept.
@@ -19,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from django.db import connection
 
-from chat.protocol import ChatError, MessageFrame
-from chat.services import messages
+from chat.protocol import ChatError, MessageFrame, Reactions
+from chat.services import messages, reactions
 from core.aio import PerLoop, spawn
 from core.db_thread import drop_if_unusable
 
@@ -35,16 +39,27 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 200
 
 
+Draft = messages.MessageDraft | reactions.ReactionDraft
+Outcome = MessageFrame | Reactions | ChatError
+_O = TypeVar("_O")
+
+
 class MessageWriter:
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[tuple[messages.MessageDraft, asyncio.Future[MessageFrame]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[Draft, asyncio.Future[Any]]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="message-writer")
         self.task = spawn(self._run(), name="message-writer")
 
     async def write(self, draft: messages.MessageDraft) -> MessageFrame:
         """Commit one message; return its frame, or raise ChatError if it is refused."""
         future: asyncio.Future[MessageFrame] = self.loop.create_future()
+        self.queue.put_nowait((draft, future))
+        return await future
+
+    async def react(self, draft: reactions.ReactionDraft) -> Reactions:
+        """Commit one react; return the message's reaction set after it, or raise ChatError."""
+        future: asyncio.Future[Reactions] = self.loop.create_future()
         self.queue.put_nowait((draft, future))
         return await future
 
@@ -56,16 +71,13 @@ class MessageWriter:
             drafts = [draft for draft, _ in batch]
             try:
                 results = await self.loop.run_in_executor(self.executor, _write, drafts)
-            except Exception as error:
-                logger.exception("writing %d messages failed", len(batch))
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
+            except Exception as error:  # the database thread itself failed
+                logger.exception("writing %d drafts failed", len(batch))
+                results = [error] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():  # the socket went away while it waited
                     continue
-                if isinstance(result, ChatError):
+                if isinstance(result, Exception):  # a ChatError that refused it, or a failed write
                     future.set_exception(result)
                 else:
                     future.set_result(result)
@@ -76,13 +88,28 @@ class MessageWriter:
         self.executor.shutdown(wait=False)
 
 
-def _write(drafts: list[messages.MessageDraft]) -> list[MessageFrame | ChatError]:
+def _write(drafts: list[Draft]) -> list[Outcome | Exception]:
+    """The batch's messages, then its reacts, each kind in one transaction (a socket sends
+    its next frame only after the outcome of its previous one, so order between the kinds
+    does not matter). A kind whose transaction failed gets its exception, the other kind
+    its outcomes all the same."""
     drop_if_unusable()
+    message_drafts = [draft for draft in drafts if isinstance(draft, messages.MessageDraft)]
+    react_drafts = [draft for draft in drafts if isinstance(draft, reactions.ReactionDraft)]
+    written = iter(_attempt(messages.message_create_batch, message_drafts))
+    reacted = iter(_attempt(reactions.reaction_set_batch, react_drafts))
+    return [next(written) if isinstance(draft, messages.MessageDraft) else next(reacted) for draft in drafts]
+
+
+def _attempt(write: Callable[..., Sequence[_O]], drafts: list[Any]) -> list[_O | Exception]:
+    if not drafts:
+        return []
     try:
-        return messages.message_create_batch(drafts=drafts)
-    except Exception:
+        return list(write(drafts=drafts))
+    except Exception as error:
+        logger.exception("writing %d drafts failed", len(drafts))
         connection.close()  # a broken connection is not reused
-        raise
+        return [error] * len(drafts)
 
 
 # The writer of the running event loop (one per worker process).

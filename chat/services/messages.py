@@ -1,5 +1,5 @@
-"""Writes about messages: creating them (one or a batch), editing and deleting them, their
-reactions, typing, the room's notices. Keyword-only, typed, one transaction each; live
+"""Writes about messages: creating them (one or a batch), editing and deleting them,
+typing, the room's notices (reactions: chat.services.reactions). Keyword-only, typed, one transaction each; live
 events go out after commit. Every change to a message takes the room's next seq in its
 transaction (docs/protocol.md, "Room changes").
 
@@ -17,12 +17,12 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from chat import events, message_store, presence, protocol, selectors
 from chat.mentions import PostedMessage, mentions_notify
-from chat.models import Message, MessageEdit, ModerationAction, Reaction, Room, RoomChange, RoomMember
+from chat.models import Message, MessageEdit, ModerationAction, Mute, Room, RoomChange, RoomMember
 from chat.protocol import ChatError
 from chat.ratelimit import rate_limit_hits
 from chat.services.changes import change_record, room_next_seq
@@ -96,7 +96,7 @@ def message_create_batch(*, drafts: list[MessageDraft]) -> list[protocol.Message
             results[index] = error
     _refuse_bad_replies(drafts, texts, results)
     now = timezone.now()
-    muted = message_store.muted_pairs(user_ids=sorted({drafts[i].user_id for i in texts}), now=now)
+    muted = message_store.sanctioned_pairs(sanction=Mute, user_ids=sorted({drafts[i].user_id for i in texts}), now=now)
     for index in list(texts):
         draft = drafts[index]
         if (draft.user_id, None) in muted or (draft.user_id, draft.room_id) in muted:
@@ -270,47 +270,6 @@ def message_delete(*, room: Room, user: User, message_id: int) -> None:
         raise ChatError("forbidden", "only the author (or staff) may remove a message")
     if not message_remove(message=message, removed_by=user):
         raise ChatError("not_found", f"no message {message_id} in this room")
-
-
-def reaction_set(*, room: Room, user: User, message_id: int, emoji: str, on: bool) -> protocol.Reactions:
-    """Add (``on``) or take back the user's ``emoji`` on a message; the room gets the
-    message's whole reaction set (``reactions``) after commit. Returns that set.
-
-    ChatError: ``bad_emoji`` (not one of CHAT_REACTIONS), ``not_found``, ``banned``,
-    ``muted``, ``rate_limited``, ``room_locked``. Asking for what is already so changes nothing.
-    """
-    if emoji not in settings.CHAT_REACTIONS:
-        raise ChatError("bad_emoji", f"emoji must be one of {' '.join(settings.CHAT_REACTIONS)}")
-    message = _visible_message(room, message_id)
-    _refuse_if_sanctioned(user, room)
-    mine = Reaction.objects.filter(message_id=message.pk, user_id=user.pk, emoji=emoji)
-    if mine.exists() == on:
-        return selectors.reactions_of(message_ids=[message.pk]).get(message.pk, {})
-    _spend_rate(user)
-    with transaction.atomic():
-        turn = room_next_seq(room_id=room.pk)
-        if turn.locked:
-            raise ChatError("room_locked", "the room is locked")
-        if not Message.objects.filter(pk=message.pk, removed_at__isnull=True).exists():
-            raise ChatError("not_found", f"no message {message_id} in this room")
-        if on:
-            try:
-                with transaction.atomic():
-                    Reaction.objects.create(message_id=message.pk, user=user, emoji=emoji)
-                changed = True
-            except IntegrityError:  # the same reaction from another connection, just now
-                changed = False
-        else:
-            changed = mine.delete()[0] > 0
-        reactions = selectors.reactions_of(message_ids=[message.pk]).get(message.pk, {})
-        if not changed:
-            transaction.set_rollback(True)  # gives the seq back
-            return reactions
-        change_record(room_id=room.pk, seq=turn.seq, message_id=message.pk, kind=RoomChange.Kind.REACTIONS)
-        events.change_on_commit(
-            room_slug=room.slug, frame={"type": "reactions", "id": message.pk, "reactions": reactions, "seq": turn.seq}
-        )
-    return reactions
 
 
 def room_notice(*, room: Room, content: str, sent_by: User | None = None) -> None:

@@ -16,7 +16,8 @@ from chat import protocol, selectors
 from chat.hub import get_hub
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room
 from chat.services import moderation
-from chat.services.messages import message_create, message_edit, reaction_set
+from chat.services.messages import message_create, message_edit
+from chat.services.reactions import reaction_set
 from chat.services.rooms import dm_open, room_create
 from chat.writer import get_writer
 from config.asgi import application

@@ -5,8 +5,9 @@ from django.utils import timezone
 
 from chat import selectors
 from chat.models import Ban, Message
-from chat.services.messages import message_create, message_edit, reaction_set
+from chat.services.messages import message_create, message_edit
 from chat.services.moderation import ban_create, message_remove, message_restore
+from chat.services.reactions import reaction_set
 from chat.services.rooms import read_marker_move
 from tests.support.factories import make_messages, make_room, make_user
 

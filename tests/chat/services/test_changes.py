@@ -8,10 +8,11 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from chat.models import Message, MessageEdit, Reaction, ReadMarker, Room, RoomChange
+from chat.models import Message, MessageEdit, ReadMarker, Room, RoomChange
 from chat.protocol import ChatError
-from chat.services.messages import message_create, message_delete, message_edit, reaction_set
+from chat.services.messages import message_create, message_delete, message_edit
 from chat.services.moderation import ban_create, message_remove, message_restore, mute_create, room_lock
+from chat.services.reactions import reaction_set
 from chat.services.rooms import read_marker_move
 from core import broker
 from tests.support.factories import make_messages, make_room, make_user
@@ -141,40 +142,6 @@ def test_restoration_publishes_the_whole_message_at_the_next_seq(django_capture_
     assert '"type":"message_restored"' in restored and '"content":"m0"' in restored and '"seq":4' in restored
     assert f'"reactions":{{"{THUMBS}":["mod"]}}' in restored
     assert Room.objects.get(pk=room.pk).seq == 4, "restoring a visible message takes no seq"
-
-
-# ---- reactions ---------------------------------------------------------------------------------------
-def test_reactions_publish_the_whole_set_and_only_real_changes_take_a_seq(django_capture_on_commit_callbacks, published):
-    room, author, bob = make_room(), make_user(), make_user("bob")
-    [message] = make_messages(room, author, 1)
-    with django_capture_on_commit_callbacks(execute=True):
-        assert reaction_set(room=room, user=bob, message_id=message.pk, emoji=HEART, on=True) == {HEART: ["bob"]}
-        assert reaction_set(room=room, user=author, message_id=message.pk, emoji=THUMBS, on=True) == {
-            THUMBS: ["alice"],
-            HEART: ["bob"],
-        }, "emoji in CHAT_REACTIONS' order"
-        assert reaction_set(room=room, user=bob, message_id=message.pk, emoji=HEART, on=True) == {
-            THUMBS: ["alice"],
-            HEART: ["bob"],
-        }
-        assert reaction_set(room=room, user=bob, message_id=message.pk, emoji=HEART, on=False) == {THUMBS: ["alice"]}
-        assert reaction_set(room=room, user=bob, message_id=message.pk, emoji=HEART, on=False) == {THUMBS: ["alice"]}
-    assert [kind for _, _, kind in log(room)] == ["created", "reactions", "reactions", "reactions"]
-    last = room_events(published, room)[-1]
-    assert last.startswith("c 4 0\n") and f'"reactions":{{"{THUMBS}":["alice"]}}' in last
-
-
-def test_reactions_outside_the_set_on_removed_messages_or_by_the_muted_are_refused():
-    room, author = make_room(), make_user()
-    first, second = make_messages(room, author, 2)
-    refused("bad_emoji", reaction_set, room=room, user=author, message_id=first.pk, emoji="\U0001f4a9", on=True)
-    with override_settings(CHAT_REACTIONS=["\U0001f4a9"]):
-        assert reaction_set(room=room, user=author, message_id=first.pk, emoji="\U0001f4a9", on=True)
-    message_remove(message=second, removed_by=author)
-    refused("not_found", reaction_set, room=room, user=author, message_id=second.pk, emoji=THUMBS, on=True)
-    mute_create(user=author, minutes=5)
-    refused("muted", reaction_set, room=room, user=author, message_id=first.pk, emoji=THUMBS, on=True)
-    assert Reaction.objects.count() == 1
 
 
 # ---- replies ------------------------------------------------------------------------------------------
