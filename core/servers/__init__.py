@@ -44,8 +44,8 @@ class SocketGuard(Protocol):
     closes_gracefully: bool
 
     def hold(self, text: str) -> bool:
-        """Called before each send: True if the guard has queued ``text`` (the caller
-        must not send it), False if the caller sends it now."""
+        """Called before each send: True if the guard has taken ``text`` (queued it, or
+        written it itself; the caller must not send it), False if the caller sends it now."""
         ...
 
     def abort(self) -> None:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import struct
 import time
 from typing import Any
 
@@ -132,7 +133,35 @@ def install() -> None:
     server.Server.handle_reply = handle_reply
     http_protocol.HTTPFactory.__init__ = factory_init
     ws_protocol.WebSocketFactory.__init__ = ws_factory_init
+    _colour_debug_arguments_lazily()
     server.Server._realtime_rooms_limits = True
+
+
+class _Lazy:
+    """A log argument formatted only if the log line is: ``format(lazy)`` calls ``function(value)``."""
+
+    __slots__ = ("function", "value")
+
+    def __init__(self, function: Any, value: Any) -> None:
+        self.function, self.value = function, value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.function(self.value), spec)
+
+    def __str__(self) -> str:
+        return str(self.function(self.value))
+
+
+def _colour_debug_arguments_lazily() -> None:
+    """autobahn logs every frame it sends at debug level, and builds the line's coloured
+    arguments (``hltype``, ``hlval``: click.style calls) before the logger drops it: 14 % of
+    a worker's CPU in a reactions fan-out, profiled with py-spy (docs/performance.md, "Room
+    changes"). The arguments become lazy: coloured when a debug line is written, else never."""
+    from autobahn.websocket import protocol
+
+    for name in ("hltype", "hlval"):
+        original = getattr(protocol, name)
+        setattr(protocol, name, functools.partial(_Lazy, original))
 
 
 def _register(request: Any) -> None:
@@ -161,20 +190,38 @@ class SocketFlow:
     buffered for it, without limit; and sends must not wait for it either, or one stalled
     client would hold up the hub's fan-out to the whole room. So frames are still handed
     to Twisted (``hold`` never queues) and counted while paused; the consumer closes the
-    socket once the client is past its limits."""
+    socket once the client is past its limits.
+
+    It also writes the frames itself (``hold`` returns True), the way daphne and autobahn
+    would but with less work per frame, which is most of a worker's CPU in a room's
+    fan-out (docs/performance.md, "Room changes", profiled with py-spy): the frame's bytes
+    are built once for all the sockets a text goes to (``_frame``), instead of a chain of
+    six calls through daphne and autobahn for each; and a frame is sent on the socket at
+    once when nothing waits in Twisted's buffer, instead of registering the socket for
+    writing with the event loop, waiting for the next turn of the loop, sending and
+    unregistering it (two epoll_ctl calls a frame). Whatever is not taken at once goes to
+    Twisted's buffer, as before, behind which everything after it waits: order is kept, and
+    the high-water mark (above) still sees a client that stops reading."""
 
     closes_gracefully = True  # the close frame is written ahead of nothing: autobahn times the handshake out
 
-    def __init__(self, transport: Any, previous: Any = None) -> None:
+    def __init__(self, transport: Any, previous: Any = None, protocol: Any = None) -> None:
         self.transport = transport
         self.previous = previous  # the producer registered before us: told everything too
+        self.protocol = protocol  # autobahn's WebSocketServerProtocol (daphne's subclass)
         self.waiting_since: float | None = None
         self.waiting_bytes = 0
 
     def hold(self, text: str) -> bool:
         if self.waiting_since is not None:
             self.waiting_bytes += len(text)
-        return False
+        protocol = self.protocol
+        # Only an open socket with nothing queued by autobahn itself (its send_queue is
+        # for chopped and synchronous sends); anything else goes daphne's way.
+        if protocol is None or protocol.state != protocol.STATE_OPEN or protocol.send_queue:
+            return False
+        _write(self.transport, _frame(text))
+        return True
 
     def abort(self) -> None:
         self.transport.abortConnection()
@@ -216,6 +263,53 @@ class SocketFlow:
             if previous is None:
                 return None
             transport.unregisterProducer()
-        flow = cls(transport, previous)
+        flow = cls(transport, previous, protocol)
         transport.registerProducer(flow, True)
         return flow
+
+
+# The last frame built, for the text it was built from: the hub sends one text object to
+# every socket of a room in turn, so all but the first find their frame here. Compared by
+# identity (the entry keeps the text alive, so its id cannot be reused).
+_last_frame: tuple[str, bytes] | None = None
+
+
+def _frame(text: str) -> bytes:
+    """The WebSocket frame of a text message from a server (RFC 6455, 5.2): final, opcode 1,
+    unmasked, no extension (daphne negotiates none)."""
+    global _last_frame
+    if _last_frame is not None and _last_frame[0] is text:
+        return _last_frame[1]
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    frame = header + payload
+    _last_frame = (text, frame)
+    return frame
+
+
+def _write(transport: Any, frame: bytes) -> None:
+    """Send ``frame`` on a Twisted TCP transport now if nothing waits in its buffer, the
+    rest (or all of it) through Twisted's buffer."""
+    if (
+        getattr(transport, "TLS", True)  # through TLS (or not a TCP transport): Twisted's way
+        or not transport.connected
+        or transport.disconnecting
+        or transport._tempDataBuffer
+        or len(transport.dataBuffer) > transport.offset
+    ):
+        transport.write(frame)
+        return
+    try:
+        sent = transport.socket.send(frame)
+    except BlockingIOError:
+        sent = 0
+    except OSError:  # the connection is going away: Twisted's write finds out and cleans up
+        sent = 0
+    if sent < len(frame):
+        transport.write(frame[sent:])
