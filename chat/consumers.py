@@ -23,7 +23,7 @@ from chat.models import Room
 from chat.protocol import ChatError
 from chat.services import messages, reactions, rooms
 from chat.writer import get_writer
-from core import metrics
+from core import drain, metrics
 from core.consumers import LayerConsumer
 from core.db_thread import in_db_thread
 from core.errors import DomainError
@@ -67,7 +67,14 @@ class RoomConsumer(LayerConsumer):
         self.pending: list[tuple[int, int, str]] = []
         self.pending_presence: tuple[int, str] | None = None
         self.last_seen = time.monotonic()
+        # Before any database work: a worker that is draining sends its newcomers on (to
+        # another worker), and a burst of handshakes (a drained worker's clients) waits its
+        # turn, or tries again later (core.drain).
+        admitted = not drain.draining() and await drain.admission().admit()
         await self.accept()
+        if not admitted:
+            await self.close_with(protocol.CLOSE_SERVICE_RESTART if drain.draining() else protocol.CLOSE_TRY_AGAIN_LATER)
+            return
         self.send_guard = guard_socket(self.base_send)
 
         try:
@@ -315,7 +322,3 @@ class RoomConsumer(LayerConsumer):
         content = event.get("content")
         if isinstance(content, str):
             await self.send_frame({"type": "notice", "content": content})
-
-    async def close_with(self, code: int) -> None:
-        metrics.WS_CLOSES.labels(code=str(code)).inc()
-        await self.close(code=code)

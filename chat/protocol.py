@@ -18,8 +18,10 @@ from core.consumers import CLOSE_BANNED as CLOSE_BANNED
 from core.consumers import CLOSE_IDLE as CLOSE_IDLE
 from core.consumers import CLOSE_NO_ROOM as CLOSE_NO_ROOM
 from core.consumers import CLOSE_REAUTHENTICATE as CLOSE_REAUTHENTICATE
+from core.consumers import CLOSE_SERVICE_RESTART as CLOSE_SERVICE_RESTART
 from core.consumers import CLOSE_TOO_MANY_CONNECTIONS as CLOSE_TOO_MANY_CONNECTIONS
 from core.consumers import CLOSE_TOO_SLOW as CLOSE_TOO_SLOW
+from core.consumers import CLOSE_TRY_AGAIN_LATER as CLOSE_TRY_AGAIN_LATER
 from core.consumers import CLOSE_UNAUTHENTICATED as CLOSE_UNAUTHENTICATED
 from core.consumers import CLOSE_UNAVAILABLE as CLOSE_UNAVAILABLE
 from core.consumers import PING_TEXT as PING_TEXT

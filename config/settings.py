@@ -188,6 +188,20 @@ NOTIFICATIONS_MAX_STREAMS_PER_USER = env_int("NOTIFICATIONS_MAX_STREAMS_PER_USER
 # reconnects by itself with Last-Event-ID and misses nothing, and a stream whose tab was
 # left open for days does not hold its slot and its wake-up subscription for ever.
 NOTIFICATIONS_STREAM_IDLE_SECONDS = env_float("NOTIFICATIONS_STREAM_IDLE_SECONDS", 300.0, minimum=1.0)
+# Graceful drain on SIGTERM (core/drain.py): a worker's sockets are told to reconnect
+# (close 1012) at random moments over this many seconds, so its clients arrive at the
+# other workers spread out. 10 s: the default grace period of docker compose and
+# Kubernetes is 10 s and 30 s; deployments give the process DRAIN_SECONDS plus a few.
+# 0 closes every socket at once.
+DRAIN_SECONDS = env_float("DRAIN_SECONDS", 10.0, minimum=0.0)
+# Handshakes a worker admits per second (a token bucket with a burst as large); a
+# handshake beyond waits up to WS_ADMIT_WAIT_SECONDS for its turn, else gets 1013 (try
+# again later). A room handshake costs a worker a few milliseconds of CPU and database
+# time (authentication, membership, the backlog): 200 a second keeps a drained worker's
+# clients (10 s of them) from starving the rest of the survivor's work. 0: no limit.
+WS_ADMIT_PER_SECOND = env_float("WS_ADMIT_PER_SECOND", 200.0, minimum=0.0)
+# Below daphne's 5 s handshake time-out, so a waiting handshake is answered, not dropped.
+WS_ADMIT_WAIT_SECONDS = env_float("WS_ADMIT_WAIT_SECONDS", 3.0, minimum=0.0)
 # 20 s: below the 30-60 s idle time-outs of common proxies and load balancers
 # (nginx proxy_read_timeout defaults to 60 s), so a quiet connection is never cut.
 WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 20.0, minimum=0.2)

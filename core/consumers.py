@@ -3,11 +3,15 @@ unknown type ignored rather than fatal (docs/protocol.md, "Channels integration"
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
+
+from core import drain, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +25,18 @@ CLOSE_TOO_MANY_CONNECTIONS = 4029
 # or WS_SEND_BUFFER_BYTES); it reconnects with last_id and misses nothing.
 CLOSE_TOO_SLOW = 4008
 # The database is unreachable, so the handshake cannot be served now (HTTP's 503, like
-# 4029 is 429; RFC 6455's 1013 is refused by daphne's autobahn): reconnect with back-off.
+# 4029 is 429; kept from before 1013 could go through daphne): reconnect with back-off.
 CLOSE_UNAVAILABLE = 4503
 # The user's credentials changed (a token revoked, a log-out, a new password, the account
 # deactivated): reconnect, and the handshake decides again (4001 if nothing valid is left).
 CLOSE_REAUTHENTICATE = 4011
+
+# The worker is draining for a restart (core.drain): reconnect now, to another worker,
+# with last_id or last_seq: nothing is lost. RFC 6455's "service restart".
+CLOSE_SERVICE_RESTART = 1012
+# Too many handshakes at once on this worker (WS_ADMIT_PER_SECOND): reconnect with back-off.
+# RFC 6455's "try again later".
+CLOSE_TRY_AGAIN_LATER = 1013
 
 # The server's heartbeat and its answer, as they go on the wire (compact JSON).
 PING_TEXT = '{"type":"ping"}'
@@ -34,7 +45,22 @@ PONG_TEXT = '{"type":"pong"}'
 
 class LayerConsumer(AsyncWebsocketConsumer):
     """An ordinary Channels consumer (``__call__``, the channel, ``groups`` and handlers by
-    message type are Channels' own), with one difference in ``dispatch``."""
+    message type are Channels' own), with one difference in ``dispatch``, and a drain: when
+    the worker drains (core.drain), every open socket is closed with 1012 at its own
+    random moment within DRAIN_SECONDS, and the client reconnects to another worker."""
+
+    async def accept(self, subprotocol: str | None = None, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        await super().accept(subprotocol, headers)
+        _open_sockets.sockets.add(self)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        _open_sockets.sockets.discard(self)
+        await super().websocket_disconnect(message)
+
+    async def close_with(self, code: int) -> None:
+        """Close with ``code`` (counted by code in the metrics)."""
+        metrics.WS_CLOSES.labels(code=str(code)).inc()
+        await self.close(code=code)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Runs for every event: the client's (``websocket.*``) and the channel layer's.
@@ -52,3 +78,21 @@ class LayerConsumer(AsyncWebsocketConsumer):
             logger.warning("no handler for a message of type %r on %s; ignored", message.get("type"), type(self).__name__)
             return
         await handler(message)
+
+
+class _OpenSockets:
+    """This worker's open sockets, drained with it (core.drain)."""
+
+    def __init__(self) -> None:
+        self.sockets: weakref.WeakSet[LayerConsumer] = weakref.WeakSet()
+
+    async def drain(self, seconds: float) -> None:
+        async def close_later(socket: LayerConsumer) -> None:
+            await asyncio.sleep(drain.spread(seconds))
+            await socket.close_with(CLOSE_SERVICE_RESTART)
+
+        await asyncio.gather(*(close_later(socket) for socket in list(self.sockets)), return_exceptions=True)
+
+
+_open_sockets = _OpenSockets()
+drain.on_drain(_open_sockets)

@@ -61,7 +61,8 @@ process_name=web%(process_num)d
 autostart=true
 autorestart=true
 startsecs=2
-stopwaitsecs=10
+; SIGTERM drains a worker over DRAIN_SECONDS (10 by default, core/drain.py), then it exits
+stopwaitsecs=15
 stopasgroup=true
 killasgroup=true
 stdout_logfile=/dev/stdout

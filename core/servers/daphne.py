@@ -47,11 +47,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 import struct
 import time
 from typing import Any
 
 from django.conf import settings
+
+from core import drain
+from core.consumers import CLOSE_SERVICE_RESTART, CLOSE_TRY_AGAIN_LATER
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +98,9 @@ def install() -> None:
     original_handle_reply = server.Server.handle_reply
     original_factory_init = http_protocol.HTTPFactory.__init__
     original_ws_factory_init = ws_protocol.WebSocketFactory.__init__
+    original_listen_success = server.Server.listen_success
+    original_kill_all = server.Server.kill_all_applications
+    original_server_close = ws_protocol.WebSocketProtocol.serverClose
 
     async def handle_reply(self: Any, protocol: Any, message: dict[str, Any]) -> None:
         """Runs for every message the application sends; waits while an HTTP client is
@@ -130,9 +137,42 @@ def install() -> None:
         # closing handshake, bounded by autobahn's closeHandshakeTimeout; not a dropped socket.
         self.setProtocolOptions(failByDrop=False)
 
+    def listen_success(self: Any, port: Any) -> None:
+        self._realtime_rooms_ports = [*getattr(self, "_realtime_rooms_ports", []), port]
+        original_listen_success(self, port)
+
+    def kill_all_applications(self: Any) -> Any:
+        """Runs before the reactor stops (Twisted waits for the Deferred). On SIGTERM: stop
+        accepting, drain (core.drain), then daphne's own: cancel what is left. On SIGINT
+        (Ctrl-C in runserver) at once, as before."""
+        from twisted.internet import defer, reactor
+
+        if getattr(reactor, "_exitSignal", None) != signal.SIGTERM:
+            return original_kill_all(self)
+
+        async def drain_then_kill() -> None:
+            for port in getattr(self, "_realtime_rooms_ports", []):
+                port.stopListening()  # the kernel gives new connections to the other workers
+            await drain.drain(float(settings.DRAIN_SECONDS))
+            await original_kill_all(self).asFuture(asyncio.get_running_loop())
+
+        return defer.Deferred.fromFuture(asyncio.ensure_future(drain_then_kill()))
+
+    def server_close(self: Any, code: int | None = None) -> None:
+        # 1012 (service restart) and 1013 (try again later) are registered close codes for
+        # servers (RFC 6455, 7.4; IANA), but autobahn's sendClose takes only 1000 and
+        # 3000-4999; its sendCloseFrame, which sendClose calls after that check, takes them.
+        if code in (CLOSE_SERVICE_RESTART, CLOSE_TRY_AGAIN_LATER):
+            self.sendCloseFrame(code=code, isReply=False)
+        else:
+            original_server_close(self, code)
+
     server.Server.handle_reply = handle_reply
+    server.Server.listen_success = listen_success
+    server.Server.kill_all_applications = kill_all_applications
     http_protocol.HTTPFactory.__init__ = factory_init
     ws_protocol.WebSocketFactory.__init__ = ws_factory_init
+    ws_protocol.WebSocketProtocol.serverClose = server_close
     _colour_debug_arguments_lazily()
     server.Server._realtime_rooms_limits = True
 

@@ -186,6 +186,8 @@ class Cluster:
             "CHAT_RATE_LIMIT": "100000",
             "CHAT_RATE_WINDOW": "1",
             "CHAT_MAX_CONNECTIONS_PER_USER": "1000",
+            # A short drain (core/drain.py), so that stopping a worker stays quick.
+            "DRAIN_SECONDS": "1",
             "LOG_LEVEL": "WARNING",
             **(env or {}),
         }
