@@ -125,6 +125,13 @@ function dropped(code) {
     setComposerEnabled(false);
     return;
   }
+  if (code === 1012) {
+    // The worker is restarting and spread its goodbyes (docs/protocol.md, "Authentication
+    // and the handshake"): another worker takes us at once. Not an error to show.
+    setState("connecting", "Reconnecting…");
+    reconnectTimer = setTimeout(connect, Math.random() * 250);
+    return;
+  }
   const delay = code === 4029 ? Math.max(5000, backoff(attempt)) : backoff(attempt);
   attempt += 1;
   const seconds = Math.ceil(delay / 1000);
