@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The npm clients the tests drive (package.json: eventsource, openai, axe-core), installed
+# exactly as package-lock.json pins them, again whenever the lock changes.
+NODE_STAMP := node_modules/.installed
 PORT ?= 8000
 WORKERS ?= 2
 HOST ?= 127.0.0.1
@@ -30,8 +33,8 @@ run: $(STAMP)
 	@echo
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-## make test: install what the tests need (redis-server with apt when missing), lint (ruff, mypy, import-linter), run every test.
-test: $(STAMP) system-deps
+## make test: install what the tests need (redis-server with apt when missing, the npm clients of package.json), lint (ruff, mypy, import-linter), run every test.
+test: $(STAMP) system-deps $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
@@ -43,6 +46,11 @@ lint: $(STAMP)
 
 system-deps:
 	@bash deploy/install-system-deps.sh
+
+# After system-deps, which installs Node's npm when it is missing.
+$(NODE_STAMP): package-lock.json | system-deps
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
 
 ## make audit: pip-audit on the runtime dependencies and the installers (not part of make test:
 ## it needs the advisory service). Exit 1: known vulnerabilities; 3: the service could not be reached.
@@ -82,4 +90,4 @@ soak: $(STAMP) system-deps
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) staticfiles .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules staticfiles .mypy_cache .ruff_cache

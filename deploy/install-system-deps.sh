@@ -4,7 +4,8 @@
 # tests/pages drive through Playwright (never `playwright install`: it downloads a browser).
 # The deployment tests (tests/deploy) add PostgreSQL's server and nginx, which they start
 # on free ports of their own, and docker-compose, whose `config` validates docker-compose.yml;
-# tests/deploy/test_readme.py runs README.md's `npx --yes wscat@6`, hence Node's npm. Noto's
+# tests/deploy/test_readme.py runs README.md's `npx --yes wscat@6`, and make test installs the
+# npm clients of package.json (tests/support/node.py runs them), hence Node and npm. Noto's
 # colour emoji font draws the reaction emoji in the browser tests' screenshots.
 # Debian/Ubuntu with apt; as root, or through sudo when it is there.
 set -euo pipefail
