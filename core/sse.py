@@ -12,7 +12,10 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from core.errors import DomainError
+from core.http import parse_id
 
 T = TypeVar("T")
 
@@ -142,4 +145,45 @@ def sse_response(
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
     for name, value in (headers or {}).items():
         response[name] = value
+    return response
+
+
+# ---- where a reader resumes, and the end -----------------------------------------------------------
+class LastEventIdError(DomainError):
+    """A Last-Event-ID (or ?last_event_id=) that names no position of the stream: a 400
+    whose detail shows a valid one, rather than a replay from the start that the client
+    did not ask for (docs/protocol.md, "After the end")."""
+
+    kind = "invalid"
+
+
+def last_event_id(request: HttpRequest) -> str | None:
+    """The position a reader sent: the Last-Event-ID header (an EventSource sends it on
+    every reconnect) or ``?last_event_id=`` (a new EventSource cannot set headers); None
+    when neither is there or it is empty (an EventSource that has seen no id sends none)."""
+    return request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or None
+
+
+def parse_last_event_id(raw: str | None, *, prefix: str = "", example: str) -> int | None:
+    """``<prefix><n>`` -> n, None when there is no Last-Event-ID; anything else is a
+    LastEventIdError whose detail shows ``example``, a valid id for this stream."""
+    if raw is None:
+        return None
+    after = parse_id(raw.removeprefix(prefix)) if raw.startswith(prefix) else None
+    if after is None:
+        raise LastEventIdError(
+            "invalid_last_event_id", f"Last-Event-ID must be the id of an event of this stream, such as {example!r}"
+        )
+    return after
+
+
+def after_the_end(*, end: int | None, after: int | None) -> HttpResponse | None:
+    """204 for a reader at or past ``end``, the id of the final event of a stream that has
+    ended (None while it runs): the HTML spec's way to tell an EventSource to stop
+    reconnecting. None otherwise: the view streams what the reader missed, the end
+    included, and closes, so that the reader's next reconnect lands here."""
+    if end is None or after is None or after < end:
+        return None
+    response = HttpResponse(status=204)
+    response["Cache-Control"] = "no-cache"
     return response

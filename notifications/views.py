@@ -70,15 +70,18 @@ async def notification_stream(request: HttpRequest) -> HttpResponseBase:
     """SSE of the user's notifications: ``event: <kind>``, ``id: <notification id>``.
 
     With Last-Event-ID: every notification after it, then live ones. Without: live
-    ones only (the unread list is GET /api/notifications/)."""
+    ones only (the unread list is GET /api/notifications/). The stream never ends, so
+    no reader is ever past its end (no 204, docs/protocol.md, "After the end"); a
+    malformed Last-Event-ID is a 400."""
     user_id = signed_in_user(request).pk
+    # Checked before a connection is reserved: a refused request holds none.
+    last = sse.parse_last_event_id(sse.last_event_id(request), example="42")
     reservation = await get_connections().reserve(
         kind=connections.NOTIFICATIONS, user_id=user_id, limit=int(settings.NOTIFICATIONS_MAX_STREAMS_PER_USER)
     )
     if reservation is None:
         detail = f"at most {settings.NOTIFICATIONS_MAX_STREAMS_PER_USER} notification streams per user; close one"
         return error_response(429, "too_many_connections", detail, headers={"Retry-After": "5"})
-    last = parse_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id"))
     if last is not None:
         after = last
     else:

@@ -29,7 +29,6 @@ from core.aio import WORKER_ID, spawn
 from core.db_thread import in_db_thread
 from core.errors import DomainError
 from core.eventlog import HEARTBEAT_SECONDS, LogEvent, Produced, follow, get_log
-from core.http import parse_id
 from core.text import is_storable_text
 from streaming import limits
 from streaming.backends import Backend, BackendError, ChatTurn, get_backend
@@ -382,12 +381,12 @@ def stream_follow(*, stream_id: str, after: int) -> AsyncIterator[list[LogEvent]
     return follow(stream_id, after=after, final=FINAL_KINDS, produced=PRODUCER_LOST)
 
 
-def parse_last_event_id(value: str | None, *, stream_id: str) -> int:
-    """``<stream_id>:<n>`` -> n; anything else means from the beginning (-1)."""
-    if not value:
-        return -1
-    prefix, _, number = value.rpartition(":")
-    after = parse_id(number)
-    if prefix != stream_id or after is None:
-        return -1
-    return after
+async def stream_end(*, stream_id: str) -> int | None:
+    """The seq of a finished stream's final event (``done`` or ``error``, the last one it
+    wrote), None while it runs: a reader at or past it has seen everything
+    (docs/protocol.md, "After the end")."""
+    log = get_log()
+    meta = await log.meta(stream_id)
+    if meta is None or meta.status != "done":
+        return None
+    return await log.last_seq(stream_id)

@@ -55,12 +55,16 @@ async def assistant_stream(request: HttpRequest) -> HttpResponseBase:
 
 @api_view("GET")
 async def stream_events(request: HttpRequest, stream_id: str) -> HttpResponseBase:
-    """GET /api/streams/<id>/events with Last-Event-ID (or ?last_event_id=): resume."""
+    """GET /api/streams/<id>/events with Last-Event-ID ``<id>:<n>`` (or ?last_event_id=):
+    resume after event n; without one, from the start."""
     if not await services.stream_owner_check(stream_id=stream_id, user_id=signed_in_user(request).pk):
         return error_response(404, "not_found", "no such stream (or it expired)")
-    last = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
-    after = services.parse_last_event_id(last, stream_id=stream_id)
-    return stream_response(request, stream_id=stream_id, after=after)
+    after = sse.parse_last_event_id(sse.last_event_id(request), prefix=f"{stream_id}:", example=f"{stream_id}:3")
+    # A reader that has the final event gets 204, so an EventSource stops reconnecting
+    # (docs/protocol.md, "After the end"); one that missed it gets the rest and the end.
+    if (ended := sse.after_the_end(end=await services.stream_end(stream_id=stream_id), after=after)) is not None:
+        return ended
+    return stream_response(request, stream_id=stream_id, after=-1 if after is None else after)
 
 
 @api_view("POST")

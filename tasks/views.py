@@ -11,8 +11,8 @@ from django.http.response import HttpResponseBase
 
 from accounts.connections import credential_watch
 from core import sse
-from core.eventlog import LogEvent, follow
-from core.http import api_view, json_body, parse_id, signed_in_user
+from core.eventlog import LogEvent, follow, get_log
+from core.http import api_view, json_body, signed_in_user
 from tasks import services
 from tasks.events import task_final_event, task_log_name
 from tasks.models import Task
@@ -76,7 +76,12 @@ async def task_detail(request: HttpRequest, task_id: int) -> HttpResponseBase:
 async def task_events(request: HttpRequest, task_id: int) -> HttpResponseBase:
     """SSE: progress events numbered from 1; Last-Event-ID resumes; any worker serves it."""
     task = await _owned_task(request, task_id)
-    after = parse_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")) or 0
+    after = sse.parse_last_event_id(sse.last_event_id(request), example="3")
+    # A reader that has the final event gets 204, so an EventSource stops reconnecting
+    # (docs/protocol.md, "After the end"); one that missed it gets the rest and the end.
+    if (ended := sse.after_the_end(end=await _log_end(task.pk), after=after)) is not None:
+        return ended
+    after = after or 0
     return sse.sse_response(
         body=sse.follow(
             batches=follow(task_log_name(task.pk), after=after, final=FINAL_EVENTS, when_idle=_FinalFromRow(task.pk)),
@@ -90,21 +95,36 @@ def _render(event: LogEvent) -> str:
     return sse.encode_event(event=event.kind, data=event.data, id=str(event.seq))
 
 
+async def _log_end(task_id: int) -> int | None:
+    """The seq of the final event that ends the task's log (its last), None while the log
+    holds none: the task runs, or its final event is still to be written (_FinalFromRow)."""
+    log, name = get_log(), task_log_name(task_id)
+    last = await log.last_seq(name)
+    if last is None:
+        return None
+    events = await log.read(name, after=last - 1, wait=0)
+    return last if events and events[-1].kind in FINAL_EVENTS else None
+
+
 class _FinalFromRow:
     """Asked whenever a read of the task's log finds nothing: once the row has said for
-    FINAL_EVENT_GRACE_SECONDS that the task finished, its final event, made from the row."""
+    FINAL_EVENT_GRACE_SECONDS that the task finished, writes its final event, made from
+    the row, to the log, where the next read finds it. Written, not just sent: its id is
+    then the log's end for every later reader, whose reconnect gets 204, where a made-up
+    event would be made up again, with a new id, on every reconnect."""
 
     def __init__(self, task_id: int) -> None:
         self.task_id = task_id
         self.finished_seen: float | None = None
+        self.written = False
 
     async def __call__(self, after: int) -> list[LogEvent]:
         task = await Task.objects.aget(pk=self.task_id)
-        if task.status not in Task.FINISHED:
+        if task.status not in Task.FINISHED or self.written:
             return []
         self.finished_seen = self.finished_seen or time.monotonic()
         if time.monotonic() - self.finished_seen < FINAL_EVENT_GRACE_SECONDS:
             return []
-        if task.status == Task.Status.SUCCEEDED:
-            return [LogEvent(after + 1, "complete", {"status": task.status, "result": task.result})]
-        return [LogEvent(after + 1, "failed", {"status": task.status, "error": task.error})]
+        await task_final_event(task, after=after)
+        self.written = True
+        return []

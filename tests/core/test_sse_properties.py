@@ -14,8 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.http import MAX_ID
-from core.sse import KEEPALIVE, encode_comment, encode_event
-from streaming.services import parse_last_event_id
+from core.sse import KEEPALIVE, LastEventIdError, encode_comment, encode_event, parse_last_event_id
 
 
 @dataclass(frozen=True)
@@ -112,12 +111,18 @@ STREAM_ID = "0123456789abcdef0123456789abcdef"
 
 
 @given(st.none() | ANY_TEXT | st.from_regex(rf"{STREAM_ID}:[0-9\u00b2\u00b3\u0660-\u0669]{{0,25}}", fullmatch=True))
-def test_last_event_id_is_a_position_or_the_beginning(value: str | None) -> None:
-    after = parse_last_event_id(value, stream_id=STREAM_ID)
-    assert after == -1 or 0 <= after <= MAX_ID
+def test_last_event_id_is_a_position_none_or_a_400_that_shows_a_valid_one(value: str | None) -> None:
+    try:
+        after = parse_last_event_id(value, prefix=f"{STREAM_ID}:", example=f"{STREAM_ID}:3")
+    except LastEventIdError as error:
+        assert error.http_status == 400 and f"'{STREAM_ID}:3'" in error.detail
+    else:
+        assert (after is None) == (value is None)
+        assert after is None or 0 <= after <= MAX_ID
 
 
 @given(st.integers(min_value=0, max_value=MAX_ID))
 def test_last_event_id_reads_back_every_position(seq: int) -> None:
-    assert parse_last_event_id(f"{STREAM_ID}:{seq}", stream_id=STREAM_ID) == seq
-    assert parse_last_event_id(f"{STREAM_ID[:-1]}0:{seq}", stream_id=STREAM_ID) == -1  # another stream's id
+    assert parse_last_event_id(f"{STREAM_ID}:{seq}", prefix=f"{STREAM_ID}:", example="") == seq
+    with pytest.raises(LastEventIdError):  # another stream's id
+        parse_last_event_id(f"{STREAM_ID[:-1]}0:{seq}", prefix=f"{STREAM_ID}:", example="")
