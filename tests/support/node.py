@@ -72,7 +72,10 @@ const source = new EventSource(url, {
   },
 });
 for (const kind of kinds) {
-  source.addEventListener(kind, (e) => events.push({ type: e.type, data: JSON.parse(e.data), id: e.lastEventId }));
+  // An "error" listener also hears the EventSource's own errors, which carry no data.
+  source.addEventListener(kind, (e) => {
+    if (typeof e.data === "string") events.push({ type: e.type, data: JSON.parse(e.data), id: e.lastEventId });
+  });
 }
 source.onerror = (e) => errors.push({ message: e.message ?? null, code: e.code ?? null });
 const deadline = Date.now() + seconds * 1000;
