@@ -65,6 +65,21 @@ async def test_last_event_id_replays_what_was_missed(nina):
     assert [e["event"] for e in events] == ["task", "dm"]
 
 
+@pytest.mark.parametrize("how", ["header", "query"])
+@pytest.mark.parametrize("last", ["x", "-1", "1.5", "\u00b2", "9" * 30, "abc:3"])
+async def test_a_malformed_last_event_id_is_a_400_that_shows_a_valid_one(nina, last, how):
+    """The stream never ends (so never a 204), but a position it cannot read is not
+    silently taken as "live only"."""
+    _, client = nina
+    if how == "header":
+        refused = await client.get("/api/notifications/stream", headers={"Last-Event-ID": last})
+    else:
+        refused = await client.get("/api/notifications/stream", {"last_event_id": last})
+    assert refused.status_code == 400, f"{last!r} was taken as a position"
+    error = refused.json()["error"]
+    assert error["code"] == "invalid_last_event_id" and "'42'" in error["detail"], error
+
+
 async def test_unread_list_and_mark_read(nina):
     user, client = nina
     one = await notify(user, "task", task_id=1)

@@ -92,6 +92,58 @@ async def test_resume_with_last_event_id_gives_exactly_the_rest(token):
     assert parse_events(await read_all(from_start))[0]["event"] == "start"
 
 
+# Last-Event-IDs that name no position of the stream: ``{id}`` is its id.
+MALFORMED_STREAM_IDS = ["garbage", "3", "{id}", "{id}:", "{id}:-1", "{id}:x", "{id}:3:4", "{id}:\u00b2", "{id}: 3", "other:3"]
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+@pytest.mark.parametrize("how", ["header", "query"])
+@pytest.mark.parametrize("last", MALFORMED_STREAM_IDS)
+async def test_a_malformed_last_event_id_is_a_400_that_shows_a_valid_one(token, last, how):
+    client = client_for(token)
+    response = await start(client, message="one two three")
+    stream_id = response["X-Stream-Id"]
+    await read_all(response)
+    value = last.format(id=stream_id)
+    url = f"/api/streams/{stream_id}/events"
+    if how == "header":
+        refused = await client.get(url, headers={"Last-Event-ID": value})
+    else:
+        refused = await client.get(url, {"last_event_id": value})
+    assert refused.status_code == 400, f"{value!r} was taken as a position"
+    error = refused.json()["error"]
+    assert error["code"] == "invalid_last_event_id" and f"'{stream_id}:3'" in error["detail"], error
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_a_reader_at_or_past_the_end_of_a_finished_stream_gets_204(token):
+    """Events 0 (start) to 4 (done): a reader that has done (or claims more) is told to
+    stop (no keepalives from a stream that will never say anything again); one that
+    missed done gets it and the response closes."""
+    client = client_for(token)
+    response = await start(client, message="one two three")
+    stream_id = response["X-Stream-Id"]
+    assert parse_events(await read_all(response))[-1]["id"] == f"{stream_id}:4"
+    for seen in (4, 5, 10**6):
+        ended = await client.get(f"/api/streams/{stream_id}/events", headers={"Last-Event-ID": f"{stream_id}:{seen}"})
+        assert ended.status_code == 204 and ended["Cache-Control"] == "no-cache"
+        assert not ended.streaming and ended.content == b""
+    missed = await client.get(f"/api/streams/{stream_id}/events", headers={"Last-Event-ID": f"{stream_id}:3"})
+    assert [e["event"] for e in parse_events(await read_all(missed, timeout=3))] == ["done"]
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=50)
+async def test_a_running_stream_is_never_204(token):
+    client = client_for(token)
+    response = await start(client, message="word", max_tokens=20)
+    stream_id = response["X-Stream-Id"]
+    ahead = await client.get(f"/api/streams/{stream_id}/events", headers={"Last-Event-ID": f"{stream_id}:1"})
+    assert ahead.status_code == 200
+    events = parse_events(await read_all(ahead))
+    assert events[0]["id"] == f"{stream_id}:2" and events[-1]["event"] == "done"
+    await read_all(response)
+
+
 @override_settings(LLM_TOKEN_DELAY_MS=50)
 async def test_cancel_stops_the_stream_and_stores_the_partial_reply(token):
     client = client_for(token)

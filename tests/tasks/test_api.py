@@ -55,6 +55,54 @@ async def test_last_event_id_resumes_after_that_event(client):
     assert resumed == everything[2:]
 
 
+@pytest.mark.parametrize("how", ["header", "query"])
+@pytest.mark.parametrize("last", ["x", "-1", "1.5", "0x3", "\u00b2", "3 4", "9" * 30, "abc:3"])
+async def test_a_malformed_last_event_id_is_a_400_that_shows_a_valid_one(client, last, how):
+    task_id = (await create(client, kind="countdown", steps=1, interval_ms=1)).json()["id"]
+    url = f"/api/tasks/{task_id}/events"
+    if how == "header":
+        refused = await client.get(url, headers={"Last-Event-ID": last})
+    else:
+        refused = await client.get(url, {"last_event_id": last})
+    assert refused.status_code == 400, f"{last!r} was taken as a position"
+    error = refused.json()["error"]
+    assert error["code"] == "invalid_last_event_id" and "'3'" in error["detail"], error
+
+
+async def test_a_reader_at_or_past_the_end_of_a_finished_task_gets_204(client):
+    """A reader that has the final event is told to stop (an EventSource would otherwise
+    reconnect forever); one that missed it gets the rest, the end, and the response closes."""
+    task_id = (await create(client, kind="countdown", steps=3, interval_ms=1)).json()["id"]
+    events = parse_events(await read_all(await client.get(f"/api/tasks/{task_id}/events")))
+    end = int(events[-1]["id"])
+    assert events[-1]["event"] == "complete"
+    for seen in (end, end + 1, 10**9):
+        ended = await client.get(f"/api/tasks/{task_id}/events", headers={"Last-Event-ID": str(seen)})
+        assert ended.status_code == 204 and not ended.streaming
+    missed = parse_events(
+        await read_all(await client.get(f"/api/tasks/{task_id}/events", headers={"Last-Event-ID": str(end - 2)}))
+    )
+    assert [int(e["id"]) for e in missed] == [end - 1, end] and missed[-1] == events[-1]
+
+
+async def test_the_final_event_made_from_the_row_is_written_once(client):
+    """A finished task whose log lost its events (it expired): the final event made from
+    the row goes into the log, so a reconnect with its id gets 204, not another one with
+    a new id."""
+    owner = await User.objects.aget(username="tess")
+    task = await Task.objects.acreate(
+        owner=owner, kind="countdown", status=Task.Status.SUCCEEDED, progress=100, result={"steps": 2}
+    )
+    events = parse_events(await read_all(await client.get(f"/api/tasks/{task.pk}/events", headers={"Last-Event-ID": "7"})))
+    assert [(e["event"], e["id"], e["data"]) for e in events] == [
+        ("complete", "8", {"status": "succeeded", "result": {"steps": 2}})
+    ]
+    again = await client.get(f"/api/tasks/{task.pk}/events", headers={"Last-Event-ID": "8"})
+    assert again.status_code == 204
+    from_start = parse_events(await read_all(await client.get(f"/api/tasks/{task.pk}/events")))
+    assert [e["id"] for e in from_start] == ["8"], "the same final event, not a new one"
+
+
 async def test_delete_cancels_a_running_task_within_a_second(client):
     task_id = (await create(client, kind="countdown", steps=1000, interval_ms=20)).json()["id"]
     stream = await client.get(f"/api/tasks/{task_id}/events")
