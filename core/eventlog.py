@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from core.redis_clients import async_redis
 from core.sse import compact_json
 
@@ -148,7 +150,21 @@ class RedisLog:
             pipe.hset(_meta_key(name), "status", "done")
         pipe.expire(_log_key(name), LOG_TTL_SECONDS)
         pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except redis.ResponseError as error:
+            # redis-py sends a pipeline again when the connection drops before the replies
+            # (a Redis restart): an XADD that went through the first time is then refused as
+            # not above the top entry. The entry is there, and the commands after it ran
+            # (a pipeline without a transaction runs every command): nothing is missing.
+            if not events or "equal or smaller" not in str(error) or not await self._is_newest(name, events[-1].seq):
+                raise
+
+    async def _is_newest(self, name: str, seq: int) -> bool:
+        """Whether the log's newest entry is the one named after ``seq`` (an append of
+        this writer that went through)."""
+        newest: Any = await async_redis(name).xrevrange(_log_key(name), count=1)
+        return bool(newest) and newest[0][0] == _entry_id(seq)
 
     async def read(self, name: str, *, after: int, wait: float, limit: int = 1000) -> list[LogEvent]:
         """Events with seq > after, waiting up to ``wait`` seconds for the first."""

@@ -44,6 +44,19 @@ async def test_events_read_from_any_position_and_wait_for_more(log):
     assert meta is not None and meta.owner_id == 7 and meta.status == "done" and meta.extra["conversation"] == "c"
 
 
+async def test_an_append_sent_again_after_it_went_through_is_not_an_error(log):
+    # What redis-py does when the connection drops between a pipeline and its replies.
+    name = f"t-{time.time_ns()}"
+    await log.create(name, owner_id=7, producer="w1", extra={})
+    events = [LogEvent(0, "start", {}), LogEvent(1, "token", {"index": 0, "token": "hi "})]
+    await log.append(name, events)
+    await log.append(name, events, final=True)
+    assert [e.seq for e in await log.read(name, after=-1, wait=0)] == [0, 1], "stored once"
+    assert (await log.meta(name)).status == "done", "the commands after the XADD ran"
+    with pytest.raises(Exception, match="equal or smaller"):  # one older than the newest is still an error
+        await log.append(name, [LogEvent(0, "start", {})])
+
+
 async def test_cancel_and_reader_marks_reach_the_producer_heartbeat(log):
     name = f"t-{time.time_ns()}"
     await log.create(name, owner_id=1, producer="w1", extra={})
