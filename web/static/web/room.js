@@ -126,8 +126,8 @@ function dropped(code) {
     return;
   }
   if (code === 1012) {
-    // The worker is restarting and spread its goodbyes (docs/protocol.md, "Authentication
-    // and the handshake"): another worker takes us at once. Not an error to show.
+    // The worker is restarting and spread its goodbyes: another worker takes us at once,
+    // not an error to show (docs/protocol.md, "Authentication and the handshake").
     setState("connecting", "Reconnecting…");
     reconnectTimer = setTimeout(connect, Math.random() * 250);
     return;
