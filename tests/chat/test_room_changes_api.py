@@ -12,7 +12,6 @@ from django.utils import timezone
 from chat.models import Message, ReadMarker, Room, RoomChange
 from chat.services.moderation import message_remove, mute_create
 from chat.services.rooms import dm_open
-from core import broker
 from tests.support.factories import make_messages, make_room, make_token, make_user
 
 pytestmark = pytest.mark.django_db
@@ -37,14 +36,6 @@ def world():
     room, author, other, staff = make_room(), make_user("author"), make_user("other"), make_user("mod", staff=True)
     [message] = make_messages(room, author, 1)
     return room, message, client(author), client(other), client(staff)
-
-
-@pytest.fixture
-def published(monkeypatch):
-    sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(broker, "publish", lambda topic, data: sent.append((topic, data)))
-    monkeypatch.setattr(broker, "publish_many", sent.extend)
-    return sent
 
 
 def test_patch_edits_and_answers_the_message(world):

@@ -8,40 +8,16 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from chat.models import Message, MessageEdit, ReadMarker, Room, RoomChange
-from chat.protocol import ChatError
+from chat.models import Message, MessageEdit, ReadMarker, Room
 from chat.services.messages import message_create, message_delete, message_edit
 from chat.services.moderation import ban_create, message_remove, message_restore, mute_create, room_lock
 from chat.services.reactions import reaction_set
 from chat.services.rooms import read_marker_move
-from core import broker
+from tests.support.chat_changes import change_log, refused, room_events
 from tests.support.factories import make_messages, make_room, make_user
 
 pytestmark = pytest.mark.django_db
 THUMBS, HEART = "\U0001f44d", "\u2764\ufe0f"
-
-
-@pytest.fixture
-def published(monkeypatch):
-    sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(broker, "publish", lambda topic, data: sent.append((topic, data)))
-    monkeypatch.setattr(broker, "publish_many", sent.extend)
-    return sent
-
-
-def room_events(published, room):
-    return [data for topic, data in published if topic == f"room.{room.slug}"]
-
-
-def log(room):
-    return list(RoomChange.objects.filter(room=room).values_list("seq", "message_id", "kind"))
-
-
-def refused(code, function, **kwargs):
-    with pytest.raises(ChatError) as raised:
-        function(**kwargs)
-    assert raised.value.code == code, raised.value
-    return raised.value
 
 
 # ---- edits --------------------------------------------------------------------------------------
@@ -58,7 +34,7 @@ def test_an_edit_keeps_the_old_text_takes_the_next_seq_and_is_published_after_co
     row = Message.objects.get(pk=message.pk)
     assert row.content == "better" and row.edited_at is not None
     assert list(MessageEdit.objects.values_list("message_id", "content_before", "edited_by")) == [(message.pk, "m0", author.pk)]
-    assert log(room) == [(1, message.pk, "created"), (2, message.pk, "edited")]
+    assert change_log(room) == [(1, message.pk, "created"), (2, message.pk, "edited")]
     [data] = room_events(published, room)
     assert data.startswith("c 2 0\n") and '"type":"message_edited"' in data and '"content":"better"' in data
     assert message_edit(room=room, user=author, message_id=message.pk, content="better") is False, "the same text: no change"
@@ -126,7 +102,7 @@ def test_authors_and_staff_delete_others_do_not_and_a_locked_room_stops_authors_
     room_lock(room=room, locked=False, locked_by=staff)
     message_delete(room=room, user=author, message_id=second.pk)
     refused("not_found", message_delete, room=room, user=author, message_id=second.pk)
-    assert [kind for _, _, kind in log(room)] == ["created", "created", "removed", "removed"]
+    assert [kind for _, _, kind in change_log(room)] == ["created", "created", "removed", "removed"]
 
 
 def test_restoration_publishes_the_whole_message_at_the_next_seq(django_capture_on_commit_callbacks, published):

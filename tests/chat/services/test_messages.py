@@ -9,19 +9,9 @@ from chat.models import Message, ModerationAction, Room, RoomChange
 from chat.protocol import ChatError
 from chat.services.messages import message_create, room_notice
 from chat.services.moderation import mute_create
-from core import broker
 from tests.support.factories import make_room, make_user
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def published(monkeypatch):
-    """Everything the services publish, as (topic, data) pairs."""
-    sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(broker, "publish", lambda topic, data: sent.append((topic, data)))
-    monkeypatch.setattr(broker, "publish_many", sent.extend)
-    return sent
 
 
 def test_message_create_stores_then_publishes_after_commit(django_capture_on_commit_callbacks, published):

@@ -31,20 +31,10 @@ from chat.services.moderation import (
     room_make_public,
 )
 from chat.services.rooms import dm_open, room_create
-from core import broker
 from notifications.models import Notification
 from tests.support.factories import make_messages, make_room, make_user
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def published(monkeypatch):
-    """Everything published, as (topic, data) pairs (notifications included)."""
-    sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(broker, "publish", lambda topic, data: sent.append((topic, data)))
-    monkeypatch.setattr(broker, "publish_many", sent.extend)
-    return sent
 
 
 @pytest.fixture

@@ -7,38 +7,15 @@ import pytest
 from django.test import override_settings
 
 from chat import selectors
-from chat.models import Reaction, Room, RoomChange
+from chat.models import Reaction, Room
 from chat.protocol import ChatError
 from chat.services.moderation import ban_create, message_remove, mute_create, room_lock
 from chat.services.reactions import ReactionDraft, reaction_set, reaction_set_batch
-from core import broker
+from tests.support.chat_changes import change_log, refused, room_events
 from tests.support.factories import make_messages, make_room, make_user
 
 pytestmark = pytest.mark.django_db
 THUMBS, HEART, PARTY = "\U0001f44d", "\u2764\ufe0f", "\U0001f389"
-
-
-@pytest.fixture
-def published(monkeypatch):
-    sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(broker, "publish", lambda topic, data: sent.append((topic, data)))
-    monkeypatch.setattr(broker, "publish_many", sent.extend)
-    return sent
-
-
-def room_events(published, room):
-    return [data for topic, data in published if topic == f"room.{room.slug}"]
-
-
-def log(room):
-    return list(RoomChange.objects.filter(room=room).values_list("seq", "message_id", "kind"))
-
-
-def refused(code, function, **kwargs):
-    with pytest.raises(ChatError) as raised:
-        function(**kwargs)
-    assert raised.value.code == code, raised.value
-    return raised.value
 
 
 def draft(room, user, message, emoji, on=True):
@@ -69,7 +46,7 @@ def test_reactions_publish_the_whole_set_and_only_real_changes_take_a_seq(django
         }
         assert reaction_set(room=room, user=bob, message_id=message.pk, emoji=HEART, on=False) == {THUMBS: ["alice"]}
         assert reaction_set(room=room, user=bob, message_id=message.pk, emoji=HEART, on=False) == {THUMBS: ["alice"]}
-    assert [kind for _, _, kind in log(room)] == ["created", "reactions", "reactions", "reactions"]
+    assert [kind for _, _, kind in change_log(room)] == ["created", "reactions", "reactions", "reactions"]
     last = room_events(published, room)[-1]
     assert last.startswith("c 4 0\n") and f'"reactions":{{"{THUMBS}":["alice"]}}' in last
 
@@ -117,7 +94,7 @@ def test_a_batch_plays_its_reacts_in_order_one_seq_each_and_every_set_is_the_one
     ]
     final = selectors.reactions_of(message_ids=[first.pk, second.pk])
     assert final == {first.pk: results[-1], second.pk: results[5]}, "the last frame of each message is the database's set"
-    assert log(room)[2:] == [(seq, first.pk if seq != 8 else second.pk, "reactions") for seq in range(3, 10)]
+    assert change_log(room)[2:] == [(seq, first.pk if seq != 8 else second.pk, "reactions") for seq in range(3, 10)]
     assert Room.objects.get(pk=room.pk).seq == 9
     for callback in callbacks:
         callback()
