@@ -25,6 +25,7 @@ from django.utils import timezone
 from accounts.connections import get_connections
 from accounts.credentials import Credential, credential_valid
 from chat.selectors import user_is_banned_site_wide
+from core import drain
 from core.aio import WORKER_ID, spawn
 from core.db_thread import in_db_thread
 from core.errors import DomainError
@@ -46,6 +47,27 @@ MAX_TOKENS_LIMIT = 100_000
 SLOT_REFRESH_SECONDS = 3.0
 # Generations keep a reference here so the event loop does not collect them mid-run.
 _running: set[asyncio.Task[None]] = set()
+
+
+class _Generations:
+    """This worker's running generations, drained with it (core.drain): each may finish
+    within the drain; one that does not ends as ``producer_lost`` with its reply so far
+    stored (Producer.run's shutdown path) before the worker exits, so that its readers on
+    other workers learn it at once rather than when its heartbeat goes stale."""
+
+    async def drain(self, seconds: float) -> None:
+        running = list(_running)
+        if not running:
+            return
+        _, unfinished = await asyncio.wait(running, timeout=max(0.0, seconds - 0.5))
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished, timeout=0.5)
+
+
+_generations = _Generations()
+drain.on_drain(_generations)
 
 
 class StreamRefusedError(DomainError):
@@ -149,7 +171,11 @@ async def generation_start(
 
     Raises StreamRefusedError: ``banned`` (forbidden) for a user banned site-wide (generating
     is acting, docs/protocol.md, "Authentication and the handshake"), ``budget_exceeded`` or
-    ``busy`` (rate_limited), ``not_found`` for someone else's conversation."""
+    ``busy`` (rate_limited), ``not_found`` for someone else's conversation, ``unavailable`` while
+    this worker drains for a restart (core.drain)."""
+    if drain.draining():
+        detail = "this worker is restarting; ask again and another one will answer"
+        raise StreamRefusedError("unavailable", detail, kind="unavailable", retry_after=RETRY_AFTER_SECONDS)
     if await in_db_thread(user_is_banned_site_wide, user_id=user_id):
         raise StreamRefusedError("banned", "you are banned site-wide", kind="forbidden")
     if await limits.budget_exceeded(user_id=user_id):
