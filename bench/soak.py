@@ -206,6 +206,8 @@ class Soak:
         self.sse = Counter[str]()
         self.tasks = Counter[str]()
         self.faults: list[dict[str, Any]] = []
+        self.close_codes = Counter[str]()  # close codes of the connections the server ended
+        self.reconnected_ns = array.array("q")  # when each reconnect completed (handshake rates)
         self.fault_error_marks: list[Counter[str]] = []  # the error counts as each fault began
         self.errors_at_end: Counter[str] = Counter()
         self.pad = "x" * max(0, a.content_len - 40)
@@ -311,12 +313,16 @@ class Soak:
         return {"connect_s": round(mono() - t0, 1), "failed_dials": self.failed_dials}
 
     def unexpected_close(self, conn: Conn) -> None:
-        """The server (or the network) closed a live connection: count it, then resume on the other worker."""
-        self.error(f"closed by server {conn.close_code}" if conn.close_code else "dropped without close frame")
+        """The server (or the network) closed a live connection: count it, then resume on the other worker.
+        A 1012 is a worker draining for a restart (docs/protocol.md): not an error, and the client goes at once."""
+        self.close_codes[str(conn.close_code or "none")] += 1
+        draining = conn.close_code == 1012
+        if not draining:
+            self.error(f"closed by server {conn.close_code}" if conn.close_code else "dropped without close frame")
         m = conn.m
         if m.busy or self.closing_all:
             return
-        self.spawn_reconnect(m, random.uniform(0.2, 1.0), "unexpected")
+        self.spawn_reconnect(m, 0.0 if draining else random.uniform(0.2, 1.0), "drain" if draining else "unexpected")
 
     def spawn_reconnect(self, m: Member, delay: float, why: str) -> None:
         m.busy = True
@@ -330,8 +336,12 @@ class Soak:
             deadline = mono() + 120
             while mono() < deadline:
                 await asyncio.sleep(delay)
-                m.port_i = (m.port_i + 1) % len(self.t.ports)  # the other worker
+                if why == "drain":  # as a shared port or a load balancer would: any worker but the draining one
+                    m.port_i = random.choice([i for i in range(len(self.t.ports)) if i != m.port_i])
+                else:
+                    m.port_i = (m.port_i + 1) % len(self.t.ports)  # the other worker
                 if await self.dial(m):
+                    self.reconnected_ns.append(mono_ns())
                     m.reconnects += 1
                     self.reconnects[why] += 1
                     self.reconnect_ms.setdefault(why, array.array("q")).append((mono_ns() - t0 - int(delay * 1e9)) // 1_000_000)
@@ -611,7 +621,7 @@ class Soak:
 
     # ---- faults ---------------------------------------------------------------------------------
     async def fault_loop(self, start_s: float, end_s: float) -> None:
-        kinds = ["kill_web", "kill_taskworker", "stall_redis", "restart_redis"]
+        kinds = ["rolling_restart"] if self.a.rolling_restart else ["kill_web", "kill_taskworker", "stall_redis", "restart_redis"]
         gap = (end_s - start_s) / (len(kinds) + 1)
         t0 = mono()
         for i, kind in enumerate(kinds):
@@ -648,6 +658,39 @@ class Soak:
             "not_recovered_after_s": cap,
             "live_clients": sum(m.live() for m in self.members),
             "chat_acked_since": self.ack_sent_ns > t_done,
+        }
+
+    async def rolling_restart(self) -> dict[str, Any]:
+        """SIGTERM each web worker in turn, as an orchestrator's rolling restart does: it drains (its clients
+        get 1012 spread over DRAIN_SECONDS and move to the others), exits, and is started again before the next."""
+        t_fault = mono_ns()
+        codes_before = Counter(self.close_codes)
+        mark = len(self.reconnected_ns)
+        exits, moved = [], []
+        for i, old in enumerate(list(self.t.procs)):
+            moved.append(sum(1 for m in self.members if m.live() and m.port_i == i))
+            t0 = mono_ns()
+            old.terminate()
+            await asyncio.to_thread(old.wait, 60)
+            exits.append(round((mono_ns() - t0) / 1e9, 2))
+            new = self.procs.start(f"ours-w{i}-rolled", self.t.argv_for_port(self.t.ports[i]), self.t.env)
+            await asyncio.to_thread(wait_listening, self.procs, new, self.t.ports[i], "restarted web worker", 30)
+            self.t.procs[i] = new
+            await asyncio.sleep(2.0)
+        t_done = mono_ns()
+        r = await self.recovered("rolling_restart", t_fault, t_done)
+        done = sorted(self.reconnected_ns[mark:])
+        per_second = Counter((t - t_fault) // 1_000_000_000 for t in done)
+        waits = sorted(self.reconnect_ms.get("drain", array.array("q")))
+        return {
+            **r,
+            "workers_exit_s": exits,
+            "clients_on_each_worker": moved,
+            "close_codes": dict(self.close_codes - codes_before),
+            "reconnects": len(done),
+            "reconnect_p50_ms": pctl_ms([w * 1_000_000 for w in waits], 0.50) if waits else None,
+            "reconnect_p99_ms": pctl_ms([w * 1_000_000 for w in waits], 0.99) if waits else None,
+            "peak_handshakes_per_s": max(per_second.values()) if per_second else 0,
         }
 
     async def kill_web(self) -> dict[str, Any]:
@@ -720,7 +763,7 @@ class Soak:
             *(asyncio.ensure_future(self.sse_loop(i)) for i in range(a.sse_concurrency)),
             *(asyncio.ensure_future(self.task_loop(i)) for i in range(a.task_concurrency)),
         ]
-        if a.faults:
+        if a.faults or a.rolling_restart:
             loops.append(asyncio.ensure_future(self.fault_loop(a.warmup, a.duration - 20)))
         warm_marked = False
         next_progress = t_start + 30
@@ -1221,6 +1264,11 @@ def main() -> int:
     )
     ap.add_argument("--stall-s", type=float, default=5.0, help="seconds Redis is stopped (SIGSTOP) with --faults")
     ap.add_argument(
+        "--rolling-restart",
+        action="store_true",
+        help="instead of --faults: SIGTERM and restart each web worker in turn (its drain, docs/reliability.md); time it",
+    )
+    ap.add_argument(
         "--after-close-wait", type=float, default=5.0, help="seconds after closing every client before the last RSS sample"
     )
     ap.add_argument("--seed", type=int, default=1)
@@ -1233,8 +1281,8 @@ def main() -> int:
         a.duration > 0 and a.workers >= 1 and a.rooms >= 1 and a.clients >= a.rooms and a.users >= 1 and 0 <= a.rest_share <= 1
     ):
         ap.error("need duration > 0, workers >= 1, clients >= rooms >= 1, users >= 1, 0 <= rest-share <= 1")
-    if a.faults and (a.workers < 2 or a.duration < 120):
-        ap.error("--faults needs at least 2 workers (clients move to the other one) and --duration >= 120")
+    if (a.faults or a.rolling_restart) and (a.workers < 2 or a.duration < 120):
+        ap.error("--faults and --rolling-restart need at least 2 workers (clients move to the others) and --duration >= 120")
     if shutil.which("redis-server") is None:
         ap.error("redis-server is not installed (make soak installs it with apt)")
     random.seed(a.seed)
