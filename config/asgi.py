@@ -28,9 +28,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from accounts.middleware import WebSocketAuthMiddleware  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_application,
-        "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
-    }
-)
+routes = {
+    "http": http_application,
+    "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
+}
+# The drain on SIGTERM, where the server has a lifespan (uvicorn; daphne's is patched in).
+lifespan = servers.lifespan(SERVER)
+if lifespan is not None:
+    routes["lifespan"] = lifespan
+application = ProtocolTypeRouter(routes)

@@ -12,6 +12,8 @@ server gets a guard here, for HTTP responses and for WebSocket sends:
   servers: a send time-out around the application).
 - ``guard_socket(send)``: a ``SocketGuard`` for one WebSocket, or None if the server
   needs none (Channels' test communicator).
+- ``lifespan(server)``: the ASGI lifespan application, where the server has one (the drain
+  on SIGTERM, core.drain).
 
 ``SERVER`` says which server this process runs under; config.asgi asks once.
 """
@@ -76,6 +78,17 @@ def guard_http(application: Any, server: Server) -> Any:
 
     _socket_guard = asyncio_server.Outbox.attach
     return asyncio_server.SendTimeoutMiddleware(application)
+
+
+def lifespan(server: Server) -> Any | None:
+    """The ASGI lifespan application for this server, or None. daphne has no lifespan (its
+    drain is patched into its shutdown, core.servers.daphne); an asyncio server gets one
+    whose start-up makes SIGTERM drain the worker first (core.servers.asyncio_server)."""
+    if server == "daphne":
+        return None
+    from core.servers import asyncio_server
+
+    return asyncio_server.lifespan
 
 
 def guard_socket(send: Any) -> SocketGuard | None:

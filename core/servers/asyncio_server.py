@@ -16,14 +16,62 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import signal
+import threading
 import time
+from types import FrameType
 from typing import Any
 
 from django.conf import settings
 
+from core import drain
 from core.aio import spawn
 
 logger = logging.getLogger(__name__)
+
+
+async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ASGI lifespan of the worker: at start-up, SIGTERM is made to drain it first."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            _drain_on_sigterm()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _drain_on_sigterm() -> None:
+    """uvicorn, told to stop, closes every socket at once (1012) and exits; so SIGTERM now
+    drains the worker first (core.drain: the sockets' goodbyes spread over DRAIN_SECONDS,
+    generations finished or handed over), then hands the signal to uvicorn's own handler,
+    which closes what is left and exits. A second SIGTERM goes to uvicorn at once. Runs
+    after uvicorn installed its handlers (lifespan start-up happens inside them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):  # the server handles no signals: nothing to put first
+        return
+    loop = asyncio.get_running_loop()
+    asked = False
+
+    def on_sigterm(number: int, frame: FrameType | None) -> None:
+        nonlocal asked
+        if asked:
+            previous(number, frame)
+            return
+        asked = True
+
+        async def drain_then_stop() -> None:
+            try:
+                await drain.drain(float(settings.DRAIN_SECONDS))
+            finally:
+                previous(number, frame)
+
+        loop.call_soon_threadsafe(spawn, drain_then_stop())
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 class ClientStalledError(Exception):

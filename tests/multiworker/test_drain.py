@@ -152,3 +152,44 @@ def test_a_rolling_restart_loses_nothing_and_spreads_the_reconnects(draining_clu
         f"\nrolling restart: exits {[round(e, 2) for e in exits]} s; reconnect p50 {statistics.median(waits):.3f} s,"
         f" p99 {waits[int(0.99 * (len(waits) - 1))]:.3f} s over {len(waits)} reconnects"
     )
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "daphne"])
+def test_sigterm_spreads_the_goodbyes_and_exits_after_the_drain(redis_server: RedisServer, server: str) -> None:
+    """One worker under each server: every socket closed with 1012, the closes spread over
+    the drain, and the process gone soon after it."""
+    seconds = 2.0
+    cluster = Cluster(redis_server, workers=1, server=server, env={"DRAIN_SECONDS": str(seconds)})
+    try:
+        token = cluster.mint_tokens("drain-one")["drain-one"]
+        slug = new_room(cluster, token)
+
+        async def scenario() -> tuple[list[tuple[int | None, float]], float]:
+            closes: list[tuple[int | None, float]] = []
+            started = asyncio.Event()
+
+            async def member() -> None:
+                async with room_client(cluster.ws(0, f"/ws/rooms/{slug}/"), token) as client:
+                    await client.sync()
+                    await started.wait()
+                    code = await client.close_code(timeout=seconds + 10)
+                    closes.append((code, time.monotonic()))
+
+            members = [asyncio.create_task(member()) for _ in range(15)]
+            await asyncio.sleep(1.5)  # all synced
+            process = cluster.processes[0]
+            assert process is not None
+            signalled = time.monotonic()
+            process.terminate()
+            started.set()
+            await asyncio.wait_for(asyncio.gather(*members), seconds + 15)
+            await asyncio.wait_for(asyncio.to_thread(process.wait), seconds + 10)
+            return closes, signalled
+
+        closes, signalled = asyncio.run(scenario())
+        assert [code for code, _ in closes] == [1012] * 15
+        moments = sorted(when - signalled for _, when in closes)
+        assert moments[-1] - moments[0] >= 0.4 * seconds, f"the goodbyes came all at once: {moments}"
+        assert moments[-1] <= seconds + 2
+    finally:
+        cluster.stop()
