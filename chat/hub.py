@@ -8,8 +8,10 @@ chat.services.changes): 1, 2, 3 … with no holes, in commit order. Per room the
 ``last_seq``, the newest change delivered to its sockets:
 
 - an event whose seq is not above ``last_seq`` is a duplicate and is dropped;
-- an event whose seq is above ``last_seq + 1`` reveals a gap (a lost publish, a Redis
-  restart, a full buffer), and the hub backfills the changes in between from the
+- an event whose seq is above ``last_seq + 1`` reveals a gap: most often only two
+  workers' publishes overtaking each other (each publishes after its own commit), so the
+  event is held for up to GAP_WAIT_SECONDS while the ones before it arrive; a gap still
+  open then (a lost publish, a Redis restart, a full buffer) is backfilled from the
   database (chat.selectors.change_replay, which ``last_seq`` resumes use too);
 - once a second the hub compares ``last_seq`` with the room's seq in the database,
   which repairs a lost *last* change that no later broadcast would reveal (the check
@@ -68,6 +70,17 @@ class RoomConnection(Protocol):
     async def close_with(self, code: int) -> None: ...
 
 
+# How long a change that arrived ahead of a gap waits for the ones before it. Two workers
+# publish their commits independently, so on a busy room one's publish often overtakes the
+# other's by a millisecond or two; reading the gap from the database instead cost 14 % of a
+# worker's CPU at 340 messages a second (docs/performance.md, "Room changes"). 50 ms: far
+# above that reordering, and what a truly lost publish costs on top of the database read.
+GAP_WAIT_SECONDS = 0.05
+# Held changes per room at most (the backlog limit of a resume): beyond, they are dropped
+# and read from the database with the rest.
+MAX_HELD = 1000
+
+
 @dataclass(eq=False)
 class RoomFeed:
     room_id: int
@@ -80,6 +93,10 @@ class RoomFeed:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The room's seq in the database at the last check, while we were behind it.
     suspected_upto: int = 0
+    # Changes that arrived ahead of a gap, by seq, while the ones before them may still be
+    # on their way (GAP_WAIT_SECONDS); and the timer that backfills the gap if not.
+    held: dict[int, wire.Change] = field(default_factory=dict)
+    gap_timer: asyncio.TimerHandle | None = None
 
 
 class Hub:
@@ -167,6 +184,8 @@ class Hub:
         metrics.WS_CONNECTIONS.dec()
         feed.connections.discard(connection)
         if not feed.connections:
+            if feed.gap_timer is not None:
+                feed.gap_timer.cancel()
             del self.feeds[connection.room_id]
             self.feeds_by_group.pop(wire.room_group(feed.room_slug), None)
             await self.layer.unlisten(wire.room_group(feed.room_slug))
@@ -221,10 +240,15 @@ class Hub:
                 if event.seq <= feed.last_seq:
                     return
                 if event.seq > feed.last_seq + 1:
-                    await self._backfill(feed, upto=event.seq)
+                    if len(feed.held) >= MAX_HELD:  # the database is down for long: it has them all
+                        feed.held.clear()
+                    feed.held[event.seq] = event
+                    if feed.gap_timer is None:
+                        feed.gap_timer = self.loop.call_later(GAP_WAIT_SECONDS, self._gap_waited, feed)
                     return
                 feed.last_seq = event.seq
                 await self._send_change(feed, event.seq, event.new_id, event.text)
+                await self._send_held(feed)
         elif isinstance(event, wire.RoomFrame):
             for connection in list(feed.connections):
                 if connection.syncing:
@@ -273,6 +297,36 @@ class Hub:
         except Exception:  # a socket that went away mid-send must not stop the others
             logger.debug("send to %s failed", connection.connection_key, exc_info=True)
 
+    async def _send_held(self, feed: RoomFeed) -> None:
+        """Deliver the held changes that follow on from ``last_seq`` (caller holds feed.lock);
+        drop those at or below it; stop the gap timer once nothing is held."""
+        while feed.held:
+            for seq in [seq for seq in feed.held if seq <= feed.last_seq]:
+                del feed.held[seq]
+            event = feed.held.pop(feed.last_seq + 1, None)
+            if event is None:
+                break
+            feed.last_seq = event.seq
+            await self._send_change(feed, event.seq, event.new_id, event.text)
+        if not feed.held and feed.gap_timer is not None:
+            feed.gap_timer.cancel()
+            feed.gap_timer = None
+
+    def _gap_waited(self, feed: RoomFeed) -> None:
+        feed.gap_timer = None
+        spawn(self._fill_gap(feed), name="hub-gap")
+
+    async def _fill_gap(self, feed: RoomFeed) -> None:
+        """GAP_WAIT_SECONDS after a change arrived ahead of a gap: what is still missing
+        comes from the database, then the held changes after it."""
+        async with feed.lock:
+            if not feed.held or feed.failed:
+                return
+            try:
+                await self._backfill(feed, upto=max(feed.held))
+            except Exception:  # the database is down: the once-a-second check tries again
+                logger.warning("backfill of %s failed", feed.room_slug, exc_info=True)
+
     async def _backfill(self, feed: RoomFeed, *, upto: int) -> None:
         """Deliver the changes after ``feed.last_seq`` up to ``upto`` from the database (caller holds feed.lock)."""
         replay = await database_sync_to_async(selectors.change_replay)(
@@ -283,6 +337,7 @@ class Hub:
         for change in replay.changes:
             await self._send_change(feed, change.seq, change.new_id, protocol.encode(change.frame))
         feed.last_seq = max(feed.last_seq, upto)
+        await self._send_held(feed)  # what arrived ahead of the gap, after it
 
     async def _on_reconnect(self) -> None:
         for connection in itertools.chain.from_iterable(feed.connections for feed in self.feeds.values()):
