@@ -210,6 +210,10 @@ class RedisLog:
     async def cancel(self, name: str) -> None:
         await async_redis(name).hset(_meta_key(name), "cancel", "1")
 
+    async def delete(self, name: str) -> None:
+        """Forget the log and its meta data (a deleted response, docs/protocol.md, "Responses API")."""
+        await async_redis(name).delete(_log_key(name), _meta_key(name))
+
     async def touch_reader(self, name: str) -> None:
         await async_redis(name).hset(_meta_key(name), "reader", time.time())
 

@@ -163,11 +163,15 @@ async def generation_start(
     max_tokens: int | None,
     backend: Backend | None = None,
     credential: Credential | None = None,
+    abandonable: bool = True,
 ) -> StreamStarted:
     """Check the limits, store the new turns and start generating; return at once.
 
     ``credential``, what authenticated the request: if it stops being valid (a token
     revoked, a log-out...) while the reply is generated, the generation stops.
+
+    ``abandonable=False`` (a background response, docs/protocol.md, "Responses API"):
+    the generation goes on with no reader for LLM_ABANDON_SECONDS.
 
     Raises StreamRefusedError: ``banned`` (forbidden) for a user banned site-wide (generating
     is acting, docs/protocol.md, "Authentication and the handshake"), ``budget_exceeded`` or
@@ -208,6 +212,7 @@ async def generation_start(
         max_tokens=max_tokens,
         backend=backend or get_backend(),
         credential=credential,
+        abandonable=abandonable,
     )
     task = spawn(producer.run(), name=f"generation-{stream_id}")
     _running.add(task)
@@ -240,6 +245,7 @@ class Producer:
         max_tokens: int | None,
         backend: Backend,
         credential: Credential | None = None,
+        abandonable: bool = True,
     ) -> None:
         self.stream_id = stream_id
         self.user_id = user_id
@@ -248,6 +254,7 @@ class Producer:
         self.max_tokens = max_tokens
         self.backend = backend
         self.credential = credential
+        self.abandonable = abandonable
         self.producing: asyncio.Task[LogEvent] | None = None
         self.log = get_log()
         self.seq = 1
@@ -294,7 +301,7 @@ class Producer:
                 if control.cancel:
                     self.stop_reason = "cancelled"
                     producing.cancel()
-                elif time.time() - control.reader_seen > float(settings.LLM_ABANDON_SECONDS):
+                elif self.abandonable and time.time() - control.reader_seen > float(settings.LLM_ABANDON_SECONDS):
                     self.stop_reason = "abandoned"
                     producing.cancel()
             final = await producing
