@@ -210,6 +210,10 @@ class RedisLog:
     async def cancel(self, name: str) -> None:
         await async_redis(name).hset(_meta_key(name), "cancel", "1")
 
+    async def annotate(self, name: str, fields: Mapping[str, str]) -> None:
+        """Add fields to a log's meta data (read back in LogMeta.extra), kept as long as it is."""
+        await async_redis(name).hset(_meta_key(name), mapping=dict(fields))  # type: ignore[arg-type]
+
     async def delete(self, name: str) -> None:
         """Forget the log and its meta data (a deleted response, docs/protocol.md, "Responses API")."""
         await async_redis(name).delete(_log_key(name), _meta_key(name))
