@@ -2,6 +2,7 @@ from django.urls import path, re_path
 
 from streaming import conversations_api, views
 from streaming.openai import views as openai_views
+from streaming.responses import views as responses_views
 
 STREAM_ID = r"(?P<stream_id>[0-9a-f]{32})"
 
@@ -16,4 +17,7 @@ api_urlpatterns = [
 openai_urlpatterns = [
     path("chat/completions", openai_views.chat_completions),
     path("models", openai_views.models),
+    path("responses", responses_views.responses),
+    re_path(rf"^responses/resp_{STREAM_ID}$", responses_views.response),
+    re_path(rf"^responses/resp_{STREAM_ID}/cancel$", responses_views.response_cancel),
 ]

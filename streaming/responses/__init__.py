@@ -1,0 +1,1 @@
+"""OpenAI's Responses API over the stream log (docs/protocol.md, "Responses API")."""

@@ -1,0 +1,293 @@
+"""OpenAI's Responses API, a first text-only slice (docs/protocol.md, "Responses API").
+
+A response is an ordinary token stream (``resp_<stream id>``): its log is the truth, and
+streamed events, the Response object, a resume with ``starting_after`` and a cancel are
+all read from it (streaming.responses.events), so any worker answers any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
+
+from accounts.connections import credential_watch
+from accounts.credentials import credential_for_request
+from core.eventlog import LogEvent, LogMeta, get_log
+from core.http import api_view, parse_id, signed_in_user
+from core.sse import after_the_end, encode_event, follow, last_event_id, sse_response
+from core.text import is_storable_text
+from streaming import services
+from streaming.backends import ChatTurn
+from streaming.openai.errors import OPENAI_ERRORS
+from streaming.responses.events import (
+    ResponseHead,
+    head_from,
+    last_sequence,
+    log_after,
+    replay,
+    response_object,
+    summary,
+)
+from streaming.services import MAX_MESSAGE_CHARS, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT, StreamRefusedError
+
+# What we honour; `tools` only empty. Anything else OpenAI accepts (temperature, reasoning,
+# tool_choice, include, ...) is refused by name rather than dropped (docs/protocol.md, "Responses API").
+FIELDS = {
+    "model",
+    "input",
+    "instructions",
+    "stream",
+    "background",
+    "store",
+    "max_output_tokens",
+    "previous_response_id",
+    "tools",
+}
+ROLES = {"system", "developer", "user", "assistant"}
+TEXT_PARTS = {"input_text", "output_text"}
+# How long a cancel waits for the response to end before answering (the contract: within 1 s).
+CANCEL_WAIT_SECONDS = 2.0
+# Meta fields of a response, beside the log's own (core.eventlog.RedisLog.annotate).
+PREFIX = "resp_"
+
+
+def _bad(param: str, detail: str, code: str = "invalid_value") -> StreamRefusedError:
+    return StreamRefusedError(code, f"{param}: {detail}")
+
+
+def _not_found() -> StreamRefusedError:
+    return StreamRefusedError("not_found", "No response with this id was found.", kind="not_found")
+
+
+def _text(value: object, param: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(param, "must be a string", "invalid_type")
+    if not is_storable_text(value):
+        raise _bad(param, "must be Unicode text without NUL or lone surrogates")
+    if len(value) > MAX_MESSAGE_CHARS:
+        raise _bad(param, f"is longer than {MAX_MESSAGE_CHARS} characters", "string_above_max_length")
+    return value
+
+
+def _content(value: object, param: str) -> str:
+    if isinstance(value, str):
+        return _text(value, param)
+    if not isinstance(value, list) or not value:
+        raise _bad(param, "must be a string or a non-empty list of input_text parts", "invalid_type")
+    texts = []
+    for i, part in enumerate(value):
+        if not isinstance(part, dict) or part.get("type") not in TEXT_PARTS:
+            raise _bad(f"{param}[{i}]", "only input_text parts are supported on /v1/responses yet")
+        texts.append(_text(part.get("text"), f"{param}[{i}].text"))
+    return "".join(texts)
+
+
+def _input(value: object) -> list[ChatTurn]:
+    if isinstance(value, str):
+        return [ChatTurn("user", _text(value, "input"))]
+    if not isinstance(value, list) or not value:
+        raise _bad("input", "must be a string or a non-empty list of message items", "invalid_type")
+    turns = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or item.get("type", "message") != "message":
+            raise _bad(f"input[{i}]", "only message items are supported on /v1/responses yet")
+        if item.get("role") not in ROLES:
+            raise _bad(f"input[{i}].role", f"must be one of {', '.join(sorted(ROLES))}")
+        turns.append(ChatTurn(str(item["role"]), _content(item.get("content"), f"input[{i}].content")))
+    return turns
+
+
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _bad(name, "must be a boolean", "invalid_type")
+    return value
+
+
+def _stream_id(response_id: object) -> str:
+    if not isinstance(response_id, str) or not response_id.startswith("resp_"):
+        raise _bad("previous_response_id", "must be the id of one of your responses, resp_...")
+    return response_id.removeprefix("resp_")
+
+
+async def _load(stream_id: str, user_id: int) -> tuple[ResponseHead, LogMeta]:
+    """The response's head, if it is this user's; a 404 otherwise (someone else's is no different)."""
+    meta = await get_log().meta(stream_id)
+    if meta is None or meta.owner_id != user_id or f"{PREFIX}model" not in meta.extra:
+        raise _not_found()
+    fields = {k.removeprefix(PREFIX): v for k, v in meta.extra.items() if k.startswith(PREFIX)}
+    return head_from(stream_id, fields), meta
+
+
+async def _all_events(stream_id: str) -> list[LogEvent]:
+    log = get_log()
+    events: list[LogEvent] = []
+    after = -1
+    while batch := await log.read(stream_id, after=after, wait=0):
+        events.extend(batch)
+        after = batch[-1].seq
+    return events
+
+
+async def _previous_turns(response_id: object, user_id: int) -> list[ChatTurn]:
+    """The turns of a previous response, its input then its output (its instructions are not carried over, as OpenAI)."""
+    stream_id = _stream_id(response_id)
+    _, meta = await _load(stream_id, user_id)
+    turns = [ChatTurn(role, content) for role, content in json.loads(meta.extra.get(f"{PREFIX}input", "[]"))]
+    text, _ = summary(await _all_events(stream_id))
+    return [*turns, ChatTurn("assistant", text)]
+
+
+async def _parse(body: dict[str, Any], user_id: int) -> dict[str, Any]:
+    unknown = sorted(set(body) - FIELDS)
+    if unknown:
+        raise _bad(unknown[0], "is not supported on /v1/responses", "unsupported_parameter")
+    if body.get("tools"):
+        raise _bad("tools", "is not supported yet on /v1/responses", "unsupported_parameter")
+    if not isinstance(body.get("tools", []), list):
+        raise _bad("tools", "must be a list", "invalid_type")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "must be a non-empty string", "invalid_type")
+    if "input" not in body:
+        raise _bad("input", "is required", "missing_required_parameter")
+    turns = _input(body["input"])
+    instructions = body.get("instructions")
+    if instructions is not None:
+        instructions = _text(instructions, "instructions")
+    stream = _flag(body, "stream", False)
+    background = _flag(body, "background", False)
+    if not _flag(body, "store", True):
+        # Every response is kept (its log) for resuming and retrieving: we cannot promise not to store it.
+        raise _bad("store", "false is not supported: every response is stored for ten minutes", "unsupported_parameter")
+    max_output_tokens = body.get("max_output_tokens")
+    limit = MAX_TOKENS_LIMIT
+    if max_output_tokens is not None and (
+        isinstance(max_output_tokens, bool) or not isinstance(max_output_tokens, int) or not 1 <= max_output_tokens <= limit
+    ):
+        raise _bad("max_output_tokens", f"must be an integer from 1 to {MAX_TOKENS_LIMIT}", "invalid_type")
+    previous = body.get("previous_response_id")
+    earlier = await _previous_turns(previous, user_id) if previous is not None else []
+    turns = earlier + turns
+    context = ([ChatTurn("system", instructions)] if instructions else []) + turns
+    if sum(len(t.content) for t in context) > MAX_PROMPT_CHARS:
+        raise _bad("input", f"the input is longer than {MAX_PROMPT_CHARS} characters", "context_length_exceeded")
+    return {
+        "model": model,
+        "turns": turns,
+        "context": context,
+        "instructions": instructions,
+        "stream": stream,
+        "background": background,
+        "max_output_tokens": max_output_tokens,
+        "previous_response_id": previous,
+    }
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, RecursionError):
+        raise StreamRefusedError("invalid_json", "We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict):
+        raise StreamRefusedError("invalid_json", "The body must be a JSON object.")
+    return body
+
+
+def _render(event: dict[str, Any]) -> str:
+    return encode_event(data=event, event=event["type"], id=str(event["sequence_number"]))
+
+
+async def _batches(head: ResponseHead, *, starting_after: int) -> AsyncIterator[list[dict[str, Any]]]:
+    async for events in services.stream_follow(stream_id=head.stream_id, after=log_after(starting_after)):
+        yield replay(head, events, starting_after=starting_after)
+
+
+def _stream(request: HttpRequest, head: ResponseHead, user_id: int, *, starting_after: int) -> HttpResponseBase:
+    return sse_response(
+        body=follow(batches=_batches(head, starting_after=starting_after), render=_render),
+        headers={"X-Stream-Id": head.stream_id},
+        watch=credential_watch(request, user_id=user_id),
+    )
+
+
+async def _object(head: ResponseHead) -> dict[str, Any]:
+    text, final = summary(await _all_events(head.stream_id))
+    return response_object(head, text=text, final=final)
+
+
+@api_view("POST", errors=OPENAI_ERRORS)
+async def responses(request: HttpRequest) -> HttpResponseBase:
+    user = signed_in_user(request)
+    asked = await _parse(_body(request), user.pk)
+    started = await services.generation_start(
+        user_id=user.pk,
+        turns=asked["context"],
+        conversation_id=None,
+        max_tokens=asked["max_output_tokens"],
+        credential=credential_for_request(request, user_id=user.pk),
+        abandonable=not asked["background"],
+    )
+    input_tokens = sum(services.count_tokens(t.content) for t in asked["context"])
+    fields = {
+        "model": asked["model"],
+        "created_at": str(int(time.time())),
+        "instructions": asked["instructions"] or "",
+        "max_output_tokens": str(asked["max_output_tokens"] or ""),
+        "background": "1" if asked["background"] else "0",
+        "previous_response_id": asked["previous_response_id"] or "",
+        "input_tokens": str(input_tokens),
+        "input": json.dumps([[t.role, t.content] for t in asked["turns"]]),
+    }
+    await get_log().annotate(started.stream_id, {PREFIX + k: v for k, v in fields.items()})
+    head = head_from(started.stream_id, fields)
+    if asked["stream"]:
+        return _stream(request, head, user.pk, starting_after=-1)
+    if asked["background"]:
+        response = JsonResponse(response_object(head, text="", final=None) | {"status": "queued"})
+    else:
+        async for _ in services.stream_follow(stream_id=started.stream_id, after=0):
+            pass
+        response = JsonResponse(await _object(head))
+    response["X-Stream-Id"] = started.stream_id
+    return response
+
+
+@api_view("GET", "DELETE", errors=OPENAI_ERRORS)
+async def response(request: HttpRequest, stream_id: str) -> HttpResponseBase:
+    user = signed_in_user(request)
+    head, _ = await _load(stream_id, user.pk)
+    if request.method == "DELETE":
+        await services.stream_cancel(stream_id=stream_id, user_id=user.pk)
+        await get_log().delete(stream_id)
+        return JsonResponse({"id": head.id, "object": "response.deleted", "deleted": True})
+    if request.GET.get("stream") not in ("true", "1"):
+        return JsonResponse(await _object(head))
+    raw = request.GET.get("starting_after") or last_event_id(request)
+    starting_after = parse_id(raw) if raw is not None else -1
+    if starting_after is None:
+        raise _bad("starting_after", "must be a sequence number, such as 12")
+    end = await services.stream_end(stream_id=stream_id)
+    finished = after_the_end(end=None if end is None else last_sequence(end, "done"), after=starting_after)
+    if finished is not None:
+        return finished
+    return _stream(request, head, user.pk, starting_after=starting_after)
+
+
+@api_view("POST", errors=OPENAI_ERRORS)
+async def response_cancel(request: HttpRequest, stream_id: str) -> HttpResponseBase:
+    user = signed_in_user(request)
+    head, _ = await _load(stream_id, user.pk)
+    await services.stream_cancel(stream_id=stream_id, user_id=user.pk)
+    deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+    async for events in services.stream_follow(stream_id=stream_id, after=-1):
+        if time.monotonic() > deadline or (events and events[-1].kind in services.FINAL_KINDS):
+            break
+    return JsonResponse(await _object(head))
