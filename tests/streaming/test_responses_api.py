@@ -12,6 +12,7 @@ import httpx2
 import openai
 import pytest
 from django.test import override_settings
+from openai.types.responses import ResponseCompletedEvent, ResponseCreatedEvent
 
 from config.asgi import application
 from core.redis_clients import reset_in_process
@@ -72,7 +73,7 @@ async def test_create_non_streamed_and_streamed_parse_in_the_sdk(token):
         ]
         assert [e.sequence_number for e in events] == list(range(len(events)))
         assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "one two "
-        assert events[-1].response.output_text == "one two "
+        assert isinstance(events[-1], ResponseCompletedEvent) and events[-1].response.output_text == "one two "
 
         limited = await client.responses.create(model="echo", input="a b", max_output_tokens=3)
         assert limited.status == "incomplete" and limited.incomplete_details is not None
@@ -154,6 +155,7 @@ def test_a_dropped_background_stream_resumes_on_another_worker_with_starting_aft
         if len(first) == 10:
             break
     stream.close()  # the client drops; a background response goes on
+    assert isinstance(first[0], ResponseCreatedEvent)
     response_id = first[0].response.id
     rest = list(_client(cluster, 1, token).responses.retrieve(response_id, stream=True, starting_after=first[-1].sequence_number))
     numbers = [e.sequence_number for e in first + rest]
