@@ -186,3 +186,12 @@ def test_a_background_response_is_cancelled_from_another_worker(cluster: Cluster
     seen = _client(cluster, 1, token).responses.retrieve(started.id)
     assert seen.status == "cancelled" and seen.output_text and seen.output_text == cancelled.output_text
     assert seen.usage is not None and seen.usage.output_tokens < 5000
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_body_over_the_cap_is_a_413_in_openais_shape(token):
+    padded = json.dumps({"model": "echo", "input": "hi", "metadata": {"p": "p" * 2_300_000}})
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=application)) as http:
+        response = await http.post("http://localhost/v1/responses", content=padded, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
