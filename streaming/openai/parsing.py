@@ -20,6 +20,47 @@ ROLES = {"system", "user", "assistant", "developer"}
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 
 
+# The optional parameters of OpenAI's Chat Completions checked for their JSON type
+# (docs/protocol.md, "Chat Completions parameters"): a wrong type is a 400 naming the
+# parameter, as OpenAI answers, rather than a value silently ignored.
+_NUMBER = (int, float)
+PARAMETER_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "tools": ((list,), "an array"),
+    "tool_choice": ((str, dict), "a string or an object"),
+    "parallel_tool_calls": ((bool,), "a boolean"),
+    "response_format": ((dict,), "an object"),
+    "temperature": (_NUMBER, "a number"),
+    "top_p": (_NUMBER, "a number"),
+    "stop": ((str, list), "a string or an array of strings"),
+    "seed": ((int,), "an integer"),
+    "presence_penalty": (_NUMBER, "a number"),
+    "frequency_penalty": (_NUMBER, "a number"),
+    "logprobs": ((bool,), "a boolean"),
+    "user": ((str,), "a string"),
+    "stream_options": ((dict,), "an object"),
+    "n": ((int,), "an integer"),
+}
+
+
+def _check_parameter_types(body: dict[str, object]) -> None:
+    """StreamRefusedError naming the first optional parameter of the wrong JSON type, or
+    ``n`` other than 1 (one choice is all a stream of the log carries)."""
+    for name, (types, described) in PARAMETER_TYPES.items():
+        value = body.get(name)
+        if value is None:  # absent or null: OpenAI's default
+            continue
+        # JSON true/false are Python bools, which are ints too: a boolean is no number.
+        wrong = isinstance(value, bool) and bool not in types
+        if wrong or not isinstance(value, types):
+            raise StreamRefusedError(
+                "invalid_type", f"Invalid type for '{name}': expected {described}, but got {type(value).__name__}."
+            )
+        if name == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value):
+            raise StreamRefusedError("invalid_type", "Invalid type for 'stop': expected a string or an array of strings.")
+    if body.get("n") not in (None, 1):
+        raise StreamRefusedError("invalid_value", "Invalid 'n': only n=1 is supported (one choice per stream).")
+
+
 class ChatRequest(NamedTuple):
     turns: list[ChatTurn]
     max_tokens: int | None
@@ -59,6 +100,7 @@ def parse_chat_request(request: HttpRequest) -> ChatRequest:
         raise bad("invalid_json", "We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
         raise bad("invalid_request", "The body must be a JSON object.")
+    _check_parameter_types(body)
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise bad("invalid_messages", "'messages' must be a non-empty array.")
