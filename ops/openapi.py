@@ -99,6 +99,7 @@ SLUG = _path("slug", {"type": "string", "pattern": "^[a-z0-9-]{1,50}$"})
 MESSAGE_ID = _path("message_id", ID)
 STREAM_ID = _path("stream_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})
 TASK_ID = _path("task_id", ID)
+RESPONSE_ID = _path("response_id", {"type": "string", "pattern": "^resp_[0-9a-f]{32}$"})
 # Resuming an event stream: the header EventSource sends, or the same as a query parameter.
 RESUME = [
     {"name": "Last-Event-ID", "in": "header", "required": False, "schema": STRING},
@@ -219,6 +220,36 @@ PATHS: dict[str, dict[str, Any]] = {
         )
     },
     "/v1/models": {"get": _op("Models", openai=True)},
+    "/v1/responses": {
+        "post": _op(
+            "OpenAI Responses API, text only (docs/protocol.md, Responses API)",
+            body=_object(
+                ["model", "input"],
+                model=STRING,
+                input={"type": ["string", "array"]},
+                instructions=STRING,
+                stream={"type": "boolean"},
+                background={"type": "boolean"},
+                store={"type": "boolean"},
+                max_output_tokens=INTEGER,
+                previous_response_id=STRING,
+                tools={"type": "array", "maxItems": 0},
+            ),
+            openai=True,
+            json_or_sse=True,
+            errors=("413",),
+        )
+    },
+    "/v1/responses/{response_id}": {
+        "get": _op(
+            "A response, or its events after starting_after (stream=true)",
+            params=[RESPONSE_ID, _query("stream", {"type": "boolean"}), _query("starting_after", INTEGER), *RESUME],
+            openai=True,
+            json_or_sse=True,
+        ),
+        "delete": _op("Delete a response", params=[RESPONSE_ID], openai=True),
+    },
+    "/v1/responses/{response_id}/cancel": {"post": _op("Cancel a response", params=[RESPONSE_ID], openai=True)},
 }
 
 

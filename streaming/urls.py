@@ -5,6 +5,7 @@ from streaming.openai import views as openai_views
 from streaming.responses import views as responses_views
 
 STREAM_ID = r"(?P<stream_id>[0-9a-f]{32})"
+RESPONSE_ID = r"(?P<response_id>resp_[0-9a-f]{32})"
 
 api_urlpatterns = [
     path("assistant/stream", views.assistant_stream),
@@ -18,6 +19,6 @@ openai_urlpatterns = [
     path("chat/completions", openai_views.chat_completions),
     path("models", openai_views.models),
     path("responses", responses_views.responses),
-    re_path(rf"^responses/resp_{STREAM_ID}$", responses_views.response),
-    re_path(rf"^responses/resp_{STREAM_ID}/cancel$", responses_views.response_cancel),
+    re_path(rf"^responses/{RESPONSE_ID}$", responses_views.response),
+    re_path(rf"^responses/{RESPONSE_ID}/cancel$", responses_views.response_cancel),
 ]

@@ -272,7 +272,8 @@ async def responses(request: HttpRequest) -> HttpResponseBase:
 
 
 @api_view("GET", "DELETE", errors=OPENAI_ERRORS)
-async def response(request: HttpRequest, stream_id: str) -> HttpResponseBase:
+async def response(request: HttpRequest, response_id: str) -> HttpResponseBase:
+    stream_id = response_id.removeprefix("resp_")
     user = signed_in_user(request)
     head, _ = await _load(stream_id, user.pk)
     if request.method == "DELETE":
@@ -293,7 +294,8 @@ async def response(request: HttpRequest, stream_id: str) -> HttpResponseBase:
 
 
 @api_view("POST", errors=OPENAI_ERRORS)
-async def response_cancel(request: HttpRequest, stream_id: str) -> HttpResponseBase:
+async def response_cancel(request: HttpRequest, response_id: str) -> HttpResponseBase:
+    stream_id = response_id.removeprefix("resp_")
     user = signed_in_user(request)
     head, _ = await _load(stream_id, user.pk)
     await services.stream_cancel(stream_id=stream_id, user_id=user.pk)
