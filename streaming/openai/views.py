@@ -49,8 +49,10 @@ def _chunk(stream_id: str, model: str, created: int, *, delta: dict[str, Any] | 
 
 
 def _finish_reason(reason: str) -> str:
-    # OpenAI knows stop and length; a cancelled reply simply stopped.
-    return "length" if reason == "length" else "stop"
+    # docs/protocol.md, "Token streams": a reply cancelled through /api/streams/<id>/cancel
+    # ends with "cancelled", not "stop", so a client can tell it from a finished one; the
+    # SDKs take finish_reason as a plain string.
+    return reason if reason in ("length", "cancelled") else "stop"
 
 
 async def _stream_body(stream_id: str, model: str, include_usage: bool, prompt_tokens: int) -> AsyncIterator[str]:
