@@ -38,7 +38,15 @@ REQUEST = st.fixed_dictionaries(
     },
 )
 BODIES = st.one_of(st.binary(), JSON_VALUES.map(lambda v: json.dumps(v).encode()), REQUEST.map(lambda v: json.dumps(v).encode()))
-OPENAI_CODES = {"invalid_json", "invalid_request", "invalid_messages", "invalid_model", "bad_request"}
+OPENAI_CODES = {
+    "invalid_json",
+    "invalid_request",
+    "invalid_messages",
+    "invalid_model",
+    "bad_request",
+    "invalid_type",
+    "invalid_value",
+}
 factory = RequestFactory()
 
 
