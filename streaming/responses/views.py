@@ -234,6 +234,18 @@ async def _object(head: ResponseHead) -> dict[str, Any]:
     return response_object(head, text=text, final=final)
 
 
+async def _cancel(stream_id: str, user_id: int) -> None:
+    """Ask the producer, wherever it runs, to stop, and wait (a little) for the end."""
+    if await services.stream_end(stream_id=stream_id) is not None:
+        return
+    await services.stream_cancel(stream_id=stream_id, user_id=user_id)
+    deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+    last = await get_log().last_seq(stream_id)
+    async for events in services.stream_follow(stream_id=stream_id, after=-1 if last is None else last):
+        if time.monotonic() > deadline or (events and events[-1].kind in services.FINAL_KINDS):
+            break
+
+
 @api_view("POST", errors=OPENAI_ERRORS)
 async def responses(request: HttpRequest) -> HttpResponseBase:
     user = signed_in_user(request)
@@ -277,7 +289,9 @@ async def response(request: HttpRequest, response_id: str) -> HttpResponseBase:
     user = signed_in_user(request)
     head, _ = await _load(stream_id, user.pk)
     if request.method == "DELETE":
-        await services.stream_cancel(stream_id=stream_id, user_id=user.pk)
+        # Stopped first: deleted under a running producer, the log's meta data would be
+        # written again by its heartbeat, and the generation would go on unseen.
+        await _cancel(stream_id, user.pk)
         await get_log().delete(stream_id)
         return JsonResponse({"id": head.id, "object": "response.deleted", "deleted": True})
     if request.GET.get("stream") not in ("true", "1"):
@@ -298,9 +312,5 @@ async def response_cancel(request: HttpRequest, response_id: str) -> HttpRespons
     stream_id = response_id.removeprefix("resp_")
     user = signed_in_user(request)
     head, _ = await _load(stream_id, user.pk)
-    await services.stream_cancel(stream_id=stream_id, user_id=user.pk)
-    deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-    async for events in services.stream_follow(stream_id=stream_id, after=-1):
-        if time.monotonic() > deadline or (events and events[-1].kind in services.FINAL_KINDS):
-            break
+    await _cancel(stream_id, user.pk)
     return JsonResponse(await _object(head))

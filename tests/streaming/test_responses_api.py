@@ -188,6 +188,22 @@ def test_a_background_response_is_cancelled_from_another_worker(cluster: Cluster
     assert seen.usage is not None and seen.usage.output_tokens < 5000
 
 
+@pytest.mark.multiworker
+def test_a_running_background_response_deleted_on_another_worker_is_gone_everywhere(cluster: Cluster):
+    token = cluster.tokens["user11"]
+    started = _client(cluster, 0, token).responses.create(
+        model="echo", input="soon gone", background=True, max_output_tokens=5000
+    )
+    time.sleep(0.3)
+    _client(cluster, 1, token).responses.delete(started.id)
+    for index in range(3):
+        with pytest.raises(openai.NotFoundError):
+            _client(cluster, index, token).responses.retrieve(started.id)
+    time.sleep(0.5)  # a producer writing on would bring its log back
+    with pytest.raises(openai.NotFoundError):
+        _client(cluster, 0, token).responses.retrieve(started.id)
+
+
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_a_body_over_the_cap_is_a_413_in_openais_shape(token):
