@@ -29,11 +29,27 @@ def _model_name() -> str:
     return str(settings.LLM_MODEL) if settings.LLM_BACKEND == "openai" else "echo"
 
 
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "realtime-rooms"}
+
+
+def _model_not_found(name: str) -> services.StreamRefusedError:
+    # docs/protocol.md, "Chat Completions parameters": OpenAI's answer to an unknown model.
+    return services.StreamRefusedError(
+        "model_not_found", f"The model '{name}' does not exist; GET /v1/models lists ours.", kind="not_found"
+    )
+
+
 @api_view("GET", errors=OPENAI_ERRORS)
 async def models(request: HttpRequest) -> HttpResponseBase:
-    return JsonResponse(
-        {"object": "list", "data": [{"id": _model_name(), "object": "model", "created": 0, "owned_by": "realtime-rooms"}]}
-    )
+    return JsonResponse({"object": "list", "data": [_model_object(_model_name())]})
+
+
+@api_view("GET", errors=OPENAI_ERRORS)
+async def model(request: HttpRequest, model_id: str) -> HttpResponseBase:
+    if model_id != _model_name():
+        raise _model_not_found(model_id)
+    return JsonResponse(_model_object(model_id))
 
 
 def _chunk(stream_id: str, model: str, created: int, *, delta: dict[str, Any] | None, finish: str | None = None) -> str:
@@ -84,6 +100,8 @@ async def _stream_body(stream_id: str, model: str, include_usage: bool, prompt_t
 @api_view("POST", errors=OPENAI_ERRORS)
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     turns, max_tokens, stream, include_usage, model = parse_chat_request(request)
+    if model != _model_name():
+        raise _model_not_found(model)
     user = signed_in_user(request)
     started = await services.generation_start(
         user_id=user.pk,

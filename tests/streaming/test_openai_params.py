@@ -92,3 +92,15 @@ async def test_well_typed_parameters_and_nulls_are_accepted(token):
     }
     assert (await completion(client, accepted)).status_code == 200
     assert (await completion(client, dict.fromkeys(accepted))).status_code == 200
+
+
+async def test_the_model_is_listed_retrieved_and_an_unknown_one_is_a_404(token):
+    client = BearerClient(token)
+    listed = (await client.get("/v1/models")).json()
+    assert [m["id"] for m in listed["data"]] == ["echo"]
+    retrieved = await client.get("/v1/models/echo")
+    assert retrieved.status_code == 200 and retrieved.json() == listed["data"][0]
+    for response in (await client.get("/v1/models/gpt-nothing"), await completion(client, {"model": "gpt-nothing"})):
+        assert response.status_code == 404
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["code"] == "model_not_found"
