@@ -99,6 +99,7 @@ SLUG = _path("slug", {"type": "string", "pattern": "^[a-z0-9-]{1,50}$"})
 MESSAGE_ID = _path("message_id", ID)
 STREAM_ID = _path("stream_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})
 TASK_ID = _path("task_id", ID)
+MODEL_ID = _path("model_id", STRING)
 RESPONSE_ID = _path("response_id", {"type": "string", "pattern": "^resp_[0-9a-f]{32}$"})
 # Resuming an event stream: the header EventSource sends, or the same as a query parameter.
 RESUME = [
@@ -220,6 +221,7 @@ PATHS: dict[str, dict[str, Any]] = {
         )
     },
     "/v1/models": {"get": _op("Models", openai=True)},
+    "/v1/models/{model_id}": {"get": _op("One model (404 model_not_found for another)", params=[MODEL_ID], openai=True)},
     "/v1/responses": {
         "post": _op(
             "OpenAI Responses API, text only (docs/protocol.md, Responses API)",
