@@ -5,26 +5,16 @@ Channels' WebsocketCommunicator through the whole ASGI stack, in process."""
 from __future__ import annotations
 
 import pytest
-import pytest_asyncio
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.core.management import call_command
 
-from chat.hub import get_hub
-from chat.writer import get_writer
 from config.asgi import application
 from tests.support.factories import make_room, make_token, make_user
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_hub")]
 TIMEOUT = 5
-
-
-@pytest_asyncio.fixture(autouse=True)
-async def _close_hub():
-    yield
-    await get_hub().close()
-    await get_writer().close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import asyncio
 import json
 
 import pytest
-import pytest_asyncio
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
@@ -15,23 +14,14 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from chat import protocol
-from chat.hub import get_hub
 from chat.models import Message
 from chat.services.moderation import ban_create, message_remove, mute_create
-from chat.writer import get_writer
 from config.asgi import application
 from core import broker
 from tests.support.factories import make_messages, make_room, make_token, make_user
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_hub")]
 TIMEOUT = 5
-
-
-@pytest_asyncio.fixture(autouse=True)
-async def _close_hub():
-    yield
-    await get_hub().close()
-    await get_writer().close()
 
 
 def room_socket(token: str | None, path: str = "/ws/rooms/lobby/", headers: list[tuple[bytes, bytes]] | None = None):

@@ -6,28 +6,19 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import pytest_asyncio
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from chat import protocol, selectors, wire
-from chat.hub import GAP_WAIT_SECONDS, get_hub
+from chat.hub import GAP_WAIT_SECONDS
 from chat.models import Message, Room
-from chat.writer import get_writer
 from config.asgi import application
 from core import metrics
 from core.layer import RealtimeChannelLayer
 from tests.support.factories import make_messages, make_room, make_token, make_user
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_hub")]
 TIMEOUT = 5
-
-
-@pytest_asyncio.fixture(autouse=True)
-async def _close_hub():
-    yield
-    await get_hub().close()
-    await get_writer().close()
 
 
 async def joined(token: str) -> WebsocketCommunicator:

@@ -7,30 +7,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-import pytest_asyncio
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import override_settings
 from django.utils import timezone
 
-from chat.hub import get_hub
 from chat.models import Message, Room
 from chat.services.moderation import message_restore, mute_create, room_lock
-from chat.writer import get_writer
 from config.asgi import application
 from tests.support.factories import make_messages, make_room, make_token, make_user
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_hub")]
 TIMEOUT = 5
 THUMBS = "\U0001f44d"
-
-
-@pytest_asyncio.fixture(autouse=True)
-async def _close_hub():
-    yield
-    await get_hub().close()
-    await get_writer().close()
 
 
 @pytest.fixture

@@ -9,21 +9,9 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from config.asgi import application
-from core.redis_clients import reset_in_process
-from tests.support.factories import make_token, make_user
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 TIMEOUT = 5
-
-
-@pytest.fixture(autouse=True)
-def _no_limits_left_over():
-    reset_in_process()
-
-
-@pytest.fixture
-def token(transactional_db):
-    return make_token(make_user("alice"))
 
 
 def socket(token: str | None, query: str = "") -> WebsocketCommunicator:

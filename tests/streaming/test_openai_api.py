@@ -15,25 +15,11 @@ from django.test import override_settings
 
 from chat.services import moderation as chat_services
 from config.asgi import application
-from core.redis_clients import reset_in_process
 from streaming import services as streaming_services
 from streaming.models import Conversation, ConversationMessage
 from tests.support.asgi_client import BearerClient
-from tests.support.factories import make_token, make_user
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def _no_limits_left_over():
-    reset_in_process()
-    yield
-    reset_in_process()
-
-
-@pytest.fixture
-def token(transactional_db):
-    return make_token(make_user("alice"))
 
 
 async def completion(client: BearerClient, body: Any):

@@ -9,25 +9,11 @@ from typing import Any
 
 import pytest
 
-from core.redis_clients import reset_in_process
 from tests.support.asgi_client import BearerClient
-from tests.support.factories import make_token, make_user
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture(autouse=True)
-def _no_limits_left_over():
-    reset_in_process()
-    yield
-    reset_in_process()
-
-
-@pytest.fixture
-def token(transactional_db):
-    return make_token(make_user("alice"))
 
 
 async def completion(client: BearerClient, extra: dict[str, Any]):

@@ -15,21 +15,8 @@ from django.test import override_settings
 from openai.types.responses import ResponseCompletedEvent, ResponseCreatedEvent
 
 from config.asgi import application
-from core.redis_clients import reset_in_process
 from tests.support.factories import make_token, make_user
 from tests.support.processes import Cluster
-
-
-@pytest.fixture
-def _fresh_limits():
-    reset_in_process()
-    yield
-    reset_in_process()
-
-
-@pytest.fixture
-def token(transactional_db, _fresh_limits):
-    return make_token(make_user("alice"))
 
 
 @pytest.fixture

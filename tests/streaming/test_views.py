@@ -11,7 +11,6 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient, override_settings
 
 from chat.services.moderation import ban_create
-from core.redis_clients import reset_in_process
 from streaming.models import ConversationMessage
 from tests.support.asgi_client import BearerClient, read_all
 from tests.support.eventlog import logged_events
@@ -19,18 +18,6 @@ from tests.support.factories import make_token, make_user
 from tests.support.sse_parsing import parse_events
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def _no_limits_left_over():
-    reset_in_process()
-    yield
-    reset_in_process()
-
-
-@pytest.fixture
-def token(transactional_db):
-    return make_token(make_user("alice"))
 
 
 def client_for(token: str) -> AsyncClient:
