@@ -300,12 +300,9 @@ class Hub:
     async def _send_held(self, feed: RoomFeed) -> None:
         """Deliver the held changes that follow on from ``last_seq`` (caller holds feed.lock);
         drop those at or below it; stop the gap timer once nothing is held."""
-        while feed.held:
-            for seq in [seq for seq in feed.held if seq <= feed.last_seq]:
-                del feed.held[seq]
-            event = feed.held.pop(feed.last_seq + 1, None)
-            if event is None:
-                break
+        for seq in [seq for seq in feed.held if seq <= feed.last_seq]:
+            del feed.held[seq]
+        while (event := feed.held.pop(feed.last_seq + 1, None)) is not None:
             feed.last_seq = event.seq
             await self._send_change(feed, event.seq, event.new_id, event.text)
         if not feed.held and feed.gap_timer is not None:

@@ -89,15 +89,21 @@ def _body(request: HttpRequest) -> bytes:
     return body
 
 
+def request_json(request: HttpRequest) -> object:
+    """The /v1 request's body parsed as JSON (an empty body is ``{}``): 413 over
+    MAX_REQUEST_BYTES, 400 ``invalid_json`` for what does not parse."""
+    raw = _body(request)
+    try:
+        return json.loads(raw or b"{}")
+    except (ValueError, RecursionError):
+        raise StreamRefusedError("invalid_json", "We could not parse the JSON body of your request.") from None
+
+
 def parse_chat_request(request: HttpRequest) -> ChatRequest:
     """The request's body as a chat completion request; StreamRefusedError (a 400, or a 413
     for a body over MAX_REQUEST_BYTES) for anything else."""
     bad = StreamRefusedError
-    raw = _body(request)
-    try:
-        body = json.loads(raw or b"{}")
-    except (ValueError, RecursionError):
-        raise bad("invalid_json", "We could not parse the JSON body of your request.") from None
+    body = request_json(request)
     if not isinstance(body, dict):
         raise bad("invalid_request", "The body must be a JSON object.")
     _check_parameter_types(body)

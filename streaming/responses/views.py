@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
@@ -25,7 +24,7 @@ from core.text import is_storable_text
 from streaming import services
 from streaming.backends import ChatTurn
 from streaming.openai.errors import OPENAI_ERRORS
-from streaming.openai.parsing import MAX_REQUEST_BYTES
+from streaming.openai.parsing import request_json
 from streaming.responses.events import (
     ResponseHead,
     head_from,
@@ -194,19 +193,7 @@ async def _parse(body: dict[str, Any], user_id: int) -> dict[str, Any]:
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:
-    too_large = StreamRefusedError(
-        "request_too_large", f"The request body is larger than {MAX_REQUEST_BYTES} bytes.", kind="too_large"
-    )
-    try:
-        raw = request.body
-    except RequestDataTooBig:  # Django's own cap, if set lower
-        raise too_large from None
-    if len(raw) > MAX_REQUEST_BYTES:  # the same cap as /v1/chat/completions (docs/protocol.md, "Limits")
-        raise too_large
-    try:
-        body = json.loads(raw or b"{}")
-    except (ValueError, RecursionError):
-        raise StreamRefusedError("invalid_json", "We could not parse the JSON body of your request.") from None
+    body = request_json(request)  # the body cap and parse of every /v1 request
     if not isinstance(body, dict):
         raise StreamRefusedError("invalid_json", "The body must be a JSON object.")
     return body
