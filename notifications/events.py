@@ -10,3 +10,8 @@ from notifications.wakeups import user_topic
 def notification_published(*, notification: Notification) -> None:
     """Wake the user's open notification streams, on every worker."""
     RealtimeChannelLayer.publish(user_topic(notification.user_id), str(notification.pk))
+
+
+def notifications_read(*, user_id: int) -> None:
+    """Wake the user's open notification streams to report what was marked read."""
+    RealtimeChannelLayer.publish(user_topic(user_id), "read")

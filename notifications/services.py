@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from notifications import events
 from notifications.models import Notification
@@ -18,12 +19,14 @@ def notification_create(*, user_id: int, kind: str, data: dict[str, Any]) -> Not
 
 
 def notifications_mark_read(*, user_id: int, ids: list[int] | None = None, up_to: int | None = None) -> int:
-    """Mark the user's notifications read: these ids, or every one up to an id."""
-    from django.utils import timezone
-
+    """Mark the user's notifications read: these ids, or every one up to an id. The
+    user's open streams, on every device, report them read after commit."""
     query = Notification.objects.filter(user_id=user_id, read_at__isnull=True)
     if ids is not None:
         query = query.filter(pk__in=ids)
     elif up_to is not None:
         query = query.filter(pk__lte=up_to)
-    return query.update(read_at=timezone.now())
+    marked = query.update(read_at=timezone.now())
+    if marked:
+        transaction.on_commit(lambda: events.notifications_read(user_id=user_id))
+    return marked

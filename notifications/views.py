@@ -7,12 +7,15 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
+from django.utils import timezone
 
 from accounts import connections
 from accounts.connections import credential_watch, get_connections
@@ -27,6 +30,8 @@ from notifications.wakeups import get_wakeups, user_topic
 # bounds the delay of a wake-up whose publish failed; 15 s keeps an idle stream at one
 # query per keepalive instead of one every 2 s.
 POLL_SECONDS = 15.0
+# How far back each look for notifications marked read reaches before the previous look.
+READ_SKEW_SECONDS = 5.0
 
 
 @api_view("GET")
@@ -92,23 +97,66 @@ async def notification_stream(request: HttpRequest) -> HttpResponseBase:
     )
 
 
-def _render(notification: Notification) -> str:
-    return sse.encode_event(event=notification.kind, data=notification.data, id=str(notification.pk))
+@dataclass(frozen=True, slots=True)
+class MarkedRead:
+    """Notifications marked read (on any device) since the stream last said so."""
+
+    ids: list[int]
 
 
-async def _batches(user_id: int, after: int) -> AsyncIterator[list[Notification]]:
-    """The user's notifications after ``after`` as they come, an empty batch after each
-    wait without any (core.sse.follow's chance to send a keepalive); ends after
-    NOTIFICATIONS_STREAM_IDLE_SECONDS without a notification."""
+def _render(item: Notification | MarkedRead) -> str:
+    if isinstance(item, MarkedRead):
+        # No id: Last-Event-ID stays the last notification's, for resuming.
+        return sse.encode_event(event="read", data={"ids": item.ids})
+    return sse.encode_event(event=item.kind, data=item.data, id=str(item.pk))
+
+
+class ReadWatch:
+    """Which of a user's notifications were marked read since a stream opened.
+
+    The rows are the truth (a lost wake-up only delays the news until the next look):
+    each look reads the rows whose read_at is at or after the previous look, less
+    READ_SKEW_SECONDS (for clocks of other hosts a little behind, and an update committed
+    a moment after it took its time), and reports those it has not reported yet."""
+
+    def __init__(self, *, user_id: int) -> None:
+        self.user_id = user_id
+        self.since = timezone.now() - timedelta(seconds=READ_SKEW_SECONDS)
+        self.reported: dict[int, datetime] = {}
+
+    def look(self) -> list[int]:
+        looked_at = timezone.now()
+        read = selectors.notifications_read_since(user_id=self.user_id, since=self.since)
+        fresh = [pk for pk, _ in read if pk not in self.reported]
+        self.reported.update(read)
+        self.since = looked_at - timedelta(seconds=READ_SKEW_SECONDS)
+        self.reported = {pk: at for pk, at in self.reported.items() if at >= self.since}
+        return fresh
+
+
+def _look(*, user_id: int, after: int, reads: ReadWatch) -> tuple[list[Notification], list[int]]:
+    """The notifications after ``after``, and the ids newly marked read (one thread hop)."""
+    return selectors.notifications_after(user_id=user_id, after=after, unread_only=False), reads.look()
+
+
+async def _batches(user_id: int, after: int) -> AsyncIterator[list[Notification | MarkedRead]]:
+    """The user's notifications after ``after`` as they come, and which were marked
+    read; an empty batch after each wait without any (core.sse.follow's chance to send a
+    keepalive); ends after NOTIFICATIONS_STREAM_IDLE_SECONDS without a notification."""
+    reads = ReadWatch(user_id=user_id)
     async with get_wakeups().watch(user_topic(user_id)) as woken:
         last_sent = time.monotonic()
         while time.monotonic() - last_sent < float(settings.NOTIFICATIONS_STREAM_IDLE_SECONDS):
             woken.clear()
-            found = await database_sync_to_async(selectors.notifications_after)(user_id=user_id, after=after, unread_only=False)
+            found, read = await database_sync_to_async(_look)(user_id=user_id, after=after, reads=reads)
+            batch: list[Notification | MarkedRead] = [*found]
+            if read:
+                batch.append(MarkedRead(ids=read))
             if found:
                 after = found[-1].pk
                 last_sent = time.monotonic()
-                yield found
+            if batch:
+                yield batch
                 continue
             yield []
             idle_left = float(settings.NOTIFICATIONS_STREAM_IDLE_SECONDS) - (time.monotonic() - last_sent)

@@ -11,6 +11,7 @@ import { MentionBox } from "./mentions.js";
 const root = document.getElementById("room");
 const slug = root.dataset.slug;
 const me = root.dataset.user;
+const direct = root.dataset.direct === "true";
 const config = JSON.parse(document.getElementById("room-config").textContent);
 const REACTIONS = Array.isArray(config.reactions) ? config.reactions.map(String) : [];
 const EDIT_WINDOW_MS = (Number(config.edit_window) || 0) * 1000;
@@ -745,8 +746,22 @@ function newestVisibleId() {
   return 0;
 }
 
+/** The messages mentioning this person that are on screen now. */
+function visibleMentionIds() {
+  const { top, bottom } = list.getBoundingClientRect();
+  const ids = [];
+  for (const item of list.querySelectorAll(":scope > li.message.mentions-me[data-id]")) {
+    const box = item.getBoundingClientRect();
+    if (box.bottom > top + 4 && box.top < bottom - 4) ids.push(Number(item.dataset.id));
+  }
+  return ids;
+}
+
 /** Move the read marker forward to what the person has seen, while the page is in front of them
- * (at once after a sync; while messages arrive or the list scrolls, at most every 400 ms). */
+ * (at once after a sync; while messages arrive or the list scrolls, at most every 400 ms), and
+ * have the header mark read the notifications about what they see (notifications.js): a mention
+ * once its message is on screen; in a direct conversation every message (opening it is reading
+ * it). */
 function markRead(delay = 400) {
   if (syncing || firstSync || !socket || !pageActive()) return;
   clearTimeout(readTimer);
@@ -754,6 +769,11 @@ function markRead(delay = 400) {
     if (!pageActive()) return;
     const upTo = newestVisibleId();
     if (upTo > readUpTo && send({ type: "read", id: upTo })) readUpTo = upTo;
+    const mentions = visibleMentionIds();
+    const seenUpTo = direct ? Math.max(upTo, lastId) : 0;
+    if (seenUpTo || mentions.length) {
+      document.dispatchEvent(new CustomEvent("room-seen", { detail: { room: slug, upTo: seenUpTo, mentions } }));
+    }
   }, delay);
 }
 
