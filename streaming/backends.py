@@ -1,28 +1,70 @@
 """Language-model backends behind one small interface.
 
-A backend turns a conversation into an async iterator of token *batches* (lists of
-strings): one batch per upstream read, so that a fast model's tokens travel through
-the stream log and out to clients in groups rather than one write each.
+A backend turns a conversation into an async iterator of *batches*: one batch per
+upstream read, so that a fast model's tokens travel through the stream log and out to
+clients in groups rather than one write each. ``pieces()`` yields every kind of output
+(text, tool-call deltas, reasoning deltas: ``Piece``); iterating the generation itself
+yields only its text, for callers that want a plain reply (a task's summary).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 from django.conf import settings
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
     role: str
-    content: str
+    content: str  # the text of the turn (what is stored and counted)
+    # The message as a /v1 client sent it (tool_calls, tool_call_id, content parts such as
+    # images): an ``openai`` upstream gets it unchanged. None: {"role", "content"}.
+    message: Mapping[str, Any] | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The turn as a Chat Completions message."""
+        return dict(self.message) if self.message is not None else {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call, as OpenAI streams them: ``index`` is the call's position in
+    the reply's tool_calls; ``id`` and ``name`` come with its first piece, ``arguments``
+    (a JSON text) in pieces."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning (vLLM's ``reasoning_content``)."""
+
+    text: str
+
+
+# One piece of a reply: text, a tool call's delta, or reasoning.
+Piece = str | ToolCallDelta | ReasoningDelta
+
+
+def piece_text(piece: Piece) -> str:
+    """The characters a piece adds to the stream (what the log's cap counts)."""
+    if isinstance(piece, str):
+        return piece
+    if isinstance(piece, ReasoningDelta):
+        return piece.text
+    return (piece.name or "") + piece.arguments
 
 
 class BackendError(Exception):
@@ -38,6 +80,8 @@ class Generation(Protocol):
 
     finish_reason: FinishReason
 
+    def pieces(self) -> AsyncIterator[list[Piece]]: ...
+
     def __aiter__(self) -> AsyncIterator[list[str]]: ...
 
     async def aclose(self) -> None: ...
@@ -46,11 +90,36 @@ class Generation(Protocol):
 class Backend(Protocol):
     name: str
 
-    def generate(self, *, messages: list[ChatTurn], max_tokens: int | None) -> Generation: ...
+    def generate(
+        self, *, messages: list[ChatTurn], max_tokens: int | None, params: Mapping[str, Any] | None = None
+    ) -> Generation: ...
+
+
+class _TextOnly:
+    """``async for batch in generation``: the text pieces only, in batches."""
+
+    def pieces(self) -> AsyncIterator[list[Piece]]:
+        raise NotImplementedError
+
+    async def __aiter__(self) -> AsyncIterator[list[str]]:
+        async for batch in self.pieces():
+            texts = [piece for piece in batch if isinstance(piece, str)]
+            if texts:
+                yield texts
+
+
+def tool_names(params: Mapping[str, Any] | None) -> set[str]:
+    """The names of the function tools offered in a request's ``tools``."""
+    names = set()
+    for tool in (params or {}).get("tools") or []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            names.add(function["name"])
+    return names
 
 
 # ---- echo ------------------------------------------------------------------------------
-class EchoGeneration:
+class EchoGeneration(_TextOnly):
     """The words of the last user message, one per token, each followed by a space;
     repeated cyclically up to ``max_tokens`` (finish ``length``), else one pass (``stop``)."""
 
@@ -63,7 +132,7 @@ class EchoGeneration:
         self.delay = delay
         self.finish_reason: FinishReason = "length" if max_tokens is not None else "stop"
 
-    async def __aiter__(self) -> AsyncIterator[list[str]]:
+    async def pieces(self) -> AsyncIterator[list[Piece]]:
         total = self.max_tokens if self.max_tokens is not None else len(self.words)
         index = 0
         while index < total:
@@ -81,12 +150,47 @@ class EchoGeneration:
         return None
 
 
+class EchoToolCall(_TextOnly):
+    """A call of tool ``name`` with arguments ``{}``, in two pieces as upstreams stream
+    them (the call's id and name, then its arguments); finish ``tool_calls``."""
+
+    def __init__(self, name: str, delay: float) -> None:
+        self.name = name
+        self.delay = delay
+        self.finish_reason: FinishReason = "tool_calls"
+
+    async def pieces(self) -> AsyncIterator[list[Piece]]:
+        call_id = f"call_{uuid.uuid4().hex[:24]}"
+        for piece in (ToolCallDelta(0, call_id, self.name, ""), ToolCallDelta(0, None, None, "{}")):
+            await asyncio.sleep(self.delay)
+            yield [piece]
+
+    async def aclose(self) -> None:
+        return None
+
+
 class EchoBackend:
+    """A fake model (docs/protocol.md, "Chat Completions parameters"): it echoes the last
+    user message, word by word. It also plays a tool loop, so clients can be tested with
+    no upstream: a last user message ``call <name> ...`` where ``<name>`` is an offered
+    tool (and ``tool_choice`` is not ``none``) is answered with a call of that tool; a
+    last message that is a tool's result is echoed."""
+
     name = "echo"
 
-    def generate(self, *, messages: list[ChatTurn], max_tokens: int | None) -> Generation:
+    def generate(
+        self, *, messages: list[ChatTurn], max_tokens: int | None, params: Mapping[str, Any] | None = None
+    ) -> Generation:
+        delay = settings.LLM_TOKEN_DELAY_MS / 1000
+        last = messages[-1] if messages else None
+        if last is not None and last.role == "tool":
+            return EchoGeneration(last.content.split(), max_tokens, delay)
+        if last is not None and last.role == "user" and (params or {}).get("tool_choice") != "none":
+            words = last.content.split()
+            if len(words) >= 2 and words[0] == "call" and words[1] in tool_names(params):
+                return EchoToolCall(words[1], delay)
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        return EchoGeneration(last_user.split(), max_tokens, settings.LLM_TOKEN_DELAY_MS / 1000)
+        return EchoGeneration(last_user.split(), max_tokens, delay)
 
 
 # ---- OpenAI-compatible -----------------------------------------------------------------------
@@ -110,7 +214,7 @@ def http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Asyn
     return _client
 
 
-class OpenAIGeneration:
+class OpenAIGeneration(_TextOnly):
     def __init__(self, client: httpx.AsyncClient, body: dict[str, object]) -> None:
         self.client = client
         self.body = body
@@ -118,7 +222,7 @@ class OpenAIGeneration:
         self.response: httpx.Response | None = None
         self.closed = False
 
-    async def __aiter__(self) -> AsyncIterator[list[str]]:
+    async def pieces(self) -> AsyncIterator[list[Piece]]:
         timeout = float(settings.LLM_TIMEOUT_SECONDS)
         headers = {"Authorization": f"Bearer {settings.LLM_API_KEY}"} if settings.LLM_API_KEY else {}
         url = f"{str(settings.LLM_BASE_URL).rstrip('/')}/chat/completions"
@@ -151,28 +255,43 @@ class OpenAIGeneration:
         finally:
             await self.aclose()
 
-    def _parse(self, line: str) -> tuple[list[str], bool]:
+    def _parse(self, line: str) -> tuple[list[Piece], bool]:
         line = line.strip()
         if not line or line.startswith(":") or not line.startswith("data:"):
             return [], False
         payload = line[5:].strip()
         if payload == "[DONE]":
             return [], True
+        malformed = BackendError("upstream_malformed", "upstream sent a chunk that is not a chat.completion.chunk")
         try:
             chunk = json.loads(payload)
             choice = chunk["choices"][0] if chunk.get("choices") else None
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise BackendError("upstream_malformed", "upstream sent a chunk that is not a chat.completion.chunk") from None
+            raise malformed from None
         if choice is None:  # e.g. a usage-only chunk
             return [], False
         if not isinstance(choice, dict):
-            raise BackendError("upstream_malformed", "upstream sent a chunk that is not a chat.completion.chunk")
-        content = (choice.get("delta") or {}).get("content")
+            raise malformed
+        delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise malformed
+        pieces: list[Piece] = []
+        # vLLM and DeepSeek name it reasoning_content; OpenRouter and newer servers reasoning.
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning is not None and not isinstance(reasoning, str):
+            raise BackendError("upstream_malformed", "upstream sent reasoning that is not text")
+        if reasoning:
+            pieces.append(ReasoningDelta(reasoning))
+        content = delta.get("content")
         if content is not None and not isinstance(content, str):
             raise BackendError("upstream_malformed", "upstream sent non-text content")
-        if choice.get("finish_reason") == "length":
-            self.finish_reason = "length"
-        return ([content] if content else []), False
+        if content:
+            pieces.append(content)
+        pieces.extend(_tool_call_deltas(delta.get("tool_calls")))
+        finish = choice.get("finish_reason")
+        if finish in ("length", "tool_calls", "content_filter"):
+            self.finish_reason = finish
+        return pieces, False
 
     async def aclose(self) -> None:
         """Close the upstream request (also when a reader cancels or abandons)."""
@@ -181,19 +300,48 @@ class OpenAIGeneration:
             await self.response.aclose()
 
 
+def _tool_call_deltas(raw: object) -> list[ToolCallDelta]:
+    """A chunk's ``delta.tool_calls`` as ToolCallDelta, or BackendError upstream_malformed."""
+    if raw is None:
+        return []
+    malformed = BackendError("upstream_malformed", "upstream sent tool_calls that are not OpenAI's shape")
+    if not isinstance(raw, list):
+        raise malformed
+    deltas = []
+    for position, call in enumerate(raw):
+        if not isinstance(call, dict):
+            raise malformed
+        # Some servers leave out the index of a reply's only call: its position then.
+        index = call.get("index", position)
+        function = call.get("function") or {}
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0 or not isinstance(function, dict):
+            raise malformed
+        call_id, name, arguments = call.get("id"), function.get("name"), function.get("arguments")
+        if not all(value is None or isinstance(value, str) for value in (call_id, name, arguments)):
+            raise malformed
+        deltas.append(ToolCallDelta(index, call_id or None, name or None, arguments or ""))
+    return deltas
+
+
 class OpenAIBackend:
     name = "openai"
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.transport = transport
 
-    def generate(self, *, messages: list[ChatTurn], max_tokens: int | None) -> Generation:
+    def generate(
+        self, *, messages: list[ChatTurn], max_tokens: int | None, params: Mapping[str, Any] | None = None
+    ) -> Generation:
+        """``params``: the request's other Chat Completions parameters (temperature, tools,
+        ...: streaming.openai.parsing.PASSED_THROUGH), sent as they came."""
         body: dict[str, object] = {
             "model": settings.LLM_MODEL,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [m.wire() for m in messages],
             "stream": True,
+            **(params or {}),
         }
-        if max_tokens is not None:
+        # The client's own name for the cap (newer OpenAI models take only max_completion_tokens).
+        if max_tokens is not None and "max_completion_tokens" not in body:
             body["max_tokens"] = max_tokens
         return OpenAIGeneration(http_client(self.transport), body)
 

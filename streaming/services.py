@@ -14,8 +14,9 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -32,7 +33,16 @@ from core.errors import DomainError
 from core.eventlog import HEARTBEAT_SECONDS, LogEvent, Produced, follow, get_log
 from core.text import is_storable_text
 from streaming import limits
-from streaming.backends import Backend, BackendError, ChatTurn, get_backend
+from streaming.backends import (
+    Backend,
+    BackendError,
+    ChatTurn,
+    Piece,
+    ReasoningDelta,
+    ToolCallDelta,
+    get_backend,
+    piece_text,
+)
 from streaming.models import Conversation, ConversationMessage
 
 logger = logging.getLogger(__name__)
@@ -128,7 +138,9 @@ def _conversation_begin(*, owner_id: int, conversation_id: str | None, turns: li
     return str(conversation.pk), history + turns
 
 
-def _reply_store(*, conversation_id: str, stream_id: str, content: str, finish_reason: str, prompt_tokens: int) -> None:
+def _reply_store(
+    *, conversation_id: str, stream_id: str, content: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+) -> None:
     ConversationMessage.objects.create(
         conversation_id=conversation_id,
         role=ConversationMessage.Role.ASSISTANT,
@@ -136,7 +148,7 @@ def _reply_store(*, conversation_id: str, stream_id: str, content: str, finish_r
         finish_reason=finish_reason,
         stream_id=stream_id,
         prompt_tokens=prompt_tokens,
-        completion_tokens=count_tokens(content),
+        completion_tokens=completion_tokens,
     )
 
 
@@ -164,8 +176,12 @@ async def generation_start(
     backend: Backend | None = None,
     credential: Credential | None = None,
     abandonable: bool = True,
+    params: Mapping[str, Any] | None = None,
 ) -> StreamStarted:
     """Check the limits, store the new turns and start generating; return at once.
+
+    ``params``: the request's other model parameters, for the backend (temperature,
+    tools, ...: streaming.openai.parsing.PASSED_THROUGH).
 
     ``credential``, what authenticated the request: if it stops being valid (a token
     revoked, a log-out...) while the reply is generated, the generation stops.
@@ -213,6 +229,7 @@ async def generation_start(
         backend=backend or get_backend(),
         credential=credential,
         abandonable=abandonable,
+        params=params,
     )
     task = spawn(producer.run(), name=f"generation-{stream_id}")
     _running.add(task)
@@ -246,6 +263,7 @@ class Producer:
         backend: Backend,
         credential: Credential | None = None,
         abandonable: bool = True,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.user_id = user_id
@@ -255,10 +273,15 @@ class Producer:
         self.backend = backend
         self.credential = credential
         self.abandonable = abandonable
+        self.params = params
         self.producing: asyncio.Task[LogEvent] | None = None
         self.log = get_log()
         self.seq = 1
         self.tokens: list[str] = []
+        self.reasoning: list[str] = []
+        # The reply's tool calls by index, as OpenAI's message.tool_calls, assembled from their deltas.
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.pieces = 0  # events of the reply written to the log so far (limits.stream_cap)
         self.chars = 0  # characters written to the log so far (limits.stream_cap)
         self.prompt_tokens = sum(count_tokens(turn.content) for turn in context)
         self.stop_reason: str | None = None  # cancelled | abandoned | revoked
@@ -323,21 +346,20 @@ class Producer:
             self.producing.cancel()
 
     async def _produce(self) -> LogEvent:
-        generation = self.backend.generate(messages=self.context, max_tokens=self.max_tokens)
+        generation = self.backend.generate(messages=self.context, max_tokens=self.max_tokens, params=self.params)
         cap = limits.stream_cap()
         try:
-            async for batch in generation:
+            async for batch in generation.pieces():
                 # What does not fit in the stream's log is never written: the reply ends
                 # there with "length", whatever max_tokens says.
-                batch, full = cap.fit(batch, events=len(self.tokens), chars=self.chars)
+                texts = [piece_text(piece) for piece in batch]
+                kept, full = cap.fit(texts, events=self.pieces, chars=self.chars)
+                batch = [_cut(piece, text) for piece, text in zip(batch, kept, strict=False)]
                 if batch:
-                    events = [
-                        LogEvent(self.seq + i, "token", {"index": self.seq + i - 1, "token": token})
-                        for i, token in enumerate(batch)
-                    ]
-                    self.tokens.extend(batch)
+                    events = [self._event(self.seq + i, piece) for i, piece in enumerate(batch)]
                     self.seq += len(batch)
-                    self.chars += sum(len(token) for token in batch)
+                    self.pieces += len(batch)
+                    self.chars += sum(len(text) for text in kept)
                     await self.log.append(self.stream_id, events)
                 if full:
                     return self._done("length")
@@ -352,16 +374,42 @@ class Producer:
         finally:
             await generation.aclose()  # closes the upstream request, whatever happened
 
+    def _event(self, seq: int, piece: Piece) -> LogEvent:
+        """The log event of one piece of the reply (docs/protocol.md, "Events"), noted in the reply so far."""
+        if isinstance(piece, str):
+            self.tokens.append(piece)
+            return LogEvent(seq, "token", {"index": seq - 1, "token": piece})
+        if isinstance(piece, ReasoningDelta):
+            self.reasoning.append(piece.text)
+            return LogEvent(seq, "reasoning", {"text": piece.text})
+        call = self.tool_calls.setdefault(piece.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        call["id"] = piece.id or call["id"]
+        call["function"]["name"] += piece.name or ""
+        call["function"]["arguments"] += piece.arguments
+        return LogEvent(
+            seq, "tool_call", {"index": piece.index, "id": piece.id, "name": piece.name, "arguments": piece.arguments}
+        )
+
+    def _completion_tokens(self) -> int:
+        """The reply's tokens: its text, reasoning and tool calls (docs/protocol.md, "Token accounting")."""
+        calls = (call["function"]["name"] + call["function"]["arguments"] for call in self.tool_calls.values())
+        return sum(count_tokens(text) for text in ("".join(self.tokens), "".join(self.reasoning), *calls))
+
     def _error(self, code: str, detail: str) -> LogEvent:
         return LogEvent(self.seq, "error", {"code": code, "detail": detail, "content": "".join(self.tokens)})
 
     def _done(self, finish_reason: str) -> LogEvent:
         content = "".join(self.tokens)
-        return LogEvent(
-            self.seq,
-            "done",
-            {"finish_reason": finish_reason, "content": content, "usage": {"completion_tokens": count_tokens(content)}},
-        )
+        data: dict[str, Any] = {
+            "finish_reason": finish_reason,
+            "content": content,
+            "usage": {"completion_tokens": self._completion_tokens()},
+        }
+        if self.tool_calls:
+            data["tool_calls"] = [self.tool_calls[index] for index in sorted(self.tool_calls)]
+        if self.reasoning:
+            data["reasoning"] = "".join(self.reasoning)
+        return LogEvent(self.seq, "done", data)
 
     async def _finish(self, final: LogEvent, elapsed: float) -> None:
         try:
@@ -380,14 +428,27 @@ class Producer:
                 content=content,
                 finish_reason=finish_reason,
                 prompt_tokens=self.prompt_tokens,
+                completion_tokens=self._completion_tokens(),
             )
             # The prompt counts too: the context is what a model reads, and it is stored.
-            await limits.budget_spend(user_id=self.user_id, tokens=self.prompt_tokens + count_tokens(content))
+            await limits.budget_spend(user_id=self.user_id, tokens=self.prompt_tokens + self._completion_tokens())
         except Exception:
             logger.exception("could not store the reply of %s", self.stream_id)
         finally:
             await limits.slot_release(stream_id=self.stream_id, user_id=self.user_id)
         logger.debug("stream %s: %d tokens in %.3fs (%s)", self.stream_id, len(self.tokens), elapsed, finish_reason)
+
+
+def _cut(piece: Piece, text: str) -> Piece:
+    """``piece`` holding ``text`` (its own, or the part of it that fit under the cap)."""
+    if text == piece_text(piece):
+        return piece
+    if isinstance(piece, str):
+        return text
+    if isinstance(piece, ReasoningDelta):
+        return ReasoningDelta(text)
+    name = (piece.name or "")[: len(text)] or None
+    return ToolCallDelta(piece.index, piece.id, name, text[len(name or "") :])
 
 
 # ---- reading ---------------------------------------------------------------------------------------

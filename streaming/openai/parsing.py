@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
@@ -13,7 +13,7 @@ from core.text import is_storable_text
 from streaming.backends import ChatTurn
 from streaming.services import MAX_MESSAGE_CHARS, MAX_PROMPT_CHARS, StreamRefusedError, clean_request
 
-ROLES = {"system", "user", "assistant", "developer"}
+ROLES = {"system", "user", "assistant", "developer", "tool"}
 # The largest request body read (docs/protocol.md, "Limits"): the largest valid request is
 # MAX_PROMPT_CHARS characters, each at most 12 bytes as JSON (an emoji escaped as two
 # \uXXXX), about 1.5 MB; 2 MiB leaves room for the rest of the body.
@@ -36,9 +36,38 @@ PARAMETER_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "presence_penalty": (_NUMBER, "a number"),
     "frequency_penalty": (_NUMBER, "a number"),
     "logprobs": ((bool,), "a boolean"),
+    "top_logprobs": ((int,), "an integer"),
+    "logit_bias": ((dict,), "an object"),
+    "reasoning_effort": ((str,), "a string"),
     "user": ((str,), "a string"),
     "stream_options": ((dict,), "an object"),
     "n": ((int,), "an integer"),
+}
+# The parameters sent to an ``openai`` upstream as the client sent them (null ones are left
+# out: the upstream's default), with the cap under the client's own name when it used
+# max_completion_tokens (docs/protocol.md, "Chat Completions parameters").
+PASSED_THROUGH = (
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "user",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "reasoning_effort",
+)
+# Parameters OpenAI accepts that we cannot honour (what they ask for is not relayed to the
+# client): a 400 naming them rather than a silent drop. ``logprobs: false`` is the default and fine.
+REFUSED = {
+    "top_logprobs": "log probabilities are not streamed back",
+    "functions": "use 'tools' (functions is OpenAI's deprecated form)",
+    "function_call": "use 'tool_choice' (function_call is OpenAI's deprecated form)",
+    "audio": "audio output is not supported",
 }
 
 
@@ -59,6 +88,61 @@ def _check_parameter_types(body: dict[str, object]) -> None:
             raise StreamRefusedError("invalid_type", "Invalid type for 'stop': expected a string or an array of strings.")
     if body.get("n") not in (None, 1):
         raise StreamRefusedError("invalid_value", "Invalid 'n': only n=1 is supported (one choice per stream).")
+    if body.get("logprobs") is True:
+        raise StreamRefusedError(
+            "unsupported_parameter", "Unsupported parameter: 'logprobs': log probabilities are not streamed back."
+        )
+    for name, why in REFUSED.items():
+        if body.get(name) is not None:
+            raise StreamRefusedError("unsupported_parameter", f"Unsupported parameter: '{name}': {why}.")
+    modalities = body.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise StreamRefusedError("unsupported_parameter", "Unsupported parameter: 'modalities': only [\"text\"] is supported.")
+    tools = body.get("tools")
+    for i, tool in enumerate(tools if isinstance(tools, list) else []):
+        _check_tool(tool, f"tools[{i}]")
+
+
+def _check_tool(tool: object, where: str) -> None:
+    """A tool as OpenAI takes it: an object with a ``type``; a function tool's ``function`` names it."""
+    if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+        raise StreamRefusedError("invalid_type", f"Invalid type for '{where}': expected an object with a string 'type'.")
+    if tool["type"] == "function":
+        function = tool.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise StreamRefusedError("missing_required_parameter", f"Missing required parameter: '{where}.function.name'.")
+
+
+def _check_tool_calls(calls: object, where: str) -> list[str]:
+    """An assistant message's ``tool_calls`` as OpenAI takes them; their ids."""
+    if not isinstance(calls, list):
+        raise StreamRefusedError("invalid_type", f"Invalid type for '{where}': expected an array.")
+    ids = []
+    for i, call in enumerate(calls):
+        at = f"{where}[{i}]"
+        if not isinstance(call, dict):
+            raise StreamRefusedError("invalid_type", f"Invalid type for '{at}': expected an object.")
+        function = call.get("function")
+        if not isinstance(call.get("id"), str) or not call["id"]:
+            raise StreamRefusedError("missing_required_parameter", f"Missing required parameter: '{at}.id'.")
+        if not isinstance(function, dict):
+            raise StreamRefusedError("missing_required_parameter", f"Missing required parameter: '{at}.function'.")
+        for field in ("name", "arguments"):
+            if not isinstance(function.get(field), str):
+                raise StreamRefusedError("invalid_type", f"Invalid type for '{at}.function.{field}': expected a string.")
+        ids.append(call["id"])
+    return ids
+
+
+def _content_text(content: object) -> str | None:
+    """A message's text: the content itself, or its text parts joined (other parts, such as
+    images, travel upstream in the message as it was sent); None for anything else."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list) or not all(isinstance(part, dict) for part in content):
+        return None
+    texts = [part.get("text") for part in content if part.get("type") == "text"]
+    return "".join(text for text in texts if isinstance(text, str)) if all(isinstance(t, str) for t in texts) else None
 
 
 class ChatRequest(NamedTuple):
@@ -67,6 +151,8 @@ class ChatRequest(NamedTuple):
     stream: bool
     include_usage: bool
     model: str
+    # PASSED_THROUGH parameters that are not null, for the backend.
+    params: dict[str, Any]
 
 
 def _body(request: HttpRequest) -> bytes:
@@ -111,26 +197,43 @@ def parse_chat_request(request: HttpRequest) -> ChatRequest:
     if not isinstance(raw_messages, list) or not raw_messages:
         raise bad("invalid_messages", "'messages' must be a non-empty array.")
     turns: list[ChatTurn] = []
-    for message in raw_messages:
+    # The ids of the tool calls a tool message may answer: those of the assistant message before it.
+    open_calls: list[str] = []
+    for i, message in enumerate(raw_messages):
         # A role that is a list or an object is unhashable: ``in ROLES`` would raise (a 500).
         if not isinstance(message, dict) or not isinstance(message.get("role"), str) or message["role"] not in ROLES:
-            raise bad("invalid_messages", "Each message needs a role of system, developer, user or assistant.")
-        content = message.get("content")
-        if isinstance(content, list):  # content parts: keep the text ones
-            texts = [part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"]
-            content = "".join(text for text in texts if isinstance(text, str)) if all(isinstance(t, str) for t in texts) else None
+            raise bad("invalid_messages", "Each message needs a role of system, developer, user, assistant or tool.")
+        role = message["role"]
+        content = _content_text(message.get("content"))
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if calls is not None:
+            open_calls = _check_tool_calls(calls, f"messages[{i}].tool_calls")
+            if message.get("content") is None:  # content null: a reply that is only tool calls
+                content = ""
+        elif role != "tool":
+            open_calls = []
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise bad("missing_required_parameter", f"Missing required parameter: 'messages[{i}].tool_call_id'.")
+            if call_id not in open_calls:
+                raise bad(
+                    "invalid_messages",
+                    f"Invalid 'messages[{i}]': a tool message must answer a tool call of the assistant message "
+                    "before it, by its id.",
+                )
         if not isinstance(content, str):
             raise bad("invalid_messages", "Each message's content must be a string.")
         if len(content) > MAX_MESSAGE_CHARS:  # the assistant's limit (docs/protocol.md, "Limits")
             raise bad(
                 "string_above_max_length",
-                f"Invalid 'messages[{len(turns)}].content': string too long. Expected a string with maximum length "
+                f"Invalid 'messages[{i}].content': string too long. Expected a string with maximum length "
                 f"{MAX_MESSAGE_CHARS}, but got a string with length {len(content)} instead.",
             )
         if not is_storable_text(content):  # a lone surrogate or NUL would fail the database write
             raise bad("invalid_messages", "Each message's content must be Unicode text without NUL or lone surrogates.")
-        role = "system" if message["role"] == "developer" else message["role"]
-        turns.append(ChatTurn(role, content))
+        role = "system" if role == "developer" else role
+        turns.append(ChatTurn(role, content, {**message, "role": role}))
     if not any(t.role == "user" and t.content.strip() for t in turns):
         raise bad("invalid_messages", "At least one user message with content is needed.")
     total = sum(len(t.content) for t in turns)
@@ -142,6 +245,9 @@ def parse_chat_request(request: HttpRequest) -> ChatRequest:
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     # The content was checked above, message by message: only max_tokens is left to check.
     clean_request(message="x", max_tokens=max_tokens)
+    params = {name: body[name] for name in PASSED_THROUGH if body.get(name) is not None}
+    if body.get("max_completion_tokens") is not None:
+        params["max_completion_tokens"] = max_tokens
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad("invalid_request", "'stream' must be a boolean.")
@@ -150,4 +256,4 @@ def parse_chat_request(request: HttpRequest) -> ChatRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad("invalid_model", "'model' must be a non-empty string.")
-    return ChatRequest(turns, max_tokens, stream, include_usage, model)
+    return ChatRequest(turns, max_tokens, stream, include_usage, model, params)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from django.test import override_settings
 
-from streaming.backends import BackendError, ChatTurn, EchoBackend, OpenAIBackend
+from streaming.backends import BackendError, ChatTurn, EchoBackend, OpenAIBackend, ReasoningDelta, ToolCallDelta
 
 pytestmark = pytest.mark.asyncio
 
@@ -133,3 +133,68 @@ async def test_echo_paces_tokens():
     tokens, _ = await collect(EchoBackend(), max_tokens=4)
     assert len(tokens) == 4
     assert asyncio.get_running_loop().time() - started >= 0.11
+
+
+async def collect_pieces(backend, messages, params=None):
+    generation = backend.generate(messages=messages, max_tokens=None, params=params)
+    pieces = []
+    async for batch in generation.pieces():
+        pieces.extend(batch)
+    return pieces, generation.finish_reason
+
+
+@override_settings(LLM_BACKEND="openai")
+async def test_openai_backend_parses_tool_calls_and_reasoning_and_iterating_gives_only_text():
+    chunks = [
+        {"choices": [{"delta": {"reasoning_content": "hmm"}}]},
+        {"choices": [{"delta": {"reasoning": "...", "content": "ok"}}]},  # OpenRouter's name
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": ""}}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"function": {"arguments": "{}"}}]}}]},  # no index: its position
+        {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    backend = OpenAIBackend(transport=httpx.MockTransport(lambda request: httpx.Response(200, text=body)))
+    pieces, finish = await collect_pieces(backend, MESSAGES)
+    assert pieces == [
+        ReasoningDelta("hmm"),
+        ReasoningDelta("..."),
+        "ok",
+        ToolCallDelta(0, "c1", "f", ""),
+        ToolCallDelta(0, None, None, "{}"),
+    ]
+    assert finish == "tool_calls"
+    assert await collect(backend) == (["ok"], "tool_calls")
+
+
+@pytest.mark.parametrize(
+    "delta",
+    [
+        {"tool_calls": {"index": 0}},
+        {"tool_calls": ["x"]},
+        {"tool_calls": [{"index": "0"}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": {}}}]},
+        {"reasoning_content": 5},
+        "text",
+    ],
+)
+@override_settings(LLM_BACKEND="openai")
+async def test_openai_backend_malformed_tool_calls_or_reasoning(delta):
+    body = f"data: {json.dumps({'choices': [{'delta': delta}]})}\n\ndata: [DONE]\n\n"
+    backend = OpenAIBackend(transport=httpx.MockTransport(lambda request: httpx.Response(200, text=body)))
+    with pytest.raises(BackendError) as raised:
+        await collect_pieces(backend, MESSAGES)
+    assert raised.value.code == "upstream_malformed"
+
+
+TOOLS = {"tools": [{"type": "function", "function": {"name": "lookup"}}]}
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_echo_calls_an_offered_tool_and_echoes_a_tools_result():
+    pieces, finish = await collect_pieces(EchoBackend(), [ChatTurn("user", "call lookup please")], TOOLS)
+    assert finish == "tool_calls" and len(pieces) == 2
+    assert pieces[0].name == "lookup" and pieces[0].id.startswith("call_") and pieces[0].arguments == ""
+    assert pieces[1] == ToolCallDelta(0, None, None, "{}")
+    result = [ChatTurn("user", "call lookup"), ChatTurn("assistant", ""), ChatTurn("tool", "found it")]
+    assert await collect_pieces(EchoBackend(), result, TOOLS) == (["found ", "it "], "stop")
+    assert await collect_pieces(EchoBackend(), [ChatTurn("user", "call lookup")], {}) == (["call ", "lookup "], "stop")

@@ -90,3 +90,87 @@ async def test_the_model_is_listed_retrieved_and_an_unknown_one_is_a_404(token):
         assert response.status_code == 404
         error = response.json()["error"]
         assert error["type"] == "invalid_request_error" and error["code"] == "model_not_found"
+
+
+REFUSED = [
+    ("logprobs", True),
+    ("top_logprobs", 3),
+    ("functions", [{"name": "f"}]),
+    ("function_call", "auto"),
+    ("audio", {"voice": "alloy", "format": "wav"}),
+    ("modalities", ["text", "audio"]),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), REFUSED)
+async def test_a_parameter_we_cannot_honour_is_a_400_naming_it(token, name, value):
+    response = await completion(BearerClient(token), {name: value})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_parameter" and f"'{name}'" in error["message"]
+
+
+BAD_TOOLS = [
+    (["f"], "invalid_type", "tools[0]"),
+    ([{"function": {"name": "f"}}], "invalid_type", "tools[0]"),
+    ([{"type": "function"}], "missing_required_parameter", "tools[0].function.name"),
+    ([{"type": "function", "function": {"name": ""}}], "missing_required_parameter", "tools[0].function.name"),
+]
+
+
+@pytest.mark.parametrize(("tools", "code", "where"), BAD_TOOLS)
+async def test_a_malformed_tool_is_a_400_naming_it(token, tools, code, where):
+    response = await completion(BearerClient(token), {"tools": tools})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == code and f"'{where}'" in error["message"]
+
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+ASKED = {"role": "user", "content": "call f"}
+BAD_TOOL_MESSAGES = [
+    (
+        [ASKED, {"role": "assistant", "content": None, "tool_calls": [CALL]}, {"role": "tool", "content": "r"}],
+        "missing_required_parameter",
+    ),
+    ([ASKED, {"role": "tool", "tool_call_id": "call_1", "content": "r"}], "invalid_messages"),  # no call before it
+    (
+        [
+            ASKED,
+            {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_2", "content": "r"},
+        ],
+        "invalid_messages",  # answers no call of the message before
+    ),
+    ([ASKED, {"role": "assistant", "content": None, "tool_calls": [{**CALL, "id": None}]}], "missing_required_parameter"),
+    (
+        [ASKED, {"role": "assistant", "content": None, "tool_calls": [{**CALL, "function": {"name": "f", "arguments": {}}}]}],
+        "invalid_type",
+    ),
+    ([ASKED, {"role": "assistant", "content": None, "tool_calls": "call_1"}], "invalid_type"),
+    ([ASKED, {"role": "assistant", "content": None}], "invalid_messages"),  # null content without tool calls
+    (
+        [ASKED, {"role": "assistant", "content": None, "tool_calls": [CALL]}, {"role": "tool", "tool_call_id": "call_1"}],
+        "invalid_messages",
+    ),
+]
+
+
+@pytest.mark.parametrize(("messages", "code"), BAD_TOOL_MESSAGES)
+async def test_malformed_tool_messages_are_a_400(token, messages, code):
+    response = await completion(BearerClient(token), {"messages": messages})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+
+
+async def test_tool_messages_and_assistant_tool_calls_are_accepted(token):
+    messages = [
+        ASKED,
+        {"role": "assistant", "content": None, "tool_calls": [CALL, {**CALL, "id": "call_2"}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "one"},
+        {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "two"}]},
+        {"role": "assistant", "content": "done", "tool_calls": []},
+        {"role": "user", "content": "thanks"},
+    ]
+    response = await completion(BearerClient(token), {"messages": messages})
+    assert response.status_code == 200, response.json()

@@ -46,6 +46,7 @@ OPENAI_CODES = {
     "bad_request",
     "invalid_type",
     "invalid_value",
+    "missing_required_parameter",
 }
 factory = RequestFactory()
 
@@ -53,13 +54,13 @@ factory = RequestFactory()
 @given(BODIES)
 def test_any_chat_completions_body_is_a_request_or_a_400(body: bytes) -> None:
     try:
-        turns, max_tokens, stream, include_usage, model = parse_chat_request(
+        turns, max_tokens, stream, include_usage, model, _ = parse_chat_request(
             factory.post("/v1/chat/completions", data=body, content_type="application/json")
         )
     except services.StreamRefusedError as refused:
         assert refused.http_status == 400 and refused.code in OPENAI_CODES
         return
-    assert turns and all(t.role in {"system", "user", "assistant"} and is_storable_text(t.content) for t in turns)
+    assert turns and all(t.role in {"system", "user", "assistant", "tool"} and is_storable_text(t.content) for t in turns)
     assert any(t.role == "user" and t.content.strip() for t in turns)
     assert max_tokens is None or 1 <= max_tokens <= services.MAX_TOKENS_LIMIT
     assert isinstance(stream, bool) and isinstance(include_usage, bool) and isinstance(model, str) and model
