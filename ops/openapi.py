@@ -79,11 +79,40 @@ STRING = {"type": "string"}
 INTEGER = {"type": "integer"}
 # Database ids: what Django's <int:…> converter accepts, up to a signed 64-bit integer.
 ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
-CHAT_MESSAGE = _object(
-    ["role", "content"],
-    role={"enum": ["system", "developer", "user", "assistant"]},
-    content={"anyOf": [STRING, {"type": "array", "items": _object(["type", "text"], type={"const": "text"}, text=STRING)}]},
+TOOL_CALL = _object(
+    ["id", "type", "function"],
+    id=STRING,
+    type={"const": "function"},
+    function=_object(["name", "arguments"], name=STRING, arguments=STRING),
 )
+# Content parts other than text (images) are sent on to an openai upstream as they came.
+CHAT_MESSAGE = _object(
+    ["role"],
+    role={"enum": ["system", "developer", "user", "assistant", "tool"]},
+    content={"anyOf": [STRING, {"type": "array", "items": _object(["type"], type=STRING, text=STRING)}, {"type": "null"}]},
+    tool_calls={"type": "array", "items": TOOL_CALL, "description": "assistant messages: content may then be null"},
+    tool_call_id={**STRING, "description": "tool messages: the id of the call they answer"},
+)
+NUMBER = {"type": "number"}
+# What /v1/chat/completions passes to an openai upstream as sent (docs/protocol.md, "Chat Completions parameters").
+CHAT_PARAMETERS: dict[str, Any] = {
+    "max_completion_tokens": INTEGER,
+    "stream_options": _object(include_usage={"type": "boolean"}),
+    "temperature": NUMBER,
+    "top_p": NUMBER,
+    "seed": INTEGER,
+    "stop": {"anyOf": [STRING, {"type": "array", "items": STRING}]},
+    "response_format": {"type": "object"},
+    "tools": {"type": "array", "items": _object(["type"], type=STRING, function=_object(["name"], name=STRING))},
+    "tool_choice": {"anyOf": [STRING, {"type": "object"}]},
+    "parallel_tool_calls": {"type": "boolean"},
+    "user": STRING,
+    "presence_penalty": NUMBER,
+    "frequency_penalty": NUMBER,
+    "logit_bias": {"type": "object"},
+    "reasoning_effort": STRING,
+    "n": {"const": 1},
+}
 SANCTION = _object(["user"], user=STRING, room=STRING, minutes={"type": "number"}, reason=STRING)
 
 
@@ -214,6 +243,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 messages={"type": "array", "items": CHAT_MESSAGE},
                 stream={"type": "boolean"},
                 max_tokens=INTEGER,
+                **CHAT_PARAMETERS,
             ),
             openai=True,
             json_or_sse=True,
