@@ -228,3 +228,20 @@ async def test_a_resumed_stream_replays_the_typed_events(token, upstream):
     assert done["finish_reason"] == "tool_calls" and done["content"] == "Checking."
     assert done["reasoning"] == "The user wants two cities."
     assert [(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in done["tool_calls"]] == EXPECTED_CALLS
+
+
+@UPSTREAM
+@override_settings(LLM_STREAM_MAX_EVENTS=6, LLM_STREAM_MAX_CHARS=10_000)
+async def test_reasoning_and_tool_call_pieces_count_against_the_streams_cap(token, upstream):
+    upstream(tool_call_reply)
+    client = BearerClient(token)
+    body = {"model": "gpt-up", "messages": [{"role": "user", "content": "weather"}], "tools": TOOLS, "stream": True}
+    response = await client.post("/v1/chat/completions", json.dumps(body), content_type="application/json")
+    await read_all(response)
+    replay = parse_events(await read_all(await client.get(f"/api/streams/{response['X-Stream-Id']}/events")))
+    assert [event["event"] for event in replay] == ["start", "reasoning", "reasoning", "token", *["tool_call"] * 3, "done"]
+    done = replay[-1]["data"]
+    assert done["finish_reason"] == "length"
+    assert done["tool_calls"] == [
+        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city'}}
+    ]
