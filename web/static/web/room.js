@@ -2,6 +2,9 @@
 // exponential back-off and jitter, resumes with last_seq (and last_id), and applies every change
 // by message id: new messages once, in id order; edits in place; a removed message becomes a
 // placeholder (its author's too) until a moderator restores it; reactions as whole sets.
+// Messages go through an outbox: one written while the room is not connected waits, shown with
+// its nonce, and is sent once when the room is back (the echo's nonce acknowledges it); one the
+// room refuses, or never acknowledges, stays in the list with its reason and Retry.
 // Message text is rendered as sanitised Markdown (markdown.js); everything else user-written is
 // inserted as text (textContent), never as markup.
 import { api, backoff, el, shortTime } from "./common.js";
@@ -45,7 +48,7 @@ const NEWEST = Number.MAX_SAFE_INTEGER; // before= this: the newest page
 const messages = new Map(); // message id -> {id, user, content, ts, reply_to, edited_at, reactions, removed}
 const shown = new Map(); // message id -> <li>
 const quoted = new Map(); // id -> a message known only because a reply quotes it (or null: removed)
-const pending = new Map(); // nonce -> {item, content, replyTo, timer}
+const pending = new Map(); // nonce -> the outbox: {nonce, item, content, replyTo, timer, state, queued}
 const changes = new Map(); // nonce -> {undo}: an edit, removal or reaction sent and not yet seen back
 const typers = new Map(); // username -> expiry timer
 let lastId = 0;
@@ -124,6 +127,7 @@ function dropped(code) {
     finished = true;
     setState("closed", FINAL_CLOSES[code]);
     setComposerEnabled(false);
+    for (const entry of pending.values()) if (entry.state !== "failed") setOutgoing(entry, "failed", "the room closed");
     return;
   }
   if (code === 1012) {
@@ -218,7 +222,9 @@ function handle(frame) {
       attempt = 0;
       setState("live", "Connected");
       setComposerEnabled(!locked);
-      for (const [nonce, entry] of pending) watchPending(nonce, entry);
+      if (errorBox.dataset.code === "offline") clearError(); // "Not connected" is over
+      for (const entry of pending.values()) if (entry.state === "sent") watchPending(entry);
+      flushOutbox();
       if (reloadAfterSync) reloadNewest();
       if (firstSync) {
         firstSync = false;
@@ -369,7 +375,7 @@ function insertInOrder(item, id) {
   const messagesShown = list.querySelectorAll(":scope > li.message[data-id]");
   const last = messagesShown[messagesShown.length - 1];
   if (!last || Number(last.dataset.id) < id) {
-    const firstPending = list.querySelector(":scope > li.pending");
+    const firstPending = list.querySelector(":scope > li.outgoing");
     if (firstPending) firstPending.before(item);
     else list.append(item);
     return;
@@ -475,7 +481,7 @@ function showNotice(text, label) {
   const item = el("li", { className: "notice" });
   if (label) item.append(el("strong", { text: `${label}: ` }));
   item.append(document.createTextNode(text));
-  const firstPending = list.querySelector(":scope > .pending"); // ours, not yet acknowledged: they stay last
+  const firstPending = list.querySelector(":scope > .outgoing"); // ours, not yet acknowledged: they stay last
   if (firstPending) firstPending.before(item);
   else list.append(item);
   if (stick) list.scrollTop = list.scrollHeight;
@@ -619,7 +625,7 @@ function react(id, emoji, on) {
   const data = messages.get(id);
   if (!data || data.removed) return;
   const nonce = newNonce();
-  if (!send({ type: "react", id, emoji, on, nonce })) { showLocalError("Not connected: try again when the room is back."); return; }
+  if (!send({ type: "react", id, emoji, on, nonce })) { showLocalError("Not connected: try again when the room is back.", "offline"); return; }
   // Shown at once; the room's `reactions` frame (the whole set) settles it either way.
   const before = data.reactions;
   const users = (before[emoji] || []).filter((user) => user !== me);
@@ -677,7 +683,7 @@ function saveEdit() {
   if (!data || content === data.content) { stopEdit(); return; }
   if (!content) { showLocalError("A message cannot be empty: use Delete to remove it.", "empty"); return; }
   const nonce = newNonce();
-  if (!send({ type: "edit", id, content, nonce })) { showLocalError("Not connected: your edit is still open; save it when the room is back."); return; }
+  if (!send({ type: "edit", id, content, nonce })) { showLocalError("Not connected: your edit is still open; save it when the room is back.", "offline"); return; }
   const before = { content: data.content, edited_at: data.edited_at };
   data.content = content; // shown at once; the room's message_edited confirms it
   changes.set(nonce, { id, kind: "edit", undo: () => { Object.assign(data, before); redraw(id); } });
@@ -699,7 +705,7 @@ function confirmRemove(id) {
 
 function removeOwn(id) {
   const nonce = newNonce();
-  if (!send({ type: "delete", id, nonce })) { showLocalError("Not connected: try again when the room is back."); redraw(id); return; }
+  if (!send({ type: "delete", id, nonce })) { showLocalError("Not connected: try again when the room is back.", "offline"); redraw(id); return; }
   changes.set(nonce, { id, kind: "remove", undo: () => redraw(id) });
   box.focus();
 }
@@ -949,51 +955,96 @@ function clearError() {
   delete errorBox.dataset.code;
 }
 
-function sendMessage(content, retrying, answering = null) {
+/** The room takes messages now: connected, and past the replay of what this page missed (so a
+ * message sent before a drop and stored is recognised by its nonce before anything is resent). */
+function canTransmit() {
+  return !syncing && socket?.readyState === WebSocket.OPEN;
+}
+
+/** A new message into the outbox, shown at once with its nonce; sent now if the room is there. */
+function sendMessage(content, answering = null) {
   const nonce = newNonce();
-  const frame = { type: "message", content, nonce };
-  if (answering !== null) frame.reply_to = answering;
-  if (!send(frame)) return false;
-  const item = el("li", { className: "message mine pending" },
+  const item = el("li", { className: "message mine outgoing pending", attrs: { "data-nonce": nonce } },
     el("div", { className: "meta" }, el("span", { className: "author", text: me }), " ",
-      el("span", { className: "sending", text: "sending…" })));
+      el("span", { className: "sending" })));
   if (answering !== null) item.append(quoteFor(answering));
   item.append(el("div", { className: "content", text: content }));
-  retrying?.remove();
   list.append(item);
   list.scrollTop = list.scrollHeight;
-  const entry = { item, content, replyTo: answering, timer: null };
+  const entry = { nonce, item, content, replyTo: answering, timer: null, state: "queued", queued: !canTransmit() };
   pending.set(nonce, entry);
-  watchPending(nonce, entry);
+  if (entry.queued) setOutgoing(entry, "queued");
+  else transmit(entry);
+}
+
+/** Send an outbox entry once; it stays pending until its echo (or an error naming its nonce). */
+function transmit(entry) {
+  const frame = { type: "message", content: entry.content, nonce: entry.nonce };
+  if (entry.replyTo !== null) frame.reply_to = entry.replyTo;
+  if (!send(frame)) { setOutgoing(entry, "queued"); return false; }
+  setOutgoing(entry, "sent");
+  watchPending(entry);
   return true;
 }
 
-/** A message not echoed a few seconds after a sync is marked, with a way to send it again. */
-function watchPending(nonce, entry) {
+/** Back in the room: what waited in the outbox goes out, once each, in the order written. */
+function flushOutbox() {
+  for (const entry of pending.values()) if (entry.state === "queued" && !transmit(entry)) return;
+}
+
+/** An outbox entry's state on the page: waiting for the room, sent, or failed with a way out. */
+function setOutgoing(entry, state, reason = "") {
+  entry.state = state;
+  const { item } = entry;
+  item.classList.toggle("pending", state !== "failed");
+  item.classList.toggle("queued", state === "queued");
+  item.classList.toggle("failed", state === "failed");
+  const status = item.querySelector(".sending");
+  if (state === "queued") status.replaceChildren("waiting for the connection…");
+  else if (state === "sent") status.replaceChildren("sending…");
+  else {
+    const retry = el("button", { className: "link", text: "Retry", attrs: { type: "button" } });
+    retry.addEventListener("click", () => {
+      if (pending.get(entry.nonce) !== entry) return;
+      entry.queued = true; // a refusal now fails in place again, the box is the person's
+      // The same nonce: the room stored nothing under it (refused), or its late echo settles it.
+      if (canTransmit()) transmit(entry);
+      else setOutgoing(entry, "queued");
+    });
+    const discard = el("button", { className: "link", text: "Discard", attrs: { type: "button" } });
+    discard.addEventListener("click", () => { dropOutgoing(entry); box.focus(); });
+    status.replaceChildren(`not sent${reason ? `: ${reason}` : ""} · `, retry, " · ", discard);
+  }
+}
+
+function dropOutgoing(entry) {
+  clearTimeout(entry.timer);
+  entry.item.remove();
+  pending.delete(entry.nonce);
+}
+
+/** A message not echoed a few seconds after a sync is marked failed, with Retry. */
+function watchPending(entry) {
   clearTimeout(entry.timer);
   entry.timer = setTimeout(() => {
-    if (pending.get(nonce) !== entry || !socket || entry.item.classList.contains("failed")) return;
-    entry.item.classList.replace("pending", "failed");
-    const retry = el("button", { className: "link", text: "Send again", attrs: { type: "button" } });
-    retry.addEventListener("click", () => {
-      if (!socket) { showLocalError("Not connected yet."); return; }
-      pending.delete(nonce); // if the first copy still arrives it is shown too: the person chose to resend
-      sendMessage(entry.content, entry.item, entry.replyTo);
-    });
-    entry.item.querySelector(".sending").replaceChildren("not delivered · ", retry);
+    if (pending.get(entry.nonce) !== entry || !socket || entry.state !== "sent") return;
+    setOutgoing(entry, "failed", "no answer from the room");
   }, UNACKED_MS);
 }
 
-function restorePending(nonce) {
+/** The room refused a message: one just typed goes back into an empty box (to change and send
+ * again); one that waited in the outbox, or any when the box holds something, fails in place. */
+function refusePending(nonce, reason) {
   const entry = nonce ? pending.get(nonce) : undefined;
   if (!entry) return;
   clearTimeout(entry.timer);
-  entry.item.remove();
-  pending.delete(nonce);
-  if (!box.value.trim()) { // give the text back rather than lose it
-    box.value = entry.content;
-    if (entry.replyTo !== null) startReply(entry.replyTo);
+  if (entry.queued || box.value.trim()) {
+    setOutgoing(entry, "failed", reason);
+    return;
   }
+  dropOutgoing(entry);
+  box.value = entry.content;
+  if (entry.replyTo !== null) startReply(entry.replyTo);
 }
 
 function showLocalError(text, code = "local") {
@@ -1002,13 +1053,13 @@ function showLocalError(text, code = "local") {
 }
 
 function showError(frame) {
-  restorePending(frame.nonce);
   const change = frame.nonce ? changes.get(frame.nonce) : undefined;
   if (change) { // an edit, removal or reaction the room refused: show it as it was
     changes.delete(frame.nonce);
     change.undo();
   }
   if (frame.code === "rate_limited") {
+    refusePending(frame.nonce, "too many messages at once");
     rateLimitedUntil = Date.now() + (Number(frame.retry_after) || 1) * 1000;
     sendButton.disabled = true;
     tickRateLimit();
@@ -1025,7 +1076,9 @@ function showError(frame) {
     edit_window_passed: "It is too late to edit that message.",
     bad_emoji: "That reaction is not available here.",
   };
-  showLocalError(texts[frame.code] || frame.detail || frame.code, frame.code);
+  const text = texts[frame.code] || frame.detail || frame.code;
+  refusePending(frame.nonce, text);
+  showLocalError(text, frame.code);
 }
 
 /** "You can send again in 3 s", counting down, from the error's retry_after. */
@@ -1034,7 +1087,7 @@ function tickRateLimit() {
   const left = rateLimitedUntil - Date.now();
   if (left <= 0) {
     rateLimitedUntil = 0;
-    sendButton.disabled = locked || finished || !socket;
+    sendButton.disabled = locked || finished; // offline too: the outbox keeps it
     if (errorBox.dataset.code === "rate_limited") showLocalError("You can send again now.", "rate_limited_over");
     return;
   }
@@ -1049,10 +1102,7 @@ form.addEventListener("submit", (event) => {
   if (!content) return;
   if (locked) { showLocalError("This room is locked: nobody can post for now.", "room_locked"); return; }
   if (Date.now() < rateLimitedUntil) { tickRateLimit(); return; }
-  if (!sendMessage(content, null, replyTo)) {
-    showLocalError("Not connected: your message is still in the box; send it when the room is back.");
-    return;
-  }
+  sendMessage(content, replyTo); // now, or from the outbox once the room is back
   if (errorBox.dataset.code !== "room_locked") clearError();
   box.value = "";
   cancelReply();
