@@ -107,3 +107,30 @@ async def test_echo_calls_only_an_offered_tool_when_asked(token, extra, content)
         )
     assert reply.choices[0].finish_reason == "stop" and reply.choices[0].message.tool_calls is None
     assert reply.choices[0].message.content == content + " "
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_a_v1_stream_resumed_with_format_openai_gets_the_same_chunks(token):
+    client = BearerClient(token)
+    body = {
+        "model": "echo",
+        "messages": [{"role": "user", "content": "call get_time"}],
+        "tools": TOOLS,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    live_response = await client.post("/v1/chat/completions", json.dumps(body), content_type="application/json")
+    stream_id = live_response["X-Stream-Id"]
+    live = parse_events(await read_all(live_response))
+    events = f"/api/streams/{stream_id}/events?format=openai"
+    replayed = parse_events(await read_all(await client.get(events)))
+    assert replayed == live, "from the start: the same chunks, ids, usage and [DONE]"
+    assert [e["data"] for e in live[-2:]] == [live[-2]["data"], "[DONE]"] and live[-2]["data"]["usage"][
+        "completion_tokens"
+    ] == 3  # "get_time{}"
+    assert all(e["id"].startswith(f"{stream_id}:") for e in live[:-2]), "every chunk but usage and [DONE] names its position"
+
+    rest = parse_events(await read_all(await client.get(events, headers={"Last-Event-ID": live[0]["id"]})))
+    assert rest == live[1:], "after the first chunk: exactly the others, no second role"
+    ended = await client.get(events, headers={"Last-Event-ID": live[-3]["id"]})
+    assert ended.status_code == 204, "a reader that has the end is told to stop"
