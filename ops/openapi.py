@@ -212,7 +212,13 @@ PATHS: dict[str, dict[str, Any]] = {
             sse=True,
         )
     },
-    "/api/streams/{stream_id}/events": {"get": _op("Resume a stream (Last-Event-ID)", sse=True, params=[STREAM_ID, *RESUME])},
+    "/api/streams/{stream_id}/events": {
+        "get": _op(
+            "Resume a stream (Last-Event-ID); format=openai: as Chat Completions chunks",
+            sse=True,
+            params=[STREAM_ID, *RESUME, _query("format", {"enum": ["openai"]})],
+        )
+    },
     "/api/streams/{stream_id}/cancel": {"post": _op("Cancel a stream", ok="202", params=[STREAM_ID])},
     "/api/conversations/": {"get": _op("The caller's conversations")},
     "/api/conversations/{conversation_id}": {
