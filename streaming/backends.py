@@ -76,9 +76,11 @@ class BackendError(Exception):
 
 
 class Generation(Protocol):
-    """One reply being generated. ``finish_reason`` is known once iteration ends."""
+    """One reply being generated. ``finish_reason`` is known once iteration ends, and
+    ``usage`` (``prompt_tokens``, ``completion_tokens``) when the model reported it."""
 
     finish_reason: FinishReason
+    usage: Mapping[str, int] | None
 
     def pieces(self) -> AsyncIterator[list[Piece]]: ...
 
@@ -97,6 +99,8 @@ class Backend(Protocol):
 
 class _TextOnly:
     """``async for batch in generation``: the text pieces only, in batches."""
+
+    usage: Mapping[str, int] | None = None
 
     def pieces(self) -> AsyncIterator[list[Piece]]:
         raise NotImplementedError
@@ -268,6 +272,7 @@ class OpenAIGeneration(_TextOnly):
             choice = chunk["choices"][0] if chunk.get("choices") else None
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise malformed from None
+        self._usage(chunk.get("usage"))
         if choice is None:  # e.g. a usage-only chunk
             return [], False
         if not isinstance(choice, dict):
@@ -292,6 +297,15 @@ class OpenAIGeneration(_TextOnly):
         if finish in ("length", "tool_calls", "content_filter"):
             self.finish_reason = finish
         return pieces, False
+
+    def _usage(self, usage: object) -> None:
+        """The upstream's token counts, when it reports them (the last chunk, with
+        ``stream_options.include_usage``); anything else is left to our estimate."""
+        if not isinstance(usage, dict):
+            return
+        counts = {name: usage.get(name) for name in ("prompt_tokens", "completion_tokens")}
+        if all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts.values()):
+            self.usage = {name: int(n) for name, n in counts.items() if isinstance(n, int)}
 
     async def aclose(self) -> None:
         """Close the upstream request (also when a reader cancels or abandons)."""

@@ -284,6 +284,9 @@ class Producer:
         self.pieces = 0  # events of the reply written to the log so far (limits.stream_cap)
         self.chars = 0  # characters written to the log so far (limits.stream_cap)
         self.prompt_tokens = sum(count_tokens(turn.content) for turn in context)
+        # The model's own counts of a reply it finished, when it reports them (an openai upstream asked
+        # for them with stream_options.include_usage): they replace our estimates.
+        self.reported: Mapping[str, int] | None = None
         self.stop_reason: str | None = None  # cancelled | abandoned | revoked
 
     async def run(self) -> None:
@@ -363,6 +366,7 @@ class Producer:
                     await self.log.append(self.stream_id, events)
                 if full:
                     return self._done("length")
+            self.reported = generation.usage
             return self._done(generation.finish_reason)
         except asyncio.CancelledError:
             return self._done("cancelled")
@@ -390,8 +394,14 @@ class Producer:
             seq, "tool_call", {"index": piece.index, "id": piece.id, "name": piece.name, "arguments": piece.arguments}
         )
 
+    def _prompt_tokens(self) -> int:
+        return self.reported["prompt_tokens"] if self.reported is not None else self.prompt_tokens
+
     def _completion_tokens(self) -> int:
-        """The reply's tokens: its text, reasoning and tool calls (docs/protocol.md, "Token accounting")."""
+        """The reply's tokens: the model's count, or our estimate of its text, reasoning and
+        tool calls (docs/protocol.md, "Token accounting")."""
+        if self.reported is not None:
+            return self.reported["completion_tokens"]
         calls = (call["function"]["name"] + call["function"]["arguments"] for call in self.tool_calls.values())
         return sum(count_tokens(text) for text in ("".join(self.tokens), "".join(self.reasoning), *calls))
 
@@ -405,6 +415,8 @@ class Producer:
             "content": content,
             "usage": {"completion_tokens": self._completion_tokens()},
         }
+        if self.reported is not None:
+            data["usage"]["prompt_tokens"] = self.reported["prompt_tokens"]
         if self.tool_calls:
             data["tool_calls"] = [self.tool_calls[index] for index in sorted(self.tool_calls)]
         if self.reasoning:
@@ -427,11 +439,11 @@ class Producer:
                 stream_id=self.stream_id,
                 content=content,
                 finish_reason=finish_reason,
-                prompt_tokens=self.prompt_tokens,
+                prompt_tokens=self._prompt_tokens(),
                 completion_tokens=self._completion_tokens(),
             )
             # The prompt counts too: the context is what a model reads, and it is stored.
-            await limits.budget_spend(user_id=self.user_id, tokens=self.prompt_tokens + self._completion_tokens())
+            await limits.budget_spend(user_id=self.user_id, tokens=self._prompt_tokens() + self._completion_tokens())
         except Exception:
             logger.exception("could not store the reply of %s", self.stream_id)
         finally:

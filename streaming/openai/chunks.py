@@ -76,6 +76,14 @@ def deltas(events: Iterable[LogEvent]) -> list[tuple[dict[str, Any], int]]:
     return out
 
 
+def usage(done: LogEvent, prompt_tokens: int) -> dict[str, int]:
+    """A reply's ``usage``: the upstream's counts when it reported them (in the ``done``
+    event), else ours (``prompt_tokens`` our estimate of the request's messages)."""
+    counts = done.data["usage"]
+    prompt, completion = int(counts.get("prompt_tokens", prompt_tokens)), int(counts["completion_tokens"])
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
 @dataclass(slots=True)
 class ChunkWriter:
     """Renders batches of a stream's log events as chunks, for one reader."""
@@ -143,13 +151,7 @@ class ChunkWriter:
         if last is not None and last.kind == "done":
             out.append(self._chunk(last.seq, delta={}, finish=finish_reason(last.data["finish_reason"])))
             if self.include_usage:
-                completion = last.data["usage"]["completion_tokens"]
-                usage = {
-                    "prompt_tokens": self.prompt_tokens,
-                    "completion_tokens": completion,
-                    "total_tokens": self.prompt_tokens + completion,
-                }
-                out.append(self._chunk(None, delta=None, usage=usage))
+                out.append(self._chunk(None, delta=None, usage=usage(last, self.prompt_tokens)))
             out.append("data: [DONE]\n\n")
         elif last is not None and last.kind == "error":
             out.append(f"id: {self._id_prefix}{last.seq}\n" + error_chunk(code=last.data["code"], detail=last.data["detail"]))

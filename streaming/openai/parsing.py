@@ -60,6 +60,8 @@ PASSED_THROUGH = (
     "frequency_penalty",
     "logit_bias",
     "reasoning_effort",
+    # include_usage: the upstream then reports its own token counts, which we use.
+    "stream_options",
 )
 # Parameters OpenAI accepts that we cannot honour (what they ask for is not relayed to the
 # client): a 400 naming them rather than a silent drop. ``logprobs: false`` is the default and fine.

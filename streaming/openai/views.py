@@ -21,7 +21,7 @@ from core.eventlog import get_log
 from core.http import api_view, openai_error_response, signed_in_user
 from core.sse import follow, sse_response
 from streaming import services
-from streaming.openai.chunks import ChunkWriter, finish_reason
+from streaming.openai.chunks import ChunkWriter, finish_reason, usage
 from streaming.openai.errors import OPENAI_ERRORS
 from streaming.openai.parsing import parse_chat_request
 
@@ -110,7 +110,6 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if final is None or final.kind == "error":
         detail = final.data["detail"] if final else "the stream ended without a reply"
         return openai_error_response(502, message=detail, type="server_error", code=final.data["code"] if final else "no_reply")
-    completion = final.data["usage"]["completion_tokens"]
     tool_calls = final.data.get("tool_calls")
     message: dict[str, Any] = {
         "role": "assistant",
@@ -136,11 +135,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
                     "finish_reason": finish_reason(final.data["finish_reason"]),
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion,
-                "total_tokens": prompt_tokens + completion,
-            },
+            "usage": usage(final, prompt_tokens),
         }
     )
     response["X-Stream-Id"] = started.stream_id

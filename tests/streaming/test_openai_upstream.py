@@ -4,6 +4,7 @@ official ``openai`` SDK sends it, and what the client gets back of tool calls an
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,11 +13,13 @@ import httpx
 import httpx2
 import openai
 import pytest
+from channels.db import database_sync_to_async
 from django.test import override_settings
 
 from config.asgi import application
 from streaming import services
 from streaming.backends import OpenAIBackend
+from streaming.models import ConversationMessage
 from tests.support.asgi_client import BearerClient, read_all
 from tests.support.sse_parsing import parse_events
 
@@ -245,3 +248,38 @@ async def test_reasoning_and_tool_call_pieces_count_against_the_streams_cap(toke
     assert done["tool_calls"] == [
         {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city'}}
     ]
+
+
+def reply_with_usage(body: dict[str, Any]) -> bytes:
+    """Text, then OpenAI's usage chunk (choices empty) when the request asked for it."""
+    chunks = [chunk({"content": "counted"}), chunk({}, "stop")]
+    if (body.get("stream_options") or {}).get("include_usage"):
+        chunks.append(
+            {
+                "id": "up",
+                "object": "chat.completion.chunk",
+                "choices": [],
+                "usage": {"prompt_tokens": 111, "completion_tokens": 22, "total_tokens": 133},
+            }
+        )
+    return sse(*chunks)
+
+
+@UPSTREAM
+async def test_the_upstreams_usage_is_reported_and_stored_when_asked_for(token, upstream):
+    fake = upstream(reply_with_usage)
+    messages: list[Any] = [{"role": "user", "content": "count me"}]
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=application)) as http:
+        client = sdk(http, token)
+        stream = await client.chat.completions.create(
+            model="gpt-up", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+        usages = [chunk.usage async for chunk in stream if chunk.usage is not None]
+        plain = await client.chat.completions.create(model="gpt-up", messages=messages)
+    assert fake.bodies[0]["stream_options"] == {"include_usage": True}
+    assert [(u.prompt_tokens, u.completion_tokens, u.total_tokens) for u in usages] == [(111, 22, 133)]
+    assert "stream_options" not in fake.bodies[1]
+    assert plain.usage is not None and (plain.usage.prompt_tokens, plain.usage.completion_tokens) == (2, 2), "our estimate"
+    await asyncio.sleep(0.2)  # the reply is stored after the final event
+    stored = ConversationMessage.objects.filter(role="assistant").order_by("id").values_list("prompt_tokens", "completion_tokens")
+    assert await database_sync_to_async(list)(stored) == [(111, 22), (2, 2)]
