@@ -23,11 +23,12 @@ TOOLS: list[Any] = [{"type": "function", "function": {"name": "get_weather", "pa
 def test_a_tool_loop_across_workers_and_its_stream_replayed_elsewhere(cluster: Cluster):
     token = cluster.tokens["user2"]
 
-    def sdk(worker: int) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{cluster.http(worker)}/v1", api_key=token, max_retries=0, timeout=20)
+    first, second = (
+        openai.OpenAI(base_url=f"{cluster.http(worker)}/v1", api_key=token, max_retries=0, timeout=20) for worker in (0, 1)
+    )
 
     messages: list[Any] = [{"role": "user", "content": "call get_weather"}]
-    raw = sdk(0).chat.completions.with_raw_response.create(model="echo", messages=messages, tools=TOOLS, stream=True)
+    raw = first.chat.completions.with_raw_response.create(model="echo", messages=messages, tools=TOOLS, stream=True)
     stream_id = raw.headers["X-Stream-Id"]
     chunks = [chunk for chunk in raw.parse() if chunk.choices]
     pieces = [call for chunk in chunks for call in chunk.choices[0].delta.tool_calls or []]
@@ -44,9 +45,11 @@ def test_a_tool_loop_across_workers_and_its_stream_replayed_elsewhere(cluster: C
         }
     )
     messages.append({"role": "tool", "tool_call_id": call_id, "content": "rain later"})
-    with sdk(1).chat.completions.stream(model="echo", messages=messages, tools=TOOLS) as stream:
+    with second.chat.completions.stream(model="echo", messages=messages, tools=TOOLS) as stream:
         answer = stream.get_final_completion()
     assert answer.choices[0].message.content == "rain later " and answer.choices[0].finish_reason == "stop"
+    first.close()
+    second.close()
 
     with httpx.stream("GET", f"{cluster.http(2)}/api/streams/{stream_id}/events", headers=auth(token), timeout=20) as resumed:
         replayed = read_events(resumed)
