@@ -21,11 +21,26 @@ JSON_VALUES = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(ANY_TEXT, children, max_size=3),
     max_leaves=10,
 )
+TOOL_CALL = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.just("call_1") | JSON_VALUES,
+        "type": st.just("function") | JSON_VALUES,
+        "function": st.fixed_dictionaries({}, optional={"name": ANY_TEXT | JSON_VALUES, "arguments": ANY_TEXT | JSON_VALUES})
+        | JSON_VALUES,
+    },
+)
 MESSAGE = st.fixed_dictionaries(
     {"role": st.sampled_from(sorted(ROLES)) | JSON_VALUES},
     optional={
-        "content": ANY_TEXT | JSON_VALUES | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": JSON_VALUES}))
+        "content": ANY_TEXT | JSON_VALUES | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": JSON_VALUES})),
+        "tool_calls": st.lists(TOOL_CALL, max_size=2) | JSON_VALUES,
+        "tool_call_id": st.just("call_1") | JSON_VALUES,
     },
+)
+TOOL = st.fixed_dictionaries(
+    {},
+    optional={"type": st.just("function") | JSON_VALUES, "function": st.fixed_dictionaries({}, optional={"name": JSON_VALUES})},
 )
 REQUEST = st.fixed_dictionaries(
     {},
@@ -35,6 +50,9 @@ REQUEST = st.fixed_dictionaries(
         "stream": st.booleans() | JSON_VALUES,
         "max_tokens": st.integers() | JSON_VALUES,
         "stream_options": st.fixed_dictionaries({"include_usage": JSON_VALUES}) | JSON_VALUES,
+        "tools": st.lists(TOOL, max_size=2) | JSON_VALUES,
+        "logprobs": JSON_VALUES,
+        "modalities": JSON_VALUES,
     },
 )
 BODIES = st.one_of(st.binary(), JSON_VALUES.map(lambda v: json.dumps(v).encode()), REQUEST.map(lambda v: json.dumps(v).encode()))
@@ -47,6 +65,7 @@ OPENAI_CODES = {
     "invalid_type",
     "invalid_value",
     "missing_required_parameter",
+    "unsupported_parameter",
 }
 factory = RequestFactory()
 
