@@ -38,7 +38,7 @@ from accounts.credentials import Credential, credential_for_request, credentials
 from core.aio import PerLoop, new_worker_key, spawn
 from core.db_thread import in_db_thread
 from core.layer import RealtimeChannelLayer, get_layer
-from core.redis_clients import async_redis, async_redis_at, group_by_shard
+from core.redis_clients import async_redis, async_redis_at, group_by_shard, hash_tag
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def credentials_changed_on_commit(*, user_id: int) -> None:
 # ---- per-user counts across workers ---------------------------------------------------------------
 def _count_key(kind: str, user_id: int) -> str:
     # Room sockets kept the key they always had: a rolling deploy counts them the same.
-    return f"chat:connections:{user_id}" if kind == ROOM else f"accounts:connections:{kind}:{user_id}"
+    tag = hash_tag(f"user:{user_id}")
+    return f"chat:connections:{tag}" if kind == ROOM else f"accounts:connections:{kind}:{tag}"
 
 
 def stale_after_seconds() -> float:

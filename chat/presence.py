@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from accounts.connections import key_ttl_seconds, stale_after_seconds
 from core.redis_clients import async_redis, async_redis_at, group_by_shard, sync_redis_at
 
-ROOM_KEY = "chat:presence:{room_id}"
-ROOM_VERSION_KEY = "chat:presence:{room_id}:version"
+# Both keys carry the room as a hash tag: one slot in a Redis Cluster, for the one script.
+ROOM_KEY = "chat:presence:{{room:{room_id}}}"
+ROOM_VERSION_KEY = "chat:presence:{{room:{room_id}}}:version"
 
 _ROOM_SCRIPT = """
 local before = redis.call('ZRANGE', KEYS[1], 0, -1)

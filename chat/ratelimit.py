@@ -16,11 +16,12 @@ import redis
 from django.conf import settings
 from redis.commands.core import Script as Script
 
-from core.redis_clients import group_by_shard, sync_redis_at
+from core.redis_clients import group_for_scripts, sync_redis_at
 
 logger = logging.getLogger(__name__)
 
-KEY = "chat:rate:{user_id}"
+# The user as a hash tag: beside the user's connection counts in a Redis Cluster.
+KEY = "chat:rate:{{user:{user_id}}}"
 
 # One call records a whole batch: KEYS are the senders' keys in order (a key may repeat),
 # ARGV the window (ms), the limit, then one unique member per hit. Returns, per hit, 0
@@ -57,7 +58,8 @@ def _rate_script() -> Script:
 
 def rate_limit_hits(*, user_ids: list[int]) -> list[float]:
     """Record one message per entry, in order; for each, 0 if allowed, else the
-    seconds until sending works again. One Redis round trip for the lot."""
+    seconds until sending works again. One Redis round trip per shard (per hash slot in
+    a Redis Cluster, where a script's keys must share one)."""
     if not user_ids:
         return []
     limit = int(settings.CHAT_RATE_LIMIT)
@@ -65,7 +67,7 @@ def rate_limit_hits(*, user_ids: list[int]) -> list[float]:
     keys = [KEY.format(user_id=user_id) for user_id in user_ids]
     members = [f"{uuid.uuid4().hex}" for _ in user_ids]
     waits = [0.0] * len(user_ids)
-    for shard, positions in group_by_shard(keys).items():
+    for shard, positions in group_for_scripts(keys):
         try:
             shard_waits = _rate_script()(
                 keys=[keys[p] for p in positions],

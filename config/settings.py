@@ -144,14 +144,17 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # ---- Redis and the channel layer -------------------------------------------------
 # One Redis (REDIS_URL), several shards (REDIS_URLS, comma-separated), or masters found
 # through Sentinel (REDIS_SENTINELS=host:port,... and REDIS_SENTINEL_MASTERS=name,...,
-# one shard per master). Set one of the three; none keeps everything in process.
+# one shard per master), or a Redis Cluster (REDIS_CLUSTER_URL, any one node: the client
+# finds the rest). Set one of the four; none keeps everything in process.
 REDIS_URL = env_optional("REDIS_URL")
 REDIS_URLS = env_list("REDIS_URLS", [])
+REDIS_CLUSTER_URL = env_optional("REDIS_CLUSTER_URL")
 REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
 REDIS_SENTINEL_MASTERS = env_list("REDIS_SENTINEL_MASTERS", [])
 REDIS_SHARDS = redis_shards(
     url=REDIS_URL,
     urls=REDIS_URLS,
+    cluster_url=REDIS_CLUSTER_URL,
     sentinels=REDIS_SENTINELS,
     sentinel_masters=REDIS_SENTINEL_MASTERS,
     sentinel_db=env_int("REDIS_SENTINEL_DB", 0, minimum=0),

@@ -9,6 +9,10 @@ docs/performance.md has the measurements behind it.
 Delivery through a broker is at most once, like any channel layer: Redis pub/sub drops
 what is published while a subscriber is disconnected. chat.hub detects and repairs
 gaps from the database, and calls back here to re-subscribe after a Redis restart.
+
+In a Redis Cluster pub/sub is sharded (SPUBLISH/SSUBSCRIBE, Redis 7): a topic is a shard
+channel that lives on the master owning its hash slot, so each message crosses only
+that master and its replicas instead of every node of the cluster (``ClusterBroker``).
 """
 
 from __future__ import annotations
@@ -17,18 +21,23 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import ClassVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import ClassVar, cast
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+from redis.crc import key_slot
 
 from core import metrics
 from core.aio import spawn
 from core.redis_clients import (
     async_redis,
+    async_redis_at,
     group_by_shard,
     new_async_client,
+    new_async_node_client,
+    redis_cluster_mode,
     redis_configured,
     shard_count,
     shard_for,
@@ -51,7 +60,10 @@ def publish(topic: str, data: str) -> None:
         LocalBroker.publish(topic, data)
         return
     try:
-        sync_redis(topic).publish(TOPIC_PREFIX + topic, data)
+        if redis_cluster_mode():
+            sync_redis(topic).spublish(TOPIC_PREFIX + topic, data)
+        else:
+            sync_redis(topic).publish(TOPIC_PREFIX + topic, data)
     except (redis.RedisError, OSError) as exc:
         metrics.BROKER_PUBLISH_ERRORS.inc()
         logger.warning("publish to %s failed (%s); subscribers will backfill", topic, exc)
@@ -65,12 +77,17 @@ def publish_many(batch: list[tuple[str, str]]) -> None:
             LocalBroker.publish(topic, data)
         return
     try:
-        # A topic lives on one shard, so its events stay in order within that shard's pipeline.
+        # A topic lives on one shard, so its events stay in order within that shard's pipeline
+        # (a Redis Cluster's pipeline keeps each node's commands in order).
+        sharded = redis_cluster_mode()
         for shard, positions in group_by_shard(topic for topic, _ in batch).items():
             pipe = sync_redis_at(shard).pipeline(transaction=False)
             for position in positions:
                 topic, data = batch[position]
-                pipe.publish(TOPIC_PREFIX + topic, data)
+                if sharded:
+                    pipe.spublish(TOPIC_PREFIX + topic, data)
+                else:
+                    pipe.publish(TOPIC_PREFIX + topic, data)
             pipe.execute()
     except (redis.RedisError, OSError) as exc:
         metrics.BROKER_PUBLISH_ERRORS.inc()
@@ -84,7 +101,10 @@ async def apublish(topic: str, data: str) -> None:
         LocalBroker.publish(topic, data)
         return
     try:
-        await async_redis(topic).publish(TOPIC_PREFIX + topic, data)
+        if redis_cluster_mode():
+            await async_redis(topic).spublish(TOPIC_PREFIX + topic, data)
+        else:
+            await async_redis(topic).publish(TOPIC_PREFIX + topic, data)
     except (redis.RedisError, OSError) as exc:
         metrics.BROKER_PUBLISH_ERRORS.inc()
         logger.warning("publish to %s failed (%s)", topic, exc)
@@ -109,6 +129,8 @@ class Broker:
 
 
 def create_broker(on_message: MessageHandler, on_reconnect: ReconnectHandler) -> Broker:
+    if redis_cluster_mode():
+        return ClusterBroker(on_message, on_reconnect)
     if redis_configured():
         return RedisBroker(on_message, on_reconnect)
     return LocalBroker(on_message, on_reconnect)
@@ -253,6 +275,204 @@ class _ShardSubscriber:
                 self.connected.clear()
                 self.pubsub = None
                 logger.warning("Redis subscriber of shard %d lost (%s); retrying in %.2fs", self.index, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def close(self) -> None:
+        self.task.cancel()
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self.pubsub.aclose()
+        await self.client.aclose()
+
+
+# ---- Redis Cluster: sharded pub/sub ---------------------------------------------------------
+class ClusterBroker(Broker):
+    """Sharded pub/sub on a Redis Cluster: each topic is SSUBSCRIBEd on the master that owns
+    its slot, over one subscriber connection per such master (``_NodeSubscriber``), each
+    blocking on its own socket.
+
+    Not redis-py's ``ClusterPubSub``: its reader polls the nodes in turn, a slice of the
+    wait each, so a message on one node can wait out the slices of the others (up to the
+    poll timeout); a reader per node delivers at once.
+
+    When the slot map changes (a failover; a slot migrated away, for which the old owner
+    sends SUNSUBSCRIBE; a MOVED reply; a node lost) ``repair`` refreshes the map, moves the
+    topics whose owner changed, and calls ``on_reconnect``: what was published meanwhile
+    is backfilled from the database, as after any reconnect."""
+
+    def __init__(self, on_message: MessageHandler, on_reconnect: ReconnectHandler) -> None:
+        super().__init__(on_message, on_reconnect)
+        # This loop's cluster client: it holds the slot map.
+        self.cluster = cast(redis.asyncio.cluster.RedisCluster, async_redis_at(0))
+        self.owner: dict[str, str] = {}  # topic -> the name (host:port) of its node's subscriber
+        self.nodes: dict[str, _NodeSubscriber] = {}
+        self._repair: asyncio.Task[None] | None = None
+        self._repair_again = False
+
+    async def _owner_of(self, topic: str) -> tuple[str, int, str]:
+        if self.cluster._initialize:  # the first use of this loop's client
+            await self.cluster.initialize()
+        node = self.cluster.get_node_from_key(TOPIC_PREFIX + topic)
+        if node is None:
+            raise redis.exceptions.SlotNotCoveredError(f"no node serves the slot of {topic}")
+        return node.host, int(node.port), node.name
+
+    def _subscriber(self, host: str, port: int, name: str) -> _NodeSubscriber:
+        subscriber = self.nodes.get(name)
+        if subscriber is None:
+            subscriber = self.nodes[name] = _NodeSubscriber(self, host, port, name)
+        return subscriber
+
+    async def wait_connected(self) -> None:
+        """Return once the subscriber of every node that owns a topic is connected."""
+        await asyncio.gather(*(self.nodes[name].connected.wait() for name in set(self.owner.values())))
+
+    async def subscribe(self, topic: str) -> None:
+        self.topics.add(topic)
+        try:
+            host, port, name = await self._owner_of(topic)
+        except (redis.RedisError, OSError) as exc:  # no slot map now: the repair finds the owner
+            logger.warning("Redis Cluster slot map unavailable (%s); subscribing %s later", exc, topic)
+            self.request_repair()
+            return
+        self.owner[topic] = name
+        await self._subscriber(host, port, name).subscribe(topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        self.topics.discard(topic)
+        name = self.owner.pop(topic, None)
+        if name in self.nodes:
+            await self.nodes[name].unsubscribe(topic)
+
+    def request_repair(self, *, unsubscribed: Iterable[str] = ()) -> None:
+        """Refresh the slot map and move topics to their owners, once at a time.
+        ``unsubscribed`` topics are subscribed nowhere now (their node gave their slot
+        away): they are subscribed again on their owner, whichever it is."""
+        for topic in unsubscribed:
+            self.owner.pop(topic, None)
+        if self._repair is not None and not self._repair.done():
+            self._repair_again = True
+            return
+        self._repair = spawn(self._run_repair(), name="redis-cluster-repair")
+
+    async def _run_repair(self) -> None:
+        backoff = 0.05
+        while True:
+            self._repair_again = False
+            try:
+                await self.cluster.nodes_manager.initialize()
+                for topic in list(self.topics):
+                    host, port, name = await self._owner_of(topic)
+                    before = self.owner.get(topic)
+                    if before == name:
+                        continue
+                    self.owner[topic] = name
+                    if before in self.nodes:
+                        await self.nodes[before].unsubscribe(topic)
+                    await self._subscriber(host, port, name).subscribe(topic)
+                # A node that owns none of our topics any more (dead, or its slots moved).
+                for name in set(self.nodes) - set(self.owner.values()):
+                    await self.nodes.pop(name).close()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the cluster is failing over: ask again shortly
+                logger.warning("Redis Cluster slot map refresh failed (%s); retrying in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            metrics.BROKER_CONNECTS.inc()
+            await self.on_reconnect()  # backfill what moved topics may have missed
+            if not self._repair_again:
+                return
+
+    async def close(self) -> None:
+        if self._repair is not None:
+            self._repair.cancel()
+        for subscriber in list(self.nodes.values()):
+            await subscriber.close()
+        self.nodes.clear()
+
+
+class _NodeSubscriber:
+    """The subscriber connection to one master of a Redis Cluster: the shard channels of
+    ``broker``'s topics that this master owns."""
+
+    def __init__(self, broker: ClusterBroker, host: str, port: int, name: str) -> None:
+        self.broker = broker
+        self.name = name
+        # No socket timeout, as for _ShardSubscriber: idle is normal for a subscriber.
+        self.client = new_async_node_client(host, port, socket_timeout=None, socket_keepalive=True, health_check_interval=0)
+        self.pubsub: redis.asyncio.client.PubSub | None = None
+        self.connected = asyncio.Event()
+        self.task = spawn(self._run(), name=f"redis-cluster-subscriber-{name}")
+
+    def _topics(self) -> set[str]:
+        return {topic for topic, name in self.broker.owner.items() if name == self.name}
+
+    async def subscribe(self, topic: str) -> None:
+        if self.pubsub is not None:
+            # On failure the reader reconnects and subscribes to every topic again.
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self.pubsub.ssubscribe(TOPIC_PREFIX + topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        if self.pubsub is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self.pubsub.sunsubscribe(TOPIC_PREFIX + topic)
+
+    async def _connect(self) -> redis.asyncio.client.PubSub:
+        pubsub = self.client.pubsub()
+        # A plain placeholder channel keeps the reader blocking on the socket (as in
+        # _ShardSubscriber); SSUBSCRIBE takes one slot a call, so a call a topic.
+        await pubsub.subscribe(TOPIC_PREFIX + "_worker")
+        subscribed: set[str] = set()
+        while added := self._topics() - subscribed:
+            subscribed |= added
+            for topic in added:
+                await pubsub.ssubscribe(TOPIC_PREFIX + topic)
+        return pubsub
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        prefix_length = len(TOPIC_PREFIX)
+        broker = self.broker
+        while True:
+            try:
+                pubsub = await self._connect()
+                self.pubsub = pubsub
+                self.connected.set()
+                metrics.BROKER_CONNECTS.inc()
+                await broker.on_reconnect()
+                backoff = 0.05
+                while True:
+                    try:
+                        message = await pubsub.get_message(timeout=None)
+                    except redis.exceptions.MovedError as moved:
+                        # An SSUBSCRIBE reached this node after it lost the slot.
+                        lost = [t for t in self._topics() if key_slot((TOPIC_PREFIX + t).encode()) == moved.slot_id]
+                        broker.request_repair(unsubscribed=lost)
+                        continue
+                    if message is None:
+                        continue
+                    kind = message.get("type")
+                    topic = message["channel"][prefix_length:]
+                    if kind == "smessage":
+                        if topic in broker.topics:
+                            try:
+                                await broker.on_message(topic, message["data"])
+                            except Exception:
+                                logger.exception("handling a message on %s failed", topic)
+                    elif kind == "sunsubscribe" and broker.owner.get(topic) == self.name:
+                        # Not asked for: the node gave the slot away (a migration). Follow it.
+                        broker.request_repair(unsubscribed=[topic])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lost connection, whatever the exception says
+                self.connected.clear()
+                self.pubsub = None
+                logger.warning("Redis Cluster subscriber of %s lost (%s); retrying in %.2fs", self.name, exc, backoff)
+                broker.request_repair()  # perhaps a failover: its topics may have a new owner
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 

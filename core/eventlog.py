@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from core.redis_clients import async_redis
+from core.redis_clients import async_redis, hash_tag
 from core.sse import compact_json
 
 # Ten minutes after the last write: the contract's floor for resuming a finished stream.
@@ -87,12 +87,14 @@ def _meta_from(raw: Mapping[str, str]) -> LogMeta:
 
 
 # ---- Redis ------------------------------------------------------------------------------------
+# A log and its meta share the log's name as a hash tag: one slot in a Redis Cluster, for
+# the transaction and the scripts that touch both.
 def _log_key(name: str) -> str:
-    return f"log:{name}"
+    return f"log:{hash_tag(name)}"
 
 
 def _meta_key(name: str) -> str:
-    return f"log:{name}:meta"
+    return f"log:{hash_tag(name)}:meta"
 
 
 def _entry_id(seq: int) -> str:

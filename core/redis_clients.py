@@ -1,11 +1,18 @@
 """The process's Redis clients, created on first use when Redis is configured.
 
-Redis is one server (``REDIS_URL``), several shards (``REDIS_URLS``), or masters found
+Redis is one server (``REDIS_URL``), several shards (``REDIS_URLS``), masters found
 through Sentinel (``REDIS_SENTINELS`` + ``REDIS_SENTINEL_MASTERS``, one shard per
-master). Sharding is client-side: every key, stream and pub/sub topic lives on the
-shard its *shard key* hashes to (``shard_for``), the way channels_redis spreads its
-channels. Callers pass the shard key; keys that a Lua script or pipeline touches
-together share one (a room's presence keys, a stream's log and meta).
+master), or a Redis Cluster (``REDIS_CLUSTER_URL``). With shards the sharding is
+client-side: every key, stream and pub/sub topic lives on the shard its *shard key*
+hashes to (``shard_for``), the way channels_redis spreads its channels. Callers pass the
+shard key; keys that a Lua script or pipeline touches together share one (a room's
+presence keys, a stream's log and meta).
+
+A Redis Cluster is one "shard" to this module: its client (redis-py's ``RedisCluster``)
+routes each command to the node that owns the key's hash slot and follows MOVED, ASK
+and failovers itself. What must live together in one slot (a script's or a
+transaction's keys) carries the shard key as a hash tag (``hash_tag``): Redis hashes
+only the part in braces. Pub/sub is sharded (SPUBLISH/SSUBSCRIBE, core.broker).
 
 One pooled synchronous client per shard serves threads (services run in Django's sync
 world); one asyncio client per shard per event loop serves consumers and async views.
@@ -30,8 +37,12 @@ from typing import Any
 import fakeredis
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.connection
 import redis.asyncio.retry
 import redis.asyncio.sentinel
+import redis.cluster
+import redis.crc
 import redis.retry
 import redis.sentinel
 from django.conf import settings
@@ -57,11 +68,30 @@ MAX_CONNECTIONS = 4096
 # back-off (0.05 s doubling to 0.5 s, about 1.7 s in all), riding out a restart.
 # Time-outs are not retried: a stalled Redis already had REDIS_SOCKET_TIMEOUT.
 COMMAND_RETRIES = 5
+# A Redis Cluster fails a master over to its replica after cluster-node-timeout (15 s by
+# default, 1 s in our tests) and an election (about a second more: 2.4 s measured with
+# a 1 s timeout). The cluster client refreshes its slot map and retries connection
+# errors, MOVED and CLUSTERDOWN; 0.05 s doubling to 1 s over 12 attempts is about 8.5 s,
+# which rides out such a failover with a node timeout of up to about 5 s. Longer ones
+# fail the command (a token stream ends with an error; chat backfills).
+CLUSTER_COMMAND_RETRIES = 12
 
 
 def redis_configured() -> bool:
     """Whether Redis servers are configured (else one in-process server stands in)."""
     return bool(settings.REDIS_SHARDS)
+
+
+def redis_cluster_mode() -> bool:
+    """Whether Redis is a Redis Cluster (``REDIS_CLUSTER_URL``)."""
+    return len(settings.REDIS_SHARDS) == 1 and "cluster" in settings.REDIS_SHARDS[0]
+
+
+def hash_tag(shard_key: str) -> str:
+    """``{shard_key}``: in a Redis Cluster, keys whose names carry the same tag share a
+    hash slot (Redis hashes only what is between the first braces), so one script or
+    transaction may touch them all. Harmless elsewhere; every mode uses the same names."""
+    return "{" + shard_key + "}"
 
 
 def shard_count() -> int:
@@ -80,12 +110,48 @@ def shard_for(shard_key: str) -> int:
 
 
 def group_by_shard(shard_keys: Iterable[str]) -> dict[int, list[int]]:
-    """Positions of ``shard_keys`` grouped by shard, in order: for batches that span keys
-    (one pipeline or script call per shard instead of one round trip per key)."""
+    """Positions of ``shard_keys`` grouped by shard, in order: for pipelines that span keys
+    (one pipeline per shard instead of one round trip per key; a Redis Cluster's pipeline
+    splits itself by node)."""
     groups: dict[int, list[int]] = defaultdict(list)
     for position, key in enumerate(shard_keys):
         groups[shard_for(key)].append(position)
     return dict(groups)
+
+
+def group_for_scripts(keys: Iterable[str]) -> list[tuple[int, list[int]]]:
+    """Positions of ``keys`` (full key names) grouped so that one Lua script call may take
+    each group's keys: by shard, and in a Redis Cluster by hash slot (a script's keys must
+    share one). Pairs of (shard index, positions)."""
+    keys = list(keys)
+    if not redis_cluster_mode():
+        return list(group_by_shard(keys).items())
+    slots: dict[int, list[int]] = defaultdict(list)
+    for position, key in enumerate(keys):
+        slots[redis.crc.key_slot(key.encode())].append(position)
+    return [(0, positions) for positions in slots.values()]
+
+
+class _AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
+    """redis-py's asyncio cluster client, finding XREAD's keys itself.
+
+    XREAD's keys follow a STREAMS keyword, which redis-py's key-spec reader does not
+    handle, so it asks a node (COMMAND GETKEYS) before every XREAD: a round trip per
+    read, and always the same node, which after a failover may be the dead master, so
+    that every XREAD fails until some other command fails on that node too (seen in
+    tests/multiworker/test_redis_cluster.py). The keys are the first half of what follows
+    STREAMS."""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command.upper() == "XREAD":
+            words = [arg.upper() if isinstance(arg, (str, bytes)) else arg for arg in args]
+            keyword = next((position for position, word in enumerate(words) if word in ("STREAMS", b"STREAMS")), None)
+            if keyword is not None:
+                rest = args[keyword + 1 :]
+                slots = {self.keyslot(key) for key in rest[: len(rest) // 2]}
+                if len(slots) == 1:
+                    return slots.pop()
+        return await super()._determine_slot(command, *args)
 
 
 def _client_options(**overrides: Any) -> dict[str, Any]:
@@ -115,10 +181,12 @@ def _sentinel_connection(shard: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _open_client(index: int, client_class: Any, sentinel_class: Any, **overrides: Any) -> Any:
+def _open_client(index: int, client_class: Any, sentinel_class: Any, cluster_class: Any, **overrides: Any) -> Any:
     """A client of shard ``index``: redis-py's synchronous or asyncio classes, which take
     the same arguments."""
     shard = settings.REDIS_SHARDS[index]
+    if "cluster" in shard:
+        return cluster_class.from_url(shard["cluster"], **_client_options(**overrides))
     if "url" in shard:
         return client_class.from_url(shard["url"], **_client_options(**overrides))
     sentinel = sentinel_class(shard["sentinels"], sentinel_kwargs=_sentinel_connection(shard))
@@ -127,6 +195,8 @@ def _open_client(index: int, client_class: Any, sentinel_class: Any, **overrides
 
 
 def _command_retry(retry_class: Any) -> Any:
+    if redis_cluster_mode():
+        return retry_class(ExponentialBackoff(cap=1.0, base=0.05), CLUSTER_COMMAND_RETRIES, (redis.ConnectionError,))
     return retry_class(ExponentialBackoff(cap=0.5, base=0.05), COMMAND_RETRIES, (redis.ConnectionError,))
 
 
@@ -254,7 +324,9 @@ def reset_in_process() -> None:
 def _new_sync_client(index: int) -> redis.Redis:
     if not redis_configured():
         return _fake_sync_client()
-    client: redis.Redis = _open_client(index, redis.Redis, redis.sentinel.Sentinel, retry=_command_retry(redis.retry.Retry))
+    client: redis.Redis = _open_client(
+        index, redis.Redis, redis.sentinel.Sentinel, redis.cluster.RedisCluster, retry=_command_retry(redis.retry.Retry)
+    )
     return client
 
 
@@ -264,15 +336,29 @@ def new_async_client(index: int, **overrides: Any) -> redis.asyncio.Redis:
     if not redis_configured():
         fake: redis.asyncio.Redis = _fake_client(redis.asyncio.Redis, redis.asyncio.ConnectionPool, _FakeAsyncConnection)
         return fake
-    client: redis.asyncio.Redis = _open_client(index, redis.asyncio.Redis, redis.asyncio.sentinel.Sentinel, **overrides)
+    client: redis.asyncio.Redis = _open_client(
+        index, redis.asyncio.Redis, redis.asyncio.sentinel.Sentinel, _AsyncRedisCluster, **overrides
+    )
     return client
+
+
+def new_async_node_client(host: str, port: int, **overrides: Any) -> redis.asyncio.Redis:
+    """A new asyncio client of one node of the Redis Cluster (the broker's subscriber
+    connections: SSUBSCRIBE goes to the node that owns the channel's slot), with the
+    credentials and TLS of ``REDIS_CLUSTER_URL``."""
+    url = settings.REDIS_SHARDS[0]["cluster"]
+    given = redis.asyncio.connection.parse_url(url)
+    options: dict[str, Any] = {key: given[key] for key in ("username", "password") if given.get(key)}
+    if url.startswith("rediss://"):
+        options["ssl"] = True
+    return redis.asyncio.Redis(host=host, port=port, **_client_options(**options, **overrides))
 
 
 def _cache_key(index: int) -> tuple[int, str]:
     if not redis_configured():
         return _IN_PROCESS_KEY
     shard = settings.REDIS_SHARDS[index]
-    return index, shard.get("url") or shard["master"]
+    return index, shard.get("url") or shard.get("cluster") or shard["master"]
 
 
 def sync_redis_at(index: int) -> redis.Redis:

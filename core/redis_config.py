@@ -1,7 +1,9 @@
 """Turn the Redis environment variables into a list of shards (pure, read by settings).
 
-A shard is ``{"url": ...}`` or ``{"sentinels": [(host, port), ...], "master": name, ...}``;
-core.redis_clients opens the clients (for the channel layer too).
+A shard is ``{"url": ...}``, ``{"sentinels": [(host, port), ...], "master": name, ...}`` or
+``{"cluster": url}`` (a Redis Cluster: one "shard" whose client finds the nodes and routes
+each key to the node of its hash slot); core.redis_clients opens the clients (for the
+channel layer too).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def redis_shards(
     *,
     url: str | None,
     urls: list[str],
+    cluster_url: str | None = None,
     sentinels: list[str],
     sentinel_masters: list[str],
     sentinel_db: int = 0,
@@ -29,9 +32,24 @@ def redis_shards(
     sentinel_password: str | None = None,
 ) -> list[dict[str, Any]]:
     """The shards, in order (the order decides which key lives where: keep it stable)."""
-    given = [name for name, value in (("REDIS_URL", url), ("REDIS_URLS", urls), ("REDIS_SENTINELS", sentinels)) if value]
+    given = [
+        name
+        for name, value in (
+            ("REDIS_URL", url),
+            ("REDIS_URLS", urls),
+            ("REDIS_SENTINELS", sentinels),
+            ("REDIS_CLUSTER_URL", cluster_url),
+        )
+        if value
+    ]
     if len(given) > 1:
-        raise ImproperlyConfiguredError(f"set only one of REDIS_URL, REDIS_URLS and REDIS_SENTINELS (got {', '.join(given)})")
+        raise ImproperlyConfiguredError(
+            f"set only one of REDIS_URL, REDIS_URLS, REDIS_SENTINELS and REDIS_CLUSTER_URL (got {', '.join(given)})"
+        )
+    if cluster_url:
+        if sentinel_masters:
+            raise ImproperlyConfiguredError("environment variable REDIS_SENTINELS is required with REDIS_SENTINEL_MASTERS")
+        return [{"cluster": cluster_url}]
     if sentinels:
         if not sentinel_masters:
             raise ImproperlyConfiguredError("environment variable REDIS_SENTINEL_MASTERS is required with REDIS_SENTINELS")

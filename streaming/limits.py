@@ -17,7 +17,7 @@ from typing import Literal
 
 from django.conf import settings
 
-from core.redis_clients import async_redis
+from core.redis_clients import async_redis, hash_tag
 
 RUNNING_KEY = "llm:running"
 # A slot whose producer has not refreshed it for this long is free again.
@@ -32,11 +32,11 @@ return 1
 
 
 def _budget_key(user_id: int) -> str:
-    return f"llm:tokens:{user_id}:{datetime.now(UTC):%Y%m%d}"
+    return f"llm:tokens:{hash_tag(f'user:{user_id}')}:{datetime.now(UTC):%Y%m%d}"
 
 
 def _user_running_key(user_id: int) -> str:
-    return f"llm:running:user:{user_id}"
+    return f"llm:running:user:{hash_tag(f'user:{user_id}')}"
 
 
 def _pools(user_id: int) -> list[tuple[str, int]]:

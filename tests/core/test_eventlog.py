@@ -113,7 +113,7 @@ async def test_a_meta_hash_without_its_owner_is_an_unknown_stream(redis_server):
         name = f"remnant-{time.time_ns()}"
         client = redis_library.Redis.from_url(redis_server.url)
         try:
-            client.hset(f"log:{name}:meta", mapping={"hb": time.time(), "reader": time.time()})
+            client.hset(f"log:{{{name}}}:meta", mapping={"hb": time.time(), "reader": time.time()})
         finally:
             client.close()
         assert await RedisLog().meta(name) is None

@@ -35,7 +35,7 @@ async def test_what_one_generation_leaves_in_redis_is_capped(redis_server):
     assert final is not None and final.kind == "done" and final.data["finish_reason"] == "length"
     client = redis_library.Redis.from_url(redis_server.url)
     try:
-        key = f"log:{started.stream_id}"
+        key = f"log:{{{started.stream_id}}}"
         entries: Any = client.xrange(key)
         logged = [event for _, fields in entries for event in json.loads(fields[b"e"])]
         memory = client.memory_usage(key)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -146,6 +147,145 @@ class SentinelServer:
             stop(self.process)
             self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisClusterServers:
+    """A Redis Cluster on loopback: ``masters`` masters with one replica each, created
+    with ``redis-cli --cluster create`` as an operator would. A node silent for 1 s is
+    failed over (``cluster-node-timeout``; the default is 15 s)."""
+
+    NODE_TIMEOUT_MS = 1000
+
+    def __init__(self, *, masters: int = 3) -> None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
+        self.dir = Path(tempfile.mkdtemp(prefix="test-redis-cluster-"))
+        self.ports = [free_port() for _ in range(masters * 2)]
+        # The cluster bus defaults to port + 10000, which a high free port overflows.
+        self.bus_ports = {port: free_port() for port in self.ports}
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        for port in self.ports:
+            self.start_node(port)
+        subprocess.run(
+            [
+                *("redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports)),
+                *("--cluster-replicas", "1", "--cluster-yes"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.wait_healthy()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start_node(self, port: int) -> None:
+        node_dir = self.dir / str(port)
+        node_dir.mkdir(exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir)),
+                *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                *("--cluster-port", str(self.bus_ports[port]), "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS)),
+                # A replica may take over however long ago it last heard from its master (a
+                # cluster just created may not have synced yet: the test decides, not the age).
+                *("--cluster-replica-validity-factor", "0"),
+                *("--save", "", "--appendonly", "no", "--loglevel", "warning"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(port, self.processes[port])
+
+    def client(self, port: int) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=5)
+
+    def nodes(self, via: int | None = None) -> list[dict[str, Any]]:
+        """CLUSTER NODES as seen by ``via`` (any live node by default): id, port, role, slots."""
+        for port in [via] if via is not None else self.live_ports():
+            try:
+                # NEVER_DECODE: the reply as the server sent it, not redis-py's dict of it.
+                raw = self.client(port).execute_command("CLUSTER", "NODES", NEVER_DECODE=True)
+            except OSError:
+                continue
+            return _parse_cluster_nodes(raw.decode())
+        raise RuntimeError("no live cluster node")
+
+    def live_ports(self) -> list[int]:
+        return [port for port, process in self.processes.items() if process.poll() is None]
+
+    def masters(self) -> list[dict[str, Any]]:
+        return [node for node in self.nodes() if "master" in node["flags"] and "fail" not in node["flags"]]
+
+    def master_of_slot(self, slot: int) -> dict[str, Any]:
+        for node in self.masters():
+            if any(low <= slot <= high for low, high in node["slots"]):
+                return node
+        raise LookupError(f"no master serves slot {slot}")
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until every live node says cluster_state:ok and a live master serves every slot."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                states = [self.client(port).cluster("info")["cluster_state"] for port in self.live_ports()]
+                live = set(self.live_ports())
+                covered = sum(high - low + 1 for node in self.masters() if node["port"] in live for low, high in node["slots"])
+                replicas_up = all(self.client(port).info("replication").get("master_link_status", "up") == "up" for port in live)
+                if all(state == "ok" for state in states) and covered == 16384 and replicas_up:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Redis Cluster is not healthy after {timeout}s")
+            time.sleep(0.1)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node, as a crash would."""
+        process = self.processes[port]
+        process.kill()
+        process.wait(5)
+
+    def migrate_slot(self, slot: int, *, to_port: int) -> int:
+        """Move ``slot`` and its keys to the master on ``to_port`` (CLUSTER SETSLOT
+        IMPORTING/MIGRATING, MIGRATE in batches, SETSLOT NODE), as ``redis-cli --cluster
+        reshard`` does. Returns the number of keys moved."""
+        source = self.master_of_slot(slot)
+        target = next(node for node in self.masters() if node["port"] == to_port)
+        source_client, target_client = self.client(source["port"]), self.client(to_port)
+        target_client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source["id"])
+        source_client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target["id"])
+        moved = 0
+        while keys := source_client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            source_client.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "REPLACE", "KEYS", *keys)
+            moved += len(keys)
+        for node in self.masters():
+            self.client(node["port"]).execute_command("CLUSTER", "SETSLOT", slot, "NODE", target["id"])
+        return moved
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            stop(process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _parse_cluster_nodes(text: str) -> list[dict[str, Any]]:
+    nodes = []
+    for line in text.strip().splitlines():
+        fields = line.split()
+        slots = []
+        for item in fields[8:]:
+            if item.startswith("["):  # a slot being imported or migrated
+                continue
+            low, _, high = item.partition("-")
+            slots.append((int(low), int(high or low)))
+        port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        nodes.append({"id": fields[0], "port": port, "flags": fields[2].split(","), "master_id": fields[3], "slots": slots})
+    return nodes
 
 
 class Cluster:

@@ -34,10 +34,17 @@ def post_message(cluster: Cluster, worker: int, slug: str, token: str, content: 
 
 
 def list_messages(cluster: Cluster, slug: str, token: str, after: int = 0) -> list[dict]:
-    response = httpx.get(
-        f"{cluster.http(0)}/api/rooms/{slug}/messages?after={after}&limit=200",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["messages"]
+    """The room's messages after ``after``, every page of them."""
+    messages: list[dict] = []
+    while True:
+        response = httpx.get(
+            f"{cluster.http(0)}/api/rooms/{slug}/messages?after={after}&limit=200",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        page = response.json()["messages"]
+        messages += page
+        if len(page) < 200:
+            return messages
+        after = page[-1]["id"]
