@@ -148,7 +148,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # finds the rest). Set one of the four; none keeps everything in process.
 REDIS_URL = env_optional("REDIS_URL")
 REDIS_URLS = env_list("REDIS_URLS", [])
-REDIS_CLUSTER_URL = env_optional("REDIS_CLUSTER_URL")
+REDIS_CLUSTER_URL = env_list("REDIS_CLUSTER_URL", [])
 REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
 REDIS_SENTINEL_MASTERS = env_list("REDIS_SENTINEL_MASTERS", [])
 REDIS_SHARDS = redis_shards(

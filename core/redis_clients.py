@@ -186,12 +186,32 @@ def _open_client(index: int, client_class: Any, sentinel_class: Any, cluster_cla
     the same arguments."""
     shard = settings.REDIS_SHARDS[index]
     if "cluster" in shard:
-        return cluster_class.from_url(shard["cluster"], **_client_options(**overrides))
+        node_class = (
+            redis.asyncio.cluster.ClusterNode
+            if issubclass(cluster_class, redis.asyncio.cluster.RedisCluster)
+            else redis.cluster.ClusterNode
+        )
+        seeds = [node_class(host, port) for host, port in [*shard["seeds"][1:], *_known_cluster_nodes()]]
+        return cluster_class.from_url(shard["cluster"], startup_nodes=seeds, **_client_options(**overrides))
     if "url" in shard:
         return client_class.from_url(shard["url"], **_client_options(**overrides))
     sentinel = sentinel_class(shard["sentinels"], sentinel_kwargs=_sentinel_connection(shard))
     options = _client_options(**_sentinel_options(shard), **overrides)
     return sentinel.master_for(shard["master"], redis_class=client_class, **options)
+
+
+def _known_cluster_nodes() -> set[tuple[str, int]]:
+    """The nodes the process's open cluster clients know: a new client (a new event
+    loop's) finds the cluster through them when the nodes named in the settings are down."""
+    clients: list[Any] = [*_sync_clients.values()]
+    for loop_clients in list(_async_clients.values()):
+        clients += loop_clients.values()
+    return {
+        (node.host, int(node.port))
+        for client in clients
+        if isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
+        for node in client.get_nodes()
+    }
 
 
 def _command_retry(retry_class: Any) -> Any:

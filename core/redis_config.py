@@ -1,14 +1,15 @@
 """Turn the Redis environment variables into a list of shards (pure, read by settings).
 
 A shard is ``{"url": ...}``, ``{"sentinels": [(host, port), ...], "master": name, ...}`` or
-``{"cluster": url}`` (a Redis Cluster: one "shard" whose client finds the nodes and routes
-each key to the node of its hash slot); core.redis_clients opens the clients (for the
-channel layer too).
+``{"cluster": url, "seeds": [(host, port), ...]}`` (a Redis Cluster: one "shard" whose
+client finds the nodes from the seeds and routes each key to the node of its hash
+slot); core.redis_clients opens the clients (for the channel layer too).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.env import ImproperlyConfiguredError
 
@@ -20,11 +21,18 @@ def _host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _url_host_port(url: str) -> tuple[str, int]:
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise ImproperlyConfiguredError(f"environment variable REDIS_CLUSTER_URL needs redis:// URLs, got {url!r}")
+    return parsed.hostname, parsed.port or 6379
+
+
 def redis_shards(
     *,
     url: str | None,
     urls: list[str],
-    cluster_url: str | None = None,
+    cluster_url: list[str] | None = None,
     sentinels: list[str],
     sentinel_masters: list[str],
     sentinel_db: int = 0,
@@ -49,7 +57,10 @@ def redis_shards(
     if cluster_url:
         if sentinel_masters:
             raise ImproperlyConfiguredError("environment variable REDIS_SENTINELS is required with REDIS_SENTINEL_MASTERS")
-        return [{"cluster": cluster_url}]
+        # Several nodes may be named (comma-separated): a client opened while the first is
+        # down (a new event loop's, after a failover) finds the cluster through another.
+        seeds = [_url_host_port(url) for url in cluster_url]
+        return [{"cluster": cluster_url[0], "seeds": seeds}]
     if sentinels:
         if not sentinel_masters:
             raise ImproperlyConfiguredError("environment variable REDIS_SENTINEL_MASTERS is required with REDIS_SENTINELS")

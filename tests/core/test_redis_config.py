@@ -11,7 +11,7 @@ from core.env import ImproperlyConfiguredError
 from core.redis_clients import group_by_shard, shard_for
 from core.redis_config import redis_shards
 
-NONE: dict = {"url": None, "urls": [], "cluster_url": None, "sentinels": [], "sentinel_masters": []}
+NONE: dict = {"url": None, "urls": [], "cluster_url": [], "sentinels": [], "sentinel_masters": []}
 
 
 def test_one_url_is_one_shard():
@@ -33,15 +33,17 @@ def test_sentinel_masters_are_shards():
     assert shards[0]["sentinels"] == [("s1", 26379), ("s2", 26379)]
 
 
-def test_a_cluster_url_is_one_cluster():
-    assert redis_shards(**{**NONE, "cluster_url": "redis://node1:7000/0"}) == [{"cluster": "redis://node1:7000/0"}]
+def test_a_cluster_url_is_one_cluster_seeded_by_every_node_named():
+    shards = redis_shards(**{**NONE, "cluster_url": ["redis://node1:7000/0", "redis://node2/0"]})
+    assert shards == [{"cluster": "redis://node1:7000/0", "seeds": [("node1", 7000), ("node2", 6379)]}]
 
 
 @pytest.mark.parametrize(
     ("given", "message"),
     [
         ({"url": "redis://a/0", "urls": ["redis://b/0"]}, "set only one of REDIS_URL, REDIS_URLS, REDIS_SENTINELS"),
-        ({"url": "redis://a/0", "cluster_url": "redis://c/0"}, "got REDIS_URL, REDIS_CLUSTER_URL"),
+        ({"url": "redis://a/0", "cluster_url": ["redis://c/0"]}, "got REDIS_URL, REDIS_CLUSTER_URL"),
+        ({"cluster_url": ["c:7000"]}, "REDIS_CLUSTER_URL needs redis:// URLs"),
         ({"sentinels": ["s1:26379"]}, "REDIS_SENTINEL_MASTERS is required"),
         ({"sentinel_masters": ["one"]}, "REDIS_SENTINELS is required"),
         ({"sentinels": ["s1"], "sentinel_masters": ["one"]}, "host:port"),

@@ -31,7 +31,12 @@ def start(redis_cluster: RedisClusterServers, workers: int) -> Cluster:
     cluster = Cluster(
         redis_cluster,  # type: ignore[arg-type]
         workers=workers,
-        env={"REDIS_URL": "", "REDIS_CLUSTER_URL": redis_cluster.url, "LLM_TOKEN_DELAY_MS": "20"},
+        env={
+            "REDIS_URL": "",
+            "REDIS_CLUSTER_URL": redis_cluster.seed_urls,
+            "LLM_TOKEN_DELAY_MS": "20",
+            "LLM_MAX_CONCURRENT_PER_USER": "50",
+        },
     )
     cluster.tokens = cluster.mint_tokens("ann", "bob")
     return cluster
@@ -117,6 +122,8 @@ async def delivered_once_in_order(reader: RoomClient, sent: list[str], timeout: 
 @pytest.mark.asyncio
 async def test_chat_in_twenty_rooms_over_all_three_masters_is_exactly_once(on_cluster, redis_cluster):
     cluster = on_cluster
+    health = httpx.get(f"{cluster.http(0)}/healthz", timeout=10)
+    assert health.status_code == 200 and health.json()["redis"] == "ok", health.text
     ann, bob = cluster.tokens["ann"], cluster.tokens["bob"]
     slugs = rooms_on_every_master(cluster, redis_cluster, ann, 20)
     async with contextlib.AsyncExitStack() as stack, asyncio.timeout(90):
@@ -147,6 +154,27 @@ async def test_chat_in_twenty_rooms_over_all_three_masters_is_exactly_once(on_cl
             assert [m["id"] for m in list_messages(cluster, slug, ann)] == [m["id"] for m in sender.messages]
 
 
+def stream_logged_on(servers: RedisClusterServers, cluster: Cluster, token: str, port: int) -> tuple[httpx.Response, str]:
+    """A new 300-token stream on worker 0 whose log lives on the master at ``port``."""
+    for _ in range(20):
+        response = start_stream(cluster, 0, token, message="a long stream", max_tokens=300)
+        stream_id = response.headers["X-Stream-Id"]
+        if servers.master_of_slot(key_slot(f"log:{{{stream_id}}}".encode()))["port"] == port:
+            return response, stream_id
+        response.close()  # it runs to its end elsewhere
+    raise AssertionError(f"twenty streams and none logged on {port}")
+
+
+def resume(cluster: Cluster, worker: int, token: str, stream_id: str, last_id: str) -> list[dict]:
+    with httpx.stream(
+        "GET",
+        f"{cluster.http(worker)}/api/streams/{stream_id}/events",
+        headers={**auth(token), "Last-Event-ID": last_id},
+        timeout=30,
+    ) as resumed:
+        return read_events(resumed)
+
+
 def resume_elsewhere(cluster: Cluster, token: str, worker: int, *, tokens: int = 30) -> tuple[str, list[int], dict]:
     """Start a stream on ``worker``, drop it after 5 tokens, resume it on the next worker:
     the stream id, every token index seen over both connections, and the last event."""
@@ -156,14 +184,7 @@ def resume_elsewhere(cluster: Cluster, token: str, worker: int, *, tokens: int =
     response.close()  # the client drops; the generation goes on
     seen = [e["data"]["index"] for e in first if e.get("event") == "token"]
     last_id = next(e["id"] for e in reversed(first) if e.get("event") == "token")
-    other = (worker + 1) % len(cluster.ports)
-    with httpx.stream(
-        "GET",
-        f"{cluster.http(other)}/api/streams/{stream_id}/events",
-        headers={**auth(token), "Last-Event-ID": last_id},
-        timeout=30,
-    ) as resumed:
-        rest = read_events(resumed)
+    rest = resume(cluster, (worker + 1) % len(cluster.ports), token, stream_id, last_id)
     return stream_id, seen + [e["data"]["index"] for e in rest if e.get("event") == "token"], rest[-1]
 
 
@@ -243,7 +264,10 @@ async def test_chat_and_streams_survive_a_master_failover_losing_nothing(own_red
         await sender.sync()
         await reader.sync()
         busy = asyncio.create_task(say_until(sender, stop, sent, "busy"))
-        await asyncio.sleep(1)
+        # A 300-token stream (6 s) whose log is on the victim, read up to its 10th token.
+        streaming, stream_id = await asyncio.to_thread(stream_logged_on, servers, cluster, bob, victim)
+        first = await asyncio.to_thread(read_events, streaming, until=10)
+        streaming.close()
         killed = time.monotonic()
         servers.kill(victim)  # its replica is promoted after the 1 s node timeout
         count_at_kill = len(sent)
@@ -257,8 +281,16 @@ async def test_chat_and_streams_survive_a_master_failover_losing_nothing(own_red
         await busy
         await delivered_once_in_order(reader, sent, timeout=30)
         assert [m["id"] for m in list_messages(cluster, slug, ann)] == [m["id"] for m in reader.messages]
+    # The stream went on through the failover: resumed on the other worker, every token once.
+    last_id = next(e["id"] for e in reversed(first) if e.get("event") == "token")
+    rest = await asyncio.to_thread(resume, cluster, 1, bob, stream_id, last_id)
+    tokens = [e["data"]["index"] for e in first + rest if e.get("event") == "token"]
+    assert tokens == list(range(300)) and rest[-1]["event"] == "done", "every token exactly once, then done"
     # Streams whose logs are on the new master (and the others) start and resume again.
     for number in range(4):
         _, indexes, last = await asyncio.to_thread(resume_elsewhere, cluster, bob, number % 2)
         assert indexes == list(range(30)) and last["event"] == "done"
+    for worker in range(2):  # a cluster with a dead node is healthy once its slots are served
+        health = httpx.get(f"{cluster.http(worker)}/healthz", timeout=10)
+        assert health.status_code == 200 and health.json()["redis"] == "ok", health.text
     print(f"\nfailover: replica promoted {promoted:.2f} s after the kill; chat flowing again after {recovered:.2f} s")

@@ -181,6 +181,11 @@ class RedisClusterServers:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
+    @property
+    def seed_urls(self) -> str:
+        """REDIS_CLUSTER_URL naming three nodes, the first master first."""
+        return ",".join(f"redis://127.0.0.1:{port}/0" for port in self.ports[:3])
+
     def start_node(self, port: int) -> None:
         node_dir = self.dir / str(port)
         node_dir.mkdir(exist_ok=True)
