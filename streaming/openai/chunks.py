@@ -97,6 +97,10 @@ class ChunkWriter:
     # reply starts with a tool call or reasoning (the SDKs then accumulate a null content).
     # A reader resuming after seq 1 or later has had it (ids are seqs, the first delta's >= 1).
     role_due: bool = True
+    # The live /v1 stream keeps OpenAI's framing exactly unless asked (a block is one
+    # `data:` line, and clients that parse blocks by hand rely on it); a reader resuming
+    # with ?format=openai gets ids, for its next Last-Event-ID. docs/protocol.md, "/v1".
+    with_ids: bool = True
     _id_prefix: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -134,7 +138,7 @@ class ChunkWriter:
             **more,
         }
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        return encode_event(data=text, id=None if seq is None else f"{self._id_prefix}{seq}")
+        return encode_event(data=text, id=None if seq is None or not self.with_ids else f"{self._id_prefix}{seq}")
 
     def render(self, events: Sequence[LogEvent]) -> list[str]:
         """The SSE texts of one batch of log events (start events give none)."""

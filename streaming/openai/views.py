@@ -25,6 +25,10 @@ from streaming.openai.chunks import ChunkWriter, finish_reason, usage
 from streaming.openai.errors import OPENAI_ERRORS
 from streaming.openai.parsing import parse_chat_request
 
+# A client that will resume a dropped stream mid-way asks for SSE ids on the live stream
+# with this header; without it the framing is OpenAI's own (docs/protocol.md, "/v1").
+EVENT_IDS_HEADER = "X-Stream-Event-Ids"
+
 
 def _model_name() -> str:
     return str(settings.LLM_MODEL) if settings.LLM_BACKEND == "openai" else "echo"
@@ -98,6 +102,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         created=int(time.time()),
         include_usage=include_usage,
         prompt_tokens=prompt_tokens,
+        with_ids=request.headers.get(EVENT_IDS_HEADER) == "1",
     )
     # Kept beside the log, so a reader resuming with ?format=openai gets the same chunks.
     await get_log().annotate(started.stream_id, writer.meta())

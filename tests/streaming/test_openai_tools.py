@@ -119,7 +119,12 @@ async def test_a_v1_stream_resumed_with_format_openai_gets_the_same_chunks(token
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    live_response = await client.post("/v1/chat/completions", json.dumps(body), content_type="application/json")
+    plain_response = await client.post("/v1/chat/completions", json.dumps(body), content_type="application/json")
+    plain = parse_events(await read_all(plain_response))
+    assert all("id" not in event for event in plain), "by default OpenAI's framing: data lines only"
+    live_response = await client.post(
+        "/v1/chat/completions", json.dumps(body), content_type="application/json", headers={"X-Stream-Event-Ids": "1"}
+    )
     stream_id = live_response["X-Stream-Id"]
     live = parse_events(await read_all(live_response))
     events = f"/api/streams/{stream_id}/events?format=openai"

@@ -82,7 +82,8 @@ def chunk_events(lines: Iterator[str], *, until_contents: int | None = None) -> 
 def test_a_dropped_v1_stream_is_read_on_as_chunks_on_another_worker(cluster: Cluster):
     token = cluster.tokens["user2"]
     body = {"model": "echo", "messages": [{"role": "user", "content": "alpha beta gamma"}], "max_tokens": 40, "stream": True}
-    with httpx.stream("POST", f"{cluster.http(0)}/v1/chat/completions", json=body, headers=auth(token), timeout=20) as live:
+    headers = {**auth(token), "X-Stream-Event-Ids": "1"}  # ids on the live stream, to resume mid-way
+    with httpx.stream("POST", f"{cluster.http(0)}/v1/chat/completions", json=body, headers=headers, timeout=20) as live:
         stream_id = live.headers["X-Stream-Id"]
         first = chunk_events(live.iter_lines(), until_contents=5)
     # The client dropped; it reads on elsewhere from the last chunk it has.
