@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -18,6 +18,7 @@ from redis.crc import key_slot
 
 from tests.support.processes import Cluster, RedisClusterServers
 from tests.support.rooms_api import list_messages, new_room
+from tests.support.sse_parsing import parse_events
 from tests.support.streams import auth, read_events, start_stream
 from tests.support.wsclient import RoomClient, room_client
 
@@ -111,6 +112,24 @@ async def say_until(sender: RoomClient, stop: asyncio.Event, sent: list[str], pr
         with contextlib.suppress(asyncio.CancelledError):
             await reading
     await sender.wait_messages(len(sent), timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def reading(*clients: RoomClient) -> AsyncIterator[None]:
+    """Keep reading (and answering pings) while the test does something else, as a page
+    does; what arrives is kept in each client's ``messages``."""
+
+    async def read_on(client: RoomClient) -> None:
+        while True:
+            await client.recv(60)
+
+    tasks = [asyncio.create_task(read_on(client)) for client in clients]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def delivered_once_in_order(reader: RoomClient, sent: list[str], timeout: float) -> None:
@@ -222,21 +241,20 @@ async def test_a_busy_rooms_slot_migrates_to_another_master_losing_nothing(on_cl
             await client.sync()
         busy = asyncio.create_task(say_until(sender, stop, sent, "busy"))
         await asyncio.sleep(1)
-        source = redis_cluster.master_of_slot(slot)["port"]
-        target = next(node["port"] for node in redis_cluster.masters() if node["port"] != source)
-        migrated = time.monotonic()
-        redis_cluster.migrate_slot(slot, to_port=target)
-        assert redis_cluster.master_of_slot(slot)["port"] == target
-        # The workers follow the channel to its new master (the old one unsubscribed them).
-        while len(shard_channels(redis_cluster, target)) < 1 or f"{TOPIC_PREFIX}room.{slug}" not in shard_channels(
-            redis_cluster, target
-        ):
-            assert time.monotonic() - migrated < 10, "nobody re-subscribed on the slot's new master"
-            await asyncio.sleep(0.05)
-        followed = time.monotonic() - migrated
-        await asyncio.sleep(1)
-        stop.set()
-        await busy
+        async with reading(reader, third):
+            source = redis_cluster.master_of_slot(slot)["port"]
+            target = next(node["port"] for node in redis_cluster.masters() if node["port"] != source)
+            migrated = time.monotonic()
+            redis_cluster.migrate_slot(slot, to_port=target)
+            assert redis_cluster.master_of_slot(slot)["port"] == target
+            # The workers follow the channel to its new master (the old one unsubscribed them).
+            while f"{TOPIC_PREFIX}room.{slug}" not in shard_channels(redis_cluster, target):
+                assert time.monotonic() - migrated < 10, "nobody re-subscribed on the slot's new master"
+                await asyncio.sleep(0.05)
+            followed = time.monotonic() - migrated
+            await asyncio.sleep(1)
+            stop.set()
+            await busy
         for client in (reader, third):
             await delivered_once_in_order(client, sent, timeout=20)
         print(f"\nslot migration: subscribers on the new master {followed:.2f} s after the move began; {len(sent)} sent")
@@ -274,11 +292,12 @@ async def test_chat_and_streams_survive_a_master_failover_losing_nothing(own_red
         # Until the first message sent after the kill reaches the reader.
         await reader.wait_messages(count_at_kill + 1, timeout=30)
         recovered = time.monotonic() - killed
-        await asyncio.to_thread(servers.wait_healthy)
-        promoted = time.monotonic() - killed
-        await asyncio.sleep(1)
-        stop.set()
-        await busy
+        async with reading(reader):
+            await asyncio.to_thread(servers.wait_healthy)
+            promoted = time.monotonic() - killed
+            await asyncio.sleep(1)
+            stop.set()
+            await busy
         await delivered_once_in_order(reader, sent, timeout=30)
         assert [m["id"] for m in list_messages(cluster, slug, ann)] == [m["id"] for m in reader.messages]
     # The stream went on through the failover: resumed on the other worker, every token once.
@@ -294,3 +313,76 @@ async def test_chat_and_streams_survive_a_master_failover_losing_nothing(own_red
         health = httpx.get(f"{cluster.http(worker)}/healthz", timeout=10)
         assert health.status_code == 200 and health.json()["redis"] == "ok", health.text
     print(f"\nfailover: replica promoted {promoted:.2f} s after the kill; chat flowing again after {recovered:.2f} s")
+
+
+@pytest.fixture(scope="module")
+def limited_on_cluster(redis_cluster: RedisClusterServers) -> Iterator[Cluster]:
+    """Two workers with a low rate limit and connection cap, and a task worker, on the
+    module's Redis Cluster."""
+    cluster = Cluster(
+        redis_cluster,  # type: ignore[arg-type]
+        workers=2,
+        env={
+            "REDIS_URL": "",
+            "REDIS_CLUSTER_URL": redis_cluster.seed_urls,
+            "CHAT_RATE_LIMIT": "5",
+            "CHAT_RATE_WINDOW": "3",
+            "CHAT_MAX_CONNECTIONS_PER_USER": "2",
+        },
+    )
+    cluster.tokens = cluster.mint_tokens("amy", "ben")
+    cluster.start_taskworker()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.mark.asyncio
+async def test_presence_caps_and_rate_limits_hold_across_workers_on_the_cluster(limited_on_cluster):
+    cluster = limited_on_cluster
+    amy, ben = cluster.tokens["amy"], cluster.tokens["ben"]
+    slug = new_room(cluster, amy)
+    path = f"/ws/rooms/{slug}/"
+    async with asyncio.timeout(30), room_client(cluster.ws(0, path), amy) as zero, room_client(cluster.ws(1, path), amy) as one:
+        await zero.sync()
+        _, presence = await one.sync()
+        assert presence["users"] == ["amy"]
+        async with room_client(cluster.ws(0, path), amy) as third:  # the cap counts both workers' sockets
+            assert await third.close_code() == 4029
+        async with room_client(cluster.ws(1, path), ben) as other:
+            _, seen = await other.sync()
+            assert seen["users"] == ["amy", "ben"], "presence from both workers, in one slot's keys"
+        for i in range(5):  # alternate workers: 5 accepted in the window
+            await (zero if i % 2 == 0 else one).say(f"m{i}", nonce=str(i))
+        await zero.wait_messages(5)
+        await one.say("sixth", nonce="6")
+        error = await one.until("error")
+        assert error["code"] == "rate_limited" and error["nonce"] == "6"
+    stored = sorted(m["content"] for m in list_messages(cluster, slug, amy))  # two workers: either order
+    assert stored == [f"m{i}" for i in range(5)], "the five in the window, not the sixth"
+
+
+def test_task_events_stream_from_another_worker_on_the_cluster(limited_on_cluster):
+    cluster = limited_on_cluster
+    headers = auth(cluster.tokens["ben"])
+    created = httpx.post(
+        f"{cluster.http(0)}/api/tasks/", json={"kind": "countdown", "steps": 5, "interval_ms": 100}, headers=headers, timeout=10
+    )
+    assert created.status_code == 202, created.text
+    task_id = created.json()["id"]
+    with httpx.stream("GET", f"{cluster.http(1)}/api/tasks/{task_id}/events", headers=headers, timeout=30) as response:
+        events = read_task_events(response)
+    assert events[-1]["event"] == "complete" and events[-1]["data"]["status"] == "succeeded"
+    ids = [int(e["id"]) for e in events]
+    assert ids == list(range(1, len(ids) + 1)), "every event once, numbered from 1"
+
+
+def read_task_events(response: httpx.Response) -> list[dict]:
+    events: list[dict] = []
+    buffer = ""
+    for text in response.iter_text():
+        buffer += text
+        *blocks, buffer = buffer.split("\n\n")
+        events += [e for block in blocks for e in parse_events(block + "\n\n") if "event" in e]
+        if events and events[-1]["event"] in ("complete", "failed"):
+            break
+    return events
