@@ -61,7 +61,7 @@ audit: $(STAMP)
 ## make serve WORKERS=N PORT=P [WEB_SERVER=uvicorn]: N workers on one port, no sticky sessions, plus the task worker (needs REDIS_URL;
 ## without DJANGO_SECRET_KEY, a random key for the run).
 serve: $(STAMP)
-	@test -n "$$REDIS_URL$$REDIS_URLS$$REDIS_SENTINELS" || { echo "make serve needs REDIS_URL (or REDIS_URLS, or REDIS_SENTINELS): several workers share nothing else"; exit 2; }
+	@test -n "$$REDIS_URL$$REDIS_URLS$$REDIS_SENTINELS$$REDIS_CLUSTER_URL" || { echo "make serve needs REDIS_URL (or REDIS_URLS, REDIS_SENTINELS or REDIS_CLUSTER_URL): several workers share nothing else"; exit 2; }
 	$(BIN)/python deploy/serve.py --migrate --workers $(WORKERS) --port $(PORT) --host $(HOST) --server $(WEB_SERVER)
 
 ## make bench: the fan-out benchmark (short default; see bench/README.md).

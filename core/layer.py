@@ -82,7 +82,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
     """``CHANNEL_LAYERS = {"default": {"BACKEND": "core.layer.RealtimeChannelLayer"}}``.
 
     Redis or not is decided by the project's settings (``REDIS_URL``, ``REDIS_URLS``,
-    ``REDIS_SENTINELS``), as for everything else; without them the layer works within
+    ``REDIS_SENTINELS``, ``REDIS_CLUSTER_URL``), as for everything else; without them the layer works within
     one process, like Channels' InMemoryChannelLayer. ``capacity`` bounds each channel's
     queue (a ``send`` to a full local channel raises ChannelFull; group messages for a
     full channel are dropped, as channels_redis does)."""

@@ -91,8 +91,8 @@ def main() -> None:
     parser.add_argument("--server", choices=sorted(SERVERS), default=os.environ.get("WEB_SERVER", "daphne"))
     parser.add_argument("--migrate", action="store_true", help="run manage.py migrate first (make serve)")
     args = parser.parse_args()
-    if not any(os.environ.get(name) for name in ("REDIS_URL", "REDIS_URLS", "REDIS_SENTINELS")):
-        sys.exit("serve: set REDIS_URL (or REDIS_URLS, or REDIS_SENTINELS); workers share rooms through Redis")
+    if not any(os.environ.get(name) for name in ("REDIS_URL", "REDIS_URLS", "REDIS_SENTINELS", "REDIS_CLUSTER_URL")):
+        sys.exit("serve: set REDIS_URL (or REDIS_URLS, REDIS_SENTINELS or REDIS_CLUSTER_URL); workers share rooms through Redis")
     if not os.environ.get("DJANGO_SECRET_KEY"):
         # Every worker and the task worker inherit this environment, so they share the key.
         os.environ["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)

@@ -8,6 +8,7 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-not-secret")
 os.environ.pop("REDIS_URL", None)
 os.environ.pop("REDIS_URLS", None)
 os.environ.pop("REDIS_SENTINELS", None)
+os.environ.pop("REDIS_CLUSTER_URL", None)
 
 from config.settings import *  # noqa: F403
 
