@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
 
+from accounts import token_cache
 from accounts.credentials import Credential, credential_for_request, credentials_invalid
 from core.aio import PerLoop, new_worker_key, spawn
 from core.db_thread import in_db_thread
@@ -64,8 +65,14 @@ def changed_group(user_id: int) -> str:
 
 
 def credentials_changed_on_commit(*, user_id: int) -> None:
-    """Tell every worker, once the transaction commits, that ``user_id``'s credentials changed."""
-    transaction.on_commit(partial(RealtimeChannelLayer.publish, changed_group(user_id), "changed"))
+    """Tell every worker, once the transaction commits, that ``user_id``'s credentials
+    changed: its connections (here), and the tokens it remembers (accounts.token_cache)."""
+    transaction.on_commit(partial(_credentials_changed, user_id))
+
+
+def _credentials_changed(user_id: int) -> None:
+    token_cache.changed(user_id)
+    RealtimeChannelLayer.publish(changed_group(user_id), "changed")
 
 
 # ---- per-user counts across workers ---------------------------------------------------------------

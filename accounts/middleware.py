@@ -13,10 +13,11 @@ from django.db import Error as DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.http.cookie import parse_cookie
 
+from accounts import token_cache
 from accounts.credentials import Credential
 from accounts.models import ApiToken
 from accounts.origin import origin_allowed
-from accounts.services import bearer_from_header, token_authenticate
+from accounts.services import bearer_from_header, token_authenticate, token_hash
 from core.db_thread import in_db_thread
 from core.middleware import HybridMiddleware, is_api_path
 
@@ -42,10 +43,22 @@ class BearerTokenMiddleware(HybridMiddleware):
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         raw = _bearer(request)
         if raw is not None:
-            _authenticate(request, await in_db_thread(token_authenticate, raw=raw) if raw else None)
+            _authenticate(request, await token_authenticate_async(raw=raw) if raw else None)
         else:
             _without_credentials(request)
         return await self.get_response(request)
+
+
+async def token_authenticate_async(*, raw: str) -> ApiToken | None:
+    """``token_authenticate`` from the event loop: from memory for a token seen in the last
+    few seconds (accounts.token_cache), else on the database thread."""
+    key = token_hash(raw)
+    token = token_cache.remembered(key)
+    if token is None:
+        await token_cache.listen()
+        token = await in_db_thread(token_authenticate, raw=raw)
+        token_cache.remember(key, token)
+    return token
 
 
 def _without_credentials(request: HttpRequest) -> None:
@@ -85,7 +98,7 @@ async def authenticate_handshake(headers: dict[bytes, bytes]) -> tuple[User | An
     authorization = headers.get(b"authorization")
     if authorization is not None:
         raw = bearer_from_header(authorization.decode("latin-1"))
-        token = await in_db_thread(token_authenticate, raw=raw) if raw else None
+        token = await token_authenticate_async(raw=raw) if raw else None
         if token is None:
             return AnonymousUser(), None
         return token.user, Credential(user_id=token.user_id, token_id=token.pk)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from accounts import token_cache
 from core.redis_clients import reset_in_process
 from tests.support.processes import Cluster, PostgresServer, RedisServer
 
@@ -21,8 +22,10 @@ hypothesis_settings.load_profile("project")
 
 @pytest.fixture(autouse=True)
 def _fresh_in_process_state() -> Iterator[None]:
-    """What the in-process Redis holds (presence, rate limits, logs…) does not leak between tests."""
+    """What the in-process Redis holds (presence, rate limits, logs…) and the tokens this
+    process remembers (accounts.token_cache) do not leak between tests."""
     reset_in_process()
+    token_cache.forget_all()
     yield
 
 
