@@ -99,7 +99,7 @@ class ChunkWriter:
     role_due: bool = True
     # The live /v1 stream keeps OpenAI's framing exactly unless asked (a block is one
     # `data:` line, and clients that parse blocks by hand rely on it); a reader resuming
-    # with ?format=openai gets ids, for its next Last-Event-ID. docs/protocol.md, "/v1".
+    # with ?format=openai gets ids, for its next Last-Event-ID. docs/protocol.md, "Chat Completions parameters".
     with_ids: bool = True
     _id_prefix: str = field(init=False)
 

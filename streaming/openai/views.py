@@ -26,7 +26,7 @@ from streaming.openai.errors import OPENAI_ERRORS
 from streaming.openai.parsing import parse_chat_request
 
 # A client that will resume a dropped stream mid-way asks for SSE ids on the live stream
-# with this header; without it the framing is OpenAI's own (docs/protocol.md, "/v1").
+# with this header; without it the framing is OpenAI's own (docs/protocol.md, "Chat Completions parameters").
 EVENT_IDS_HEADER = "X-Stream-Event-Ids"
 
 
