@@ -10,9 +10,9 @@ import pytest
 from channels.db import database_sync_to_async
 
 from notifications.services import notifications_mark_read
-from tests.notifications.test_views import next_events, notify
 from tests.support.asgi_client import BearerClient
 from tests.support.factories import make_token, make_user
+from tests.support.notifications import next_events, notify
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

@@ -7,12 +7,10 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
-from django.contrib.auth.models import User
 
-from notifications.services import notification_create
 from tests.support.asgi_client import BearerClient
 from tests.support.factories import make_token, make_user
-from tests.support.sse_parsing import parse_events
+from tests.support.notifications import next_events, notify
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -21,22 +19,6 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 def nina(transactional_db):
     user = make_user("nina")
     return user, BearerClient(make_token(user))
-
-
-async def notify(user: User, kind: str, **data):
-    return await database_sync_to_async(notification_create)(user_id=user.pk, kind=kind, data=data)
-
-
-async def next_events(response, count: int, timeout: float = 5) -> list[dict]:
-    events: list[dict] = []
-    buffer = ""
-    iterator = response.streaming_content.__aiter__()
-    async with asyncio.timeout(timeout):
-        while len(events) < count:
-            buffer += (await anext(iterator)).decode()
-            *blocks, buffer = buffer.split("\n\n")
-            events += [e for b in blocks for e in parse_events(b + "\n\n") if "event" in e]
-    return events
 
 
 async def test_live_notifications_arrive_on_the_stream(nina):
