@@ -11,7 +11,7 @@ import time
 import pytest
 from playwright.sync_api import Page, Request, expect
 
-from tests.support.browser import Site, screenshot, watch_dialogs
+from tests.support.browser import Site, watch_dialogs
 
 pytestmark = pytest.mark.multiworker
 
@@ -65,7 +65,6 @@ def test_a_reply_streams_in_and_the_conversation_is_in_the_sidebar(site: Site):
     expect(page.locator("#transcript li.turn")).to_have_count(4)
     expect(page.locator("#state")).to_have_attribute("data-state", "idle")
     assert page.locator("#transcript b, #transcript script").count() == 0 and dialogs == []
-    screenshot(page, "assistant")
 
     # A new page (another worker) finds the conversation in the sidebar and opens it.
     other = open_assistant(site, "pages-carol", worker=1)

@@ -1,8 +1,17 @@
 // The assistant (docs/protocol.md, "Token streams"): the reply renders token by token from
 // POST /api/assistant/stream, read with fetch() (EventSource cannot POST). A dropped stream
 // resumes from GET /api/streams/<id>/events with Last-Event-ID, so the text continues where
-// it stopped; Stop cancels the generation wherever it runs. Text is inserted as text only.
+// it stopped; Stop cancels the generation wherever it runs, also after a reload (the reply
+// being generated is remembered in sessionStorage and followed from its start).
+//
+// A reply is Markdown (markdown.js: marked, then DOMPurify; raw HTML stays text). The typed
+// events of the stream show as they come: `reasoning` in a collapsed "Thinking" section,
+// each `tool_call` as one line (name and arguments). The model is picked from GET /v1/models
+// and sent with the request. Copy puts a reply's Markdown text on the clipboard; Regenerate
+// asks the last question again. Everything else (the user's own text, tool arguments,
+// reasoning) is inserted as text only.
 import { api, ApiError, backoff, csrfToken, el, readEventStream, sleepOrOnline } from "./common.js";
+import { renderMarkdown } from "./markdown.js";
 
 const transcript = document.getElementById("transcript");
 const state = document.getElementById("state");
@@ -14,12 +23,16 @@ const stopButton = document.getElementById("stop");
 const maxTokensInput = document.getElementById("max-tokens");
 const sidebar = document.getElementById("conversations");
 const newButton = document.getElementById("new-conversation");
+const modelPicker = document.getElementById("model");
 
 const SILENCE_MS = 20000; // the server sends a keep-alive after 15 idle seconds
 const ACTIVE_KEY = "assistant.active"; // the reply being generated, to pick it up after a reload
+const MODEL_KEY = "assistant.model"; // the model last picked
+const RENDER_MS = 50; // a streaming reply is re-rendered as Markdown at most this often
 
 let conversationId = new URLSearchParams(location.search).get("c");
-let reply = null; // the reply being streamed: {streamId, lastSeq, nextIndex, item, text, final, abort}
+let reply = null; // the reply being streamed: {streamId, lastSeq, nextIndex, item, text, raw, abort, ...}
+const replyText = new WeakMap(); // an assistant turn -> its Markdown source (what Copy copies)
 
 function setState(name, text) {
   state.dataset.state = name;
@@ -34,19 +47,70 @@ function setBusy(busy) {
   sendButton.disabled = busy;
   stopButton.disabled = !busy;
   newButton.disabled = busy;
+  for (const button of transcript.querySelectorAll("button.regenerate")) button.disabled = busy;
   transcript.setAttribute("aria-busy", String(busy));
 }
 
 // ---- the transcript ------------------------------------------------------------------------------
 
 function turnItem(role, content) {
-  const text = el("div", { className: "content", text: content });
-  const item = el("li", { className: `turn ${role}` },
-    el("div", { className: "meta" }, el("span", { className: "author", text: role === "user" ? "You" : "Assistant" })), text);
+  const text = el("div", { className: "content" });
+  const meta = el("div", { className: "meta" }, el("span", { className: "author", text: role === "user" ? "You" : "Assistant" }));
+  const item = el("li", { className: `turn ${role}` }, meta);
+  if (role === "assistant") {
+    // Filled by `reasoning` and `tool_call` events; hidden until the first one comes.
+    const thinking = el("details", { className: "thinking", attrs: { hidden: "" } },
+      el("summary", { text: "Thinking" }), el("div", { className: "thinking-text" }));
+    const tools = el("ul", { className: "tool-calls", attrs: { hidden: "", "aria-label": "Tool calls" } });
+    item.append(thinking, tools, text);
+    setReplyText(item, text, content);
+  } else {
+    text.textContent = content;
+    item.append(text);
+  }
   transcript.append(item);
   transcript.scrollTop = transcript.scrollHeight;
   return { item, text };
 }
+
+/** A reply's Markdown source, rendered (marked + DOMPurify) into its content. */
+function setReplyText(item, text, markdown) {
+  replyText.set(item, markdown);
+  text.replaceChildren(renderMarkdown(markdown));
+}
+
+/** Copy (every finished reply) and Regenerate (the last one only) in the reply's header. */
+function addReplyActions(item) {
+  const meta = item.querySelector(".meta");
+  if (meta.querySelector(".reply-actions")) return;
+  const copy = el("button", { className: "link copy", text: "Copy", attrs: { type: "button", title: "Copy the reply's text (Markdown)" } });
+  const regenerate = el("button", { className: "link regenerate", text: "Regenerate", attrs: { type: "button", title: "Ask the last question again" } });
+  meta.append(el("span", { className: "reply-actions" }, copy, regenerate));
+  showRegenerateOnLast();
+}
+
+function showRegenerateOnLast() {
+  const buttons = [...transcript.querySelectorAll("li.assistant button.regenerate")];
+  buttons.forEach((button, i) => { button.hidden = i !== buttons.length - 1; button.disabled = Boolean(reply); });
+}
+
+transcript.addEventListener("click", async (event) => {
+  const button = event.target.closest("button");
+  if (!button) return;
+  const item = button.closest("li.assistant");
+  if (button.classList.contains("copy")) {
+    try {
+      await navigator.clipboard.writeText(replyText.get(item) ?? item.querySelector(".content").innerText);
+      button.textContent = "Copied";
+      setTimeout(() => { button.textContent = "Copy"; }, 2000);
+    } catch (error) {
+      showError(`Could not copy: ${error.message}`);
+    }
+  } else if (button.classList.contains("regenerate")) {
+    const question = [...transcript.querySelectorAll("li.user .content")].at(-1)?.textContent;
+    if (question && !reply) ask(question);
+  }
+});
 
 const ENDINGS = {
   cancelled: "Stopped.",
@@ -61,6 +125,39 @@ function noteOn(item, text, kind = "note") {
 
 // ---- streaming a reply ------------------------------------------------------------------------------
 
+/** Re-render the streaming reply's Markdown soon (at most every RENDER_MS). */
+function scheduleRender(current) {
+  if (current.renderTimer) return;
+  current.renderTimer = setTimeout(() => {
+    current.renderTimer = null;
+    const stick = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 80;
+    setReplyText(current.item, current.text, current.raw);
+    if (stick) transcript.scrollTop = transcript.scrollHeight;
+  }, RENDER_MS);
+}
+
+function showReasoning(current, text) {
+  const thinking = current.item.querySelector(".thinking");
+  thinking.hidden = false;
+  thinking.querySelector(".thinking-text").append(text); // a text node
+}
+
+/** One line per tool call, `name(arguments)`, growing with the call's argument pieces. */
+function showToolCall(current, data) {
+  const list = current.item.querySelector(".tool-calls");
+  list.hidden = false;
+  let call = current.calls.get(data.index);
+  if (!call) {
+    const name = el("code", { className: "tool-name" });
+    const args = el("code", { className: "tool-arguments" });
+    list.append(el("li", {}, el("span", { className: "tool-label", text: "Tool call " }), name, " ", args));
+    call = { name, args };
+    current.calls.set(data.index, call);
+  }
+  if (data.name) call.name.textContent = data.name;
+  if (data.arguments) call.args.textContent += data.arguments;
+}
+
 /** Handle one SSE event of the reply; true once it is the last one. */
 function onEvent(current, event) {
   const seq = Number(String(event.id || "").split(":")[1]);
@@ -74,12 +171,23 @@ function onEvent(current, event) {
   } else if (event.event === "token") {
     if (data.index < current.nextIndex) return false; // already shown (a resume overlaps nothing, but be sure)
     current.nextIndex = data.index + 1;
-    const stick = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 80;
-    current.text.append(data.token); // a text node: markup in a reply stays text
-    if (stick) transcript.scrollTop = transcript.scrollHeight;
+    current.raw += data.token;
+    scheduleRender(current);
+  } else if (event.event === "reasoning") {
+    showReasoning(current, data.text || "");
+  } else if (event.event === "tool_call") {
+    showToolCall(current, data);
   } else if (event.event === "done") {
-    current.text.textContent = data.content; // the whole reply, as stored
+    clearTimeout(current.renderTimer);
+    current.renderTimer = null;
+    current.raw = data.content || "";
+    setReplyText(current.item, current.text, current.raw); // the whole reply, as stored
+    if (data.reasoning && !current.item.querySelector(".thinking-text").textContent) showReasoning(current, data.reasoning);
+    for (const [index, call] of (data.tool_calls || []).entries()) {
+      if (!current.calls.has(index)) showToolCall(current, { index, name: call.function?.name, arguments: call.function?.arguments });
+    }
     if (ENDINGS[data.finish_reason]) noteOn(current.item, ENDINGS[data.finish_reason]);
+    current.finished = true;
     return true;
   } else if (event.event === "error") {
     noteOn(current.item, "The reply failed.");
@@ -102,6 +210,10 @@ async function consume(current, response) {
   } finally {
     clearTimeout(silence);
   }
+}
+
+function newReply(streamId, item, text) {
+  return { streamId, lastSeq: -1, nextIndex: 0, item, text, raw: "", calls: new Map(), renderTimer: null, finished: false, abort: null };
 }
 
 function startRequest(current, url, init) {
@@ -147,7 +259,7 @@ async function ask(content) {
   turnItem("user", content);
   const { item, text } = turnItem("assistant", "");
   item.classList.add("streaming");
-  const current = { streamId: null, lastSeq: -1, nextIndex: 0, item, text, abort: null };
+  const current = newReply(null, item, text);
   reply = current;
   setBusy(true);
   setState("streaming", "Replying…");
@@ -157,7 +269,7 @@ async function ask(content) {
       response = await startRequest(current, "/api/assistant/stream", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream", "X-CSRFToken": csrfToken() },
-        body: JSON.stringify({ message: content, conversation_id: conversationId, max_tokens: maxTokens }),
+        body: JSON.stringify({ message: content, conversation_id: conversationId, max_tokens: maxTokens, ...chosenModel() }),
       });
     } catch {
       throw new ApiError(0, "network", "Could not reach the server; your message is back in the box.");
@@ -179,8 +291,13 @@ async function ask(content) {
 }
 
 function finishReply(current) {
+  clearTimeout(current.renderTimer);
   current.item.classList.remove("streaming");
   if (reply === current) reply = null;
+  if (current.item.isConnected) {
+    if (!current.finished) setReplyText(current.item, current.text, current.raw); // what came before a failure
+    addReplyActions(current.item);
+  }
   sessionStorage.removeItem(ACTIVE_KEY);
   setBusy(false);
   setState("idle", "Ready");
@@ -247,6 +364,7 @@ async function openConversation(id) {
     if (message.role === "system") continue;
     const { item } = turnItem(message.role, message.content);
     if (message.role === "assistant" && ENDINGS[message.finish_reason]) noteOn(item, ENDINGS[message.finish_reason]);
+    if (message.role === "assistant") addReplyActions(item);
   }
   // A reply that was still being generated when the page was left: follow it from its start.
   const active = JSON.parse(sessionStorage.getItem(ACTIVE_KEY) || "null");
@@ -257,9 +375,10 @@ async function openConversation(id) {
 async function resumeAfterReload(streamId) {
   const { item, text } = turnItem("assistant", "");
   item.classList.add("streaming");
-  const current = { streamId, lastSeq: -1, nextIndex: 0, item, text, abort: null };
+  const current = newReply(streamId, item, text);
   reply = current;
   setBusy(true);
+  setState("streaming", "Replying…");
   try {
     await follow(current, null);
   } finally {
@@ -296,5 +415,28 @@ box.addEventListener("keydown", (event) => {
   }
 });
 
+// ---- the model picker ----------------------------------------------------------------------------
+
+/** {model} for the request body: the picked one, or nothing (the server's default). */
+function chosenModel() {
+  return modelPicker.value ? { model: modelPicker.value } : {};
+}
+
+async function loadModels() {
+  let models = [];
+  try {
+    ({ data: models } = await api("/v1/models"));
+  } catch {
+    // Unreachable now: the server's default model answers ("Default" stays the only choice).
+  }
+  if (!models?.length) return;
+  const saved = localStorage.getItem(MODEL_KEY);
+  modelPicker.replaceChildren(...models.map((model) => el("option", { text: model.id, attrs: { value: model.id } })));
+  if (models.some((model) => model.id === saved)) modelPicker.value = saved;
+}
+
+modelPicker.addEventListener("change", () => localStorage.setItem(MODEL_KEY, modelPicker.value));
+
+loadModels();
 loadSidebar();
 openConversation(conversationId);
