@@ -61,6 +61,27 @@ def last_reply(page: Page):
     return page.locator("#transcript li.assistant").last
 
 
+# What appears in the transcript, in order: a tool-call line, the Thinking section, and a
+# reply that stops streaming ("done"), so a test can tell that the first two came as their
+# events did, before the reply's end (whose done event also carries them).
+WATCH_ORDER = """() => {
+  window.order = [];
+  new MutationObserver((records) => {
+    for (const r of records) {
+      if (r.type === "childList") {
+        for (const node of r.addedNodes) if (node.parentElement?.matches(".tool-calls")) window.order.push("tool_call");
+      } else if (r.attributeName === "hidden" && r.target.matches("details.thinking") && !r.target.hidden) {
+        window.order.push("thinking");
+      } else if (r.attributeName === "class" && r.target.matches("li.assistant")
+                 && (r.oldValue || "").includes("streaming") && !r.target.classList.contains("streaming")) {
+        window.order.push("done");
+      }
+    }
+  }).observe(document.getElementById("transcript"), {subtree: true, childList: true, attributes: true,
+    attributeOldValue: true, attributeFilter: ["class", "hidden"]});
+}"""
+
+
 def test_replies_are_markdown_and_sanitised(site: Site):
     page = open_assistant(site, USER)
     dialogs, violations = watch_dialogs(page), watch_csp_violations(page)
@@ -118,6 +139,7 @@ def test_thinking_and_tool_calls_show_as_they_come(site: Site):
         events.append(("token", {"index": first_token + i, "token": word if i == 0 else " " + word}))
     events.append(("done", {"finish_reason": "stop", "content": answer, "usage": {"completion_tokens": 30}}))
     answer_once(page, sse(stream_id, events), stream_id)
+    page.evaluate(WATCH_ORDER)
     ask(page, "The weather in Paris and Oslo?")
     reply = last_reply(page)
     thinking = reply.locator("details.thinking")
@@ -136,6 +158,7 @@ def test_thinking_and_tool_calls_show_as_they_come(site: Site):
     expect(reply.locator(".content pre code")).to_contain_text('"Oslo": "rain"')
     assert page.locator("#transcript b").count() == 0, "reasoning is text"
     expect(page.locator("#state")).to_have_attribute("data-state", "idle")
+    assert page.evaluate("window.order") == ["thinking", "tool_call", "tool_call", "done"], "each as its event came"
     page.locator("#transcript").evaluate("list => { list.scrollTop = list.scrollHeight; }")
     screenshot(page, "assistant")
 
@@ -164,6 +187,9 @@ def test_thinking_and_tool_calls_show_as_they_come(site: Site):
     ask(page, "call get_weather")
     expect(last_reply(page).locator(".tool-calls li")).to_have_text(["Tool call get_weather {}"])
     expect(page.locator("#state")).to_have_attribute("data-state", "idle")
+    # What the page read: the server's typed events, tool_call pieces before done.
+    read = site.api("GET", f"/api/streams/{real_id}/events", USER).text
+    assert read.count("event: tool_call") == 2 and read.index("event: tool_call") < read.index("event: done"), read
     assert resumed == [f"{real_id}:0"], resumed
     assert dialogs == []
     page.context.close()
