@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from typing import Any
 
 import httpx
 import pytest
@@ -33,7 +34,10 @@ WEATHER_TOOL = {
 }
 
 
-def sse(stream_id: str, events: list[tuple[str, dict]]) -> str:
+Events = list[tuple[str, dict[str, Any]]]
+
+
+def sse(stream_id: str, events: Events) -> str:
     """Events as /api/assistant/stream sends them: ``id: <stream>:<seq>``, the event, its JSON."""
     return "".join(
         f"id: {stream_id}:{seq}\nevent: {name}\ndata: {json.dumps(data)}\n\n" for seq, (name, data) in enumerate(events)
@@ -100,7 +104,7 @@ def test_replies_are_markdown_and_sanitised(site: Site):
     text = "Run this:\n\n```python\nprint('<img src=x onerror=window.pwned=3>')\n```\n\n<img src=x onerror=window.pwned=4>\n"
     pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
     stream_id = secrets.token_hex(16)
-    events = [("start", {"stream_id": stream_id, "conversation_id": conversation_of(page)})]
+    events: Events = [("start", {"stream_id": stream_id, "conversation_id": conversation_of(page)})]
     events += [("token", {"index": i, "token": piece}) for i, piece in enumerate(pieces)]
     events.append(("done", {"finish_reason": "stop", "content": text, "usage": {"completion_tokens": len(pieces)}}))
     answer_once(page, sse(stream_id, events), stream_id)
@@ -127,7 +131,7 @@ def test_thinking_and_tool_calls_show_as_they_come(site: Site):
     # "Events" (the echo model streams no reasoning): the page shows each as it comes.
     stream_id = secrets.token_hex(16)
     answer = 'Sunny in **Paris**, rain in Oslo:\n\n```json\n{"Paris": "sunny", "Oslo": "rain"}\n```\n'
-    events: list[tuple[str, dict]] = [("start", {"stream_id": stream_id, "conversation_id": conversation_of(page)})]
+    events: Events = [("start", {"stream_id": stream_id, "conversation_id": conversation_of(page)})]
     for text in ("The user wants the weather. ", "I should <b>call</b> the tool for each city."):
         events.append(("reasoning", {"text": text}))
     for index, (call_id, city) in enumerate((("call_a", "Paris"), ("call_b", "Oslo"))):
@@ -195,6 +199,41 @@ def test_thinking_and_tool_calls_show_as_they_come(site: Site):
     page.context.close()
 
 
+AXE_SERIOUS = """async () => (await axe.run(document, { resultTypes: ["violations"] })).violations
+  .filter((v) => v.impact === "serious" || v.impact === "critical")
+  .map((v) => `${v.id}: ${v.help} at ${v.nodes.slice(0, 4).map((n) => n.target.join(" ")).join(", ")}`)"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_new_parts_pass_axe(site: Site, scheme):
+    """axe-core (npm, injected; the context bypasses the policy for it) on a reply with its
+    Thinking open, tool calls, code, Copy and Regenerate, and the model picker."""
+    axe = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+    if not axe.exists():
+        pytest.skip("node_modules/ is not installed (make test runs npm ci)")
+    page = site.context(USER, color_scheme=scheme, bypass_csp=True).new_page()
+    page.goto(site.url("/assistant/"))
+    expect(page.locator("#state")).to_have_attribute("data-state", "idle")
+    stream_id = secrets.token_hex(16)
+    answer = "See `code`:\n\n```\nmake test\n```\n"
+    events: Events = [
+        ("start", {"stream_id": stream_id, "conversation_id": None}),
+        ("reasoning", {"text": "Thinking it over."}),
+        ("tool_call", {"index": 0, "id": "call_a", "name": "get_weather", "arguments": '{"city": "Oslo"}'}),
+        ("token", {"index": 2, "token": answer}),
+        ("done", {"finish_reason": "stop", "content": answer, "usage": {"completion_tokens": 9}}),
+    ]
+    answer_once(page, sse(stream_id, events), stream_id)
+    ask(page, "Check me")
+    expect(page.locator("#state")).to_have_attribute("data-state", "idle")
+    last_reply(page).locator("details.thinking summary").click()
+    expect(last_reply(page).locator(".thinking-text")).to_be_visible()
+    page.add_script_tag(path=str(axe))
+    found = page.evaluate(AXE_SERIOUS)
+    assert found == [], f"axe-core on the assistant ({scheme}):\n" + "\n".join(found)
+    page.context.close()
+
+
 def test_the_model_picker_lists_v1_models_and_sends_the_choice(site: Site):
     page = open_assistant(site, USER, worker=2)
     listed = [model["id"] for model in site.api("GET", "/v1/models", USER).json()["data"]]
@@ -207,8 +246,8 @@ def test_the_model_picker_lists_v1_models_and_sends_the_choice(site: Site):
     picker.select_option(listed[-1])
     with page.expect_request(lambda r: r.url.endswith("/api/assistant/stream")) as sent:
         ask(page, "Which model answers?")
-    assert sent.value.post_data_json["model"] == listed[-1]
-    assert sent.value.post_data_json["message"] == "Which model answers?"
+    body = sent.value.post_data_json or {}
+    assert body["model"] == listed[-1] and body["message"] == "Which model answers?"
     expect(page.locator("#state")).to_have_attribute("data-state", "idle")
 
     page.reload()  # the choice is remembered
