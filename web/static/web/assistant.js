@@ -125,6 +125,16 @@ function noteOn(item, text, kind = "note") {
   item.querySelector(".meta").append(el("span", { className: kind, text }));
 }
 
+/** Screen readers hear a reply once, when it is finished (the transcript itself is not a live
+ * region: a streaming reply would be read out token by token). */
+const announcer = document.getElementById("announcer");
+function announce(item) {
+  const text = item.querySelector(".content").innerText.replace(/\s+/g, " ").trim();
+  const notes = [...item.querySelectorAll(".meta .note")].map((note) => note.textContent).join(" ");
+  announcer.textContent = "";
+  if (text || notes) setTimeout(() => { announcer.textContent = `Assistant: ${text}${notes ? ` ${notes}` : ""}`; }, 50);
+}
+
 // ---- streaming a reply ------------------------------------------------------------------------------
 
 /** Re-render the streaming reply's Markdown soon (at most every RENDER_MS). */
@@ -299,6 +309,7 @@ function finishReply(current) {
   if (current.item.isConnected) {
     if (!current.finished) setReplyText(current.item, current.text, current.raw); // what came before a failure
     addReplyActions(current.item);
+    announce(current.item);
   }
   sessionStorage.removeItem(ACTIVE_KEY);
   setBusy(false);

@@ -1161,4 +1161,7 @@ document.getElementById("summarize").addEventListener("click", async (event) => 
   }
 });
 
+// The message box is where a room is used: opening the room puts the focus there (not on a
+// phone, where focusing would raise the keyboard over the room).
+if (!box.disabled && !matchMedia("(pointer: coarse)").matches) box.focus();
 connect();

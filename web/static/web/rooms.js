@@ -1,5 +1,5 @@
 // The room list: live online and unread counts (GET /api/rooms/ every few seconds, and at once
-// when the page comes back into view), direct messages, creating a room and opening a direct
+// when the page comes back into view; only the rows that changed are redrawn), direct messages, creating a room and opening a direct
 // conversation. `unread` is what the user has not read yet (docs/protocol.md, "Room changes").
 import { api, el } from "./common.js";
 
@@ -35,12 +35,39 @@ function roomItem(room) {
   return item;
 }
 
+// What each row shows, to tell whether a poll changed it (rows drawn by the server have none,
+// so the first poll redraws them once).
+const shownAs = new WeakMap();
+
+function signature(room) {
+  return JSON.stringify([room.direct ? dmName(room) : room.title || room.slug, Boolean(room.private), Boolean(room.direct),
+    Boolean(room.locked), room.unread || 0, room.online]);
+}
+
+/** Bring a list to `rooms` touching only the rows that changed (the lists are not live regions:
+ * a poll that finds nothing new changes nothing, so assistive technology has nothing to say). */
+function update(target, rooms, emptyText) {
+  const rows = new Map();
+  for (const row of target.children) rows.set(row.dataset.slug ?? "", row);
+  const wanted = rooms.length ? rooms.map((room) => {
+    const sig = signature(room);
+    const row = rows.get(room.slug);
+    if (row && shownAs.get(row) === sig) return row;
+    const fresh = roomItem(room);
+    shownAs.set(fresh, sig);
+    return fresh;
+  }) : [rows.get("") && rows.get("").classList.contains("empty") ? rows.get("") : el("li", { className: "empty", text: emptyText })];
+  wanted.forEach((row, i) => {
+    const here = target.children[i];
+    if (here !== row) target.insertBefore(row, here || null);
+  });
+  while (target.children.length > wanted.length) target.lastElementChild.remove();
+}
+
 function render(rooms) {
   const sorted = [...rooms].sort((a, b) => (a.title || a.slug).localeCompare(b.title || b.slug, undefined, { sensitivity: "base" }));
-  const channels = sorted.filter((room) => !room.direct);
-  const dms = sorted.filter((room) => room.direct);
-  list.replaceChildren(...(channels.length ? channels.map(roomItem) : [el("li", { className: "empty", text: "No rooms yet. Create the first one." })]));
-  dmList.replaceChildren(...(dms.length ? dms.map(roomItem) : [el("li", { className: "empty", text: "None yet." })]));
+  update(list, sorted.filter((room) => !room.direct), "No rooms yet. Create the first one.");
+  update(dmList, sorted.filter((room) => room.direct), "None yet.");
 }
 
 let pollTimer = null;
