@@ -5,6 +5,7 @@ new changes nothing in it; opening a room puts the focus in its message box."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Literal
 
 import pytest
@@ -41,7 +42,10 @@ def assert_no_serious_violations(page: Page, where: str) -> None:
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: Site, scheme: Scheme):
-    slug = site.new_room("Accessible")
+    slug = f"accessible-{scheme}-{secrets.token_hex(3)}"  # private: the room page shows its members too
+    created = site.api("POST", "/api/rooms/", "pages-alice", json={"slug": slug, "title": "Accessible", "private": True})
+    assert created.status_code == 201, created.text
+    assert site.api("POST", f"/api/rooms/{slug}/members", "pages-alice", json={"user": "pages-bob"}).status_code == 201
     for user, content in [
         ("pages-bob", "@pages-alice the `build` is green, see\n\n```\nmake test\n```"),
         ("pages-alice", "Thanks @pages-bob, *merging* now"),
@@ -62,6 +66,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: Site, sche
     page.goto(site.url(f"/rooms/{slug}/"))
     expect(page.locator("#state")).to_have_attribute("data-state", "live")
     expect(page.locator("#messages li.message")).to_have_count(2)
+    expect(page.locator("#members > li")).to_have_count(2)
     assert_no_serious_violations(page, f"a room ({scheme})")
 
     page.goto(site.url("/assistant/"))

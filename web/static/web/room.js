@@ -38,7 +38,8 @@ const onlineCount = document.getElementById("online-count");
 
 const FINAL_CLOSES = {
   4001: "You are signed out. Log in again to chat.",
-  4003: "You are banned from this room.",
+  4003: root.dataset.private === "true" && !direct
+    ? "You are no longer a member of this room (removed, or banned)." : "You are banned from this room.",
   4004: "This room does not exist (any more).",
 };
 const UNACKED_MS = 5000; // a sent message not echoed this long after a (re)sync is reported

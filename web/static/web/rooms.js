@@ -99,7 +99,9 @@ createForm.addEventListener("submit", async (event) => {
   createError.textContent = "";
   const slug = slugInput.value.trim();
   try {
-    await api("/api/rooms/", { method: "POST", body: { slug, title: titleInput.value.trim() || slug } });
+    const body = { slug, title: titleInput.value.trim() || slug };
+    if (document.getElementById("room-private").checked) body.private = true; // docs/protocol.md, "Other endpoints"
+    await api("/api/rooms/", { method: "POST", body });
     location.href = `/rooms/${slug}/`;
   } catch (error) {
     createError.textContent = error.status === 409 ? `A room at /rooms/${slug}/ exists already.` : error.message;
