@@ -10,11 +10,13 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.contrib.staticfiles import views as staticfiles_views
 from django.core.exceptions import SuspiciousFileOperation
+from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 
 from chat import selectors
+from chat.models import Ban
 from tasks.models import Task
 
 
@@ -51,8 +53,23 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         "read_id": selectors.read_marker_get(user_id=user.pk, room_id=found.pk),
         "edit_window": settings.CHAT_EDIT_WINDOW_SECONDS,
         "staff": user.is_staff,  # staff may remove (and restore) anyone's message
+        "ban": _ban_for(user=user, room_id=found.pk),  # what the page says when the socket closes with 4003
     }
-    return render(request, "web/room.html", {"room": found, "page": page})
+    banned_site_wide = selectors.user_is_banned_site_wide(user_id=user.pk)
+    return render(request, "web/room.html", {"room": found, "page": page, "banned_site_wide": banned_site_wide})
+
+
+def _ban_for(*, user: User, room_id: int) -> dict[str, object] | None:
+    """The ban in force on this user in this room (site-wide or the room's) that ends last: its
+    reason and end, which the user may know (they are told they are banned, not by whom)."""
+    ban = Ban.objects.applying_to(user_id=user.pk, room_id=room_id).order_by(F("ends_at").desc(nulls_first=True), "-pk").first()
+    if ban is None:
+        return None
+    return {
+        "reason": ban.reason,
+        "ends_at": ban.ends_at.isoformat() if ban.ends_at else None,
+        "site_wide": ban.room_id is None,
+    }
 
 
 @login_required

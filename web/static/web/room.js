@@ -127,6 +127,7 @@ function dropped(code) {
   if (FINAL_CLOSES[code]) {
     finished = true;
     setState("closed", FINAL_CLOSES[code]);
+    if (code === 4003) explainBan();
     setComposerEnabled(false);
     for (const entry of pending.values()) if (entry.state !== "failed") setOutgoing(entry, "failed", "the room closed");
     return;
@@ -145,6 +146,25 @@ function dropped(code) {
     ? "Offline: waiting for the network…"
     : `Disconnected${code === 4029 ? " (too many open tabs)" : ""}. Reconnecting in ${seconds} s…`);
   reconnectTimer = setTimeout(connect, delay);
+}
+
+/** Closed with 4003: the room's page, read again, says whether a ban is in force, why and until
+ * when (a removed member gets a 404 and keeps the first text). Inserted as text. */
+async function explainBan() {
+  let ban = null;
+  try {
+    const response = await fetch(location.pathname, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html").getElementById("room-config");
+    ban = fresh ? JSON.parse(fresh.textContent).ban : null;
+  } catch {
+    return;
+  }
+  if (!ban) return;
+  const until = ban.ends_at ? `until ${shortTime(ban.ends_at)}` : "until a moderator lifts it";
+  const where = ban.site_wide ? "You are banned from every room" : "You are banned from this room";
+  setState("closed", `${where} ${until}${ban.reason ? `. Reason: ${ban.reason}` : "."}`);
+  if (ban.site_wide) document.getElementById("summarize").disabled = true; // summaries are refused too
 }
 
 /** The server pings every `heartbeat` seconds: silence for three means the link is dead. */
