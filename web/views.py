@@ -32,11 +32,23 @@ def index(request: HttpRequest) -> HttpResponse:
     user = _user(request)
     rooms = selectors.room_objects(rooms=selectors.room_list_for(user=user), user=user)
     rooms.sort(key=lambda room: str(room["title"]).casefold())  # as rooms.js sorts them
+    for room_object in rooms:
+        if room_object["direct"]:
+            room_object["name"] = _dm_name(str(room_object["title"]), user.get_username())
     return render(
         request,
         "web/index.html",
         {"rooms": [r for r in rooms if not r["direct"]], "dms": [r for r in rooms if r["direct"]]},
     )
+
+
+def _dm_name(title: str, me: str) -> str:
+    """A direct conversation is named after the other person ("alice and bob" is "bob" to alice),
+    on its page as in the rooms list (rooms.js' dmName; usernames have no spaces)."""
+    names = title.split(" and ")
+    if len(names) == 2 and me in names:
+        return next((name for name in names if name != me), me)
+    return title
 
 
 @login_required
@@ -56,7 +68,9 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         "ban": _ban_for(user=user, room_id=found.pk),  # what the page says when the socket closes with 4003
     }
     banned_site_wide = selectors.user_is_banned_site_wide(user_id=user.pk)
-    return render(request, "web/room.html", {"room": found, "page": page, "banned_site_wide": banned_site_wide})
+    name = _dm_name(found.title, user.get_username()) if found.direct_key else found.title
+    context = {"room": found, "name": name, "page": page, "banned_site_wide": banned_site_wide}
+    return render(request, "web/room.html", context)
 
 
 def _ban_for(*, user: User, room_id: int) -> dict[str, object] | None:

@@ -4,6 +4,7 @@ user banned site-wide finds "Summarize this room" disabled instead of failing.""
 from __future__ import annotations
 
 import re
+import secrets
 
 import pytest
 from playwright.sync_api import expect
@@ -58,3 +59,38 @@ def test_summarize_is_disabled_for_a_user_banned_site_wide(site: Site):
     finally:
         assert site.api("DELETE", f"/api/moderation/bans/{ban.json()['id']}", "pages-mod").status_code == 204
     carol.context.close()
+
+
+def test_a_room_address_is_suggested_from_any_title_or_the_page_says_to_type_one(site: Site):
+    page = site.context("pages-alice").new_page()
+    page.goto(site.url("/"))
+    title, address = page.get_by_label("Title"), page.get_by_label("Address")
+    title.fill("Ünïcode Room!!")
+    expect(address).to_have_value("unicode-room")  # accents dropped, not turned into dashes
+    title.fill("東京の部屋")
+    expect(address).to_have_value("")
+    expect(address).to_have_accessible_description(re.compile("^No address can be made from this title: type one"))
+    slug = f"tokyo-{secrets.token_hex(3)}"
+    address.fill(slug)
+    expect(address).to_have_accessible_description(re.compile("^Lower-case letters, digits and dashes"))
+    page.get_by_role("button", name="Create room").click()
+    expect(page).to_have_url(site.url(f"/rooms/{slug}/"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("東京の部屋")
+    page.context.close()
+
+
+def test_a_direct_conversation_has_the_same_name_on_its_page_and_in_the_list(site: Site):
+    opened = site.api("POST", "/api/dms/", "pages-carol", json={"user": "pages-bob"})
+    assert opened.status_code in (200, 201), opened.text
+    slug = opened.json()["slug"]
+    page = site.context("pages-carol").new_page()
+    page.goto(site.url("/"))
+    link = page.locator(f'#dms li[data-slug="{slug}"] a')
+    expect(link).to_have_text("pages-bob")  # as the server draws the list
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")  # and after a poll
+    page.wait_for_timeout(500)
+    expect(link).to_have_text("pages-bob")
+    link.click()
+    expect(page.locator("#room-title")).to_have_text("pages-bob direct")
+    expect(page).to_have_title(re.compile("^pages-bob · "))
+    page.context.close()

@@ -86,12 +86,20 @@ async function poll() {
 window.addEventListener("pageshow", (event) => { if (event.persisted) poll(); });
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") poll(); });
 
-// Suggest an address from the title until the person edits the address themselves.
+// Suggest an address from the title until the person edits the address themselves: accents are
+// dropped ("Ünïcode Room!!" is unicode-room); a title with no such letters at all (Chinese,
+// Japanese, Cyrillic…) gives no address, and the help under the field says to type one.
+const slugHelp = document.getElementById("slug-help");
+const SLUG_HELP = slugHelp.innerHTML; // the template's own text (a fixed string, with its <em>)
+const NO_SLUG = "No address can be made from this title: type one, with lower-case letters a–z, digits and dashes (for example team-1).";
 let slugEdited = false;
-slugInput.addEventListener("input", () => { slugEdited = true; });
+slugInput.addEventListener("input", () => { slugEdited = true; slugHelp.innerHTML = SLUG_HELP; });
 titleInput.addEventListener("input", () => {
   if (slugEdited) return;
-  slugInput.value = titleInput.value.toLowerCase().normalize("NFKD").replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 50);
+  slugInput.value = titleInput.value.normalize("NFKD").replace(/\p{M}+/gu, "").toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-").replace(/^-+/, "").slice(0, 50).replace(/-+$/, "");
+  if (titleInput.value.trim() && !slugInput.value) slugHelp.textContent = NO_SLUG;
+  else slugHelp.innerHTML = SLUG_HELP;
 });
 
 createForm.addEventListener("submit", async (event) => {
