@@ -94,3 +94,32 @@ def test_a_direct_conversation_has_the_same_name_on_its_page_and_in_the_list(sit
     expect(page.locator("#room-title")).to_have_text("pages-bob direct")
     expect(page).to_have_title(re.compile("^pages-bob · "))
     page.context.close()
+
+
+def test_a_long_message_is_collapsed_with_show_more(site: Site):
+    slug = site.new_room("Long messages")
+    wall = "\n\n".join(f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 4 for i in range(1, 27))
+    assert 2900 < len(wall) <= 4000
+    for content in (wall, "short and sweet"):
+        posted = site.api("POST", f"/api/rooms/{slug}/messages", "pages-bob", json={"content": content})
+        assert posted.status_code == 201, posted.text
+    page = site.context("pages-alice").new_page()
+    page.goto(site.url(f"/rooms/{slug}/"))
+    expect(page.locator("#state")).to_have_attribute("data-state", "live")
+    long, short = page.locator("#messages li.message").nth(0), page.locator("#messages li.message").nth(1)
+    content = long.locator(":scope > .content")
+    more = long.get_by_role("button", name="Show more")
+    expect(more).to_have_attribute("aria-expanded", "false")
+    assert content.evaluate("node => node.getBoundingClientRect().height") < 250
+    expect(short.get_by_role("button", name="Show more")).to_have_count(0)
+    more.click()
+    less = long.get_by_role("button", name="Show less")
+    expect(less).to_have_attribute("aria-expanded", "true")
+    assert content.evaluate("node => node.getBoundingClientRect().height") > 600
+    # An edit redraws the message, and it stays open.
+    path = f"/api/rooms/{slug}/messages/{long.get_attribute('data-id')}"
+    edited = site.api("PATCH", path, "pages-bob", json={"content": wall + " (fixed)"})
+    assert edited.status_code == 200, edited.text
+    expect(long.locator(".edited")).to_be_visible()
+    expect(long.get_by_role("button", name="Show less")).to_be_visible()
+    page.context.close()

@@ -345,9 +345,39 @@ function renderItem(item, data) {
     parts.push(el("div", { className: "content placeholder", text: "Message removed" }));
   } else {
     if (data.reply_to) parts.push(quoteFor(data.reply_to));
-    parts.push(contentFor(data), reactionsFor(data));
+    const content = contentFor(data);
+    parts.push(content);
+    if (isLong(data.content)) parts.push(collapseToggle(data.id, content));
+    parts.push(reactionsFor(data));
   }
   item.replaceChildren(...parts);
+}
+
+// A long message (a pasted log, a wall of text) shows its first lines and "Show more", so it does
+// not fill the view; the person's choice holds while the message is redrawn.
+const LONG_CHARS = 1200;
+const LONG_LINES = 15;
+const expanded = new Set(); // ids of long messages the person opened
+
+function isLong(text) {
+  return text.length > LONG_CHARS || text.split("\n").length > LONG_LINES;
+}
+
+function collapseToggle(id, content) {
+  content.id = `content-${id}`;
+  const toggle = el("button", { className: "link more", attrs: { type: "button", "aria-controls": content.id } });
+  const show = (open) => {
+    content.classList.toggle("collapsed", !open);
+    toggle.textContent = open ? "Show less" : "Show more";
+    toggle.setAttribute("aria-expanded", String(open));
+  };
+  toggle.addEventListener("click", () => {
+    const open = !expanded.has(id);
+    if (open) expanded.add(id); else expanded.delete(id);
+    show(open);
+  });
+  show(expanded.has(id));
+  return toggle;
 }
 
 function contentFor(data) {
