@@ -107,15 +107,15 @@ def test_a_long_message_is_collapsed_with_show_more(site: Site):
     page.goto(site.url(f"/rooms/{slug}/"))
     expect(page.locator("#state")).to_have_attribute("data-state", "live")
     long, short = page.locator("#messages li.message").nth(0), page.locator("#messages li.message").nth(1)
-    content = long.locator(":scope > .content")
+    text = long.locator(":scope > .content")
     more = long.get_by_role("button", name="Show more")
     expect(more).to_have_attribute("aria-expanded", "false")
-    assert content.evaluate("node => node.getBoundingClientRect().height") < 250
+    assert text.evaluate("node => node.getBoundingClientRect().height") < 250
     expect(short.get_by_role("button", name="Show more")).to_have_count(0)
     more.click()
     less = long.get_by_role("button", name="Show less")
     expect(less).to_have_attribute("aria-expanded", "true")
-    assert content.evaluate("node => node.getBoundingClientRect().height") > 600
+    assert text.evaluate("node => node.getBoundingClientRect().height") > 600
     # An edit redraws the message, and it stays open.
     path = f"/api/rooms/{slug}/messages/{long.get_attribute('data-id')}"
     edited = site.api("PATCH", path, "pages-bob", json={"content": wall + " (fixed)"})
