@@ -123,3 +123,22 @@ def test_a_long_message_is_collapsed_with_show_more(site: Site):
     expect(long.locator(".edited")).to_be_visible()
     expect(long.get_by_role("button", name="Show less")).to_be_visible()
     page.context.close()
+
+
+def test_on_a_phone_the_headers_leave_the_room_most_of_the_screen(site: Site):
+    slug = site.new_room("A room with a longer title on a phone")
+    page = site.context("pages-alice", viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
+    page.goto(site.url(f"/rooms/{slug}/"))
+    expect(page.locator("#state")).to_have_attribute("data-state", "live")
+    header = page.locator("header.site").evaluate("node => node.getBoundingClientRect().height")
+    head = page.locator(".room-head").evaluate("node => node.getBoundingClientRect().height")
+    # Nothing is pushed off the right edge (a title on one line must not widen the page).
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    send = page.get_by_role("button", name="Send")
+    assert send.evaluate("node => node.getBoundingClientRect().right") <= 390
+    assert header + head <= 844 * 0.15, f"the site header ({header:.0f} px) and the room's ({head:.0f} px)"
+    # Everything is still there: the state, Summarize, the notifications button.
+    for name in ("Summarize this room", "Notifications", "Dark theme"):
+        expect(page.get_by_role("button", name=name)).to_be_visible()
+    expect(page.locator("#state")).to_be_visible()
+    page.context.close()
