@@ -166,3 +166,42 @@ def test_opening_a_room_focuses_its_message_box(site: Site):
     page.keyboard.type("typed at once")
     expect(page.get_by_role("textbox", name="Message")).to_have_value("typed at once")
     page.context.close()
+
+
+# Each message added to the list, with what the list's live region was when it went in.
+RECORD_LIVE = """() => {
+  window.liveAtInsert = [];
+  const list = document.getElementById("messages");
+  new MutationObserver((records) => {
+    for (const record of records) for (const node of record.addedNodes) {
+      if (!node.matches?.("li.message[data-id]")) continue;
+      const text = node.querySelector(":scope > .content").textContent.trim();
+      window.liveAtInsert.push([text, list.getAttribute("aria-live")]);
+    }
+  }).observe(list, { childList: true });
+}"""
+
+
+def test_new_messages_are_announced_but_a_backlog_or_older_history_is_not(site: Site):
+    slug = site.new_room("Announcements")
+    for i in range(1, 61):
+        posted = site.api("POST", f"/api/rooms/{slug}/messages", "pages-carol", json={"content": f"old {i}"})
+        assert posted.status_code == 201, posted.text
+    page = site.context("pages-alice").new_page()
+    page.add_init_script(f"document.addEventListener('DOMContentLoaded', {RECORD_LIVE})")
+    page.goto(site.url(f"/rooms/{slug}/"))
+    expect(page.locator("#state")).to_have_attribute("data-state", "live")
+    expect(page.locator("#messages li.message")).to_have_count(50)
+    expect(page.locator("#messages")).to_have_attribute("aria-live", "polite")  # on again after the backlog
+    posted = site.api("POST", f"/api/rooms/{slug}/messages", "pages-bob", json={"content": "brand new"})
+    assert posted.status_code == 201, posted.text
+    expect(page.locator("#messages li.message")).to_have_count(51)
+    page.locator("#messages").evaluate("list => { list.scrollTop = 0; }")
+    expect(page.locator("#messages li.message")).to_have_count(61)
+    seen = page.evaluate("window.liveAtInsert")
+    assert len(seen) == 61, seen
+    live = {text: region for text, region in seen}
+    assert live["brand new"] == "polite"
+    assert {live[f"old {i}"] for i in range(11, 61)} == {"off"}  # the backlog
+    assert {live[f"old {i}"] for i in range(1, 11)} == {"off"}  # older history
+    page.context.close()

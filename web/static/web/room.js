@@ -209,7 +209,8 @@ function handle(frame) {
       break;
     case "message":
       if (syncing) backlogCount += 1;
-      showMessage(frame);
+      if (syncing) quietly(() => showMessage(frame)); // what was missed is not read out, new ones are
+      else showMessage(frame);
       advanceSeq(frame);
       break;
     case "message_edited":
@@ -854,6 +855,20 @@ document.addEventListener("visibilitychange", () => { if (document.visibilitySta
 window.addEventListener("focus", () => markRead(0));
 window.addEventListener("blur", leaving);
 
+/** The message list is a polite live region for new messages; a page of them at once (a backlog,
+ * a replay, older history) goes in with the region off, so a screen reader does not read out fifty
+ * messages (the region is back on once the browser has taken the change in). */
+let quietTimer = null;
+function quietly(change) {
+  list.setAttribute("aria-live", "off");
+  try {
+    change();
+  } finally {
+    clearTimeout(quietTimer);
+    quietTimer = setTimeout(() => list.setAttribute("aria-live", "polite"), 500);
+  }
+}
+
 // ---- older history ----------------------------------------------------------------------------
 
 function oldestId() {
@@ -888,7 +903,7 @@ async function loadOlder() {
       shown.set(data.id, item);
       items.push(item);
     }
-    historyItem.after(...items);
+    quietly(() => historyItem.after(...items)); // older history is there to scroll to, not to read out
     list.scrollTop = list.scrollHeight - fromBottom;
     for (const frame of page) { quoted.delete(Number(frame.id)); refreshQuotes(Number(frame.id)); }
     if (page.length < PAGE) setHistoryDone();
@@ -926,7 +941,7 @@ async function reloadNewest() {
   replayDuringReload = [];
   try {
     const { messages: page } = await api(`/api/rooms/${slug}/messages?before=${NEWEST}&limit=${PAGE}`);
-    for (const frame of page) showMessage(frame);
+    quietly(() => { for (const frame of page) showMessage(frame); });
     const again = replayDuringReload;
     replayDuringReload = null;
     for (const frame of again) handle(frame);
