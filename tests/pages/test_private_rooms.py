@@ -55,6 +55,11 @@ def test_a_private_room_is_created_and_its_members_managed_from_the_pages(site: 
     expect(bob.locator("#members > li")).to_have_count(2)
     # Bob is not the owner: he may invite, not remove.
     expect(bob.locator("#members").get_by_role("button")).to_have_count(0)
+    # Someone invited elsewhere shows up in his list by itself (it refreshes every 10 s).
+    assert site.api("POST", f"/api/rooms/{slug}/members", "pages-alice", json={"user": "pages-mod"}).status_code == 201
+    expect(bob.locator("#members > li")).to_have_count(3, timeout=15_000)
+    assert site.api("DELETE", f"/api/rooms/{slug}/members/pages-mod", "pages-alice").status_code == 204
+    expect(alice.locator("#members > li")).to_have_count(2, timeout=15_000)
 
     # The owner removes bob: his open page closes at once.
     alice.get_by_role("button", name="Remove pages-bob").click()

@@ -2,7 +2,8 @@
 // /api/rooms/<slug>/members), inviting someone (POST, open to members and staff), removing a
 // member (DELETE /api/rooms/<slug>/members/<username>: the owner and staff may remove anyone) and
 // leaving (the same DELETE, on oneself). A removed member's sockets close with 4003 (room.js says
-// so); the list refreshes after each change here and whenever the page comes back into view.
+// so); the list refreshes after each change here, every few seconds while the page is in view
+// (someone else invited or removed), and whenever the page comes back into view.
 import { api, el } from "./common.js";
 
 const root = document.getElementById("room");
@@ -99,5 +100,13 @@ leaveButton.addEventListener("blur", () => {
   leaveButton.textContent = "Leave this room";
 });
 
-document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") load(); });
-load();
+const POLL_MS = 10000;
+let pollTimer = null;
+async function poll() {
+  clearTimeout(pollTimer);
+  if (document.visibilityState === "visible") await load();
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(poll, POLL_MS);
+}
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") poll(); });
+poll();
