@@ -152,7 +152,14 @@ def test_the_rooms_list_changes_only_what_changed_and_is_not_a_live_region(site:
     page.wait_for_timeout(500)
     # An unchanged row is the same element after a poll (nothing is rebuilt).
     expect(page.locator(f'#rooms li[data-slug="{first_slug}"]')).to_have_attribute("data-marker", "kept")
-    assert site.api("POST", f"/api/rooms/{slug}/read", "pages-carol", json={"id": posted.json()["id"]}).status_code == 204
+    # A row redrawn while its link has the keyboard focus keeps it.
+    row.get_by_role("link").focus()
+    again = site.api("POST", f"/api/rooms/{slug}/messages", "pages-bob", json={"content": "and again"})
+    assert again.status_code == 201, again.text
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    expect(row.locator(".badge")).to_have_text("2")
+    expect(row.get_by_role("link")).to_be_focused()
+    assert site.api("POST", f"/api/rooms/{slug}/read", "pages-carol", json={"id": again.json()["id"]}).status_code == 204
     page.context.close()
 
 

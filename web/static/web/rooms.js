@@ -57,11 +57,16 @@ function update(target, rooms, emptyText) {
     shownAs.set(fresh, sig);
     return fresh;
   }) : [rows.get("") && rows.get("").classList.contains("empty") ? rows.get("") : el("li", { className: "empty", text: emptyText })];
+  // A redrawn row keeps the keyboard focus where it was (on its link).
+  const focused = [...target.children].find((row) => row.contains(document.activeElement))?.dataset.slug;
   wanted.forEach((row, i) => {
     const here = target.children[i];
     if (here !== row) target.insertBefore(row, here || null);
   });
   while (target.children.length > wanted.length) target.lastElementChild.remove();
+  if (focused && !target.contains(document.activeElement)) {
+    wanted.find((row) => row.dataset.slug === focused)?.querySelector("a")?.focus();
+  }
 }
 
 function render(rooms) {
