@@ -98,7 +98,10 @@ async def authenticate_handshake(headers: dict[bytes, bytes]) -> tuple[User | An
     authorization = headers.get(b"authorization")
     if authorization is not None:
         raw = bearer_from_header(authorization.decode("latin-1"))
-        token = await token_authenticate_async(raw=raw) if raw else None
+        # From the database, not accounts.token_cache: a handshake is not a hot path, and
+        # while the database is down a new socket must hear "try again later" (4503)
+        # rather than open on a remembered token and fail at its first action.
+        token = await in_db_thread(token_authenticate, raw=raw) if raw else None
         if token is None:
             return AnonymousUser(), None
         return token.user, Credential(user_id=token.user_id, token_id=token.pk)

@@ -1,6 +1,6 @@
 """Bearer tokens, remembered for a few seconds per worker process.
 
-Every API request and WebSocket handshake with a bearer token looked its token and user
+Every API request with a bearer token looked its token and user
 up in the database, on the database thread: a thread hop and a query before anything
 else, queued behind every other query of the worker (docs/performance.md, "Stream
 start"). A token seen in the last ``TOKEN_CACHE_SECONDS`` is answered from memory
