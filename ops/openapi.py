@@ -208,7 +208,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/assistant/stream": {
         "post": _op(
             "Stream a reply as SSE",
-            body=_object(["message"], message=STRING, conversation_id=STRING, max_tokens=INTEGER),
+            body=_object(["message"], message=STRING, conversation_id=STRING, max_tokens=INTEGER, model=STRING),
             sse=True,
         )
     },

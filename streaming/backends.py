@@ -19,6 +19,9 @@ from typing import Any, Literal, Protocol
 import httpx
 from django.conf import settings
 
+from streaming import catalog
+from streaming.catalog import ModelSpec
+
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
@@ -219,19 +222,20 @@ def http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Asyn
 
 
 class OpenAIGeneration(_TextOnly):
-    def __init__(self, client: httpx.AsyncClient, body: dict[str, object]) -> None:
+    def __init__(self, client: httpx.AsyncClient, body: dict[str, object], *, base_url: str, api_key: str | None) -> None:
         self.client = client
         self.body = body
+        self.url = f"{base_url.rstrip('/')}/chat/completions"
+        self.api_key = api_key
         self.finish_reason: FinishReason = "stop"
         self.response: httpx.Response | None = None
         self.closed = False
 
     async def pieces(self) -> AsyncIterator[list[Piece]]:
         timeout = float(settings.LLM_TIMEOUT_SECONDS)
-        headers = {"Authorization": f"Bearer {settings.LLM_API_KEY}"} if settings.LLM_API_KEY else {}
-        url = f"{str(settings.LLM_BASE_URL).rstrip('/')}/chat/completions"
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
-            request = self.client.build_request("POST", url, json=self.body, headers=headers)
+            request = self.client.build_request("POST", self.url, json=self.body, headers=headers)
             async with asyncio.timeout(timeout + 5):
                 self.response = await self.client.send(request, stream=True)
             if self.response.status_code != 200:
@@ -338,18 +342,23 @@ def _tool_call_deltas(raw: object) -> list[ToolCallDelta]:
 
 
 class OpenAIBackend:
+    """An OpenAI-compatible upstream: ``spec`` says where and which model (the default
+    model's, catalog.default(), when not given)."""
+
     name = "openai"
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *, spec: ModelSpec | None = None) -> None:
         self.transport = transport
+        self.spec = spec
 
     def generate(
         self, *, messages: list[ChatTurn], max_tokens: int | None, params: Mapping[str, Any] | None = None
     ) -> Generation:
         """``params``: the request's other Chat Completions parameters (temperature, tools,
         ...: streaming.openai.parsing.PASSED_THROUGH), sent as they came."""
+        spec = self.spec or _openai_spec()
         body: dict[str, object] = {
-            "model": settings.LLM_MODEL,
+            "model": spec.upstream_model,
             "messages": [m.wire() for m in messages],
             "stream": True,
             **(params or {}),
@@ -357,12 +366,24 @@ class OpenAIBackend:
         # The client's own name for the cap (newer OpenAI models take only max_completion_tokens).
         if max_tokens is not None and "max_completion_tokens" not in body:
             body["max_tokens"] = max_tokens
-        return OpenAIGeneration(http_client(self.transport), body)
+        return OpenAIGeneration(http_client(self.transport), body, base_url=spec.base_url, api_key=spec.api_key)
 
 
-def get_backend() -> Backend:
-    if settings.LLM_BACKEND == "openai":
-        return OpenAIBackend()
-    if settings.LLM_BACKEND == "echo":
-        return EchoBackend()
-    raise ValueError(f"LLM_BACKEND must be echo or openai, not {settings.LLM_BACKEND!r}")
+def _openai_spec() -> ModelSpec:
+    """The default model when it is an upstream; else the LLM_BASE_URL settings (tests)."""
+    spec = catalog.default()
+    if spec.backend == "openai":
+        return spec
+    model = str(settings.LLM_MODEL)
+    return ModelSpec(model, "openai", str(settings.LLM_BASE_URL), settings.LLM_API_KEY or None, model)
+
+
+def get_backend(model: str | None = None) -> Backend:
+    """The backend of served model ``model`` (catalog.models()), the default one when None;
+    ValueError for a model not served (callers check with catalog.find first)."""
+    spec = catalog.default() if model is None else catalog.find(model)
+    if spec is None:
+        raise ValueError(f"no model {model!r} is served")
+    if spec.backend == "openai":
+        return OpenAIBackend(spec=spec)
+    return EchoBackend()

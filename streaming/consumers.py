@@ -149,6 +149,7 @@ class AssistantConsumer(LayerConsumer):
             conversation_id=conversation_id,
             max_tokens=max_tokens,
             credential=self.scope.get("credential"),
+            model=services.model_name(frame.get("model")),
         )
         self.conversation_id, self.stream_id = started.conversation_id, started.stream_id
         await self.send(_frame(type="conversation_start", conversation_id=started.conversation_id, stream_id=started.stream_id))

@@ -32,7 +32,7 @@ from core.db_thread import in_db_thread
 from core.errors import DomainError
 from core.eventlog import HEARTBEAT_SECONDS, LogEvent, Produced, follow, get_log
 from core.text import is_storable_text
-from streaming import limits
+from streaming import catalog, limits
 from streaming.backends import (
     Backend,
     BackendError,
@@ -153,6 +153,25 @@ def _reply_store(
 
 
 # ---- starting ----------------------------------------------------------------------------------------
+def model_name(value: object) -> str | None:
+    """The ``model`` of an assistant request (one of GET /v1/models; None: the default)."""
+    if value is not None and not isinstance(value, str):
+        raise StreamRefusedError("bad_request", "model must be a string (one of GET /v1/models)")
+    return value
+
+
+def model_spec(name: object) -> catalog.ModelSpec:
+    """The served model a request names (None: the default one); 404 ``model_not_found``
+    otherwise, OpenAI's answer (docs/protocol.md, "Models")."""
+    if name is None:
+        return catalog.default()
+    spec = catalog.find(name) if isinstance(name, str) else None
+    if spec is None:
+        detail = f"The model '{name}' does not exist; GET /v1/models lists ours."
+        raise StreamRefusedError("model_not_found", detail, kind="not_found")
+    return spec
+
+
 def clean_request(*, message: object, max_tokens: object) -> tuple[str, int | None]:
     if not isinstance(message, str) or not message.strip():
         raise StreamRefusedError("bad_request", "message must be a non-empty string")
@@ -177,8 +196,12 @@ async def generation_start(
     credential: Credential | None = None,
     abandonable: bool = True,
     params: Mapping[str, Any] | None = None,
+    model: str | None = None,
 ) -> StreamStarted:
     """Check the limits, store the new turns and start generating; return at once.
+
+    ``model``: the served model to answer (catalog; None: the default), refused with 404
+    ``model_not_found`` when there is no such model.
 
     ``params``: the request's other model parameters, for the backend (temperature,
     tools, ...: streaming.openai.parsing.PASSED_THROUGH).
@@ -193,6 +216,7 @@ async def generation_start(
     is acting, docs/protocol.md, "Authentication and the handshake"), ``budget_exceeded`` or
     ``busy`` (rate_limited), ``not_found`` for someone else's conversation, ``unavailable`` while
     this worker drains for a restart (core.drain)."""
+    spec = model_spec(model)
     if drain.draining():
         detail = "this worker is restarting; ask again and another one will answer"
         raise StreamRefusedError("unavailable", detail, kind="unavailable", retry_after=RETRY_AFTER_SECONDS)
@@ -226,7 +250,7 @@ async def generation_start(
         conversation_id=conversation,
         context=context,
         max_tokens=max_tokens,
-        backend=backend or get_backend(),
+        backend=backend or get_backend(spec.name),
         credential=credential,
         abandonable=abandonable,
         params=params,

@@ -18,7 +18,7 @@ api_urlpatterns = [
 openai_urlpatterns = [
     path("chat/completions", openai_views.chat_completions),
     path("models", openai_views.models),
-    path("models/<str:model_id>", openai_views.model),
+    path("models/<path:model_id>", openai_views.model),
     path("responses", responses_views.responses),
     re_path(rf"^responses/{RESPONSE_ID}$", responses_views.response),
     re_path(rf"^responses/{RESPONSE_ID}/cancel$", responses_views.response_cancel),

@@ -37,7 +37,7 @@ def stream_response(request: HttpRequest, *, stream_id: str, after: int) -> Stre
 
 @api_view("POST")
 async def assistant_stream(request: HttpRequest) -> HttpResponseBase:
-    """POST /api/assistant/stream {"message", "conversation_id"?, "max_tokens"?} -> SSE."""
+    """POST /api/assistant/stream {"message", "conversation_id"?, "max_tokens"?, "model"?} -> SSE."""
     body = json_body(request)
     message, max_tokens = services.clean_request(message=body.get("message"), max_tokens=body.get("max_tokens"))
     conversation_id = body.get("conversation_id")
@@ -50,6 +50,7 @@ async def assistant_stream(request: HttpRequest) -> HttpResponseBase:
         conversation_id=conversation_id,
         max_tokens=max_tokens,
         credential=credential_for_request(request, user_id=user_id),
+        model=services.model_name(body.get("model")),
     )
     return stream_response(request, stream_id=started.stream_id, after=-1)
 

@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
@@ -20,7 +19,7 @@ from accounts.credentials import credential_for_request
 from core.eventlog import get_log
 from core.http import api_view, openai_error_response, signed_in_user
 from core.sse import follow, sse_response
-from streaming import services
+from streaming import catalog, services
 from streaming.openai.chunks import ChunkWriter, finish_reason, usage
 from streaming.openai.errors import OPENAI_ERRORS
 from streaming.openai.parsing import parse_chat_request
@@ -30,31 +29,19 @@ from streaming.openai.parsing import parse_chat_request
 EVENT_IDS_HEADER = "X-Stream-Event-Ids"
 
 
-def _model_name() -> str:
-    return str(settings.LLM_MODEL) if settings.LLM_BACKEND == "openai" else "echo"
-
-
 def _model_object(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "realtime-rooms"}
 
 
-def _model_not_found(name: str) -> services.StreamRefusedError:
-    # docs/protocol.md, "Chat Completions parameters": OpenAI's answer to an unknown model.
-    return services.StreamRefusedError(
-        "model_not_found", f"The model '{name}' does not exist; GET /v1/models lists ours.", kind="not_found"
-    )
-
-
 @api_view("GET", errors=OPENAI_ERRORS)
 async def models(request: HttpRequest) -> HttpResponseBase:
-    return JsonResponse({"object": "list", "data": [_model_object(_model_name())]})
+    """Every served model (LLM_MODELS; docs/protocol.md, "Models"), the default first."""
+    return JsonResponse({"object": "list", "data": [_model_object(spec.name) for spec in catalog.models()]})
 
 
 @api_view("GET", errors=OPENAI_ERRORS)
 async def model(request: HttpRequest, model_id: str) -> HttpResponseBase:
-    if model_id != _model_name():
-        raise _model_not_found(model_id)
-    return JsonResponse(_model_object(model_id))
+    return JsonResponse(_model_object(services.model_spec(model_id).name))
 
 
 async def _batches(stream_id: str, writer: ChunkWriter, *, after: int) -> AsyncIterator[list[str]]:
@@ -77,15 +64,14 @@ async def resume(request: HttpRequest, *, stream_id: str, after: int) -> Streami
     streamed /v1/chat/completions sends (docs/protocol.md, "Chat Completions parameters")."""
     meta = await get_log().meta(stream_id)
     extra = meta.extra if meta is not None else {}
-    writer = ChunkWriter.resuming(stream_id, extra, after=after, default_model=_model_name())
+    writer = ChunkWriter.resuming(stream_id, extra, after=after, default_model=catalog.default().name)
     return chunk_stream(request, stream_id=stream_id, writer=writer, after=after)
 
 
 @api_view("POST", errors=OPENAI_ERRORS)
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     turns, max_tokens, stream, include_usage, model, params = parse_chat_request(request)
-    if model != _model_name():
-        raise _model_not_found(model)
+    services.model_spec(model)  # 404 model_not_found before anything else
     user = signed_in_user(request)
     started = await services.generation_start(
         user_id=user.pk,
@@ -94,6 +80,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         max_tokens=max_tokens,
         credential=credential_for_request(request, user_id=user.pk),
         params=params,
+        model=model,
     )
     prompt_tokens = sum(services.count_tokens(t.content) for t in turns)
     writer = ChunkWriter(

@@ -157,6 +157,7 @@ async def _parse(body: dict[str, Any], user_id: int) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "must be a non-empty string", "invalid_type")
+    services.model_spec(model)  # 404 model_not_found, as /v1/chat/completions
     if "input" not in body:
         raise _bad("input", "is required", "missing_required_parameter")
     turns = _input(body["input"])
@@ -244,6 +245,7 @@ async def responses(request: HttpRequest) -> HttpResponseBase:
         max_tokens=asked["max_output_tokens"],
         credential=credential_for_request(request, user_id=user.pk),
         abandonable=not asked["background"],
+        model=asked["model"],
     )
     input_tokens = sum(services.count_tokens(t.content) for t in asked["context"])
     fields = {

@@ -75,7 +75,7 @@ def upstream(monkeypatch) -> Iterator[Callable[[Callable[[dict[str, Any]], bytes
 
     def install(reply: Callable[[dict[str, Any]], bytes]) -> Upstream:
         fake = Upstream(reply)
-        monkeypatch.setattr(services, "get_backend", lambda: OpenAIBackend(transport=httpx.MockTransport(fake.handle)))
+        monkeypatch.setattr(services, "get_backend", lambda *model: OpenAIBackend(transport=httpx.MockTransport(fake.handle)))
         return fake
 
     yield install
