@@ -12,6 +12,7 @@ import pytest
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from tests.support.node import run_node
 from tests.support.processes import Cluster
@@ -27,7 +28,12 @@ def get_weather() -> str:
 
 def chat(cluster: Cluster, worker: int, **options: Any) -> ChatOpenAI:
     return ChatOpenAI(
-        model="echo", base_url=f"{cluster.http(worker)}/v1", api_key=cluster.tokens["user8"], max_retries=0, timeout=20, **options
+        model="echo",
+        base_url=f"{cluster.http(worker)}/v1",
+        api_key=SecretStr(cluster.tokens["user8"]),
+        max_retries=0,
+        timeout=20,
+        **options,
     )
 
 
@@ -46,7 +52,7 @@ def test_langchain_chat_openai_invoke_stream_and_a_tool_round_trip(cluster: Clus
     assert answered.content == "rain later " and not answered.tool_calls
 
     # Streamed, the call's pieces are put back together by LangChain.
-    streamed = None
+    streamed: Any = None
     for chunk in chat(cluster, 1, streaming=True).bind_tools([get_weather]).stream([HumanMessage("call get_weather")]):
         streamed = chunk if streamed is None else streamed + chunk
     assert streamed is not None and [c["name"] for c in streamed.tool_calls] == ["get_weather"]
