@@ -22,7 +22,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import redis
 import redis.asyncio
@@ -202,21 +202,84 @@ class RedisBroker(Broker):
             await shard.close()
 
 
-class _ShardSubscriber:
+class _Subscriber:
+    """One dedicated subscriber connection, re-established on loss: subclasses say what
+    it subscribes to (``_connect``) and what a message means (``_handle``)."""
+
+    pubsub: redis.asyncio.client.PubSub | None = None
+    name = ""
+
+    def __init__(self, broker: Broker, client: redis.asyncio.Redis) -> None:
+        self.broker = broker
+        self.client = client
+        self.connected = asyncio.Event()
+        self.task = spawn(self._run(), name=f"redis-subscriber-{self.name}")
+
+    async def _connect(self) -> redis.asyncio.client.PubSub:
+        raise NotImplementedError
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _lost(self) -> None:
+        """Runs when the connection is lost, before the next attempt."""
+
+    async def _deliver(self, topic: str, data: str) -> None:
+        if topic in self.broker.topics:
+            try:
+                await self.broker.on_message(topic, data)
+            except Exception:
+                logger.exception("handling a message on %s failed", topic)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                pubsub = await self._connect()
+                self.pubsub = pubsub
+                self.connected.set()
+                # Anything published while we were not subscribed is lost to us: on every
+                # (re)connection the hub compares each room with the database.
+                metrics.BROKER_CONNECTS.inc()
+                await self.broker.on_reconnect()
+                backoff = 0.05
+                while True:
+                    message = await self._next(pubsub)
+                    if message is not None:
+                        await self._handle(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lost connection, whatever the exception says
+                self.connected.clear()
+                self.pubsub = None
+                logger.warning("Redis subscriber %s lost (%s); retrying in %.2fs", self.name, exc, backoff)
+                self._lost()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _next(self, pubsub: redis.asyncio.client.PubSub) -> dict[str, Any] | None:
+        message: dict[str, Any] | None = await pubsub.get_message(timeout=None)
+        return message
+
+    async def close(self) -> None:
+        self.task.cancel()
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self.pubsub.aclose()
+        await self.client.aclose()
+
+
+class _ShardSubscriber(_Subscriber):
     """The subscriber connection of one shard: the topics of ``broker`` that hash here."""
 
     def __init__(self, broker: RedisBroker, index: int) -> None:
-        self.broker = broker
         self.index = index
+        self.name = f"of shard {index}"
         # No socket timeout on the subscriber: it is idle whenever rooms are quiet, and a
         # read timeout would tear it down every few seconds (the channels_redis#422 trap).
         # Keepalive notices a dead peer; a Redis restart resets the connection at once.
-        self.client = new_async_client(
-            index, socket_timeout=None, socket_keepalive=True, health_check_interval=0, max_connections=None
-        )
-        self.pubsub: redis.asyncio.client.PubSub | None = None
-        self.connected = asyncio.Event()
-        self.task = spawn(self._run(), name=f"redis-broker-{index}")
+        options = {"socket_timeout": None, "socket_keepalive": True, "health_check_interval": 0, "max_connections": None}
+        super().__init__(broker, new_async_client(index, **options))
 
     def _topics(self) -> set[str]:
         return {topic for topic in self.broker.topics if shard_for(topic) == self.index}
@@ -245,45 +308,9 @@ class _ShardSubscriber:
             await pubsub.subscribe(*(TOPIC_PREFIX + t for t in added))
         return pubsub
 
-    async def _run(self) -> None:
-        backoff = 0.05
-        prefix_length = len(TOPIC_PREFIX)
-        broker = self.broker
-        while True:
-            try:
-                pubsub = await self._connect()
-                self.pubsub = pubsub
-                self.connected.set()
-                # Anything published while we were not subscribed is lost to us: on every
-                # (re)connection the hub compares each room with the database.
-                metrics.BROKER_CONNECTS.inc()
-                await broker.on_reconnect()
-                backoff = 0.05
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    topic = message["channel"][prefix_length:]
-                    if topic in broker.topics:
-                        try:
-                            await broker.on_message(topic, message["data"])
-                        except Exception:
-                            logger.exception("handling a message on %s failed", topic)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a lost connection, whatever the exception says
-                self.connected.clear()
-                self.pubsub = None
-                logger.warning("Redis subscriber of shard %d lost (%s); retrying in %.2fs", self.index, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-
-    async def close(self) -> None:
-        self.task.cancel()
-        if self.pubsub is not None:
-            with contextlib.suppress(Exception):
-                await self.pubsub.aclose()
-        await self.client.aclose()
+    async def _handle(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "message":
+            await self._deliver(message["channel"][len(TOPIC_PREFIX) :], message["data"])
 
 
 # ---- Redis Cluster: sharded pub/sub ---------------------------------------------------------
@@ -394,18 +421,17 @@ class ClusterBroker(Broker):
         self.nodes.clear()
 
 
-class _NodeSubscriber:
+class _NodeSubscriber(_Subscriber):
     """The subscriber connection to one master of a Redis Cluster: the shard channels of
     ``broker``'s topics that this master owns."""
 
+    broker: ClusterBroker
+
     def __init__(self, broker: ClusterBroker, host: str, port: int, name: str) -> None:
-        self.broker = broker
         self.name = name
         # No socket timeout, as for _ShardSubscriber: idle is normal for a subscriber.
-        self.client = new_async_node_client(host, port, socket_timeout=None, socket_keepalive=True, health_check_interval=0)
-        self.pubsub: redis.asyncio.client.PubSub | None = None
-        self.connected = asyncio.Event()
-        self.task = spawn(self._run(), name=f"redis-cluster-subscriber-{name}")
+        client = new_async_node_client(host, port, socket_timeout=None, socket_keepalive=True, health_check_interval=0)
+        super().__init__(broker, client)
 
     def _topics(self) -> set[str]:
         return {topic for topic, name in self.broker.owner.items() if name == self.name}
@@ -433,52 +459,23 @@ class _NodeSubscriber:
                 await pubsub.ssubscribe(TOPIC_PREFIX + topic)
         return pubsub
 
-    async def _run(self) -> None:
-        backoff = 0.05
-        prefix_length = len(TOPIC_PREFIX)
-        broker = self.broker
-        while True:
-            try:
-                pubsub = await self._connect()
-                self.pubsub = pubsub
-                self.connected.set()
-                metrics.BROKER_CONNECTS.inc()
-                await broker.on_reconnect()
-                backoff = 0.05
-                while True:
-                    try:
-                        message = await pubsub.get_message(timeout=None)
-                    except redis.exceptions.MovedError as moved:
-                        # An SSUBSCRIBE reached this node after it lost the slot.
-                        lost = [t for t in self._topics() if key_slot((TOPIC_PREFIX + t).encode()) == moved.slot_id]
-                        broker.request_repair(unsubscribed=lost)
-                        continue
-                    if message is None:
-                        continue
-                    kind = message.get("type")
-                    topic = message["channel"][prefix_length:]
-                    if kind == "smessage":
-                        if topic in broker.topics:
-                            try:
-                                await broker.on_message(topic, message["data"])
-                            except Exception:
-                                logger.exception("handling a message on %s failed", topic)
-                    elif kind == "sunsubscribe" and broker.owner.get(topic) == self.name:
-                        # Not asked for: the node gave the slot away (a migration). Follow it.
-                        broker.request_repair(unsubscribed=[topic])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a lost connection, whatever the exception says
-                self.connected.clear()
-                self.pubsub = None
-                logger.warning("Redis Cluster subscriber of %s lost (%s); retrying in %.2fs", self.name, exc, backoff)
-                broker.request_repair()  # perhaps a failover: its topics may have a new owner
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+    async def _next(self, pubsub: redis.asyncio.client.PubSub) -> dict[str, Any] | None:
+        try:
+            return await super()._next(pubsub)
+        except redis.exceptions.MovedError as moved:
+            # An SSUBSCRIBE reached this node after it lost the slot.
+            lost = [t for t in self._topics() if key_slot((TOPIC_PREFIX + t).encode()) == moved.slot_id]
+            self.broker.request_repair(unsubscribed=lost)
+            return None
 
-    async def close(self) -> None:
-        self.task.cancel()
-        if self.pubsub is not None:
-            with contextlib.suppress(Exception):
-                await self.pubsub.aclose()
-        await self.client.aclose()
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        topic = message["channel"][len(TOPIC_PREFIX) :]
+        if kind == "smessage":
+            await self._deliver(topic, message["data"])
+        elif kind == "sunsubscribe" and self.broker.owner.get(topic) == self.name:
+            # Not asked for: the node gave the slot away (a migration). Follow it.
+            self.broker.request_repair(unsubscribed=[topic])
+
+    def _lost(self) -> None:
+        self.broker.request_repair()  # perhaps a failover: its topics may have a new owner
