@@ -260,6 +260,26 @@ async def test_a_busy_rooms_slot_migrates_to_another_master_losing_nothing(on_cl
         print(f"\nslot migration: subscribers on the new master {followed:.2f} s after the move began; {len(sent)} sent")
 
 
+def test_a_streams_slot_migrates_while_it_is_written_losing_nothing(on_cluster, redis_cluster):
+    """The log's slot moves to another master while the producer appends to it (ASK, then
+    MOVED, followed by the cluster client) and a reader resumes it on another worker."""
+    cluster = on_cluster
+    token = cluster.tokens["bob"]
+    response = start_stream(cluster, 0, token, message="a long stream", max_tokens=300)
+    stream_id = response.headers["X-Stream-Id"]
+    first = read_events(response, until=10)
+    response.close()
+    slot = key_slot(f"log:{{{stream_id}}}".encode())
+    source = redis_cluster.master_of_slot(slot)["port"]
+    target = next(node["port"] for node in redis_cluster.masters() if node["port"] != source)
+    assert redis_cluster.migrate_slot(slot, to_port=target) >= 2, "the log and its meta moved"
+    assert redis_cluster.client(target).exists(f"log:{{{stream_id}}}")
+    last_id = next(e["id"] for e in reversed(first) if e.get("event") == "token")
+    rest = resume(cluster, 1, token, stream_id, last_id)
+    tokens = [e["data"]["index"] for e in first + rest if e.get("event") == "token"]
+    assert tokens == list(range(300)) and rest[-1]["event"] == "done", "every token exactly once, then done"
+
+
 @pytest.mark.asyncio
 async def test_chat_and_streams_survive_a_master_failover_losing_nothing(own_redis_cluster, on_own_cluster):
     servers, cluster = own_redis_cluster, on_own_cluster
