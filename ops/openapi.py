@@ -260,7 +260,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/models/{model_id}": {"get": _op("One model (404 model_not_found for another)", params=[MODEL_ID], openai=True)},
     "/v1/responses": {
         "post": _op(
-            "OpenAI Responses API, text only (docs/protocol.md, Responses API)",
+            "OpenAI Responses API: text, function tools, reasoning (docs/protocol.md, Responses API)",
             body=_object(
                 ["model", "input"],
                 model=STRING,
@@ -271,7 +271,9 @@ PATHS: dict[str, dict[str, Any]] = {
                 store={"type": "boolean"},
                 max_output_tokens=INTEGER,
                 previous_response_id=STRING,
-                tools={"type": "array", "maxItems": 0},
+                tools={"type": "array", "items": {"type": "object"}},
+                tool_choice={"type": ["string", "object"]},
+                parallel_tool_calls={"type": "boolean"},
             ),
             openai=True,
             json_or_sse=True,

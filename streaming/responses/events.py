@@ -1,24 +1,28 @@
 """A token stream's log, as OpenAI's Responses API sees it (docs/protocol.md, "Responses API").
 
-Pure translation: each log event maps to Responses stream events on its own, numbered
-from the log's seq alone, so every reader on every worker numbers them the same and a
-reader resuming with ``starting_after`` gets exactly the rest. Log seq 0 (start) is
-sequence numbers 0-3, a token at seq k is k + 3, the final event at seq f is f + 3 to
-f + 6.
+Pure translation: a Translator reads the log from its start, event by event, and turns it
+into Responses stream events numbered 0, 1, 2, ... and into the Response object. The
+numbering is a function of the log alone, so every reader on every worker numbers them
+the same, and a reader resuming with ``starting_after`` translates the log from its start
+and keeps the events numbered above it.
+
+Output items open as the log first needs them, in OpenAI's shapes: a ``message`` with
+one ``output_text`` part at the first token, a ``reasoning`` item (its text as a
+``reasoning_text`` part) at the first reasoning piece, a ``function_call`` item at each
+tool call's first piece (its arguments then follow as
+``response.function_call_arguments.delta``). The final event closes them all, in output
+order, then ends the response. A reply with no output at all gets an empty message, so
+a finished response always has one item.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.eventlog import LogEvent
-
-# The sequence numbers the start event takes before the first token's.
-OPENING_EVENTS = 4
-# The sequence numbers the final event takes.
-CLOSING_EVENTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,7 @@ class ResponseHead:
     background: bool
     previous_response_id: str | None
     input_tokens: int
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -42,25 +47,12 @@ class ResponseHead:
     def item_id(self) -> str:
         return f"msg_{self.stream_id}"
 
+    @property
+    def reasoning_id(self) -> str:
+        return f"rs_{self.stream_id}"
 
-def first_sequence(seq: int) -> int:
-    """The first sequence number of log event ``seq``."""
-    return 0 if seq == 0 else seq + OPENING_EVENTS - 1
-
-
-def last_sequence(seq: int, kind: str) -> int:
-    """The last sequence number of log event ``seq`` of ``kind``."""
-    if seq == 0:
-        return OPENING_EVENTS - 1
-    return first_sequence(seq) + (CLOSING_EVENTS - 1 if kind in ("done", "error") else 0)
-
-
-def log_after(starting_after: int) -> int:
-    """The log position to read after for every event numbered above ``starting_after``."""
-    if starting_after < OPENING_EVENTS - 1:
-        return -1
-    # Log event s ends at most at s + OPENING_EVENTS - 1 + CLOSING_EVENTS - 1: earlier ones are all seen.
-    return max(-1, starting_after - (OPENING_EVENTS - 1) - (CLOSING_EVENTS - 1))
+    def call_item_id(self, index: int) -> str:
+        return f"fc_{self.stream_id}_{index}"
 
 
 def _status(final: LogEvent | None) -> str:
@@ -80,115 +72,225 @@ def _text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def _message(head: ResponseHead, *, text: str, status: str, parts: bool = True) -> dict[str, Any]:
-    return {
-        "id": head.item_id,
-        "type": "message",
-        "role": "assistant",
-        "status": status,
-        "content": [_text_part(text)] if parts else [],
-    }
+class Translator:
+    """Log events in, Responses stream events out (``feed``), numbered from 0; ``response()``
+    is the Response object as of the events fed so far."""
 
+    def __init__(self, head: ResponseHead) -> None:
+        self.head = head
+        self.next = 0  # the next sequence number
+        self.items: list[dict[str, Any]] = []  # output items, in output order (each with "_text" while open)
+        self.message: int | None = None  # output index of the message
+        self.reasoning: int | None = None  # output index of the reasoning item
+        self.calls: dict[int, int] = {}  # a tool call's index in the log -> its output index
+        self.final: LogEvent | None = None
 
-def response_object(head: ResponseHead, *, text: str, final: LogEvent | None) -> dict[str, Any]:
-    """The Response object: ``text`` the output so far, ``final`` the log's done or error event (None while running)."""
-    status = _status(final)
-    item_status = "completed" if status == "completed" else ("in_progress" if final is None else "incomplete")
-    output_tokens = (
-        int(final.data.get("usage", {}).get("completion_tokens", 0)) if final is not None and final.kind == "done" else 0
-    )
-    error = None
-    if final is not None and final.kind == "error":
-        error = {"code": "server_error", "message": f"{final.data['code']}: {final.data['detail']}"}
-    return {
-        "id": head.id,
-        "object": "response",
-        "created_at": head.created_at,
-        "status": status,
-        "background": head.background,
-        "error": error,
-        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
-        "instructions": head.instructions,
-        "max_output_tokens": head.max_output_tokens,
-        "model": head.model,
-        "output": [_message(head, text=text, status=item_status)] if text or final is not None else [],
-        "parallel_tool_calls": False,
-        "previous_response_id": head.previous_response_id,
-        "store": True,
-        "temperature": None,
-        "top_p": None,
-        "text": {"format": {"type": "text"}},
-        "tool_choice": "none",
-        "tools": [],
-        "truncation": "disabled",
-        "metadata": {},
-        "usage": None
-        if final is None
-        else {
-            "input_tokens": head.input_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": output_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": head.input_tokens + output_tokens,
-        },
-    }
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        event = {"type": kind, "sequence_number": self.next, **fields}
+        self.next += 1
+        return event
 
+    # ---- items ---------------------------------------------------------------------------------------------
+    def _item(self, index: int, *, status: str | None = None) -> dict[str, Any]:
+        """Output item ``index`` in OpenAI's shape."""
+        item = self.items[index]
+        done_status = status or "in_progress"
+        if item["type"] == "message":
+            return {
+                "id": item["id"],
+                "type": "message",
+                "role": "assistant",
+                "status": done_status,
+                "content": [_text_part("".join(item["_text"]))] if item["_parts"] else [],
+            }
+        if item["type"] == "reasoning":
+            return {
+                "id": item["id"],
+                "type": "reasoning",
+                "summary": [],
+                "content": [{"type": "reasoning_text", "text": "".join(item["_text"])}],
+                "status": done_status,
+            }
+        return {
+            "id": item["id"],
+            "type": "function_call",
+            "call_id": item["call_id"],
+            "name": item["name"],
+            "arguments": "".join(item["_text"]),
+            "status": done_status,
+        }
 
-def stream_events(head: ResponseHead, event: LogEvent) -> list[dict[str, Any]]:
-    """The Responses stream events of one log event, each with its ``sequence_number``."""
-    n = first_sequence(event.seq)
-    where = {"item_id": head.item_id, "output_index": 0, "content_index": 0}
-    if event.kind == "start":
-        running = response_object(head, text="", final=None)
-        return [
-            {"type": "response.created", "sequence_number": 0, "response": {**running, "status": "queued"}},
-            {"type": "response.in_progress", "sequence_number": 1, "response": running},
-            {
-                "type": "response.output_item.added",
-                "sequence_number": 2,
-                "output_index": 0,
-                "item": _message(head, text="", status="in_progress", parts=False),
-            },
-            {"type": "response.content_part.added", "sequence_number": 3, **where, "part": _text_part("")},
-        ]
-    if event.kind == "token":
-        return [
-            {"type": "response.output_text.delta", "sequence_number": n, **where, "delta": event.data["token"], "logprobs": []}
-        ]
-    if event.kind in ("done", "error"):
-        text = str(event.data.get("content", ""))
-        final = response_object(head, text=text, final=event)
-        status = final["status"]
-        item = final["output"][0]
+    def _open(self, item: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+        index = len(self.items)
+        self.items.append({**item, "_text": [], "_parts": False})
+        return index, [self._event("response.output_item.added", output_index=index, item=self._item(index))]
+
+    def _open_message(self) -> tuple[int, list[dict[str, Any]]]:
+        index, out = self._open({"id": self.head.item_id, "type": "message"})
+        self.message = index
+        self.items[index]["_parts"] = True
+        where = {"item_id": self.head.item_id, "output_index": index, "content_index": 0}
+        out.append(self._event("response.content_part.added", **where, part=_text_part("")))
+        return index, out
+
+    def _close(self, index: int, status: str) -> list[dict[str, Any]]:
+        item = self.items[index]
+        text = "".join(item["_text"])
+        where = {"item_id": item["id"], "output_index": index}
+        out = []
+        if item["type"] == "message":
+            out.append(self._event("response.output_text.done", **where, content_index=0, text=text, logprobs=[]))
+            out.append(self._event("response.content_part.done", **where, content_index=0, part=_text_part(text)))
+        elif item["type"] == "reasoning":
+            out.append(self._event("response.reasoning_text.done", **where, content_index=0, text=text))
+        else:
+            out.append(self._event("response.function_call_arguments.done", **where, name=item["name"], arguments=text))
+        out.append(self._event("response.output_item.done", output_index=index, item=self._item(index, status=status)))
+        return out
+
+    # ---- the log ----------------------------------------------------------------------------------------------
+    def feed(self, event: LogEvent) -> list[dict[str, Any]]:
+        """The stream events of one log event (none for kinds not translated)."""
+        if event.kind == "start":
+            running = self.response()
+            return [
+                self._event("response.created", response={**running, "status": "queued"}),
+                self._event("response.in_progress", response=running),
+            ]
+        if event.kind == "token":
+            out: list[dict[str, Any]] = []
+            if self.message is None:
+                _, out = self._open_message()
+            assert self.message is not None
+            self.items[self.message]["_text"].append(event.data["token"])
+            where = {"item_id": self.head.item_id, "output_index": self.message, "content_index": 0}
+            return [*out, self._event("response.output_text.delta", **where, delta=event.data["token"], logprobs=[])]
+        if event.kind == "reasoning":
+            out = []
+            if self.reasoning is None:
+                self.reasoning, out = self._open({"id": self.head.reasoning_id, "type": "reasoning"})
+            self.items[self.reasoning]["_text"].append(event.data["text"])
+            where = {"item_id": self.head.reasoning_id, "output_index": self.reasoning, "content_index": 0}
+            return [*out, self._event("response.reasoning_text.delta", **where, delta=event.data["text"])]
+        if event.kind == "tool_call":
+            return self._tool_call(event.data)
+        if event.kind in ("done", "error"):
+            return self._end(event)
+        return []
+
+    def _tool_call(self, data: Mapping[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        log_index = int(data["index"])
+        if log_index not in self.calls:
+            item = {
+                "id": self.head.call_item_id(log_index),
+                "type": "function_call",
+                "call_id": data.get("id") or f"call_{self.head.stream_id}_{log_index}",
+                "name": data.get("name") or "",
+            }
+            self.calls[log_index], out = self._open(item)
+        index = self.calls[log_index]
+        if data.get("arguments"):
+            self.items[index]["_text"].append(data["arguments"])
+            where = {"item_id": self.items[index]["id"], "output_index": index}
+            out.append(self._event("response.function_call_arguments.delta", **where, delta=data["arguments"]))
+        return out
+
+    def _end(self, event: LogEvent) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if not self.items:  # no output at all: an empty message, as a text-only reply would have had
+            _, out = self._open_message()
+        self.final = event
+        status = _status(event)
+        for index in range(len(self.items)):
+            item_status = "completed" if status == "completed" or self.items[index]["type"] == "function_call" else "incomplete"
+            out += self._close(index, item_status)
+        final = self.response()
         closing = {
             "completed": "response.completed",
             "incomplete": "response.incomplete",
             "failed": "response.failed",
         }.get(status, "response.completed")  # OpenAI streams no event of its own for a cancel
+        out.append(self._event(closing, response=final))
+        return out
+
+    def response(self) -> dict[str, Any]:
+        """The Response object as of the events fed so far."""
+        head, final = self.head, self.final
+        status = _status(final)
+        if final is None:
+            output = [self._item(i) for i in range(len(self.items))]
+        else:
+            output = [
+                self._item(
+                    i,
+                    status="completed" if status == "completed" or item["type"] == "function_call" else "incomplete",
+                )
+                for i, item in enumerate(self.items)
+            ]
+        usage = final.data.get("usage", {}) if final is not None and final.kind == "done" else {}
+        output_tokens = int(usage.get("completion_tokens", 0))
+        error = None
+        if final is not None and final.kind == "error":
+            error = {"code": "server_error", "message": f"{final.data['code']}: {final.data['detail']}"}
+        return {
+            "id": head.id,
+            "object": "response",
+            "created_at": head.created_at,
+            "status": status,
+            "background": head.background,
+            "error": error,
+            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+            "instructions": head.instructions,
+            "max_output_tokens": head.max_output_tokens,
+            "model": head.model,
+            "output": output,
+            "parallel_tool_calls": bool(head.tools),
+            "previous_response_id": head.previous_response_id,
+            "store": True,
+            "temperature": None,
+            "top_p": None,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto" if head.tools else "none",
+            "tools": head.tools,
+            "truncation": "disabled",
+            "metadata": {},
+            "usage": None
+            if final is None
+            else {
+                "input_tokens": head.input_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": head.input_tokens + output_tokens,
+            },
+        }
+
+    def text(self) -> str:
+        """The message's text so far."""
+        return "".join(self.items[self.message]["_text"]) if self.message is not None else ""
+
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The function calls so far, as Chat Completions tool_calls."""
         return [
-            {"type": "response.output_text.done", "sequence_number": n, **where, "text": text, "logprobs": []},
-            {"type": "response.content_part.done", "sequence_number": n + 1, **where, "part": _text_part(text)},
-            {"type": "response.output_item.done", "sequence_number": n + 2, "output_index": 0, "item": item},
-            {"type": closing, "sequence_number": n + 3, "response": final},
+            {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": "".join(item["_text"])}}
+            for item in self.items
+            if item["type"] == "function_call"
         ]
-    return []  # kinds this slice does not translate yet
+
+
+def translate(head: ResponseHead, events: Iterable[LogEvent]) -> Translator:
+    """A Translator fed ``events`` (a log from its start)."""
+    translator = Translator(head)
+    for event in events:
+        translator.feed(event)
+    return translator
 
 
 def replay(head: ResponseHead, events: Iterable[LogEvent], *, starting_after: int) -> list[dict[str, Any]]:
-    """Every stream event of ``events`` numbered above ``starting_after``, in order."""
-    return [out for event in events for out in stream_events(head, event) if out["sequence_number"] > starting_after]
-
-
-def summary(events: Iterable[LogEvent]) -> tuple[str, LogEvent | None]:
-    """The output text so far and the final event (None while running)."""
-    tokens: list[str] = []
-    final = None
-    for event in events:
-        if event.kind == "token":
-            tokens.append(event.data["token"])
-        elif event.kind in ("done", "error"):
-            final = event
-    return (str(final.data.get("content", "")) if final is not None else "".join(tokens)), final
+    """Every stream event of a log (from its start) numbered above ``starting_after``, in order."""
+    translator = Translator(head)
+    return [out for event in events for out in translator.feed(event) if out["sequence_number"] > starting_after]
 
 
 def head_from(stream_id: str, raw: Mapping[str, str]) -> ResponseHead:
@@ -201,4 +303,5 @@ def head_from(stream_id: str, raw: Mapping[str, str]) -> ResponseHead:
         background=raw.get("background") == "1",
         previous_response_id=raw.get("previous_response_id") or None,
         input_tokens=int(raw.get("input_tokens", "0")),
+        tools=json.loads(raw["tools"]) if raw.get("tools") else [],
     )

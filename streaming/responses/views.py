@@ -25,18 +25,10 @@ from streaming import services
 from streaming.backends import ChatTurn
 from streaming.openai.errors import OPENAI_ERRORS
 from streaming.openai.parsing import request_json
-from streaming.responses.events import (
-    ResponseHead,
-    head_from,
-    last_sequence,
-    log_after,
-    replay,
-    response_object,
-    summary,
-)
+from streaming.responses.events import ResponseHead, Translator, head_from, translate
 from streaming.services import MAX_MESSAGE_CHARS, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT, StreamRefusedError
 
-# What we honour; `tools` only empty. Anything else OpenAI accepts (temperature, reasoning,
+# What we honour (`tools`: function tools). Anything else OpenAI accepts (temperature, reasoning,
 # tool_choice, include, ...) is refused by name rather than dropped (docs/protocol.md, "Responses API").
 FIELDS = {
     "model",
@@ -48,6 +40,8 @@ FIELDS = {
     "max_output_tokens",
     "previous_response_id",
     "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 }
 ROLES = {"system", "developer", "user", "assistant"}
 TEXT_PARTS = {"input_text", "output_text"}
@@ -88,19 +82,82 @@ def _content(value: object, param: str) -> str:
     return "".join(texts)
 
 
-def _input(value: object) -> list[ChatTurn]:
+def _function_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    """A ``function_call`` input item as a Chat Completions tool call."""
+    for key in ("call_id", "name", "arguments"):
+        if not isinstance(item.get(key), str) or (key != "arguments" and not item[key]):
+            raise _bad(f"{param}.{key}", "must be a non-empty string", "missing_required_parameter")
+    _text(item["arguments"], f"{param}.arguments")
+    return {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
+
+
+def _input(value: object, known: set[str]) -> list[ChatTurn]:
+    """The input as chat turns: messages; function_call items (consecutive ones become one
+    assistant turn with tool_calls) and function_call_output items (tool turns), so that a
+    client can send a tool's result back."""
     if isinstance(value, str):
         return [ChatTurn("user", _text(value, "input"))]
     if not isinstance(value, list) or not value:
-        raise _bad("input", "must be a string or a non-empty list of message items", "invalid_type")
-    turns = []
+        raise _bad("input", "must be a string or a non-empty list of input items", "invalid_type")
+    turns: list[ChatTurn] = []
+    calls = set(known)  # the call ids a function_call_output may name (a previous response's too)
     for i, item in enumerate(value):
-        if not isinstance(item, dict) or item.get("type", "message") != "message":
-            raise _bad(f"input[{i}]", "only message items are supported on /v1/responses yet")
+        kind = item.get("type", "message") if isinstance(item, dict) else None
+        if not isinstance(item, dict) or kind not in ("message", "function_call", "function_call_output"):
+            raise _bad(f"input[{i}]", "only message, function_call and function_call_output items are supported")
+        if kind == "function_call":
+            call = _function_call(item, f"input[{i}]")
+            calls.add(call["id"])
+            last = turns[-1] if turns else None
+            if last is not None and last.message is not None and last.message.get("tool_calls"):
+                turns[-1] = ChatTurn("assistant", "", {**last.message, "tool_calls": [*last.message["tool_calls"], call]})
+            else:
+                turns.append(ChatTurn("assistant", "", {"role": "assistant", "content": None, "tool_calls": [call]}))
+            continue
+        if kind == "function_call_output":
+            call_id = item.get("call_id")
+            if not isinstance(call_id, str) or call_id not in calls:
+                raise _bad(f"input[{i}].call_id", "must name a function_call item before it", "invalid_value")
+            output = _text(item.get("output"), f"input[{i}].output")
+            turns.append(ChatTurn("tool", output, {"role": "tool", "tool_call_id": call_id, "content": output}))
+            continue
         if item.get("role") not in ROLES:
             raise _bad(f"input[{i}].role", f"must be one of {', '.join(sorted(ROLES))}")
         turns.append(ChatTurn(str(item["role"]), _content(item.get("content"), f"input[{i}].content")))
     return turns
+
+
+def _tools(value: object) -> list[dict[str, Any]]:
+    """Function tools (OpenAI's Responses shape: ``type``, ``name``, ``parameters``, ...)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad("tools", "must be a list", "invalid_type")
+    tools = []
+    for i, tool in enumerate(value):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise _bad(f"tools[{i}].type", "only function tools are supported", "unsupported_parameter")
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _bad(f"tools[{i}].name", "must be a non-empty string", "missing_required_parameter")
+        for key, kind in (("parameters", dict), ("description", str), ("strict", bool)):
+            if tool.get(key) is not None and not isinstance(tool[key], kind):
+                raise _bad(f"tools[{i}].{key}", f"must be a {kind.__name__}", "invalid_type")
+        tools.append(tool)
+    return tools
+
+
+def _tool_choice(value: object) -> object:
+    """``tool_choice`` as Chat Completions has it (None: left to the model)."""
+    if value is None or value in ("none", "auto", "required"):
+        return value
+    if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("name"), str):
+        return {"type": "function", "function": {"name": value["name"]}}
+    raise _bad("tool_choice", 'must be "none", "auto", "required" or {"type": "function", "name": ...}', "invalid_value")
+
+
+def _chat_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Responses function tools as Chat Completions tools (what the backends take)."""
+    return [{"type": "function", "function": {k: v for k, v in tool.items() if k != "type" and v is not None}} for tool in tools]
 
 
 def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
@@ -141,26 +198,31 @@ async def _previous_turns(response_id: object, user_id: int) -> list[ChatTurn]:
     """The turns of a previous response, its input then its output (its instructions are not carried over, as OpenAI)."""
     stream_id = _stream_id(response_id)
     _, meta = await _load(stream_id, user_id)
-    turns = [ChatTurn(role, content) for role, content in json.loads(meta.extra.get(f"{PREFIX}input", "[]"))]
-    text, _ = summary(await _all_events(stream_id))
-    return [*turns, ChatTurn("assistant", text)]
+    # Each turn as [role, content, message] (message: its tool calls or tool result, or null).
+    turns = [ChatTurn(*turn) for turn in json.loads(meta.extra.get(f"{PREFIX}input", "[]"))]
+    translator = translate(head_from(stream_id, {}), await _all_events(stream_id))
+    calls = translator.tool_calls()
+    if calls:
+        return [*turns, ChatTurn("assistant", translator.text(), {"role": "assistant", "content": None, "tool_calls": calls})]
+    return [*turns, ChatTurn("assistant", translator.text())]
 
 
 async def _parse(body: dict[str, Any], user_id: int) -> dict[str, Any]:
     unknown = sorted(set(body) - FIELDS)
     if unknown:
         raise _bad(unknown[0], "is not supported on /v1/responses", "unsupported_parameter")
-    if body.get("tools"):
-        raise _bad("tools", "is not supported yet on /v1/responses", "unsupported_parameter")
-    if not isinstance(body.get("tools", []), list):
-        raise _bad("tools", "must be a list", "invalid_type")
+    tools = _tools(body.get("tools"))
+    tool_choice = _tool_choice(body.get("tool_choice"))
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise _bad("parallel_tool_calls", "must be a boolean", "invalid_type")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "must be a non-empty string", "invalid_type")
     services.model_spec(model)  # 404 model_not_found, as /v1/chat/completions
     if "input" not in body:
         raise _bad("input", "is required", "missing_required_parameter")
-    turns = _input(body["input"])
+    raw_input = body["input"]
     instructions = body.get("instructions")
     if instructions is not None:
         instructions = _text(instructions, "instructions")
@@ -177,7 +239,8 @@ async def _parse(body: dict[str, Any], user_id: int) -> dict[str, Any]:
         raise _bad("max_output_tokens", f"must be an integer from 1 to {MAX_TOKENS_LIMIT}", "invalid_type")
     previous = body.get("previous_response_id")
     earlier = await _previous_turns(previous, user_id) if previous is not None else []
-    turns = earlier + turns
+    known = {call["id"] for turn in earlier if turn.message for call in turn.message.get("tool_calls") or []}
+    turns = earlier + _input(raw_input, known)
     context = ([ChatTurn("system", instructions)] if instructions else []) + turns
     if sum(len(t.content) for t in context) > MAX_PROMPT_CHARS:
         raise _bad("input", f"the input is longer than {MAX_PROMPT_CHARS} characters", "context_length_exceeded")
@@ -190,6 +253,17 @@ async def _parse(body: dict[str, Any], user_id: int) -> dict[str, Any]:
         "background": background,
         "max_output_tokens": max_output_tokens,
         "previous_response_id": previous,
+        "tools": tools,
+        # What the backend gets beside the turns, in Chat Completions' shape.
+        "params": {
+            key: value
+            for key, value in (
+                ("tools", _chat_tools(tools) or None),
+                ("tool_choice", tool_choice),
+                ("parallel_tool_calls", parallel),
+            )
+            if value is not None
+        },
     }
 
 
@@ -205,8 +279,10 @@ def _render(event: dict[str, Any]) -> str:
 
 
 async def _batches(head: ResponseHead, *, starting_after: int) -> AsyncIterator[list[dict[str, Any]]]:
-    async for events in services.stream_follow(stream_id=head.stream_id, after=log_after(starting_after)):
-        yield replay(head, events, starting_after=starting_after)
+    # The numbering is the log's translation from its start (streaming.responses.events).
+    translator = Translator(head)
+    async for events in services.stream_follow(stream_id=head.stream_id, after=-1):
+        yield [out for event in events for out in translator.feed(event) if out["sequence_number"] > starting_after]
 
 
 def _stream(request: HttpRequest, head: ResponseHead, user_id: int, *, starting_after: int) -> HttpResponseBase:
@@ -218,8 +294,7 @@ def _stream(request: HttpRequest, head: ResponseHead, user_id: int, *, starting_
 
 
 async def _object(head: ResponseHead) -> dict[str, Any]:
-    text, final = summary(await _all_events(head.stream_id))
-    return response_object(head, text=text, final=final)
+    return translate(head, await _all_events(head.stream_id)).response()
 
 
 async def _cancel(stream_id: str, user_id: int) -> None:
@@ -246,6 +321,7 @@ async def responses(request: HttpRequest) -> HttpResponseBase:
         credential=credential_for_request(request, user_id=user.pk),
         abandonable=not asked["background"],
         model=asked["model"],
+        params=asked["params"] or None,
     )
     input_tokens = sum(services.count_tokens(t.content) for t in asked["context"])
     fields = {
@@ -256,14 +332,15 @@ async def responses(request: HttpRequest) -> HttpResponseBase:
         "background": "1" if asked["background"] else "0",
         "previous_response_id": asked["previous_response_id"] or "",
         "input_tokens": str(input_tokens),
-        "input": json.dumps([[t.role, t.content] for t in asked["turns"]]),
+        "input": json.dumps([[t.role, t.content, t.message] for t in asked["turns"]]),
+        "tools": json.dumps(asked["tools"]),
     }
     await get_log().annotate(started.stream_id, {PREFIX + k: v for k, v in fields.items()})
     head = head_from(started.stream_id, fields)
     if asked["stream"]:
         return _stream(request, head, user.pk, starting_after=-1)
     if asked["background"]:
-        response = JsonResponse(response_object(head, text="", final=None) | {"status": "queued"})
+        response = JsonResponse(Translator(head).response() | {"status": "queued"})
     else:
         async for _ in services.stream_follow(stream_id=started.stream_id, after=0):
             pass
@@ -290,7 +367,8 @@ async def response(request: HttpRequest, response_id: str) -> HttpResponseBase:
     if starting_after is None:
         raise _bad("starting_after", "must be a sequence number, such as 12")
     end = await services.stream_end(stream_id=stream_id)
-    finished = after_the_end(end=None if end is None else last_sequence(end, "done"), after=starting_after)
+    last = None if end is None else translate(head, await _all_events(stream_id)).next - 1
+    finished = after_the_end(end=last, after=starting_after)
     if finished is not None:
         return finished
     return _stream(request, head, user.pk, starting_after=starting_after)

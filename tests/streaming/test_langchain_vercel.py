@@ -2,7 +2,7 @@
 "Chat Completions parameters" and "Responses API"): LangChain's ChatOpenAI (invoke,
 stream, bind_tools and a tool round trip) and the Vercel AI SDK (streamText with the
 openai-compatible provider, with a tool, and with the openai provider's default
-Responses API)."""
+Responses API, with a tool too)."""
 
 from __future__ import annotations
 
@@ -92,6 +92,24 @@ const responses = streamText({ model: openai("echo"), prompt: "responses from ve
 const parts = [];
 for await (const piece of responses.textStream) parts.push(piece);
 out.responses = { parts, finish: await responses.finishReason };
+
+// A tool round trip through the Responses provider: function_call, then function_call_output.
+const responseCalls = [];
+const responseLoop = streamText({
+  model: createOpenAI({ baseURL: urls[0] + "/v1", apiKey: token })("echo"),
+  prompt: "call get_weather",
+  tools: {
+    get_weather: tool({
+      description: "The weather where the user is",
+      inputSchema: jsonSchema({ type: "object", properties: {} }),
+      execute: async (input) => { responseCalls.push(input); return "dry all day"; },
+    }),
+  },
+  stopWhen: stepCountIs(3),
+});
+out.responseTools = {
+  text: await responseLoop.text, calls: responseCalls, steps: (await responseLoop.steps).map((s) => s.finishReason),
+};
 console.log(JSON.stringify(out));
 """
 
@@ -102,3 +120,4 @@ def test_the_vercel_ai_sdk_streams_text_and_tools(cluster: Cluster):
     assert out["tools"]["calls"] == [{}], "the SDK ran the tool the echo model called"
     assert out["tools"]["steps"] == ["tool-calls", "stop"] and out["tools"]["text"] == "rain later "
     assert "".join(out["responses"]["parts"]) == "responses from vercel " and out["responses"]["finish"] == "stop"
+    assert out["responseTools"] == {"text": "dry all day ", "calls": [{}], "steps": ["tool-calls", "stop"]}

@@ -1,7 +1,9 @@
 """The official ``openai`` npm package (package.json; tests/support/node.py) against three
 real daphne workers (docs/protocol.md, "Chat Completions parameters" and "Responses
 API"): chat completions streamed and not, a two-round tool loop with the echo model with
-each round on another worker, and responses.create streamed."""
+each round on another worker, and responses.create streamed: text, a function tool
+answered on another worker, and a background response resumed elsewhere with
+starting_after."""
 
 from __future__ import annotations
 
@@ -70,6 +72,38 @@ out.responses = {
   text: events.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""),
   final: events.at(-1).response,
 };
+
+// Responses with a function tool: the call streamed on worker 0, its output answered on worker 1.
+const rtools = [{ type: "function", name: "get_weather", parameters: { type: "object", properties: {} } }];
+const asked = await client(0).responses.create({ model: "echo", input: "call get_weather", tools: rtools, stream: true });
+const askedEvents = [];
+for await (const event of asked) askedEvents.push(event);
+const fc = askedEvents.at(-1).response.output.find((item) => item.type === "function_call");
+const answered = await client(1).responses.create({
+  model: "echo", tools: rtools, previous_response_id: askedEvents.at(-1).response.id,
+  input: [{ type: "function_call_output", call_id: fc.call_id, output: "snow tonight" }],
+});
+out.responseTools = {
+  types: askedEvents.map((e) => e.type), name: fc.name, args: fc.arguments, answer: answered.output_text,
+};
+
+// A background response read part-way on worker 0, then resumed with starting_after on worker 2.
+const started = await client(0).responses.create({
+  model: "echo", input: "a b c d e f g h", background: true, stream: true, max_output_tokens: 30,
+});
+const head = [];
+for await (const event of started) { head.push(event); if (head.length === 8) break; }
+const rest = [];
+const resumed = await client(2).responses.retrieve(head[0].response.id, {
+  stream: true, starting_after: head.at(-1).sequence_number,
+});
+for await (const event of resumed) rest.push(event);
+const all = [...head, ...rest];
+out.resumed = {
+  sequence: all.map((e) => e.sequence_number),
+  text: all.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""),
+  status: all.at(-1).response.status,
+};
 console.log(JSON.stringify(out));
 """
 
@@ -107,3 +141,19 @@ def test_the_openai_npm_package_against_three_workers(cluster: Cluster):
     final = responses["final"]
     assert final["status"] == "completed" and final["output"][0]["content"][0]["text"] == "stream this reply "
     assert final["usage"]["output_tokens"] == count_tokens("stream this reply ")
+
+    tools = out["responseTools"]
+    assert tools["types"] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert (tools["name"], tools["args"], tools["answer"]) == ("get_weather", "{}", "snow tonight ")
+
+    resumed = out["resumed"]
+    assert resumed["sequence"] == list(range(len(resumed["sequence"]))), "nothing lost or doubled"
+    assert resumed["text"] == "".join(f"{w} " for w in "abcdefgh" * 4)[: 2 * 30] and resumed["status"] == "incomplete"

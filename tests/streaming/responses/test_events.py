@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.eventlog import LogEvent
-from streaming.responses.events import ResponseHead, log_after, replay
+from streaming.responses.events import ResponseHead, replay, translate
 
 HEAD = ResponseHead(
     stream_id="0" * 32,
@@ -52,10 +52,67 @@ def test_an_error_fails_the_response_with_its_partial_output():
     assert last["type"] == "response.failed" and last["response"]["error"]["code"] == "server_error"
 
 
-def test_resuming_after_any_number_reads_from_a_log_position_that_gives_exactly_the_rest():
+def test_resuming_after_any_number_gives_exactly_the_rest():
     log = a_log([f"t{i} " for i in range(9)], done(10, "", "stop"))
     everything = replay(HEAD, log, starting_after=-1)
     for n in range(-1, len(everything)):
-        position = log_after(n)
-        rest = replay(HEAD, [e for e in log if e.seq > position], starting_after=n)
-        assert rest == everything[n + 1 :], n
+        assert replay(HEAD, log, starting_after=n) == everything[n + 1 :], n
+
+
+def test_reasoning_and_tool_calls_become_output_items_as_openai_streams_them():
+    log = [
+        LogEvent(0, "start", {"stream_id": HEAD.stream_id}),
+        LogEvent(1, "reasoning", {"text": "The user "}),
+        LogEvent(2, "reasoning", {"text": "wants rain."}),
+        LogEvent(3, "token", {"index": 2, "token": "Checking."}),
+        LogEvent(4, "tool_call", {"index": 0, "id": "call_a", "name": "get_weather", "arguments": ""}),
+        LogEvent(5, "tool_call", {"index": 0, "id": None, "name": None, "arguments": '{"city":'}),
+        LogEvent(6, "tool_call", {"index": 1, "id": "call_b", "name": "get_time", "arguments": "{}"}),
+        LogEvent(7, "tool_call", {"index": 0, "id": None, "name": None, "arguments": '"Oslo"}'}),
+        done(8, "Checking.", "tool_calls"),
+    ]
+    events = replay(HEAD, log, starting_after=-1)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert [(e["type"], e.get("output_index")) for e in events] == [
+        ("response.created", None),
+        ("response.in_progress", None),
+        ("response.output_item.added", 0),
+        ("response.reasoning_text.delta", 0),
+        ("response.reasoning_text.delta", 0),
+        ("response.output_item.added", 1),
+        ("response.content_part.added", 1),
+        ("response.output_text.delta", 1),
+        ("response.output_item.added", 2),
+        ("response.function_call_arguments.delta", 2),
+        ("response.output_item.added", 3),
+        ("response.function_call_arguments.delta", 3),
+        ("response.function_call_arguments.delta", 2),
+        ("response.reasoning_text.done", 0),
+        ("response.output_item.done", 0),
+        ("response.output_text.done", 1),
+        ("response.content_part.done", 1),
+        ("response.output_item.done", 1),
+        ("response.function_call_arguments.done", 2),
+        ("response.output_item.done", 2),
+        ("response.function_call_arguments.done", 3),
+        ("response.output_item.done", 3),
+        ("response.completed", None),
+    ]
+    added = events[8]["item"]
+    assert added == {
+        "id": f"fc_{HEAD.stream_id}_0",
+        "type": "function_call",
+        "call_id": "call_a",
+        "name": "get_weather",
+        "arguments": "",
+        "status": "in_progress",
+    }
+    output = events[-1]["response"]["output"]
+    assert [item["type"] for item in output] == ["reasoning", "message", "function_call", "function_call"]
+    assert output[0]["content"] == [{"type": "reasoning_text", "text": "The user wants rain."}]
+    assert output[1]["content"][0]["text"] == "Checking."
+    assert (output[2]["call_id"], output[2]["arguments"]) == ("call_a", '{"city":"Oslo"}')
+    assert (output[3]["call_id"], output[3]["name"], output[3]["arguments"]) == ("call_b", "get_time", "{}")
+    assert events[-1]["response"]["status"] == "completed"
+    assert translate(HEAD, log).response() == events[-1]["response"], "the Response object is the stream's last word"
+    assert translate(HEAD, log[:5]).response()["output"][2]["status"] == "in_progress"
