@@ -1,4 +1,4 @@
-"""OpenAI's Responses API, a first text-only slice (docs/protocol.md, "Responses API").
+"""OpenAI's Responses API: text, function tools and reasoning (docs/protocol.md, "Responses API").
 
 A response is an ordinary token stream (``resp_<stream id>``): its log is the truth, and
 streamed events, the Response object, a resume with ``starting_after`` and a cancel are
