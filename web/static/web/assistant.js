@@ -8,8 +8,9 @@
 // events of the stream show as they come: `reasoning` in a collapsed "Thinking" section,
 // each `tool_call` as one line (name and arguments); /api/assistant/stream offers the model no
 // tools today, so those come from an upstream's own calls (or a resumed /v1 stream). The
-// model is picked from GET /v1/models and sent as `model` with the request (the server reads
-// it once /api/assistant/stream takes a model; until then its default answers). Copy puts a reply's Markdown text on the clipboard; Regenerate
+// model is picked from GET /v1/models and sent as `model` with the request, which answers with
+// that model's backend (docs/protocol.md, "Models"). Copy puts a reply's Markdown text on the
+// clipboard; Regenerate
 // asks the last question again. Everything else (the user's own text, tool arguments,
 // reasoning) is inserted as text only.
 import { api, ApiError, backoff, csrfToken, el, readEventStream, sleepOrOnline } from "./common.js";
