@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.processes import Cluster
-from tests.support.rooms_api import new_room
+from tests.support.rooms_api import list_messages, new_room
 from tests.support.wsclient import RoomClient, room_client
 
 pytestmark = [pytest.mark.multiworker, pytest.mark.asyncio]
@@ -276,19 +276,7 @@ def healthz(cluster: Cluster) -> None:
 
 def history(cluster: Cluster, slug: str, token: str) -> list[dict[str, Any]]:
     """Every message of the room over REST, paged."""
-    found: list[dict[str, Any]] = []
-    while True:
-        after = found[-1]["id"] if found else 0
-        response = httpx.get(
-            f"{cluster.http(2)}/api/rooms/{slug}/messages?after={after}&limit=200",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-        page = response.json()["messages"]
-        found += page
-        if len(page) < 200:
-            return found
+    return list_messages(cluster, slug, token)
 
 
 def describe(frame: str | bytes) -> str:

@@ -10,11 +10,11 @@ import json
 import time
 from typing import Any
 
-import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.processes import Cluster
+from tests.support.rooms_api import list_messages
 
 View = dict[int, tuple[str, dict[str, list[str]], int | None]]  # id -> (content, reactions, reply_to)
 
@@ -105,18 +105,4 @@ async def room_seq(cluster: Cluster, worker: int, slug: str, token: str) -> int:
 
 def database_view(cluster: Cluster, slug: str, token: str) -> View:
     """The visible messages as REST lists them (every page)."""
-    view: View = {}
-    after = 0
-    while True:
-        response = httpx.get(
-            f"{cluster.http(0)}/api/rooms/{slug}/messages?after={after}&limit=200",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-        page = response.json()["messages"]
-        if not page:
-            return view
-        for m in page:
-            view[m["id"]] = (m["content"], m["reactions"], m["reply_to"])
-        after = page[-1]["id"]
+    return {m["id"]: (m["content"], m["reactions"], m["reply_to"]) for m in list_messages(cluster, slug, token)}
