@@ -3,8 +3,9 @@
 A backend turns a conversation into an async iterator of *batches*: one batch per
 upstream read, so that a fast model's tokens travel through the stream log and out to
 clients in groups rather than one write each. ``pieces()`` yields every kind of output
-(text, tool-call deltas, reasoning deltas: ``Piece``); iterating the generation itself
-yields only its text, for callers that want a plain reply (a task's summary).
+(text, tool-call deltas, reasoning deltas, tool results, a status, sources: ``Piece``);
+iterating the generation itself yields only its text, for callers that want a plain
+reply (a task's summary).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 import httpx
 from django.conf import settings
@@ -57,8 +59,41 @@ class ReasoningDelta:
     text: str
 
 
-# One piece of a reply: text, a tool call's delta, or reasoning.
-Piece = str | ToolCallDelta | ReasoningDelta
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """The result of tool call ``tool_call_id`` (of tool ``name``, when known) that the
+    model read: an agent's own tool's output, or a client's tool message it answers."""
+
+    tool_call_id: str
+    name: str | None
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What the model is doing before it answers (the seeds' "thinking"), a short word."""
+
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A document the reply draws on (a retrieval's hit): its title and an http(s) URL."""
+
+    title: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """The documents retrieved for the reply, in rank order."""
+
+    sources: tuple[Source, ...]
+
+
+# One piece of a reply (docs/protocol.md, "Events"): text, a tool call's delta, reasoning,
+# a tool's result, a status or the sources.
+Piece = str | ToolCallDelta | ReasoningDelta | ToolResult | Status | Sources
 
 
 def piece_text(piece: Piece) -> str:
@@ -67,7 +102,13 @@ def piece_text(piece: Piece) -> str:
         return piece
     if isinstance(piece, ReasoningDelta):
         return piece.text
-    return (piece.name or "") + piece.arguments
+    if isinstance(piece, ToolCallDelta):
+        return (piece.name or "") + piece.arguments
+    if isinstance(piece, ToolResult):
+        return piece.content
+    if isinstance(piece, Status):
+        return piece.status
+    return "".join(source.title + source.url for source in piece.sources)
 
 
 class BackendError(Exception):
@@ -128,18 +169,24 @@ def tool_names(params: Mapping[str, Any] | None) -> set[str]:
 # ---- echo ------------------------------------------------------------------------------
 class EchoGeneration(_TextOnly):
     """The words of the last user message, one per token, each followed by a space;
-    repeated cyclically up to ``max_tokens`` (finish ``length``), else one pass (``stop``)."""
+    repeated cyclically up to ``max_tokens`` (finish ``length``), else one pass (``stop``).
+    ``lead``: pieces streamed before the words (a status, reasoning, sources, a tool
+    result), one per token delay; ``max_tokens`` counts the words only."""
 
     # With no delay, tokens are handed out in batches this large.
     BATCH = 32
 
-    def __init__(self, words: list[str], max_tokens: int | None, delay: float) -> None:
+    def __init__(self, words: list[str], max_tokens: int | None, delay: float, lead: Sequence[Piece] = ()) -> None:
         self.words = words or [""]
         self.max_tokens = max_tokens
         self.delay = delay
+        self.lead = lead
         self.finish_reason: FinishReason = "length" if max_tokens is not None else "stop"
 
     async def pieces(self) -> AsyncIterator[list[Piece]]:
+        for piece in self.lead:
+            await asyncio.sleep(self.delay)
+            yield [piece]
         total = self.max_tokens if self.max_tokens is not None else len(self.words)
         index = 0
         while index < total:
@@ -176,12 +223,51 @@ class EchoToolCall(_TextOnly):
         return None
 
 
+# The prefixes that make the echo model stream more than text (docs/protocol.md, "Events").
+THINK, SOURCES = "/think", "/sources"
+# How many sources "/sources" makes up: one per distinct word, at most this many.
+ECHO_SOURCES = 3
+
+
+def _echo_lead(words: list[str]) -> tuple[list[Piece], list[str]]:
+    """The pieces a message's leading "/think" and "/sources" ask for, and the words left:
+    a ``thinking`` status and made-up sources (one per distinct word) for "/sources",
+    reasoning that names the words for "/think"."""
+    prefixes = set()
+    while words and words[0] in (THINK, SOURCES):
+        prefixes.add(words[0])
+        words = words[1:]
+    lead: list[Piece] = []
+    if SOURCES in prefixes:
+        lead.append(Status("thinking"))
+    if THINK in prefixes:
+        lead += [ReasoningDelta(word + " ") for word in ["Echoing", "these", "words:", *words]]
+    if SOURCES in prefixes:
+        distinct = list(dict.fromkeys(words))[:ECHO_SOURCES]
+        lead.append(Sources(tuple(Source(f"Results for {w}", f"https://example.com/search?q={quote(w)}") for w in distinct)))
+    return lead, words
+
+
+def _tool_result(messages: list[ChatTurn]) -> list[Piece]:
+    """The last turn, a tool's result, as a ToolResult naming its call (and the tool, from
+    the assistant turn that made the call); none when the turn does not name its call."""
+    last = messages[-1].message or {}
+    call_id = last.get("tool_call_id")
+    if not isinstance(call_id, str):
+        return []
+    calls = (call for turn in messages if turn.message for call in turn.message.get("tool_calls") or [])
+    name = next((call["function"]["name"] for call in calls if call.get("id") == call_id), None)
+    return [ToolResult(call_id, name, messages[-1].content)]
+
+
 class EchoBackend:
     """A fake model (docs/protocol.md, "Chat Completions parameters"): it echoes the last
     user message, word by word. It also plays a tool loop, so clients can be tested with
     no upstream: a last user message ``call <name> ...`` where ``<name>`` is an offered
     tool (and ``tool_choice`` is not ``none``) is answered with a call of that tool; a
-    last message that is a tool's result is echoed."""
+    last message that is a tool's result is logged as a tool result and echoed. A message
+    starting with "/sources" or "/think" streams a status and sources, or reasoning,
+    before its words, so that every reader of those events can be tested with no upstream."""
 
     name = "echo"
 
@@ -191,13 +277,14 @@ class EchoBackend:
         delay = settings.LLM_TOKEN_DELAY_MS / 1000
         last = messages[-1] if messages else None
         if last is not None and last.role == "tool":
-            return EchoGeneration(last.content.split(), max_tokens, delay)
+            return EchoGeneration(last.content.split(), max_tokens, delay, _tool_result(messages))
         if last is not None and last.role == "user" and (params or {}).get("tool_choice") != "none":
             words = last.content.split()
             if len(words) >= 2 and words[0] == "call" and words[1] in tool_names(params):
                 return EchoToolCall(words[1], delay)
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        return EchoGeneration(last_user.split(), max_tokens, delay)
+        lead, words = _echo_lead(last_user.split())
+        return EchoGeneration(words, max_tokens, delay, lead)
 
 
 # ---- OpenAI-compatible -----------------------------------------------------------------------

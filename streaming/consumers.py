@@ -39,6 +39,8 @@ from streaming.backends import ChatTurn
 
 # A stream id as the server makes them (uuid4().hex), the same as in streaming/urls.py.
 STREAM_ID = re.compile(r"[0-9a-f]{32}")
+# The log's events besides tokens and the end, each sent as an ``ai_stream_<event>`` frame.
+TYPED_EVENTS = frozenset({"reasoning", "tool_call", "tool_result", "status", "sources"})
 
 
 def _frame(**fields: Any) -> str:
@@ -182,6 +184,11 @@ class AssistantConsumer(LayerConsumer):
         data = event.data
         if event.kind == "token":
             await self.send(_frame(type="ai_stream_chunk", stream_id=stream_id, index=data["index"], content=data["token"]))
+        elif event.kind in TYPED_EVENTS:
+            # Its own frame, with the event's data and the index a resume counts by (seq - 1,
+            # as a chunk's); a tool call's own index is its call_index: docs/protocol.md, "Events".
+            fields = {("call_index" if key == "index" else key): value for key, value in data.items()}
+            await self.send(_frame(type=f"ai_stream_{event.kind}", stream_id=stream_id, index=event.seq - 1, **fields))
         elif event.kind == "done":
             await self.send(
                 _frame(type="ai_stream_end", stream_id=stream_id, finish_reason=data["finish_reason"], content=data["content"])

@@ -39,7 +39,10 @@ from streaming.backends import (
     ChatTurn,
     Piece,
     ReasoningDelta,
+    Sources,
+    Status,
     ToolCallDelta,
+    ToolResult,
     get_backend,
     piece_text,
 )
@@ -410,6 +413,13 @@ class Producer:
         if isinstance(piece, ReasoningDelta):
             self.reasoning.append(piece.text)
             return LogEvent(seq, "reasoning", {"text": piece.text})
+        if isinstance(piece, ToolResult):
+            result = {"tool_call_id": piece.tool_call_id, "name": piece.name, "content": piece.content}
+            return LogEvent(seq, "tool_result", result)
+        if isinstance(piece, Status):
+            return LogEvent(seq, "status", {"status": piece.status})
+        if isinstance(piece, Sources):
+            return LogEvent(seq, "sources", {"sources": [{"title": s.title, "url": s.url} for s in piece.sources]})
         call = self.tool_calls.setdefault(piece.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
         call["id"] = piece.id or call["id"]
         call["function"]["name"] += piece.name or ""
@@ -483,6 +493,18 @@ def _cut(piece: Piece, text: str) -> Piece:
         return text
     if isinstance(piece, ReasoningDelta):
         return ReasoningDelta(text)
+    if isinstance(piece, ToolResult):
+        return ToolResult(piece.tool_call_id, piece.name, text)
+    if isinstance(piece, Status):
+        return Status(text)
+    if isinstance(piece, Sources):  # the sources that fit whole (a cut URL would be a wrong link)
+        kept, left = [], len(text)
+        for source in piece.sources:
+            left -= len(source.title + source.url)
+            if left < 0:
+                break
+            kept.append(source)
+        return Sources(tuple(kept))
     name = (piece.name or "")[: len(text)] or None
     return ToolCallDelta(piece.index, piece.id, name, text[len(name or "") :])
 

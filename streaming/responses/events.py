@@ -10,9 +10,12 @@ Output items open as the log first needs them, in OpenAI's shapes: a ``message``
 one ``output_text`` part at the first token, a ``reasoning`` item (its text as a
 ``reasoning_text`` part) at the first reasoning piece, a ``function_call`` item at each
 tool call's first piece (its arguments then follow as
-``response.function_call_arguments.delta``). The final event closes them all, in output
-order, then ends the response. A reply with no output at all gets an empty message, so
-a finished response always has one item.
+``response.function_call_arguments.delta``). The log's ``sources`` become ``url_citation``
+annotations of the message's text (opening the message if need be), announced with
+``response.output_text.annotation.added``; ``status`` and ``tool_result`` events have no
+counterpart in OpenAI's stream and are left out. The final event closes every item, in
+output order, then ends the response. A reply with no output at all gets an empty
+message, so a finished response always has one item.
 """
 
 from __future__ import annotations
@@ -68,8 +71,14 @@ def _status(final: LogEvent | None) -> str:
     return "completed"
 
 
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def _text_part(text: str, annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": list(annotations or []), "logprobs": []}
+
+
+def _citation(source: Mapping[str, Any]) -> dict[str, Any]:
+    """A source as OpenAI's url_citation. The sources back the whole reply and come before
+    its text, so the cited span is empty, at the start."""
+    return {"type": "url_citation", "start_index": 0, "end_index": 0, "url": source["url"], "title": source["title"]}
 
 
 class Translator:
@@ -101,7 +110,7 @@ class Translator:
                 "type": "message",
                 "role": "assistant",
                 "status": done_status,
-                "content": [_text_part("".join(item["_text"]))] if item["_parts"] else [],
+                "content": [_text_part("".join(item["_text"]), item["_annotations"])] if item["_parts"] else [],
             }
         if item["type"] == "reasoning":
             return {
@@ -122,7 +131,7 @@ class Translator:
 
     def _open(self, item: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
         index = len(self.items)
-        self.items.append({**item, "_text": [], "_parts": False})
+        self.items.append({**item, "_text": [], "_parts": False, "_annotations": []})
         return index, [self._event("response.output_item.added", output_index=index, item=self._item(index))]
 
     def _open_message(self) -> tuple[int, list[dict[str, Any]]]:
@@ -140,7 +149,8 @@ class Translator:
         out = []
         if item["type"] == "message":
             out.append(self._event("response.output_text.done", **where, content_index=0, text=text, logprobs=[]))
-            out.append(self._event("response.content_part.done", **where, content_index=0, part=_text_part(text)))
+            part = _text_part(text, item["_annotations"])
+            out.append(self._event("response.content_part.done", **where, content_index=0, part=part))
         elif item["type"] == "reasoning":
             out.append(self._event("response.reasoning_text.done", **where, content_index=0, text=text))
         else:
@@ -174,9 +184,30 @@ class Translator:
             return [*out, self._event("response.reasoning_text.delta", **where, delta=event.data["text"])]
         if event.kind == "tool_call":
             return self._tool_call(event.data)
+        if event.kind == "sources":
+            return self._sources(event.data["sources"])
         if event.kind in ("done", "error"):
             return self._end(event)
         return []
+
+    def _sources(self, sources: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.message is None:
+            _, out = self._open_message()
+        assert self.message is not None
+        annotations = self.items[self.message]["_annotations"]
+        where = {"item_id": self.head.item_id, "output_index": self.message, "content_index": 0}
+        for source in sources:
+            annotations.append(_citation(source))
+            out.append(
+                self._event(
+                    "response.output_text.annotation.added",
+                    **where,
+                    annotation_index=len(annotations) - 1,
+                    annotation=annotations[-1],
+                )
+            )
+        return out
 
     def _tool_call(self, data: Mapping[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -322,6 +322,78 @@ def test_thinking_and_tool_calls_show_as_they_come(site: Site):
     page.context.close()
 
 
+# When the status line shows, the sources list shows and the first word of the reply
+# appears, and when the reply stops streaming: the order the page showed them in.
+WATCH_STATUS_AND_SOURCES = """() => {
+  window.order = [];
+  const note = (what) => { if (window.order.at(-1) !== what) window.order.push(what); };
+  new MutationObserver((records) => {
+    for (const r of records) {
+      const target = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+      if (r.type === "attributes" && r.attributeName === "hidden" && !target.hidden) {
+        if (target.matches(".reply-status")) note("status");
+        if (target.matches(".sources")) note("sources");
+      } else if (r.type === "attributes" && r.attributeName === "class" && target.matches("li.assistant")
+                 && (r.oldValue || "").includes("streaming") && !target.classList.contains("streaming")) {
+        note("done");
+      } else if (target?.closest?.("li.assistant .content") && target.closest(".content").textContent.trim()) {
+        note("text");
+      }
+    }
+  }).observe(document.getElementById("transcript"), {subtree: true, childList: true, characterData: true,
+    attributes: true, attributeOldValue: true, attributeFilter: ["class", "hidden"]});
+}"""
+
+
+def test_status_sources_and_tool_results_show_as_they_come(site: Site):
+    """docs/protocol.md, "Events": the echo model's "/sources" streams a ``thinking`` status,
+    then the sources, then its words; the page shows the status while the reply streams, the
+    sources as a list of links (http(s) only), and one line per tool result."""
+    page = open_assistant(site, USER, worker=2)
+    dialogs = watch_dialogs(page)
+    page.evaluate(WATCH_STATUS_AND_SOURCES)
+    ask(page, "/sources /think tea cake")
+    reply = last_reply(page)
+    expect(reply.locator(".reply-status")).to_have_text("Thinking…")
+    expect(page.locator("#state")).to_have_attribute("data-state", "idle")
+    expect(reply.locator(".content")).to_have_text("tea cake ")
+    expect(reply.locator(".reply-status")).to_be_hidden()
+    links = reply.locator(".sources a")
+    expect(links).to_have_text(["Results for tea", "Results for cake"])
+    assert [links.nth(i).get_attribute("href") for i in range(2)] == [
+        "https://example.com/search?q=tea",
+        "https://example.com/search?q=cake",
+    ]
+    expect(reply.locator(".sources")).to_have_accessible_name("Sources")
+    assert page.evaluate("window.order") == ["status", "sources", "text", "done"], "each as its event came"
+    reply.locator("details.thinking summary").click()
+    expect(reply.locator(".thinking-text")).to_have_text("Echoing these words: tea cake ")
+
+    # Tool results, a source that is not a web link and markup in every field, in the
+    # shape of "Events" (the echo model logs a tool result only for /v1 tool messages).
+    stream_id = secrets.token_hex(16)
+    events: Events = [
+        ("start", {"stream_id": stream_id, "conversation_id": conversation_of(page)}),
+        ("status", {"status": "searching"}),
+        ("tool_call", {"index": 0, "id": "call_a", "name": "search", "arguments": '{"q": "tea"}'}),
+        ("tool_result", {"tool_call_id": "call_a", "name": "search", "content": "<b>3 hits</b>\nline two"}),
+        ("tool_result", {"tool_call_id": "call_b", "name": None, "content": "no name"}),
+        ("sources", {"sources": [{"title": "<i>Tea</i>", "url": "javascript:window.pwned=1"}]}),
+        ("token", {"index": 6, "token": "Done."}),
+        ("done", {"finish_reason": "stop", "content": "Done.", "usage": {"completion_tokens": 2}}),
+    ]
+    answer_once(page, sse(stream_id, events), stream_id)
+    ask(page, "Search for tea")
+    expect(page.locator("#state")).to_have_attribute("data-state", "idle")
+    reply = last_reply(page)
+    expect(reply.locator(".tool-results li")).to_have_text(["Result of search <b>3 hits</b> line two", "Result no name"])
+    expect(reply.locator(".sources li")).to_have_text(["<i>Tea</i>"])
+    assert reply.locator(".sources a").count() == 0, "a source that is not an http(s) URL is no link"
+    assert page.locator("#transcript b, #transcript i").count() == 0 and dialogs == []
+    assert page.evaluate("window.pwned") is None
+    page.context.close()
+
+
 AXE_SERIOUS = """async () => (await axe.run(document, { resultTypes: ["violations"] })).violations
   .filter((v) => v.impact === "serious" || v.impact === "critical")
   .map((v) => `${v.id}: ${v.help} at ${v.nodes.slice(0, 4).map((n) => n.target.join(" ")).join(", ")}`)"""

@@ -9,7 +9,18 @@ import httpx
 import pytest
 from django.test import override_settings
 
-from streaming.backends import BackendError, ChatTurn, EchoBackend, OpenAIBackend, ReasoningDelta, ToolCallDelta
+from streaming.backends import (
+    BackendError,
+    ChatTurn,
+    EchoBackend,
+    OpenAIBackend,
+    ReasoningDelta,
+    Source,
+    Sources,
+    Status,
+    ToolCallDelta,
+    ToolResult,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -198,3 +209,40 @@ async def test_echo_calls_an_offered_tool_and_echoes_a_tools_result():
     result = [ChatTurn("user", "call lookup"), ChatTurn("assistant", ""), ChatTurn("tool", "found it")]
     assert await collect_pieces(EchoBackend(), result, TOOLS) == (["found ", "it "], "stop")
     assert await collect_pieces(EchoBackend(), [ChatTurn("user", "call lookup")], {}) == (["call ", "lookup "], "stop")
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_echo_streams_status_sources_and_reasoning_before_its_words_when_asked():
+    """docs/protocol.md, "Events": "/sources" streams a ``thinking`` status then sources,
+    "/think" reasoning, before the echoed words (the prefixes are not echoed)."""
+    pieces, finish = await collect_pieces(EchoBackend(), [ChatTurn("user", "/sources /think tea cake tea")])
+    assert finish == "stop"
+    assert pieces[0] == Status("thinking")
+    reasoning = [p for p in pieces if isinstance(p, ReasoningDelta)]
+    assert "".join(p.text for p in reasoning) == "Echoing these words: tea cake tea "
+    assert pieces[1 : 1 + len(reasoning)] == reasoning, "reasoning comes after the status"
+    sources = pieces[1 + len(reasoning)]
+    assert sources == Sources(
+        (
+            Source("Results for tea", "https://example.com/search?q=tea"),
+            Source("Results for cake", "https://example.com/search?q=cake"),
+        )
+    )
+    assert pieces[2 + len(reasoning) :] == ["tea ", "cake ", "tea "]
+    assert await collect(EchoBackend(), max_tokens=None) == (["hello ", "there "], "stop"), "text only when iterated"
+    only_think, _ = await collect_pieces(EchoBackend(), [ChatTurn("user", "/think hi")])
+    assert only_think == [*(ReasoningDelta(w) for w in ("Echoing ", "these ", "words: ", "hi ")), "hi "]
+    plain, _ = await collect_pieces(EchoBackend(), [ChatTurn("user", "hi /think")])
+    assert plain == ["hi ", "/think "], "a prefix only at the start"
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_echo_logs_the_tool_result_it_answers():
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    turns = [
+        ChatTurn("user", "call lookup"),
+        ChatTurn("assistant", "", {"role": "assistant", "content": None, "tool_calls": [call]}),
+        ChatTurn("tool", "found it", {"role": "tool", "tool_call_id": "call_1", "content": "found it"}),
+    ]
+    pieces, finish = await collect_pieces(EchoBackend(), turns, TOOLS)
+    assert pieces == [ToolResult("call_1", "lookup", "found it"), "found ", "it "] and finish == "stop"

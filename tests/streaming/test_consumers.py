@@ -146,3 +146,38 @@ async def test_a_user_banned_site_wide_cannot_start_a_reply_over_the_socket(toke
     assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}, "the socket stays open"
     assert await Conversation.objects.acount() == 0
     await ws.disconnect()
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_the_typed_events_come_as_frames_of_their_own_and_resume_by_index(token):
+    """docs/protocol.md, "Events": a status, reasoning and sources before the chunks, each an
+    ``ai_stream_<event>`` frame with the event's data and its ``index``, so that a resume
+    after any frame gets exactly the rest."""
+    ws = socket(token)
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"type": "user_message", "content": "/sources /think red"})
+    start, _typing, *frames, end = await until_end(ws)
+    stream_id = start["stream_id"]
+    assert [f["type"] for f in frames] == [
+        "ai_stream_status",
+        *["ai_stream_reasoning"] * 4,
+        "ai_stream_sources",
+        "ai_stream_chunk",
+    ]
+    assert frames[0] == {"type": "ai_stream_status", "stream_id": stream_id, "index": 0, "status": "thinking"}
+    assert frames[1] == {"type": "ai_stream_reasoning", "stream_id": stream_id, "index": 1, "text": "Echoing "}
+    assert frames[5] == {
+        "type": "ai_stream_sources",
+        "stream_id": stream_id,
+        "index": 5,
+        "sources": [{"title": "Results for red", "url": "https://example.com/search?q=red"}],
+    }
+    assert [f["index"] for f in frames] == list(range(7))
+    assert end["finish_reason"] == "stop" and end["content"] == "red "
+    await ws.disconnect()
+    later = socket(token)
+    await later.connect()
+    await later.send_json_to({"type": "resume", "stream_id": stream_id, "after": 4})
+    rest = await until_end(later)
+    assert [f["type"] for f in rest] == ["ai_stream_sources", "ai_stream_chunk", "ai_stream_end"]
+    await later.disconnect()

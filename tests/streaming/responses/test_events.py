@@ -116,3 +116,46 @@ def test_reasoning_and_tool_calls_become_output_items_as_openai_streams_them():
     assert events[-1]["response"]["status"] == "completed"
     assert translate(HEAD, log).response() == events[-1]["response"], "the Response object is the stream's last word"
     assert translate(HEAD, log[:5]).response()["output"][2]["status"] == "in_progress"
+
+
+def test_sources_become_url_citations_of_the_message_and_status_and_tool_results_are_left_out():
+    """docs/protocol.md, "Responses API": OpenAI has no status or tool-result output of a
+    function tool the server ran; sources are what its url_citation annotations carry."""
+    sources = [{"title": "Tea", "url": "https://example.com/tea"}, {"title": "Cake", "url": "https://example.com/cake"}]
+    log = [
+        LogEvent(0, "start", {"stream_id": HEAD.stream_id}),
+        LogEvent(1, "status", {"status": "thinking"}),
+        LogEvent(2, "tool_result", {"tool_call_id": "call_a", "name": "search", "content": "tea, cake"}),
+        LogEvent(3, "sources", {"sources": sources}),
+        LogEvent(4, "token", {"index": 3, "token": "tea "}),
+        done(5, "tea ", "stop"),
+    ]
+    events = replay(HEAD, log, starting_after=-1)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert [e["type"] for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.annotation.added",
+        "response.output_text.annotation.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    citations = [
+        {"type": "url_citation", "start_index": 0, "end_index": 0, "url": s["url"], "title": s["title"]} for s in sources
+    ]
+    assert [(e["annotation_index"], e["annotation"]) for e in events[4:6]] == list(enumerate(citations))
+    assert events[4]["item_id"] == HEAD.item_id and events[4]["output_index"] == 0 and events[4]["content_index"] == 0
+    assert events[8]["part"]["annotations"] == citations
+    assert events[-1]["response"]["output"][0]["content"][0] == {
+        "type": "output_text",
+        "text": "tea ",
+        "annotations": citations,
+        "logprobs": [],
+    }
+    for n in range(-1, len(events)):
+        assert replay(HEAD, log, starting_after=n) == events[n + 1 :], n

@@ -5,9 +5,11 @@
 // being generated is remembered in sessionStorage and followed from its start).
 //
 // A reply is Markdown (markdown.js: marked, then DOMPurify; raw HTML stays text). The typed
-// events of the stream show as they come: `reasoning` in a collapsed "Thinking" section,
-// each `tool_call` as one line (name and arguments); /api/assistant/stream offers the model no
-// tools today, so those come from an upstream's own calls (or a resumed /v1 stream). The
+// events of the stream show as they come: `status` as a line while the reply streams,
+// `reasoning` in a collapsed "Thinking" section, each `tool_call` and each `tool_result` as one
+// line (name and arguments, name and output), `sources` as a list of links (http(s) URLs only)
+// under the reply; /api/assistant/stream offers the model no tools today, so calls and
+// results come from an upstream's own (or a resumed /v1 stream). The
 // model is picked from GET /v1/models and sent as `model` with the request, which answers with
 // that model's backend (docs/protocol.md, "Models"). Copy puts a reply's Markdown text on the
 // clipboard; Regenerate
@@ -65,7 +67,11 @@ function turnItem(role, content) {
     const thinking = el("details", { className: "thinking", attrs: { hidden: "" } },
       el("summary", { text: "Thinking" }), el("div", { className: "thinking-text" }));
     const tools = el("ul", { className: "tool-calls", attrs: { hidden: "", "aria-label": "Tool calls" } });
-    item.append(thinking, tools, text);
+    const results = el("ul", { className: "tool-results", attrs: { hidden: "", "aria-label": "Tool results" } });
+    const status = el("p", { className: "reply-status", attrs: { hidden: "" } });
+    const sources = el("nav", { className: "sources", attrs: { hidden: "", "aria-label": "Sources" } },
+      el("span", { className: "sources-label", text: "Sources" }), el("ol"));
+    item.append(status, thinking, tools, results, text, sources);
     setReplyText(item, text, content);
   } else {
     text.textContent = content;
@@ -171,6 +177,41 @@ function showToolCall(current, data) {
   if (data.arguments) call.args.textContent += data.arguments;
 }
 
+/** One line per tool result, `name output`, the output on one line (the full text in its title). */
+function showToolResult(current, data) {
+  const list = current.item.querySelector(".tool-results");
+  list.hidden = false;
+  const output = String(data.content ?? "").replace(/\s+/g, " ").trim();
+  const line = el("li", {}, el("span", { className: "tool-label", text: data.name ? "Result of " : "Result " }));
+  if (data.name) line.append(el("code", { className: "tool-name", text: data.name }), " ");
+  line.append(el("code", { className: "tool-output", text: output, attrs: { title: output } }));
+  list.append(line);
+}
+
+/** What the model is doing ("thinking"), shown until the reply ends. */
+function showStatus(current, data) {
+  const status = current.item.querySelector(".reply-status");
+  const text = String(data.status || "");
+  status.textContent = text ? `${text[0].toUpperCase()}${text.slice(1)}…` : "";
+  status.hidden = !text;
+}
+
+/** The sources as links; a URL that is not http(s) (javascript:, data:) is shown as text only. */
+function showSources(current, data) {
+  const nav = current.item.querySelector(".sources");
+  const list = nav.querySelector("ol");
+  for (const source of data.sources || []) {
+    let url = null;
+    try { url = new URL(source.url); } catch { /* not a URL: text only */ }
+    const title = String(source.title || source.url || "");
+    const link = url && (url.protocol === "https:" || url.protocol === "http:")
+      ? el("a", { text: title, attrs: { href: url.href, rel: "noopener noreferrer", target: "_blank" } })
+      : el("span", { text: title });
+    list.append(el("li", {}, link));
+  }
+  nav.hidden = !list.children.length;
+}
+
 /** Handle one SSE event of the reply; true once it is the last one. */
 function onEvent(current, event) {
   const seq = Number(String(event.id || "").split(":")[1]);
@@ -190,6 +231,12 @@ function onEvent(current, event) {
     showReasoning(current, data.text || "");
   } else if (event.event === "tool_call") {
     showToolCall(current, data);
+  } else if (event.event === "tool_result") {
+    showToolResult(current, data);
+  } else if (event.event === "status") {
+    showStatus(current, data);
+  } else if (event.event === "sources") {
+    showSources(current, data);
   } else if (event.event === "done") {
     clearTimeout(current.renderTimer);
     current.renderTimer = null;
@@ -305,6 +352,7 @@ async function ask(content) {
 
 function finishReply(current) {
   clearTimeout(current.renderTimer);
+  current.item.querySelector(".reply-status").hidden = true; // a status describes a reply in progress
   current.item.classList.remove("streaming");
   if (reply === current) reply = null;
   if (current.item.isConnected) {
