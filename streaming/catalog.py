@@ -1,8 +1,10 @@
 """The models this server serves (docs/protocol.md, "Models").
 
-``LLM_MODELS`` names them, as JSON: ``{"<name>": {"base_url", "api_key", "model"}}``. A
-name with a ``base_url`` is an OpenAI-compatible upstream (the ``openai`` backend) asked
-for ``model`` (the name itself when left out); a name without one is the echo model.
+``LLM_MODELS`` names them, as JSON: ``{"<name>": {"base_url", "api_key", "model",
+"max_concurrent"}}``. A name with a ``base_url`` is an OpenAI-compatible upstream (the
+``openai`` backend) asked for ``model`` (the name itself when left out); a name without
+one is the echo model. ``max_concurrent`` caps the model's generations running at once,
+across workers (streaming.limits), below ``LLM_MAX_CONCURRENT``.
 The first name is the default: what the assistant and tasks use when no model is named.
 
 Without ``LLM_MODELS`` the server serves one model, as before: ``echo``, or ``LLM_MODEL``
@@ -23,20 +25,25 @@ from django.conf import settings
 from core.env import ImproperlyConfiguredError, env_optional
 
 ENV = "LLM_MODELS"
-KEYS = frozenset({"base_url", "api_key", "model"})
+KEYS = frozenset({"base_url", "api_key", "model", "max_concurrent"})
 MAX_NAME_CHARS = 200
+# A bound on max_concurrent, far above any one model's real capacity: a typo (an extra
+# zero or two) is refused rather than read as "no cap".
+MAX_CONCURRENT_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     """One served model: its public ``name``, the backend that answers it and, for an
-    ``openai`` one, where (``base_url``), with which key, and the upstream's model name."""
+    ``openai`` one, where (``base_url``), with which key, and the upstream's model name;
+    ``max_concurrent``: its cap on generations at once (None: only the global caps)."""
 
     name: str
     backend: Literal["echo", "openai"]
     base_url: str = ""
     api_key: str | None = None
     upstream_model: str = ""
+    max_concurrent: int | None = None
 
 
 def _bad(detail: str) -> ImproperlyConfiguredError:
@@ -66,15 +73,16 @@ def parse(raw: str) -> tuple[ModelSpec, ...]:
             raise _bad(f"model {name!r} must be an object (with base_url, api_key, model; {{}} for the echo model)")
         unknown = sorted(set(entry) - KEYS)
         if unknown:
-            raise _bad(f"model {name!r} has an unknown key {unknown[0]!r} (known: base_url, api_key, model)")
-        for key in sorted(KEYS):
+            raise _bad(f"model {name!r} has an unknown key {unknown[0]!r} (known: base_url, api_key, model, max_concurrent)")
+        for key in ("base_url", "api_key", "model"):
             if entry.get(key) is not None and not isinstance(entry[key], str):
                 raise _bad(f"model {name!r}: {key} must be a string")
+        cap = _max_concurrent(name, entry.get("max_concurrent"))
         base_url = entry.get("base_url")
         if not base_url:
             if entry.get("api_key") or entry.get("model"):
                 raise _bad(f"model {name!r} has api_key or model but no base_url (a model without base_url is the echo model)")
-            specs.append(ModelSpec(name=name, backend="echo"))
+            specs.append(ModelSpec(name=name, backend="echo", max_concurrent=cap))
             continue
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -86,9 +94,18 @@ def parse(raw: str) -> tuple[ModelSpec, ...]:
                 base_url=base_url.rstrip("/"),
                 api_key=entry.get("api_key") or None,
                 upstream_model=entry.get("model") or name,
+                max_concurrent=cap,
             )
         )
     return tuple(specs)
+
+
+def _max_concurrent(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONCURRENT_LIMIT:
+        raise _bad(f"model {name!r}: max_concurrent must be a whole number from 1 to {MAX_CONCURRENT_LIMIT}, got {value!r}")
+    return value
 
 
 def models() -> tuple[ModelSpec, ...]:

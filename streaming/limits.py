@@ -1,8 +1,10 @@
 """Limits on generations, counted across all workers in Redis.
 
-- LLM_MAX_CONCURRENT generations at once, and LLM_MAX_CONCURRENT_PER_USER per user (so
-  that one account cannot take every slot): sorted sets of running stream ids scored by
-  their producer's last heartbeat, so the slot of a producer that died frees itself.
+- LLM_MAX_CONCURRENT generations at once, LLM_MAX_CONCURRENT_PER_USER per user (so
+  that one account cannot take every slot), and a model's own ``max_concurrent`` of
+  LLM_MODELS (an upstream that takes only so many requests at once): sorted sets of
+  running stream ids scored by their producer's last heartbeat, so the slot of a
+  producer that died frees itself.
 - LLM_TOKENS_PER_DAY per user (unset: no limit): a counter per user per UTC day.
 - What one stream may write to its log (stream_cap): the log lives in Redis for ten
   minutes after it ends, so its size is what one request can make Redis hold.
@@ -18,6 +20,7 @@ from typing import Literal
 from django.conf import settings
 
 from core.redis_clients import async_redis, hash_tag
+from streaming.catalog import ModelSpec
 
 RUNNING_KEY = "llm:running"
 # A slot whose producer has not refreshed it for this long is free again.
@@ -39,27 +42,42 @@ def _user_running_key(user_id: int) -> str:
     return f"llm:running:user:{hash_tag(f'user:{user_id}')}"
 
 
-def _pools(user_id: int) -> list[tuple[str, int]]:
-    """The sorted sets a generation takes a slot in, with their sizes: one per user, then
-    the one for everybody (the user's first, so that a user at their own cap never
-    takes, even briefly, a slot everyone else needs)."""
-    return [
-        (_user_running_key(user_id), int(settings.LLM_MAX_CONCURRENT_PER_USER)),
-        (RUNNING_KEY, int(settings.LLM_MAX_CONCURRENT)),
-    ]
+def _model_running_key(model: str) -> str:
+    return f"llm:running:model:{hash_tag(f'model:{model}')}"
 
 
-async def slot_acquire(*, stream_id: str, user_id: int) -> Literal["ok", "user", "all"]:
+Pool = Literal["user", "model", "all"]
+
+
+def _pools(user_id: int, model: ModelSpec | None = None) -> list[tuple[str, int, Pool]]:
+    """The sorted sets a generation takes a slot in, with their sizes: one per user, the
+    model's when it has a cap, then the one for everybody (narrowest first, so that a
+    user or a model at its own cap never takes, even briefly, a slot everyone else needs)."""
+    pools: list[tuple[str, int, Pool]] = [(_user_running_key(user_id), int(settings.LLM_MAX_CONCURRENT_PER_USER), "user")]
+    if model is not None and model.max_concurrent is not None:
+        pools.append((_model_running_key(model.name), model.max_concurrent, "model"))
+    pools.append((RUNNING_KEY, int(settings.LLM_MAX_CONCURRENT), "all"))
+    return pools
+
+
+# The pools each generation of this worker holds a slot in: its producer runs on the
+# worker that took them, and refreshes and releases them here, knowing only its user.
+_held: dict[str, list[str]] = {}
+
+
+async def slot_acquire(*, stream_id: str, user_id: int, model: ModelSpec | None = None) -> Literal["ok", Pool]:
     """Take a generation slot: "ok", or which pool is full ("user": this user's
-    LLM_MAX_CONCURRENT_PER_USER; "all": LLM_MAX_CONCURRENT)."""
+    LLM_MAX_CONCURRENT_PER_USER; "model": the model's max_concurrent; "all":
+    LLM_MAX_CONCURRENT)."""
     now = time.time()
     taken: list[str] = []
-    for (key, limit), pool in zip(_pools(user_id), ("user", "all"), strict=True):
+    for key, limit, pool in _pools(user_id, model):
         if not await _pool_take(key, limit, stream_id, now):
             for held in taken:
                 await _pool_drop(held, stream_id)
-            return "user" if pool == "user" else "all"
+            return pool
         taken.append(key)
+    _held[stream_id] = taken
     return "ok"
 
 
@@ -75,12 +93,12 @@ async def _pool_drop(key: str, stream_id: str) -> None:
 
 async def slot_refresh(*, stream_id: str, user_id: int) -> None:
     now = time.time()
-    for key, _ in _pools(user_id):
+    for key in _held.get(stream_id) or [key for key, _, _ in _pools(user_id)]:
         await async_redis(key).zadd(key, {stream_id: now}, xx=True)
 
 
 async def slot_release(*, stream_id: str, user_id: int) -> None:
-    for key, _ in _pools(user_id):
+    for key in _held.pop(stream_id, None) or [key for key, _, _ in _pools(user_id)]:
         await _pool_drop(key, stream_id)
 
 

@@ -230,9 +230,12 @@ async def generation_start(
             "budget_exceeded", "the daily token budget is used up", kind="rate_limited", retry_after=RETRY_AFTER_SECONDS
         )
     stream_id = uuid.uuid4().hex
-    full = await limits.slot_acquire(stream_id=stream_id, user_id=user_id)
+    full = await limits.slot_acquire(stream_id=stream_id, user_id=user_id, model=spec)
     if full == "user":
         detail = "you have too many replies being generated; wait for one to finish"
+        raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
+    if full == "model":
+        detail = f"too many replies of the model '{spec.name}' are being generated; try again shortly or pick another"
         raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
     if full == "all":
         detail = "too many replies are being generated; try again shortly"

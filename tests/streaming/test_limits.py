@@ -43,3 +43,38 @@ async def test_what_one_generation_leaves_in_redis_is_capped(redis_server):
         client.close()
     assert sum(len(data["token"]) for _, kind, data in logged if kind == "token") == 40_000
     assert memory is not None and memory < 120_000, f"{memory} bytes"
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(LLM_TOKEN_DELAY_MS=50, LLM_MAX_CONCURRENT=10, LLM_MAX_CONCURRENT_PER_USER=10)
+async def test_a_models_concurrency_cap_answers_busy_for_that_model_only(token, monkeypatch):
+    """LLM_MODELS' max_concurrent (docs/protocol.md, "Models"): a third pool beside the
+    user's and everyone's; the other models and, once a slot frees, the capped one answer."""
+    from streaming import limits, services
+    from tests.support.asgi_client import BearerClient, read_all
+
+    monkeypatch.setenv("LLM_MODELS", json.dumps({"echo": {"max_concurrent": 1}, "free": {}}))
+    client = BearerClient(token)
+
+    async def ask(path: str, body: dict[str, Any]) -> Any:
+        return await client.post(path, json.dumps(body), content_type="application/json")
+
+    first = await ask("/api/assistant/stream", {"message": "slow", "max_tokens": 200, "model": "echo"})
+    assert first.status_code == 200
+    refused = await ask("/api/assistant/stream", {"message": "too many", "model": "echo"})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "busy"
+    assert "echo" in refused.json()["error"]["detail"] and refused["Retry-After"]
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    v1 = await ask("/v1/chat/completions", chat)
+    assert v1.status_code == 429 and v1.json()["error"]["code"] == "busy" and v1.json()["error"]["type"]
+    responses = await ask("/v1/responses", {"model": "echo", "input": "hi"})
+    assert responses.status_code == 429 and responses.json()["error"]["code"] == "busy"
+    other = await ask("/v1/chat/completions", chat | {"model": "free"})
+    assert other.status_code == 200 and other.json()["choices"][0]["message"]["content"] == "hi "
+
+    await client.post(f"/api/streams/{first['X-Stream-Id']}/cancel")
+    await read_all(first)
+    await asyncio.gather(*services._running)  # the producer frees its slots as it ends
+    assert (await ask("/v1/chat/completions", chat)).status_code == 200
+    await asyncio.gather(*services._running)
+    assert limits._held == {}, "every slot released, nothing remembered"

@@ -36,6 +36,15 @@ def test_llm_models_is_parsed_in_its_order():
     )
 
 
+def test_a_model_may_have_a_concurrency_cap():
+    raw = {"echo": {"max_concurrent": 2}, "big": {"base_url": "http://big.test/v1", "max_concurrent": 30}, "free": {}}
+    assert [(spec.name, spec.max_concurrent) for spec in catalog.parse(json.dumps(raw))] == [
+        ("echo", 2),
+        ("big", 30),
+        ("free", None),
+    ]
+
+
 @pytest.mark.parametrize(
     ("raw", "complaint"),
     [
@@ -50,6 +59,10 @@ def test_llm_models_is_parsed_in_its_order():
         ('{"a": {"api_key": "sk"}}', "no base_url"),
         ('{"a b": {}}', "without spaces"),
         ('{"": {}}', "without spaces"),
+        ('{"a": {"max_concurrent": 0}}', "max_concurrent must be a whole number from 1"),
+        ('{"a": {"max_concurrent": "2"}}', "max_concurrent must be a whole number from 1"),
+        ('{"a": {"max_concurrent": true}}', "max_concurrent must be a whole number from 1"),
+        ('{"a": {"max_concurrent": 1.5}}', "max_concurrent must be a whole number from 1"),
     ],
 )
 def test_a_bad_llm_models_names_the_variable(raw: str, complaint: str):
