@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,11 +18,12 @@ from django.db import Error as DatabaseError
 
 from accounts import connections
 from accounts.connections import Connection, get_connections
-from chat import protocol, selectors, wire
+from chat import protocol, selectors, signals, wire
 from chat.hub import Hub, get_hub
+from chat.mentions import mentions_assistant
 from chat.models import Room
 from chat.protocol import ChatError
-from chat.services import messages, reactions, rooms
+from chat.services import messages, reactions, replies, rooms
 from chat.writer import get_writer
 from core import drain, metrics
 from core.consumers import LayerConsumer
@@ -60,6 +62,7 @@ class RoomConsumer(LayerConsumer):
     send_guard: SocketGuard | None = None  # daphne's or the asyncio server's (core.servers)
     cut_off = False  # closed for not reading: nothing more is sent
     typing: messages.TypingGate | None = None  # made on the first typing frame
+    replies: dict[int, int] | None = None  # the assistant's replies sent to it, by id (chat.reply_follower)
 
     # ---- hooks ------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -154,7 +157,7 @@ class RoomConsumer(LayerConsumer):
             if isinstance(frame, protocol.SendMessage):
                 # The broadcast echo, carrying the nonce, is the sender's ack.
                 try:
-                    await self.writer.write(
+                    posted = await self.writer.write(
                         messages.MessageDraft(
                             room_id=self.room_id,
                             room_slug=self.room_slug,
@@ -171,6 +174,12 @@ class RoomConsumer(LayerConsumer):
                     raise ChatError(
                         "unavailable", "the database is unavailable; the message was not stored, send it again", nonce=frame.nonce
                     ) from None
+                if mentions_assistant(posted["content"]):
+                    # The room's assistant answers, if it has one (room_assistant); a refusal
+                    # (busy, a limit) is this sender's alone, answered below.
+                    await signals.assistant_asked.asend(
+                        sender=type(self), frame=posted, room_id=self.room_id, user_id=self.user_id
+                    )
             elif isinstance(frame, protocol.Typing):
                 if self.typing is None:
                     self.typing = messages.TypingGate()
@@ -182,6 +191,9 @@ class RoomConsumer(LayerConsumer):
                     is_typing=frame.is_typing,
                     gate=self.typing,
                 )
+            elif isinstance(frame, protocol.Stop):
+                # Its effect (message_done, cancelled) reaches everyone, this socket too.
+                await replies.reply_stop(room_id=self.room_id, user_id=self.user_id, message_id=frame.id)
             elif isinstance(frame, protocol.Ping):
                 await self.send_text(protocol.PONG_TEXT)
             elif isinstance(frame, protocol.React):
@@ -246,8 +258,7 @@ class RoomConsumer(LayerConsumer):
         )
         if missed:
             await self.send_frame({"type": "gap", "missed": missed})
-        for frame in frames:
-            await self.send_frame(frame)
+        await self._send_history(frames)
         sent = frames[-1]["id"] if frames else 0
         # Live messages at or below what the client says it has are not sent again.
         self.last_sent_id = max(sent, last_id or 0)
@@ -266,14 +277,32 @@ class RoomConsumer(LayerConsumer):
         )
         if replay.missed:
             await self.send_frame({"type": "gap", "missed": replay.missed})
-        for change in replay.changes:
-            await self.send_frame(change.frame)
+        await self._send_history([change.frame for change in replay.changes])
         sent = max((change.new_id for change in replay.changes), default=0)
         # Every change up to the replay's seq has been sent; a new message is sent live
         # only above that seq, so above every id the replay sent.
         self.last_sent_seq = replay.seq
         self.last_sent_id = sent
         await self.send_frame({"type": "synced", "last_id": sent, "seq": replay.seq})
+
+    async def _send_history(self, frames: Sequence[protocol.ChangeFrame]) -> None:
+        """Send a joining socket's backlog or replay, then the reply streaming in the room,
+        if any, whatever the client had (docs/protocol.md, "The assistant in a room"): with
+        the content it has now, followed by its deltas."""
+        streaming = dict(
+            (frame["id"], (frame, stream_id))
+            for frame, stream_id in await in_db_thread(
+                selectors.streaming_replies, room_id=self.room_id, room_slug=self.room_slug
+            )
+        )
+        for frame in frames:
+            if frame["type"] == "message" and frame["id"] in streaming:
+                _, stream_id = streaming.pop(frame["id"])
+                await self.send_text(await self.hub.reply_snapshot(self, frame, stream_id))
+            else:
+                await self.send_frame(frame)
+        for frame, stream_id in streaming.values():
+            await self.send_text(await self.hub.reply_snapshot(self, frame, stream_id))
 
     async def send_frame(self, frame: protocol.ServerFrame) -> None:
         await self.send_text(protocol.encode(frame))

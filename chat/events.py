@@ -19,7 +19,11 @@ from core.layer import RealtimeChannelLayer
 
 # A change to a message that exists already (its wire header's new id is 0).
 ExistingMessageChange = (
-    protocol.MessageEditedFrame | protocol.MessageDeletedFrame | protocol.MessageRestoredFrame | protocol.ReactionsFrame
+    protocol.MessageEditedFrame
+    | protocol.MessageDeletedFrame
+    | protocol.MessageRestoredFrame
+    | protocol.ReactionsFrame
+    | protocol.MessageDoneFrame
 )
 
 

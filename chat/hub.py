@@ -39,6 +39,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import events, presence, protocol, selectors, wire
+from chat.reply_follower import ReplyFollower
 from core import metrics
 from core.aio import PerLoop, new_worker_key, spawn
 from core.layer import RealtimeChannelLayer, get_layer
@@ -64,6 +65,7 @@ class RoomConnection(Protocol):
     pending_presence: tuple[int, str] | None
     presence_version: int
     last_seen: float
+    replies: dict[int, int] | None  # assistant's reply id -> code points of it sent (chat.reply_follower)
 
     async def send_text(self, text: str) -> None: ...
 
@@ -79,6 +81,8 @@ GAP_WAIT_SECONDS = 0.05
 # Held changes per room at most (the backlog limit of a resume): beyond, they are dropped
 # and read from the database with the rest.
 MAX_HELD = 1000
+# How the frames that end a reply begin (protocol.encode puts the type first).
+_REPLY_ENDS = ('{"type":"message_done"', '{"type":"message_deleted"')
 
 
 @dataclass(eq=False)
@@ -97,6 +101,8 @@ class RoomFeed:
     # on their way (GAP_WAIT_SECONDS); and the timer that backfills the gap if not.
     held: dict[int, wire.Change] = field(default_factory=dict)
     gap_timer: asyncio.TimerHandle | None = None
+    # The assistant's replies streaming in the room, followed for its sockets (chat.reply_follower).
+    replies: dict[int, ReplyFollower] = field(default_factory=dict)
 
 
 class Hub:
@@ -156,9 +162,12 @@ class Hub:
             connection.presence_version, text = connection.pending_presence
             await connection.send_text(text)
         connection.pending_presence = None
+        feed = self.feeds.get(connection.room_id)
         while connection.pending:
             seq, new_id, text = connection.pending.pop(0)
             if seq == 0 or self._is_new(connection, seq, new_id):
+                if feed is not None and new_id and protocol.is_streaming_reply(text):
+                    text = self._reply_follower(feed, new_id).give(connection, text)
                 await connection.send_text(text)
         connection.syncing = False
 
@@ -186,6 +195,8 @@ class Hub:
         if not feed.connections:
             if feed.gap_timer is not None:
                 feed.gap_timer.cancel()
+            for follower in feed.replies.values():
+                follower.stop()
             del self.feeds[connection.room_id]
             self.feeds_by_group.pop(wire.room_group(feed.room_slug), None)
             await self.layer.unlisten(wire.room_group(feed.room_slug))
@@ -285,11 +296,46 @@ class Hub:
                         await self._send(connection, event.text)
 
     async def _send_change(self, feed: RoomFeed, seq: int, new_id: int, text: str) -> None:
+        follower: ReplyFollower | None = None
+        if new_id and protocol.is_streaming_reply(text):
+            follower = self._reply_follower(feed, new_id)
+        elif not new_id and feed.replies and text.startswith(_REPLY_ENDS):
+            await self._reply_ended(feed, text)
         for connection in list(feed.connections):
             if connection.syncing:
                 connection.pending.append((seq, new_id, text))
             elif self._is_new(connection, seq, new_id):
-                await self._send(connection, text)
+                await self._send(connection, follower.give(connection, text) if follower else text)
+
+    # ---- the assistant's replies (chat.reply_follower) -------------------------------------
+    def _reply_follower(self, feed: RoomFeed, message_id: int, stream_id: str | None = None) -> ReplyFollower:
+        follower = feed.replies.get(message_id)
+        if follower is None:
+            follower = ReplyFollower(message_id=message_id, stream_id=stream_id, readers=lambda: feed.connections)
+            feed.replies[message_id] = follower
+        return follower
+
+    async def _reply_ended(self, feed: RoomFeed, text: str) -> None:
+        """Before a reply's ``message_done`` or ``message_deleted`` goes out: its last deltas
+        first (for the end), or none at all (for a removal); then it is no longer followed."""
+        frame = protocol.decode_frame(text)
+        follower = feed.replies.pop(frame["id"], None)
+        if follower is None:
+            return
+        if frame["type"] == "message_done":
+            await follower.wait_end()
+        follower.stop()
+
+    async def reply_snapshot(self, connection: RoomConnection, frame: protocol.MessageFrame, stream_id: str) -> str:
+        """A streaming reply's frame for a socket that is syncing, with the content its
+        stream holds now; the deltas after it reach the socket's ``pending`` list."""
+        feed = self.feeds[connection.room_id]
+        follower = self._reply_follower(feed, frame["id"], stream_id)
+        try:
+            await follower.catch_up()
+        except Exception:  # Redis is down: the frame as stored; the deltas follow when it is back
+            logger.warning("reading reply %s failed", frame["id"], exc_info=True)
+        return follower.give(connection, protocol.encode(frame))
 
     async def _send(self, connection: RoomConnection, text: str) -> None:
         try:

@@ -31,6 +31,13 @@ def mentioned_usernames(content: str) -> set[str]:
     return set(MENTION.findall(content)) if "@" in content else set()
 
 
+def mentions_assistant(content: str) -> bool:
+    """Whether ``content`` asks the room's assistant: ``@assistant`` as a whole word, in
+    any case (docs/protocol.md, "The assistant in a room"). The assistant user is
+    inactive, so mentions_notify never notifies it."""
+    return "@" in content and any(name.lower() == "assistant" for name in MENTION.findall(content))
+
+
 def mentions_notify(*, messages: list[PostedMessage]) -> int:
     """Notify everyone mentioned (once per message, never the author); call inside the
     messages' transaction. Returns how many notifications were created."""

@@ -34,6 +34,10 @@ class Room(models.Model):
     # The room's change counter (docs/protocol.md, "Room changes"): the seq of its newest
     # RoomChange, taken in the same transaction as that change (0: no change yet).
     seq = models.BigIntegerField(default=0, editable=False)
+    # The assistant answers messages that mention @assistant here; off by default, turned
+    # on by the owner or staff with a model (docs/protocol.md, "The assistant in a room").
+    assistant = models.BooleanField(default=False)
+    assistant_model = models.CharField(max_length=100, blank=True, default="")
 
     class Meta:
         ordering = ["slug"]
@@ -75,10 +79,22 @@ class Message(models.Model):
     edited_at = models.DateTimeField(null=True, blank=True)
     # The message this one answers; the reply stays if it is removed (it shows as removed).
     reply_to = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # A reply of the assistant (docs/protocol.md, "The assistant in a room"): the token
+    # stream (core.eventlog) its content grows from, whether it is still growing, and how
+    # it ended. Its content is written here once, at the end; meanwhile it is the stream's.
+    # Defaults in the database too: the message writer inserts with its own SQL (chat.message_store).
+    stream_id = models.CharField(max_length=32, blank=True, default="", db_default="")
+    streaming = models.BooleanField(default=False, db_default=False)
+    finish_reason = models.CharField(max_length=16, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["room", "id"], name="chat_message_room_id")]
+        # One reply at a time per room: the constraint, not a check, so that two workers
+        # starting one each at the same moment cannot both succeed.
+        constraints = [
+            models.UniqueConstraint(fields=["room"], condition=Q(streaming=True), name="chat_message_one_streaming_reply")
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} in {self.room_id}"
@@ -95,6 +111,7 @@ class RoomChange(models.Model):
         REMOVED = "removed"
         RESTORED = "restored"
         REACTIONS = "reactions"
+        FINISHED = "finished"  # an assistant's reply ended (replayed as message_done)
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="changes")
     seq = models.BigIntegerField()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 # Every socket's close codes and heartbeat are core's (core.consumers); the room protocol
 # names them here too, beside its frames.
@@ -61,6 +61,7 @@ ErrorCode = Literal[
     "edit_window_passed",
     "bad_emoji",
     "banned",
+    "busy",
 ]
 
 
@@ -87,6 +88,32 @@ class MessageFrame(TypedDict):
     edited_at: str | None
     reactions: Reactions
     seq: int  # the seq of the message's creation (its content is the current one)
+
+
+class ReplyFrame(MessageFrame):
+    """An assistant's reply (docs/protocol.md, "The assistant in a room"): a message frame
+    that says whether the reply is still growing; only replies carry ``streaming``."""
+
+    streaming: bool
+
+
+class MessageDeltaFrame(TypedDict):
+    """More of a streaming reply: ``delta`` goes at ``offset`` (code points before it)."""
+
+    type: Literal["message_delta"]
+    id: int
+    offset: int
+    delta: str
+
+
+class MessageDoneFrame(TypedDict):
+    """A reply ended: its whole content, how it ended, and the seq of that change."""
+
+    type: Literal["message_done"]
+    id: int
+    content: str
+    finish_reason: str  # stop | length | cancelled | interrupted | error
+    seq: int
 
 
 class MessageRestoredFrame(TypedDict):
@@ -189,6 +216,9 @@ class ErrorFrame(TypedDict, total=False):
 ServerFrame = (
     HelloFrame
     | MessageFrame
+    | ReplyFrame
+    | MessageDeltaFrame
+    | MessageDoneFrame
     | GapFrame
     | SyncedFrame
     | PresenceFrame
@@ -207,12 +237,27 @@ ServerFrame = (
 
 
 # The frames that change a room's state: each carries its seq (docs/protocol.md, "Room changes").
-ChangeFrame = MessageFrame | MessageEditedFrame | MessageDeletedFrame | MessageRestoredFrame | ReactionsFrame
+ChangeFrame = MessageFrame | MessageEditedFrame | MessageDeletedFrame | MessageRestoredFrame | ReactionsFrame | MessageDoneFrame
+
+# What only a streaming reply's encoded message frame contains: a key and value outside
+# any string (inside one, JSON escapes the quotes), so a plain substring test is exact.
+_STREAMING_MARK = '"streaming":true'
+
+
+def is_streaming_reply(text: str) -> bool:
+    """Whether an encoded ``message`` frame is an assistant's reply still streaming."""
+    return _STREAMING_MARK in text
 
 
 def encode(frame: ServerFrame) -> str:
     """Compact JSON, UTF-8 kept as is (smaller than \\u escapes)."""
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_frame(text: str) -> dict[str, Any]:
+    """A frame ``encode`` made, as a dict again (to amend one before sending it on)."""
+    frame: dict[str, Any] = json.loads(text)
+    return frame
 
 
 def iso(moment: datetime) -> str:
@@ -232,8 +277,11 @@ def message_frame(
     reply_to: int | None = None,
     edited_at: datetime | None = None,
     reactions: Reactions | None = None,
+    streaming: bool | None = None,
 ) -> MessageFrame:
-    return {
+    """A message's frame; ``streaming`` (True or False) makes it an assistant's reply's
+    (ReplyFrame), None an ordinary message's, which has no such field."""
+    frame: MessageFrame = {
         "type": "message",
         "id": id,
         "room": room,
@@ -246,6 +294,10 @@ def message_frame(
         "reactions": reactions or {},
         "seq": seq,
     }
+    if streaming is not None:
+        reply: ReplyFrame = {**frame, "streaming": streaming}
+        return reply
+    return frame
 
 
 def restored_frame(message: MessageFrame, *, seq: int) -> MessageRestoredFrame:
@@ -309,7 +361,15 @@ class Pong:
     pass
 
 
-ClientFrame = SendMessage | Edit | Delete | React | Read | Typing | Ping | Pong
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop an assistant's reply that is still streaming (docs/protocol.md, "The assistant in a room")."""
+
+    id: int
+    nonce: str | None
+
+
+ClientFrame = SendMessage | Edit | Delete | React | Read | Typing | Ping | Pong | Stop
 
 # The largest id a database integer column holds (core.http.MAX_ID).
 MAX_ID = 2**63 - 1
@@ -331,6 +391,7 @@ _KINDS: dict[ErrorCode, Kind] = {
     "edit_window_passed": "forbidden",
     "bad_emoji": "invalid",
     "banned": "forbidden",
+    "busy": "rate_limited",
 }
 
 
@@ -378,7 +439,7 @@ def clean_content(content: object, *, nonce: str | None = None) -> str:
     return content
 
 
-_CHANGING = frozenset({"message", "edit", "delete", "react", "read"})
+_CHANGING = frozenset({"message", "edit", "delete", "react", "read", "stop"})
 
 
 def _message_id(value: object, name: str, nonce: str | None) -> int:
@@ -428,6 +489,8 @@ def parse_client_frame(text: str) -> ClientFrame:
         if not isinstance(is_typing, bool):
             raise ChatError("bad_frame", "is_typing must be true or false", nonce=nonce)
         return Typing(is_typing=is_typing)
+    if kind == "stop":
+        return Stop(id=_message_id(data.get("id"), "id", nonce), nonce=nonce)
     if kind == "ping":
         return Ping()
     if kind == "pong":

@@ -59,6 +59,8 @@ def room_object(*, room: Room, online: int | None = None, unread: int | None = N
         "locked": room.locked,
         "private": room.private,
         "direct": room.direct_key is not None,
+        "assistant": room.assistant,
+        "assistant_model": room.assistant_model or None,
     }
     if unread is not None:
         room_object["unread"] = unread
@@ -164,6 +166,7 @@ def message_frames(*, messages: list[Message], room_slug: str) -> list[protocol.
             reply_to=m.reply_to_id,
             edited_at=m.edited_at,
             reactions=reactions.get(m.pk),
+            streaming=m.streaming if m.stream_id else None,
         )
         for m in messages
     ]
@@ -269,6 +272,18 @@ def change_replay(*, room_id: int, room_slug: str, after: int, upto: int | None 
                 "seq": seq,
             }
             changes.append(ReplayedChange(seq, 0, edited))
+        if RoomChange.Kind.FINISHED in kinds and RoomChange.Kind.CREATED not in kinds:
+            # A reply that ended in the range, created before it: the end is the change
+            # (created in the range, its message frame is its final state already).
+            seq = kinds[RoomChange.Kind.FINISHED]
+            done: protocol.MessageDoneFrame = {
+                "type": "message_done",
+                "id": message_id,
+                "content": message.content,
+                "finish_reason": message.finish_reason,
+                "seq": seq,
+            }
+            changes.append(ReplayedChange(seq, 0, done))
         if RoomChange.Kind.REACTIONS in kinds:
             seq = kinds[RoomChange.Kind.REACTIONS]
             changes.append(
@@ -328,3 +343,25 @@ def report_object(*, report: Report) -> dict[str, object]:
         "reason": report.reason,
         "created_at": _iso(report.created_at),
     }
+
+
+# ---- the assistant's replies (docs/protocol.md, "The assistant in a room") -------------------
+def streaming_replies(*, room_id: int, room_slug: str) -> list[tuple[protocol.MessageFrame, str]]:
+    """The room's reply still streaming (at most one), as its frame and its stream's id."""
+    replies = list(Message.objects.filter(room_id=room_id, streaming=True, removed_at__isnull=True).select_related("user"))
+    frames = message_frames(messages=replies, room_slug=room_slug)
+    return [(frame, reply.stream_id) for frame, reply in zip(frames, replies, strict=True)]
+
+
+def reply_stream(*, message_id: int) -> tuple[str, bool] | None:
+    """A reply's stream id, and whether it is still streaming; None for no such reply."""
+    found = Message.objects.filter(pk=message_id).exclude(stream_id="").values_list("stream_id", "streaming").first()
+    return (found[0], found[1]) if found else None
+
+
+def room_recent_messages(*, room_id: int, limit: int, upto: int) -> list[tuple[str, str]]:
+    """The room's newest visible messages up to id ``upto``, oldest first, as (author,
+    content): what the assistant reads before it answers."""
+    visible = _visible(room_id).filter(pk__lte=upto).exclude(streaming=True)
+    rows = visible.order_by("-pk").values_list("user__username", "content")[:limit]
+    return list(reversed(rows))

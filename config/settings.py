@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "notifications",
     "django_tasks",  # Django's task API (django.tasks from Django 6): its checks and signals
     "tasks",
+    "room_assistant",
     "web",
 ]
 

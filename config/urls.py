@@ -14,6 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", openapi.schema_view),
     path("api/", include("chat.urls")),
+    path("api/", include("room_assistant.urls")),
     path("api/", include(streaming_urls.api_urlpatterns)),
     path("api/", include("tasks.urls")),
     path("api/", include("notifications.urls")),

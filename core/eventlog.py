@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from core.redis_clients import async_redis, hash_tag
+from core.redis_clients import async_redis, hash_tag, sync_redis
 from core.sse import compact_json
 
 # Ten minutes after the last write: the contract's floor for resuming a finished stream.
@@ -211,6 +211,10 @@ class RedisLog:
 
     async def cancel(self, name: str) -> None:
         await async_redis(name).hset(_meta_key(name), "cancel", "1")
+
+    def cancel_blocking(self, name: str) -> None:
+        """``cancel`` for synchronous code (a service on the database thread, after its commit)."""
+        sync_redis(name).hset(_meta_key(name), "cancel", "1")
 
     async def annotate(self, name: str, fields: Mapping[str, str]) -> None:
         """Add fields to a log's meta data (read back in LogMeta.extra), kept as long as it is."""

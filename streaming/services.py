@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,19 @@ class StreamRefusedError(DomainError):
 
 # Limits that free up within moments (a slot, or tomorrow's budget: asking again is cheap).
 RETRY_AFTER_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """How a generation ended, for its ``on_finish`` hook."""
+
+    content: str
+    # The reply's finish reason (stop, length, tool_calls, cancelled), "error" for a
+    # failure, "interrupted" when the worker stopped under it.
+    finish_reason: str
+
+
+FinishHook = Callable[[Finished], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +213,8 @@ async def generation_start(
     abandonable: bool = True,
     params: Mapping[str, Any] | None = None,
     model: str | None = None,
+    record: bool = True,
+    on_finish: FinishHook | None = None,
 ) -> StreamStarted:
     """Check the limits, store the new turns and start generating; return at once.
 
@@ -214,6 +229,11 @@ async def generation_start(
 
     ``abandonable=False`` (a background response, docs/protocol.md, "Responses API"):
     the generation goes on with no reader for LLM_ABANDON_SECONDS.
+
+    ``record=False``: no conversation is stored (``conversation_id`` is ignored and the
+    stream's is ""): the caller keeps the reply itself, in ``on_finish`` (an assistant's
+    reply in a room is a room message), which runs on this worker once the stream ended,
+    whether it finished, was stopped or failed, but not if this worker died.
 
     Raises StreamRefusedError: ``banned`` (forbidden) for a user banned site-wide (generating
     is acting, docs/protocol.md, "Authentication and the handshake"), ``budget_exceeded`` or
@@ -241,9 +261,12 @@ async def generation_start(
         detail = "too many replies are being generated; try again shortly"
         raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
     try:
-        conversation, context = await in_db_thread(
-            _conversation_begin, owner_id=user_id, conversation_id=conversation_id, turns=turns
-        )
+        if record:
+            conversation, context = await in_db_thread(
+                _conversation_begin, owner_id=user_id, conversation_id=conversation_id, turns=turns
+            )
+        else:
+            conversation, context = "", turns
         log = get_log()
         await log.create(stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation})
         await log.append(stream_id, [LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})])
@@ -260,6 +283,7 @@ async def generation_start(
         credential=credential,
         abandonable=abandonable,
         params=params,
+        on_finish=on_finish,
     )
     task = spawn(producer.run(), name=f"generation-{stream_id}")
     _running.add(task)
@@ -294,8 +318,10 @@ class Producer:
         credential: Credential | None = None,
         abandonable: bool = True,
         params: Mapping[str, Any] | None = None,
+        on_finish: FinishHook | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self.on_finish = on_finish
         self.user_id = user_id
         self.conversation_id = conversation_id
         self.context = context
@@ -469,16 +495,24 @@ class Producer:
         finish_reason = final.data.get("finish_reason", "error") if final.kind == "done" else "error"
         if self.stop_reason == "abandoned":
             finish_reason = "abandoned"
+        if self.on_finish is not None:
+            # The worker is stopping (core.drain): the reply was interrupted, not wrong.
+            lost = final.kind == "error" and final.data.get("code") == "producer_lost"
+            try:
+                await self.on_finish(Finished(content=content, finish_reason="interrupted" if lost else finish_reason))
+            except Exception:
+                logger.exception("the end of stream %s was not recorded", self.stream_id)
         try:
-            await in_db_thread(
-                _reply_store,
-                conversation_id=self.conversation_id,
-                stream_id=self.stream_id,
-                content=content,
-                finish_reason=finish_reason,
-                prompt_tokens=self._prompt_tokens(),
-                completion_tokens=self._completion_tokens(),
-            )
+            if self.conversation_id:
+                await in_db_thread(
+                    _reply_store,
+                    conversation_id=self.conversation_id,
+                    stream_id=self.stream_id,
+                    content=content,
+                    finish_reason=finish_reason,
+                    prompt_tokens=self._prompt_tokens(),
+                    completion_tokens=self._completion_tokens(),
+                )
             # The prompt counts too: the context is what a model reads, and it is stored.
             await limits.budget_spend(user_id=self.user_id, tokens=self._prompt_tokens() + self._completion_tokens())
         except Exception:

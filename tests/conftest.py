@@ -6,9 +6,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from hypothesis import settings as hypothesis_settings
 
 from accounts import token_cache
+from chat.hub import get_hub
+from chat.writer import get_writer
 from core.redis_clients import reset_in_process
 from tests.support.processes import Cluster, PostgresServer, RedisServer
 
@@ -27,6 +30,15 @@ def _fresh_in_process_state() -> Iterator[None]:
     reset_in_process()
     token_cache.forget_all()
     yield
+
+
+@pytest_asyncio.fixture
+async def close_hub() -> Any:
+    """The test's event loop's hub and writer are closed after it (socket tests through
+    the ASGI stack start them): ``pytestmark = pytest.mark.usefixtures("close_hub")``."""
+    yield
+    await get_hub().close()
+    await get_writer().close()
 
 
 @pytest.fixture(scope="session")

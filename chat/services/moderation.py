@@ -21,6 +21,7 @@ from chat import events, protocol, selectors
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, RoomChange
 from chat.protocol import ChatError
 from chat.services.changes import change_record, room_next_seq
+from chat.services.replies import reply_stop_on_commit
 from core.errors import DomainError
 from notifications.services import notification_create
 
@@ -284,6 +285,7 @@ def message_remove(*, message: Message, removed_by: User | None, reason: str = "
         change_record(room_id=message.room_id, seq=turn.seq, message_id=message.pk, kind=RoomChange.Kind.REMOVED)
         room_slug = Room.objects.values_list("slug", flat=True).get(pk=message.room_id)
         events.change_on_commit(room_slug=room_slug, frame={"type": "message_deleted", "id": message.pk, "seq": turn.seq})
+        reply_stop_on_commit(message=message)  # removing a streaming reply stops it
         Report.objects.filter(message_id=message.pk, resolved_at__isnull=True).update(
             resolved_at=now, resolved_by=removed_by, resolution=Report.Resolution.REMOVED
         )

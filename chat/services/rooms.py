@@ -162,3 +162,15 @@ def read_marker_move(*, room: Room, user: User, message_id: int, connection_key:
                 frame={"type": "read", "user": user.get_username(), "id": message_id},
             )
     return moved
+
+
+def room_assistant_set(*, room: Room, user: User, enabled: bool, model: str) -> Room:
+    """Turn the room's assistant on (answering with ``model``) or off
+    (docs/protocol.md, "The assistant in a room"). The room's owner (its creator) or staff; ChatError
+    ``forbidden`` for anyone else. Which models exist is the caller's to check (chat
+    knows none: room_assistant asks streaming's catalog)."""
+    if room.created_by_id != user.pk and not user.is_staff:
+        raise ChatError("forbidden", "only the room's owner or staff may set its assistant")
+    Room.objects.filter(pk=room.pk).update(assistant=enabled, assistant_model=model)
+    room.assistant, room.assistant_model = enabled, model
+    return room

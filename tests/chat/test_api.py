@@ -44,10 +44,22 @@ def test_create_and_list_rooms(api):
         "locked": False,
         "private": False,
         "direct": False,
+        "assistant": False,
+        "assistant_model": None,
     }
     assert api.get("/api/rooms/").json() == {
         "rooms": [
-            {"slug": "general", "title": "General", "online": 0, "locked": False, "private": False, "direct": False, "unread": 0}
+            {
+                "slug": "general",
+                "title": "General",
+                "online": 0,
+                "locked": False,
+                "private": False,
+                "direct": False,
+                "assistant": False,
+                "assistant_model": None,
+                "unread": 0,
+            }
         ]
     }
     assert_error(post(api, "/api/rooms/", {"slug": "general", "title": "Again"}), 409, "exists")

@@ -127,7 +127,16 @@ def test_lock_answers_the_room_object_and_blocks_messages(staff, member):
     make_room()
     response = post(staff, "/api/rooms/lobby/lock", {"locked": True})
     assert response.status_code == 200
-    assert response.json() == {"slug": "lobby", "title": "Lobby", "online": 0, "locked": True, "private": False, "direct": False}
+    assert response.json() == {
+        "slug": "lobby",
+        "title": "Lobby",
+        "online": 0,
+        "locked": True,
+        "private": False,
+        "direct": False,
+        "assistant": False,
+        "assistant_model": None,
+    }
     assert_error(post(member, "/api/rooms/lobby/messages", {"content": "hi"}), 423, "room_locked")
     assert post(staff, "/api/rooms/lobby/lock", {"locked": False}).json()["locked"] is False
     assert post(member, "/api/rooms/lobby/messages", {"content": "hi"}).status_code == 201
