@@ -92,9 +92,11 @@ class MessageFrame(TypedDict):
 
 class ReplyFrame(MessageFrame):
     """An assistant's reply (docs/protocol.md, "The assistant in a room"): a message frame
-    that says whether the reply is still growing; only replies carry ``streaming``."""
+    that says whether the reply is still growing, and how it ended (None while it
+    streams); only replies carry these."""
 
     streaming: bool
+    finish_reason: str | None
 
 
 class MessageDeltaFrame(TypedDict):
@@ -278,6 +280,7 @@ def message_frame(
     edited_at: datetime | None = None,
     reactions: Reactions | None = None,
     streaming: bool | None = None,
+    finish_reason: str | None = None,
 ) -> MessageFrame:
     """A message's frame; ``streaming`` (True or False) makes it an assistant's reply's
     (ReplyFrame), None an ordinary message's, which has no such field."""
@@ -295,7 +298,7 @@ def message_frame(
         "seq": seq,
     }
     if streaming is not None:
-        reply: ReplyFrame = {**frame, "streaming": streaming}
+        reply: ReplyFrame = {**frame, "streaming": streaming, "finish_reason": finish_reason or None}
         return reply
     return frame
 

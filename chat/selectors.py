@@ -167,6 +167,7 @@ def message_frames(*, messages: list[Message], room_slug: str) -> list[protocol.
             edited_at=m.edited_at,
             reactions=reactions.get(m.pk),
             streaming=m.streaming if m.stream_id else None,
+            finish_reason=m.finish_reason,
         )
         for m in messages
     ]

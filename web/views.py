@@ -65,6 +65,8 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         "read_id": selectors.read_marker_get(user_id=user.pk, room_id=found.pk),
         "edit_window": settings.CHAT_EDIT_WINDOW_SECONDS,
         "staff": user.is_staff,  # staff may remove (and restore) anyone's message
+        "assistant_model": found.assistant_model or None,
+        "owner": found.created_by_id == user.pk,  # may stop the assistant's replies (docs/protocol.md, "The assistant in a room")
         "ban": _ban_for(user=user, room_id=found.pk),  # what the page says when the socket closes with 4003
     }
     banned_site_wide = selectors.user_is_banned_site_wide(user_id=user.pk)

@@ -19,6 +19,7 @@ const config = JSON.parse(document.getElementById("room-config").textContent);
 const REACTIONS = Array.isArray(config.reactions) ? config.reactions.map(String) : [];
 const EDIT_WINDOW_MS = (Number(config.edit_window) || 0) * 1000;
 const isStaff = config.staff === true;
+const isOwner = config.owner === true; // the room's creator: may stop the assistant's replies and set it
 const list = document.getElementById("messages");
 const historyItem = document.getElementById("history");
 const loadOlderButton = document.getElementById("load-older");
@@ -76,7 +77,7 @@ let replyTo = null; // the id the composer answers
 let historyDone = false;
 let loadingOlder = false;
 let replayDuringReload = null; // change frames that came while the newest page was being fetched
-const CHANGE_FRAMES = new Set(["message", "message_edited", "message_deleted", "message_restored", "reactions"]);
+const CHANGE_FRAMES = new Set(["message", "message_edited", "message_deleted", "message_restored", "reactions", "message_done"]);
 
 // ---- the connection -----------------------------------------------------------------------
 
@@ -229,6 +230,13 @@ function handle(frame) {
       applyReactions(frame);
       advanceSeq(frame);
       break;
+    case "message_delta":
+      applyDelta(frame);
+      break;
+    case "message_done":
+      applyDone(frame);
+      advanceSeq(frame);
+      break;
     case "read":
       if (frame.user === me) readElsewhere(Number(frame.id));
       break;
@@ -308,6 +316,9 @@ function messageData(frame) {
     edited_at: frame.edited_at || null,
     reactions: reactionSet(frame.reactions),
     removed: false,
+    // The assistant's replies (docs/protocol.md, "The assistant in a room") grow while streaming.
+    streaming: frame.streaming === true,
+    finish_reason: frame.finish_reason ? String(frame.finish_reason) : null,
   };
 }
 
@@ -334,6 +345,10 @@ function renderItem(item, data) {
   item.classList.toggle("removed", data.removed);
   item.classList.toggle("mentions-me", !data.removed && Boolean(MENTIONS_ME?.test(data.content)));
   item.classList.remove("editing", "saving");
+  item.classList.toggle("streaming", data.streaming && !data.removed);
+  // Screen readers wait for the whole reply rather than read out every token.
+  if (data.streaming && !data.removed) item.setAttribute("aria-busy", "true");
+  else item.removeAttribute("aria-busy");
   const meta = el("div", { className: "meta" },
     el("span", { className: "author", text: data.user }), " ",
     el("time", { text: shortTime(data.ts), attrs: { datetime: data.ts, title: when.toLocaleString() } }));
@@ -348,7 +363,9 @@ function renderItem(item, data) {
     if (data.reply_to) parts.push(quoteFor(data.reply_to));
     const content = contentFor(data);
     parts.push(content);
-    if (isLong(data.content)) parts.push(collapseToggle(data.id, content));
+    if (data.streaming) parts.push(el("div", { className: "reply-state", text: "Writing…" }));
+    else if (ENDINGS[data.finish_reason]) parts.push(el("div", { className: "reply-state", text: ENDINGS[data.finish_reason] }));
+    if (isLong(data.content) && !data.streaming) parts.push(collapseToggle(data.id, content));
     parts.push(reactionsFor(data));
   }
   item.replaceChildren(...parts);
@@ -393,12 +410,27 @@ function button(text, onClick, attrs = {}) {
   return node;
 }
 
+// How an assistant's reply that did not simply finish says so.
+const ENDINGS = {
+  cancelled: "Stopped.",
+  interrupted: "Interrupted: the server writing it stopped. Ask again.",
+  error: "The model failed; this is what it wrote before.",
+  length: "Cut short: the reply reached its length limit.",
+};
+
+function canStop(data) {
+  if (!data.streaming || data.removed) return false;
+  const asked = data.reply_to ? messages.get(data.reply_to) || quoted.get(data.reply_to) : null;
+  return isStaff || isOwner || asked?.user === me;
+}
+
 function actionsFor(data) {
   const group = el("span", { className: "actions", attrs: { role: "group", "aria-label": `Message from ${data.user}` } });
   if (data.removed) {
     if (isStaff) group.append(button("Restore", () => restoreRemoved(data.id)));
     return group;
   }
+  if (canStop(data)) group.append(button("Stop", () => send({ type: "stop", id: data.id }), { "aria-label": "Stop the reply" }));
   group.append(button("Reply", () => startReply(data.id)));
   if (REACTIONS.length) {
     group.append(button("React", (event) => togglePicker(data.id, event.currentTarget),
@@ -516,6 +548,33 @@ function restoreMessage(frame) {
   if (!known && (historyDone || data.id > oldestId())) addItem(data); // older than what is loaded: paging shows it
   refreshQuotes(data.id);
   if (dividerAfter !== null) placeDivider();
+}
+
+/** More of a streaming reply: appended where it belongs (a part the page has already is skipped). */
+function applyDelta(frame) {
+  const data = messages.get(Number(frame.id));
+  const offset = Number(frame.offset);
+  if (!data || data.removed || !data.streaming || !Number.isInteger(offset) || offset > data.content.length) return;
+  data.content = data.content.slice(0, offset) + String(frame.delta ?? "");
+  const stick = nearBottom();
+  // Only the text is drawn again: the item's buttons (Stop) stay the same elements, so a click
+  // or the keyboard focus on them survives the tokens arriving every few milliseconds.
+  const content = itemOf(data.id)?.querySelector(":scope > .content");
+  if (content) content.replaceChildren(renderMarkdown(data.content, me));
+  else redraw(data.id);
+  if (stick) list.scrollTop = list.scrollHeight;
+}
+
+/** A reply ended: its whole content, and how it ended. */
+function applyDone(frame) {
+  const data = messages.get(Number(frame.id));
+  if (!data || data.removed) return;
+  data.content = String(frame.content ?? "");
+  data.streaming = false;
+  data.finish_reason = String(frame.finish_reason || "stop");
+  const stick = nearBottom();
+  redraw(data.id);
+  if (stick) list.scrollTop = list.scrollHeight;
 }
 
 function applyReactions(frame) {
@@ -1214,6 +1273,30 @@ box.addEventListener("keydown", (event) => {
 box.addEventListener("input", () => { if (box.value.trim()) typingActivity(); else typingStopped(); });
 
 // ---- a summary of the room, as a task ------------------------------------------------------------
+
+// The room's assistant, for its owner and staff (docs/protocol.md, "The assistant in a room"):
+// turned on with the room's model, or the first the server serves when it has none yet.
+const assistantToggle = document.getElementById("assistant-toggle");
+assistantToggle?.addEventListener("change", async () => {
+  const on = assistantToggle.checked;
+  assistantToggle.disabled = true;
+  try {
+    const body = { assistant: on };
+    if (on) {
+      const models = await api("/v1/models");
+      const current = config.assistant_model;
+      body.assistant_model = current || models?.data?.[0]?.id;
+    }
+    const room = await api(`/api/rooms/${encodeURIComponent(slug)}`, { method: "PATCH", body });
+    config.assistant_model = room.assistant_model;
+    assistantToggle.checked = room.assistant === true;
+  } catch (error) {
+    assistantToggle.checked = !on;
+    showError({ code: error.code || "error", detail: error.detail || "The assistant could not be changed." });
+  } finally {
+    assistantToggle.disabled = false;
+  }
+});
 
 document.getElementById("summarize").addEventListener("click", async (event) => {
   const button = event.currentTarget;
