@@ -11,7 +11,7 @@ from django.http import HttpRequest
 
 from core.text import is_storable_text
 from streaming.backends import ChatTurn
-from streaming.services import MAX_MESSAGE_CHARS, MAX_PROMPT_CHARS, StreamRefusedError, clean_request
+from streaming.services import MAX_MESSAGE_CHARS, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT, StreamRefusedError
 
 ROLES = {"system", "user", "assistant", "developer", "tool"}
 # The largest request body read (docs/protocol.md, "Limits"): the largest valid request is
@@ -25,6 +25,12 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 # parameter, as OpenAI answers, rather than a value silently ignored.
 _NUMBER = (int, float)
 PARAMETER_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "a string"),
+    "messages": ((list,), "an array"),
+    "stream": ((bool,), "a boolean"),
+    "max_tokens": ((int,), "an integer"),
+    "max_completion_tokens": ((int,), "an integer"),
+    "modalities": ((list,), "an array"),
     "tools": ((list,), "an array"),
     "tool_choice": ((str, dict), "a string or an object"),
     "parallel_tool_calls": ((bool,), "a boolean"),
@@ -73,21 +79,52 @@ REFUSED = {
 }
 
 
+_JSON_TYPES = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "an object"),
+)
+
+
+def _json_type(value: object) -> str:
+    """What a parsed JSON value is, in the words of OpenAI's error messages."""
+    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), "null")
+
+
+def _wrong_type(param: str, described: str, value: object) -> StreamRefusedError:
+    """OpenAI's refusal of a value of the wrong JSON type, naming the parameter."""
+    return StreamRefusedError("invalid_type", f"Invalid type for '{param}': expected {described}, but got {_json_type(value)}.")
+
+
+def _missing(param: str) -> StreamRefusedError:
+    return StreamRefusedError("missing_required_parameter", f"Missing required parameter: '{param}'.")
+
+
+def _of_type(value: object, types: tuple[type, ...]) -> bool:
+    # JSON true/false are Python bools, which are ints too: a boolean is no number.
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
 def _check_parameter_types(body: dict[str, object]) -> None:
-    """StreamRefusedError naming the first optional parameter of the wrong JSON type, or
-    ``n`` other than 1 (one choice is all a stream of the log carries)."""
+    """StreamRefusedError naming the first parameter of the wrong JSON type (or a required
+    one missing), or ``n`` other than 1 (one choice is all a stream of the log carries)."""
+    for name in ("model", "messages"):
+        if body.get(name) is None:
+            raise _missing(name)
     for name, (types, described) in PARAMETER_TYPES.items():
         value = body.get(name)
         if value is None:  # absent or null: OpenAI's default
             continue
-        # JSON true/false are Python bools, which are ints too: a boolean is no number.
-        wrong = isinstance(value, bool) and bool not in types
-        if wrong or not isinstance(value, types):
-            raise StreamRefusedError(
-                "invalid_type", f"Invalid type for '{name}': expected {described}, but got {type(value).__name__}."
-            )
+        if not _of_type(value, types):
+            raise _wrong_type(name, described, value)
         if name == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value):
-            raise StreamRefusedError("invalid_type", "Invalid type for 'stop': expected a string or an array of strings.")
+            raise _wrong_type("stop", "a string or an array of strings", value)
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is not None and not isinstance(options["include_usage"], bool):
+        raise _wrong_type("stream_options.include_usage", "a boolean", options["include_usage"])
     if body.get("n") not in (None, 1):
         raise StreamRefusedError("invalid_value", "Invalid 'n': only n=1 is supported (one choice per stream).")
     if body.get("logprobs") is True:
@@ -108,7 +145,7 @@ def _check_parameter_types(body: dict[str, object]) -> None:
 def _check_tool(tool: object, where: str) -> None:
     """A tool as OpenAI takes it: an object with a ``type``; a function tool's ``function`` names it."""
     if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
-        raise StreamRefusedError("invalid_type", f"Invalid type for '{where}': expected an object with a string 'type'.")
+        raise _wrong_type(where, "an object with a string 'type'", tool)
     if tool["type"] == "function":
         function = tool.get("function")
         if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
@@ -118,22 +155,48 @@ def _check_tool(tool: object, where: str) -> None:
 def _check_tool_calls(calls: object, where: str) -> list[str]:
     """An assistant message's ``tool_calls`` as OpenAI takes them; their ids."""
     if not isinstance(calls, list):
-        raise StreamRefusedError("invalid_type", f"Invalid type for '{where}': expected an array.")
+        raise _wrong_type(where, "an array", calls)
     ids = []
     for i, call in enumerate(calls):
         at = f"{where}[{i}]"
         if not isinstance(call, dict):
-            raise StreamRefusedError("invalid_type", f"Invalid type for '{at}': expected an object.")
-        function = call.get("function")
-        if not isinstance(call.get("id"), str) or not call["id"]:
-            raise StreamRefusedError("missing_required_parameter", f"Missing required parameter: '{at}.id'.")
+            raise _wrong_type(at, "an object", call)
+        call_id, kind, function = call.get("id"), call.get("type"), call.get("function")
+        if call_id is None or call_id == "":
+            raise _missing(f"{at}.id")
+        if not isinstance(call_id, str):
+            raise _wrong_type(f"{at}.id", "a string", call_id)
+        if kind is not None and not isinstance(kind, str):
+            raise _wrong_type(f"{at}.type", "a string", kind)
+        if kind not in (None, "function"):
+            raise StreamRefusedError("invalid_value", f"Invalid value for '{at}.type': only 'function' tool calls are supported.")
+        if function is None:
+            raise _missing(f"{at}.function")
         if not isinstance(function, dict):
-            raise StreamRefusedError("missing_required_parameter", f"Missing required parameter: '{at}.function'.")
+            raise _wrong_type(f"{at}.function", "an object", function)
         for field in ("name", "arguments"):
             if not isinstance(function.get(field), str):
-                raise StreamRefusedError("invalid_type", f"Invalid type for '{at}.function.{field}': expected a string.")
-        ids.append(call["id"])
+                raise _wrong_type(f"{at}.function.{field}", "a string", function.get(field))
+        ids.append(call_id)
     return ids
+
+
+# The JSON types of a message's fields (OpenAI's API reference); ``content`` may also be
+# null (an assistant message that is only tool calls: checked with its role).
+MESSAGE_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "role": ((str,), "a string"),
+    "content": ((str, list), "a string or an array of content parts"),
+    "name": ((str,), "a string"),
+}
+
+
+def _check_message_types(message: dict[str, Any], where: str) -> None:
+    if message.get("role") is None:
+        raise _missing(f"{where}.role")
+    for field, (types, described) in MESSAGE_FIELD_TYPES.items():
+        value = message.get(field)
+        if value is not None and not _of_type(value, types):
+            raise _wrong_type(f"{where}.{field}", described, value)
 
 
 def _content_text(content: object) -> str | None:
@@ -198,12 +261,18 @@ def parse_chat_request(request: HttpRequest) -> ChatRequest:
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise bad("invalid_messages", "'messages' must be a non-empty array.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad("invalid_value", "Invalid 'model': expected the name of a model (GET /v1/models), got an empty string.")
     turns: list[ChatTurn] = []
     # The ids of the tool calls a tool message may answer: those of the assistant message before it.
     open_calls: list[str] = []
     for i, message in enumerate(raw_messages):
+        if not isinstance(message, dict):
+            raise _wrong_type(f"messages[{i}]", "an object", message)
+        _check_message_types(message, f"messages[{i}]")
         # A role that is a list or an object is unhashable: ``in ROLES`` would raise (a 500).
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or message["role"] not in ROLES:
+        if message["role"] not in ROLES:
             raise bad("invalid_messages", "Each message needs a role of system, developer, user, assistant or tool.")
         role = message["role"]
         content = _content_text(message.get("content"))
@@ -216,8 +285,10 @@ def parse_chat_request(request: HttpRequest) -> ChatRequest:
             open_calls = []
         if role == "tool":
             call_id = message.get("tool_call_id")
-            if not isinstance(call_id, str) or not call_id:
-                raise bad("missing_required_parameter", f"Missing required parameter: 'messages[{i}].tool_call_id'.")
+            if call_id is None or call_id == "":
+                raise _missing(f"messages[{i}].tool_call_id")
+            if not isinstance(call_id, str):
+                raise _wrong_type(f"messages[{i}].tool_call_id", "a string", call_id)
             if call_id not in open_calls:
                 raise bad(
                     "invalid_messages",
@@ -244,18 +315,14 @@ def parse_chat_request(request: HttpRequest) -> ChatRequest:
             "context_length_exceeded",
             f"The messages have {total} characters in all; at most {MAX_PROMPT_CHARS} are accepted.",
         )
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    # The content was checked above, message by message: only max_tokens is left to check.
-    clean_request(message="x", max_tokens=max_tokens)
+    cap_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = body.get(cap_name)
+    if max_tokens is not None and not 1 <= max_tokens <= MAX_TOKENS_LIMIT:  # an integer (checked above)
+        raise bad("invalid_value", f"Invalid '{cap_name}': expected an integer from 1 to {MAX_TOKENS_LIMIT}, got {max_tokens}.")
     params = {name: body[name] for name in PASSED_THROUGH if body.get(name) is not None}
     if body.get("max_completion_tokens") is not None:
         params["max_completion_tokens"] = max_tokens
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise bad("invalid_request", "'stream' must be a boolean.")
+    stream = body.get("stream") is True  # a boolean or null (checked above)
     options = body.get("stream_options") or {}
     include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad("invalid_model", "'model' must be a non-empty string.")
     return ChatRequest(turns, max_tokens, stream, include_usage, model, params)

@@ -85,7 +85,10 @@ def _content(value: object, param: str) -> str:
 def _function_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     """A ``function_call`` input item as a Chat Completions tool call."""
     for key in ("call_id", "name", "arguments"):
-        if not isinstance(item.get(key), str) or (key != "arguments" and not item[key]):
+        value = item.get(key)
+        if value is not None and not isinstance(value, str):
+            raise _bad(f"{param}.{key}", "must be a string", "invalid_type")
+        if value is None or (key != "arguments" and not value):
             raise _bad(f"{param}.{key}", "must be a non-empty string", "missing_required_parameter")
     _text(item["arguments"], f"{param}.arguments")
     return {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
@@ -102,8 +105,12 @@ def _input(value: object, known: set[str]) -> list[ChatTurn]:
     turns: list[ChatTurn] = []
     calls = set(known)  # the call ids a function_call_output may name (a previous response's too)
     for i, item in enumerate(value):
-        kind = item.get("type", "message") if isinstance(item, dict) else None
-        if not isinstance(item, dict) or kind not in ("message", "function_call", "function_call_output"):
+        if not isinstance(item, dict):
+            raise _bad(f"input[{i}]", "must be an object (an input item)", "invalid_type")
+        kind = item.get("type", "message")
+        if not isinstance(kind, str):
+            raise _bad(f"input[{i}].type", "must be a string", "invalid_type")
+        if kind not in ("message", "function_call", "function_call_output"):
             raise _bad(f"input[{i}]", "only message, function_call and function_call_output items are supported")
         if kind == "function_call":
             call = _function_call(item, f"input[{i}]")
@@ -121,7 +128,10 @@ def _input(value: object, known: set[str]) -> list[ChatTurn]:
             output = _text(item.get("output"), f"input[{i}].output")
             turns.append(ChatTurn("tool", output, {"role": "tool", "tool_call_id": call_id, "content": output}))
             continue
-        if item.get("role") not in ROLES:
+        role = item.get("role")
+        if not isinstance(role, str):  # (a list or an object is unhashable: ``in ROLES`` would raise)
+            raise _bad(f"input[{i}].role", f"must be a string, one of {', '.join(sorted(ROLES))}", "invalid_type")
+        if role not in ROLES:
             raise _bad(f"input[{i}].role", f"must be one of {', '.join(sorted(ROLES))}")
         turns.append(ChatTurn(str(item["role"]), _content(item.get("content"), f"input[{i}].content")))
     return turns
@@ -135,7 +145,9 @@ def _tools(value: object) -> list[dict[str, Any]]:
         raise _bad("tools", "must be a list", "invalid_type")
     tools = []
     for i, tool in enumerate(value):
-        if not isinstance(tool, dict) or tool.get("type") != "function":
+        if not isinstance(tool, dict):
+            raise _bad(f"tools[{i}]", "must be an object (a function tool)", "invalid_type")
+        if tool.get("type") != "function":
             raise _bad(f"tools[{i}].type", "only function tools are supported", "unsupported_parameter")
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _bad(f"tools[{i}].name", "must be a non-empty string", "missing_required_parameter")
@@ -150,6 +162,8 @@ def _tool_choice(value: object) -> object:
     """``tool_choice`` as Chat Completions has it (None: left to the model)."""
     if value is None or value in ("none", "auto", "required"):
         return value
+    if not isinstance(value, str | dict):
+        raise _bad("tool_choice", 'must be a string or an object {"type": "function", "name": ...}', "invalid_type")
     if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("name"), str):
         return {"type": "function", "function": {"name": value["name"]}}
     raise _bad("tool_choice", 'must be "none", "auto", "required" or {"type": "function", "name": ...}', "invalid_value")
@@ -170,7 +184,9 @@ def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
 
 
 def _stream_id(response_id: object) -> str:
-    if not isinstance(response_id, str) or not response_id.startswith("resp_"):
+    if not isinstance(response_id, str):
+        raise _bad("previous_response_id", "must be a string, the id of one of your responses (resp_...)", "invalid_type")
+    if not response_id.startswith("resp_"):
         raise _bad("previous_response_id", "must be the id of one of your responses, resp_...")
     return response_id.removeprefix("resp_")
 
@@ -217,8 +233,12 @@ async def _parse(body: dict[str, Any], user_id: int) -> dict[str, Any]:
     if parallel is not None and not isinstance(parallel, bool):
         raise _bad("parallel_tool_calls", "must be a boolean", "invalid_type")
     model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _bad("model", "must be a non-empty string", "invalid_type")
+    if model is None:
+        raise _bad("model", "is required", "missing_required_parameter")
+    if not isinstance(model, str):
+        raise _bad("model", "must be a string", "invalid_type")
+    if not model:
+        raise _bad("model", "must name a model (GET /v1/models), not be empty")
     services.model_spec(model)  # 404 model_not_found, as /v1/chat/completions
     if "input" not in body:
         raise _bad("input", "is required", "missing_required_parameter")
@@ -232,11 +252,10 @@ async def _parse(body: dict[str, Any], user_id: int) -> dict[str, Any]:
         # Every response is kept (its log) for resuming and retrieving: we cannot promise not to store it.
         raise _bad("store", "false is not supported: every response is stored for ten minutes", "unsupported_parameter")
     max_output_tokens = body.get("max_output_tokens")
-    limit = MAX_TOKENS_LIMIT
-    if max_output_tokens is not None and (
-        isinstance(max_output_tokens, bool) or not isinstance(max_output_tokens, int) or not 1 <= max_output_tokens <= limit
-    ):
+    if max_output_tokens is not None and (isinstance(max_output_tokens, bool) or not isinstance(max_output_tokens, int)):
         raise _bad("max_output_tokens", f"must be an integer from 1 to {MAX_TOKENS_LIMIT}", "invalid_type")
+    if max_output_tokens is not None and not 1 <= max_output_tokens <= MAX_TOKENS_LIMIT:
+        raise _bad("max_output_tokens", f"must be an integer from 1 to {MAX_TOKENS_LIMIT}")
     previous = body.get("previous_response_id")
     earlier = await _previous_turns(previous, user_id) if previous is not None else []
     known = {call["id"] for turn in earlier if turn.message for call in turn.message.get("tool_calls") or []}
