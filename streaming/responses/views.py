@@ -381,7 +381,10 @@ async def response(request: HttpRequest, response_id: str) -> HttpResponseBase:
         return JsonResponse({"id": head.id, "object": "response.deleted", "deleted": True})
     if request.GET.get("stream") not in ("true", "1"):
         return JsonResponse(await _object(head))
-    raw = request.GET.get("starting_after") or last_event_id(request)
+    # A reconnecting EventSource sends its URL again (starting_after and all) with the
+    # Last-Event-ID it has since read up to: that one is the newer position, so it wins,
+    # or the reconnect would replay from starting_after forever (docs/protocol.md, "After the end").
+    raw = last_event_id(request) or request.GET.get("starting_after")
     starting_after = parse_id(raw) if raw is not None else -1
     if starting_after is None:
         raise _bad("starting_after", "must be a sequence number, such as 12")
