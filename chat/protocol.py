@@ -108,6 +108,24 @@ class MessageDeltaFrame(TypedDict):
     delta: str
 
 
+class MessageReasoningFrame(TypedDict):
+    """More of a streaming reply's reasoning (an extension): ``delta`` at ``offset`` of it."""
+
+    type: Literal["message_reasoning"]
+    id: int
+    offset: int
+    delta: str
+
+
+class MessageToolCallFrame(TypedDict):
+    """A streaming reply's model called a tool (an extension): its index and name, once."""
+
+    type: Literal["message_tool_call"]
+    id: int
+    index: int
+    name: str
+
+
 class MessageDoneFrame(TypedDict):
     """A reply ended: its whole content, how it ended, and the seq of that change."""
 
@@ -220,6 +238,8 @@ ServerFrame = (
     | MessageFrame
     | ReplyFrame
     | MessageDeltaFrame
+    | MessageReasoningFrame
+    | MessageToolCallFrame
     | MessageDoneFrame
     | GapFrame
     | SyncedFrame

@@ -71,6 +71,10 @@ class ReplyFollower:
         self.readers = readers
         self.parts: list[str] = []
         self.length = 0  # code points so far
+        # The model's reasoning and tool calls (an extension, docs/protocol.md, "The assistant
+        # in a room"): shown while the reply streams, not stored.
+        self.reasoning = ""
+        self.tool_calls: dict[int, str] = {}  # index -> name
         self.last_seq = 0  # the stream's events up to here are in ``parts``
         self.lock = asyncio.Lock()
         self.stream_known = asyncio.Event()
@@ -90,10 +94,16 @@ class ReplyFollower:
         if reader.replies is None:
             reader.replies = {}
         reader.replies[self.message_id] = len(content)
-        if not content:
+        # The reasoning's count is kept under the negated id (a reply's ids are positive).
+        reader.replies[-self.message_id] = len(self.reasoning)
+        if not content and not self.reasoning and not self.tool_calls:
             return frame_text
         frame = protocol.decode_frame(frame_text)
         frame["content"] = content
+        if self.reasoning:
+            frame["reasoning"] = self.reasoning
+        if self.tool_calls:
+            frame["tool_calls"] = [self.tool_calls[index] for index in sorted(self.tool_calls)]
         return protocol.encode(frame)  # type: ignore[arg-type]
 
     async def catch_up(self) -> None:
@@ -142,6 +152,7 @@ class ReplyFollower:
     async def _apply(self, events: list[LogEvent]) -> None:
         """Add the events past ``last_seq`` to the content and send the delta (caller holds the lock)."""
         tokens: list[str] = []
+        thoughts: list[str] = []
         final: LogEvent | None = None
         for event in events:
             if event.seq <= self.last_seq:
@@ -149,8 +160,18 @@ class ReplyFollower:
             self.last_seq = event.seq
             if event.kind == "token":
                 tokens.append(event.data["token"])
+            elif event.kind == "reasoning":
+                thoughts.append(event.data["text"])
+            elif event.kind == "tool_call" and event.data.get("name") and event.data["index"] not in self.tool_calls:
+                await self._deliver_reasoning(thoughts)
+                thoughts = []
+                self.tool_calls[event.data["index"]] = event.data["name"]
+                await self._deliver_to_all(
+                    {"type": "message_tool_call", "id": self.message_id, "index": event.data["index"], "name": event.data["name"]}
+                )
             elif event.kind in FINAL_KINDS:
                 final = event
+        await self._deliver_reasoning(thoughts)
         if tokens:
             delta = "".join(tokens)
             offset = self.length
@@ -164,26 +185,39 @@ class ReplyFollower:
                     message_id=self.message_id, content=self.content, finish_reason="interrupted"
                 )
 
-    async def _deliver(self, offset: int, delta: str) -> None:
+    async def _deliver_reasoning(self, thoughts: list[str]) -> None:
+        if not thoughts:
+            return
+        delta = "".join(thoughts)
+        offset = len(self.reasoning)
+        self.reasoning += delta
+        await self._deliver(offset, delta, kind="message_reasoning")
+
+    async def _deliver_to_all(self, frame: protocol.MessageToolCallFrame) -> None:
+        """A frame for every socket that was given the reply (it had what came before)."""
+        text = protocol.encode(frame)
+        for reader in list(self.readers()):
+            if reader.replies is not None and self.message_id in reader.replies:
+                await self._send(reader, text)
+
+    async def _send(self, reader: ReplyReader, text: str) -> None:
+        if reader.syncing:
+            reader.pending.append((0, 0, text))
+            return
+        try:
+            await reader.send_text(text)
+        except Exception:  # a socket that went away mid-send must not stop the others
+            logger.debug("send to %s failed", reader.connection_key, exc_info=True)
+
+    async def _deliver(self, offset: int, delta: str, kind: str = "message_delta") -> None:
         end = offset + len(delta)
+        key = self.message_id if kind == "message_delta" else -self.message_id
         for reader in list(self.readers()):
             given = reader.replies
-            sent = given.get(self.message_id) if given is not None else None
+            sent = given.get(key) if given is not None else None
             if given is None or sent is None or sent >= end:
                 continue  # not given the reply (yet), or given this part in its frame
             skip = max(0, sent - offset)
-            frame: protocol.MessageDeltaFrame = {
-                "type": "message_delta",
-                "id": self.message_id,
-                "offset": offset + skip,
-                "delta": delta[skip:],
-            }
-            given[self.message_id] = end
-            text = protocol.encode(frame)
-            if reader.syncing:
-                reader.pending.append((0, 0, text))
-                continue
-            try:
-                await reader.send_text(text)
-            except Exception:  # a socket that went away mid-send must not stop the others
-                logger.debug("send to %s failed", reader.connection_key, exc_info=True)
+            frame = {"type": kind, "id": self.message_id, "offset": offset + skip, "delta": delta[skip:]}
+            given[key] = end
+            await self._send(reader, protocol.encode(frame))  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 CONTEXT_MESSAGES = 20
 SYSTEM_PROMPT = (
     "You are the assistant in the chat room {title!r}. Several people talk here; each of their"
-    " messages starts with its author's name. Answer the last message, briefly, in Markdown."
+    " messages carries its author's name. Answer the last message, briefly, in Markdown."
 )
 
 
@@ -49,13 +50,22 @@ def _room_assistant(*, room_id: int) -> RoomAssistant:
     return RoomAssistant(enabled=enabled, model=model, title=title)
 
 
+def _participant(username: str) -> str:
+    """A username as OpenAI's ``name`` of a message allows it: 1 to 64 of a-z, A-Z, 0-9, _ and -."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", username)[:64] or "user"
+
+
 def _context(*, room_id: int, title: str, upto: int) -> list[ChatTurn]:
+    """The system prompt, then the room's recent messages: the assistant's own as its turns,
+    everyone else's as user turns carrying the author as the message's ``name`` (what
+    OpenAI's API has for several participants), the text itself unchanged."""
     turns = [ChatTurn("system", SYSTEM_PROMPT.format(title=title))]
     for author, content in selectors.room_recent_messages(room_id=room_id, limit=CONTEXT_MESSAGES, upto=upto):
         if author == replies.ASSISTANT_USERNAME:
             turns.append(ChatTurn("assistant", content))
         else:
-            turns.append(ChatTurn("user", f"{author}: {content}"))
+            message = {"role": "user", "name": _participant(author), "content": content}
+            turns.append(ChatTurn("user", content, message=message))
     return turns
 
 

@@ -115,7 +115,7 @@ async def test_thirty_members_on_three_workers_a_late_joiner_and_a_reconnect_all
     finally:
         for manager, _ in members:
             await manager.__aexit__(None, None, None)
-    expected = f"user0: {QUESTION} "
+    expected = f"{QUESTION} "
     for watch, end in zip([*watches, late], ends, strict=True):
         assert watch.content == end["content"] == expected
         assert end["finish_reason"] == "stop"

@@ -72,5 +72,14 @@ def test_two_people_on_two_workers_watch_one_reply_and_a_reload_picks_it_up_mid_
         expect(page.locator(f"{REPLY}.streaming")).to_have_count(0)
         expect(page.locator(f"{REPLY} .reply-state").last).to_have_text("Stopped.")
     assert reply_text(owner) == reply_text(member)
+
+    # A model that reasons: its reasoning is a collapsed "Thinking" above the reply, for everyone.
+    send(owner, "/think @assistant " + " ".join(f"t{i}" for i in range(WORDS)))
+    thinking = member.locator(f"{REPLY}.streaming details.thinking")
+    expect(thinking).to_have_count(1)
+    expect(thinking.locator(".thinking-text")).not_to_be_visible()
+    thinking.locator("summary").click()
+    expect(thinking.locator(".thinking-text")).to_contain_text("Echoing these words: @assistant t0")
+    expect(member.locator(f"{REPLY}.streaming")).to_have_count(0, timeout=20_000)
     for page in (owner, member):
         page.context.close()

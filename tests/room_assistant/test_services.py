@@ -90,7 +90,7 @@ async def test_every_member_sees_the_reply_grow_then_end_with_the_same_content(t
         watch_reply(alice, reply["id"], reply["content"]), watch_reply(bob, reply["id"], bob_reply["content"])
     )
     for content, done in results:
-        assert content == done["content"] == f"alice: @assistant {WORDS} "
+        assert content == done["content"] == f"@assistant {WORDS} "
         assert done["finish_reason"] == "stop" and done["seq"] == reply["seq"] + 1
     stored = await database_sync_to_async(Message.objects.get)(pk=reply["id"])
     assert (stored.content, stored.streaming, stored.finish_reason) == (results[0][1]["content"], False, "stop")
@@ -130,7 +130,7 @@ async def test_one_reply_at_a_time_and_stop_by_the_asker_keeps_what_was_written(
     content, done = await watch_reply(alice, reply["id"], first["delta"])
     assert asyncio.get_running_loop().time() - stopped_at < 1.0
     assert done["finish_reason"] == "cancelled" and content == done["content"]
-    assert 0 < len(content) < len(f"alice: @assistant {WORDS} ")
+    assert 0 < len(content) < len(f"@assistant {WORDS} ")
     stored = await database_sync_to_async(Message.objects.get)(pk=reply["id"])
     assert (stored.content, stored.finish_reason) == (content, "cancelled")
     for socket in (alice, bob):
@@ -146,10 +146,10 @@ async def test_a_member_joining_mid_reply_gets_the_content_so_far_then_the_rest(
     bob, frames = await joined(tokens["bob"], query=f"?last_id={reply['id']}")
     [joined_reply] = [frame for frame in frames if frame.get("id") == reply["id"]]
     assert joined_reply["type"] == "message" and joined_reply["streaming"] is True
-    assert len(joined_reply["content"]) >= len("alice: @assistant w0 w1 w2 ")
+    assert len(joined_reply["content"]) >= len("@assistant w0 w1 w2 ")
     assert frames.index(joined_reply) < [frame["type"] for frame in frames].index("synced")
     content, done = await watch_reply(bob, reply["id"], joined_reply["content"])
-    assert content == done["content"] == f"alice: @assistant {WORDS} "
+    assert content == done["content"] == f"@assistant {WORDS} "
     for socket in (alice, bob):
         await socket.disconnect()
 
@@ -223,8 +223,41 @@ async def test_the_owner_or_staff_turn_the_assistant_on_with_a_served_model(toke
         status, room = _patch(client, tokens["mod"], "quiet", {"assistant": True, "assistant_model": "echo"})
         assert status == 200 and room["assistant"] is True
         assert _patch(client, tokens["owner"], "nowhere", {"assistant": True})[0] == 404
-        signup = client.post("/accounts/signup/", {"username": "Assistant", "password1": "a-L0ng-pass!", "password2": "a-L0ng-pass!"})
+        signup = client.post(
+            "/accounts/signup/", {"username": "Assistant", "password1": "a-L0ng-pass!", "password2": "a-L0ng-pass!"}
+        )
         assert signup.status_code == 200 and b"reserved" in signup.content
         assert not User.objects.filter(username="Assistant").exists()
 
     await database_sync_to_async(patch_all)()
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=10)
+async def test_reasoning_streams_beside_the_reply_and_a_joiner_gets_it_so_far(tokens):
+    alice, _ = await joined(tokens["alice"])
+    _, reply = await ask(alice, "/think @assistant one two three four five six")
+    reasoning, kinds = "", []
+    while (frame := await next_of(alice, "message_reasoning"))["offset"] == len(reasoning):
+        reasoning += frame["delta"]
+        if reasoning.startswith("Echoing these words: @assistant"):
+            break
+    bob, frames = await joined(tokens["bob"], query=f"?last_id={reply['id']}")
+    [seen] = [frame for frame in frames if frame.get("id") == reply["id"]]
+    assert seen["reasoning"].startswith(reasoning), "the reasoning so far, in the reply's frame"
+    content, done = "", None
+    while done is None:
+        frame = await alice.receive_json_from(timeout=TIMEOUT)
+        kinds.append(frame["type"])
+        if frame["type"] == "message_reasoning":
+            assert frame["offset"] == len(reasoning)
+            reasoning += frame["delta"]
+        elif frame["type"] == "message_delta":
+            assert frame["offset"] == len(content)
+            content += frame["delta"]
+        elif frame["type"] == "message_done":
+            done = frame
+    assert reasoning.split() == ["Echoing", "these", "words:", "@assistant", "one", "two", "three", "four", "five", "six"]
+    assert content == done["content"] == "@assistant one two three four five six "
+    assert "message_reasoning" not in kinds[kinds.index("message_delta") :], "reasoning first, then the answer"
+    for socket in (alice, bob):
+        await socket.disconnect()

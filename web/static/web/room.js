@@ -233,6 +233,12 @@ function handle(frame) {
     case "message_delta":
       applyDelta(frame);
       break;
+    case "message_reasoning":
+      applyReasoning(frame);
+      break;
+    case "message_tool_call":
+      applyToolCall(frame);
+      break;
     case "message_done":
       applyDone(frame);
       advanceSeq(frame);
@@ -319,6 +325,8 @@ function messageData(frame) {
     // The assistant's replies (docs/protocol.md, "The assistant in a room") grow while streaming.
     streaming: frame.streaming === true,
     finish_reason: frame.finish_reason ? String(frame.finish_reason) : null,
+    reasoning: typeof frame.reasoning === "string" ? frame.reasoning : "", // while it streams only
+    tool_calls: Array.isArray(frame.tool_calls) ? frame.tool_calls.map(String) : [],
   };
 }
 
@@ -361,6 +369,8 @@ function renderItem(item, data) {
     parts.push(el("div", { className: "content placeholder", text: "Message removed" }));
   } else {
     if (data.reply_to) parts.push(quoteFor(data.reply_to));
+    if (data.reasoning) parts.push(thinkingFor(data));
+    for (const name of data.tool_calls || []) parts.push(el("div", { className: "tool-line", text: `Called the tool ${name}` }));
     const content = contentFor(data);
     parts.push(content);
     if (data.streaming) parts.push(el("div", { className: "reply-state", text: "Writing…" }));
@@ -563,6 +573,36 @@ function applyDelta(frame) {
   if (content) content.replaceChildren(renderMarkdown(data.content, me));
   else redraw(data.id);
   if (stick) list.scrollTop = list.scrollHeight;
+}
+
+// A reply's reasoning, collapsed ("Thinking"); opened, it stays open while the reply grows.
+const thinkingOpen = new Set();
+
+function thinkingFor(data) {
+  const details = el("details", { className: "thinking" },
+    el("summary", { text: "Thinking" }), el("div", { className: "thinking-text", text: data.reasoning }));
+  details.open = thinkingOpen.has(data.id);
+  details.addEventListener("toggle", () => {
+    if (details.open) thinkingOpen.add(data.id); else thinkingOpen.delete(data.id);
+  });
+  return details;
+}
+
+function applyReasoning(frame) {
+  const data = messages.get(Number(frame.id));
+  const offset = Number(frame.offset);
+  if (!data || data.removed || !data.streaming || !Number.isInteger(offset) || offset > data.reasoning.length) return;
+  data.reasoning = data.reasoning.slice(0, offset) + String(frame.delta ?? "");
+  const text = itemOf(data.id)?.querySelector(":scope > .thinking > .thinking-text");
+  if (text) text.textContent = data.reasoning;
+  else redraw(data.id);
+}
+
+function applyToolCall(frame) {
+  const data = messages.get(Number(frame.id));
+  if (!data || data.removed || !data.streaming) return;
+  data.tool_calls = [...(data.tool_calls || []), String(frame.name)];
+  redraw(data.id);
 }
 
 /** A reply ended: its whole content, and how it ended. */
