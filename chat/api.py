@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from chat import protocol, selectors
+from chat import protocol, selectors, signals
+from chat.mentions import mentions_assistant
 from chat.models import Message, Room
 from chat.protocol import is_storable_text
 from chat.services import messages, moderation
 from chat.services import reactions as reaction_service
 from chat.services.rooms import dm_open, member_add, member_remove, read_marker_move, room_create
+from core.errors import DomainError
 from core.http import MAX_ID, ApiError, api_view, json_body, signed_in_user
 
 
@@ -126,7 +129,16 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
     # content, 404 not_found for a reply to no message of the room.
     message = messages.message_create(room=room, user=user, content=body["content"], nonce=nonce, reply_to=reply_to)
     frame = selectors.message_frames(messages=[message], room_slug=room.slug)[0]
-    return JsonResponse(frame, status=201)
+    answer: dict[str, Any] = dict(frame)
+    if mentions_assistant(frame["content"]):
+        # As on the socket (docs/protocol.md, "The assistant in a room"), on the server's event
+        # loop, where the reply goes on after this response; the message is stored whatever
+        # happens, so a refusal comes back beside it, not instead of it.
+        try:
+            async_to_sync(signals.assistant_asked.asend)(sender=room_messages, frame=frame, room_id=room.pk, user_id=user.pk)
+        except DomainError as error:
+            answer["assistant_error"] = {"code": error.code, "detail": error.detail}
+    return JsonResponse(answer, status=201)
 
 
 @api_view("PATCH", "DELETE")

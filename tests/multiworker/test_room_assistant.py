@@ -205,3 +205,22 @@ async def test_a_killed_producer_ends_the_reply_interrupted_on_every_other_worke
     assert {end["finish_reason"] for end in ends} == {"interrupted"}
     assert {watch.content for watch in watches} == {ends[0]["content"]}
     assert 0 < ends[0]["content"].count(" ") < WORDS
+
+
+async def test_a_question_over_rest_starts_a_reply_and_a_refusal_comes_back_beside_the_message(cluster: Cluster):
+    slug = assistant_room(cluster, "user8")
+    manager, client = await joined(cluster, 0, slug, "user9")
+    watch = ReplyWatch(client)
+    headers = {"Authorization": f"Bearer {cluster.tokens['user8']}"}
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            asked = await http.post(f"{cluster.http(2)}/api/rooms/{slug}/messages", json={"content": QUESTION}, headers=headers)
+            assert asked.status_code == 201 and "assistant_error" not in asked.json(), asked.text
+            await watch.until(lambda: watch.reply is not None)
+            again = await http.post(f"{cluster.http(1)}/api/rooms/{slug}/messages", json={"content": QUESTION}, headers=headers)
+        assert again.status_code == 201 and again.json()["assistant_error"]["code"] == "busy", again.text
+        end = await watch.until_end()
+    finally:
+        await manager.__aexit__(None, None, None)
+    assert watch.reply is not None and watch.reply["reply_to"] == asked.json()["id"]
+    assert end["finish_reason"] == "stop" and watch.content == end["content"] == f"{QUESTION} "
