@@ -5,7 +5,13 @@ One run starts a private redis-server, then for each target its W workers on fre
 Each round opens N concurrent `POST /api/assistant/stream` requests of T tokens (echo backend, no
 delay), spread round-robin over the workers, and reads every stream to its `done`, checking each
 token index once and in order; for ours it then resumes up to 50 of those streams on the other
-worker with `Last-Event-ID: <id>:<T/2>`. Prints one markdown table and writes the JSON to
+worker with `Last-Event-ID: <id>:<T/2>`. Ours is measured through each of its APIs (--apis), on the
+same workers in the same run: `native` (the above), `chat` (`POST /v1/chat/completions` streamed,
+resumed with `?format=openai`), `responses` (`POST /v1/responses` streamed, resumed with
+`GET /v1/responses/<id>?stream=true&starting_after=<n>`) and `tools` (a Chat Completions stream of
+one tool call whose arguments come in T pieces, from a fake OpenAI upstream run by this script in
+a process of its own, as a model of LLM_MODELS; each piece is a word and a space, so "tokens" are
+argument pieces there). Prints one markdown table and writes the JSON to
 bench/results/<UTC timestamp>_sse.json. Loopback only; every wait is bounded; every process started
 here is stopped at the end, also on Ctrl-C or an error. See bench/README.md.
 """
@@ -35,6 +41,7 @@ from common import (
     asgi_argv,
     cpu_ticks,
     fmt,
+    free_ports,
     machine_ticks,
     md_table,
     mono,
@@ -45,6 +52,7 @@ from common import (
     session,
     shown,
     start_redis,
+    wait_listening,
 )
 
 # The echo backend repeats the message's words, one token each (plus a space), up to max_tokens.
@@ -56,16 +64,28 @@ MARK = b"event: token\n"
 DONE = b"event: done\ndata: "
 ERROR = b"event: error\ndata: "
 BACKLOG = 2048  # the listen backlog of deploy/serve.py; Twisted's default (50) drops SYNs of a 200-stream burst
+APIS = ("native", "chat", "responses", "tools")
+TOOLS_MODEL = "tools"  # the LLM_MODELS name of the fake upstream of the `tools` rows
+TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+# The arguments of the upstream's tool call: this, then T pieces of a word and a space, then ARGS_END.
+ARGS_START, ARGS_END = '{"text":"', '"}'
+# Log events of a `tools` stream before its first word piece (the call's id and name, ARGS_START),
+# and of a Responses stream before its first text delta (created, in_progress, item and part added).
+TOOLS_LEAD, RESPONSES_LEAD = 2, 3
 
 
 # ------------------------------------------------------------------ targets
 
 
-def ours_target(a: argparse.Namespace, tmp: Path, redis_url: str) -> Target:
+def ours_target(a: argparse.Namespace, tmp: Path, redis_url: str, upstream_port: int | None) -> Target:
+    models: dict[str, dict[str, str]] = {"echo": {}}
+    if upstream_port is not None:
+        models[TOOLS_MODEL] = {"base_url": f"http://{HOST}:{upstream_port}/v1"}
     env = ours_env(
         tmp,
         redis_url,
         LLM_BACKEND="echo",
+        LLM_MODELS=orjson.dumps(models).decode(),
         LLM_TOKEN_DELAY_MS="0",
         LLM_MAX_CONCURRENT="100000",
         LLM_MAX_CONCURRENT_PER_USER="100000",
@@ -244,6 +264,81 @@ class SSEReader(asyncio.Protocol):
             self.end()
 
 
+class OpenAIReader(SSEReader):
+    """A `/v1` stream (Chat Completions chunks or Responses events), read as SSEReader reads ours:
+    its text pieces counted (each word carries one space, so spaces are tokens), the time of the
+    first, and its end (`[DONE]`, or a Responses final event) checked: a whole stream's text must
+    be the echo's `content` (a `tools` stream's arguments ARGS_START + content + ARGS_END), a
+    resumed one's must hold exactly the tokens after `rec.first`."""
+
+    def __init__(self, req: bytes, rec: Rec, fut: asyncio.Future[None], total: int, content: bytes, api: str) -> None:
+        super().__init__(req, rec, fut, total, content)
+        self.api = api
+        self.text: list[str] = []
+
+    def events(self, data: bytes, now: int) -> None:
+        s = self.tail + data if self.tail else data
+        cut = s.rfind(b"\n\n")
+        if cut < 0:
+            self.tail = s
+            return
+        block, self.tail = s[: cut + 2], s[cut + 2 :]
+        rec = self.rec
+        for line in block.split(b"\n"):
+            if not line.startswith(b"data: "):
+                continue
+            if line == b"data: [DONE]":
+                self.finish(now)
+                return
+            try:
+                obj = orjson.loads(line[6:])
+                piece, end = self.piece(obj)
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                self.fail(f"a data line that is not a {self.api} event: {line[:80]!r}")
+                return
+            if piece:
+                if not rec.t_first:
+                    rec.t_first = now
+                rec.tokens += piece.count(" ")
+                self.text.append(piece)
+            if end:
+                self.finish(now)
+                return
+
+    def piece(self, obj: dict[str, Any]) -> tuple[str, bool]:
+        """The text a chunk or event adds, and whether it ends the stream; KeyError and the like for a malformed one."""
+        if "error" in obj and self.api != "responses":
+            raise ValueError(obj["error"].get("code"))
+        if self.api == "responses":
+            kind = obj["type"]
+            if kind == "response.failed":
+                raise ValueError(obj["response"]["error"]["message"])
+            if kind == "response.output_text.delta":
+                return obj["delta"], False
+            return "", kind in ("response.completed", "response.incomplete")
+        choices = obj["choices"]
+        if not choices:  # the usage chunk
+            return "", False
+        delta = choices[0]["delta"]
+        calls = delta.get("tool_calls") or []
+        return (delta.get("content") or "") + "".join(call["function"].get("arguments") or "" for call in calls), False
+
+    def finish(self, now: int) -> None:
+        rec = self.rec
+        rec.t_done, rec.done = now, True
+        text = "".join(self.text).encode()
+        if rec.first == 0 and self.api == "tools":
+            good = text == ARGS_START.encode() + self.content + ARGS_END.encode()
+        elif rec.first == 0:
+            good = text == self.content
+        else:
+            good = rec.tokens == self.total - rec.first
+        if not good or rec.tokens != self.total - rec.first:
+            self.fail(f"the end after {rec.tokens} tokens, text {text[:60]!r}…")
+        else:
+            self.end()
+
+
 def http_request(method: str, path: str, port: int, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}", "Accept: text/event-stream", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in headers]
@@ -273,7 +368,7 @@ async def follow_sse(reader: Any, port: int, deadline: float) -> str | None:
 
 
 async def read_streams(
-    jobs: list[tuple[Rec, bytes]], total: int, timeout: float, concurrency: int = 0, on_end: Any = None
+    jobs: list[tuple[Rec, bytes]], total: int, timeout: float, concurrency: int = 0, on_end: Any = None, api: str = "native"
 ) -> None:
     """Send every request and read its stream to the end; a request not done by `timeout` is aborted.
     `on_end()` is called as each stream reaches its `done` event."""
@@ -281,9 +376,14 @@ async def read_streams(
     sem = asyncio.Semaphore(concurrency or len(jobs) or 1)
     deadline = mono() + timeout
 
+    def reader(rec: Rec, req: bytes, fut: asyncio.Future[None]) -> SSEReader:
+        if api == "native":
+            return SSEReader(req, rec, fut, total, content)
+        return OpenAIReader(req, rec, fut, total, content, api)
+
     async def one(rec: Rec, req: bytes) -> None:
         async with sem:
-            failed = await follow_sse(lambda fut: SSEReader(req, rec, fut, total, content), rec.port, deadline)
+            failed = await follow_sse(lambda fut: reader(rec, req, fut), rec.port, deadline)
             if failed == "timeout":
                 got = f"HTTP {rec.status}, {rec.tokens} tokens" if rec.status else "no response"
                 rec.error = rec.error or f"timeout after {timeout:g} s ({got})"
@@ -304,24 +404,41 @@ class Bench:
     def __init__(self, a: argparse.Namespace, t: Target, redis_pid: int) -> None:
         self.a, self.t, self.redis_pid = a, t, redis_pid
 
-    def post_jobs(self, n: int, tokens: int) -> list[tuple[Rec, bytes]]:
-        body = orjson.dumps({"message": MESSAGE, "max_tokens": tokens})
+    def post_jobs(self, n: int, tokens: int, api: str = "native") -> list[tuple[Rec, bytes]]:
+        user_message = [{"role": "user", "content": MESSAGE}]
+        path, body = {
+            "native": ("/api/assistant/stream", {"message": MESSAGE, "max_tokens": tokens}),
+            "chat": ("/v1/chat/completions", {"model": "echo", "messages": user_message, "stream": True, "max_tokens": tokens}),
+            "responses": ("/v1/responses", {"model": "echo", "input": MESSAGE, "stream": True, "max_output_tokens": tokens}),
+            "tools": (
+                "/v1/chat/completions",
+                {"model": TOOLS_MODEL, "messages": user_message, "stream": True, "max_tokens": tokens, "tools": [TOOL]},
+            ),
+        }[api]
+        raw = orjson.dumps(body)
         jobs = []
         for i in range(n):
             rec = Rec(self.t.ports[i % len(self.t.ports)], i)  # round-robin over the workers; users i % 20
-            jobs.append((rec, http_request("POST", "/api/assistant/stream", rec.port, self.t.headers(i) or [], body)))
+            jobs.append((rec, http_request("POST", path, rec.port, self.t.headers(i) or [], raw)))
         return jobs
 
-    def resume_jobs(self, recs: list[Rec], after: int) -> list[tuple[Rec, bytes]]:
-        """A resume of each stream on the next worker after the one that produced it (the other one of two)."""
+    def resume_jobs(self, recs: list[Rec], after: int, api: str = "native") -> list[tuple[Rec, bytes]]:
+        """A resume of each stream on the next worker after the one that produced it (the other one of two),
+        after its token number `after`: the same position in each API's own numbering."""
         ports = self.t.ports
         jobs = []
         for r in recs:
             port = ports[(ports.index(r.port) + 1) % len(ports)]
             rec = Rec(port, r.user, first=after)
             rec.stream_id = r.stream_id
-            headers = [*(self.t.headers(r.user) or []), ("Last-Event-ID", f"{r.stream_id}:{after}")]
-            jobs.append((rec, http_request("GET", f"/api/streams/{r.stream_id}/events", port, headers)))
+            headers = self.t.headers(r.user) or []
+            if api == "responses":
+                path = f"/v1/responses/resp_{r.stream_id}?stream=true&starting_after={RESPONSES_LEAD + after}"
+            else:
+                seq = after + TOOLS_LEAD if api == "tools" else after
+                headers = [*headers, ("Last-Event-ID", f"{r.stream_id}:{seq}")]
+                path = f"/api/streams/{r.stream_id}/events" + ("" if api == "native" else "?format=openai")
+            jobs.append((rec, http_request("GET", path, port, headers)))
         return jobs
 
     def snap(self) -> tuple[float, list[int], int, int, tuple[int, int]]:
@@ -379,10 +496,10 @@ class Bench:
             if other < self.a.quiet_cpu or mono() - t0 >= self.a.quiet_wait:
                 return round(mono() - t0 - 1.0, 1), other
 
-    async def one_round(self, n: int, rep: int) -> dict[str, Any]:
+    async def one_round(self, n: int, rep: int, api: str = "native") -> dict[str, Any]:
         a = self.a
         quiet_s, quiet_other = await self.quiet()
-        jobs = self.post_jobs(n, a.tokens)
+        jobs = self.post_jobs(n, a.tokens, api)
         recs = [r for r, _ in jobs]
         gc.collect()
         gc.disable()
@@ -394,7 +511,7 @@ class Bench:
                 nonlocal c1
                 c1 = self.snap()
 
-            await read_streams(jobs, a.tokens, a.timeout, on_end=on_end)
+            await read_streams(jobs, a.tokens, a.timeout, on_end=on_end, api=api)
             t1 = max([r.t_done for r in recs if r.t_done] or [mono_ns()])
         finally:
             gc.enable()
@@ -404,6 +521,7 @@ class Bench:
         ttft = sorted(r.t_first - r.t_req for r in recs if r.t_first)
         dur = sorted(r.t_done - r.t_req for r in recs if r.t_done)
         res: dict[str, Any] = {
+            "api": api,
             "streams": n,
             "rep": rep,
             "tokens": tokens,
@@ -421,10 +539,10 @@ class Bench:
             "other_cpu_pct_before": quiet_other,
         }
         if self.t.name == "ours":
-            res["resume"] = await self.resume([r for r in recs if r.ok(a.tokens)][: a.resumes])
+            res["resume"] = await self.resume([r for r in recs if r.ok(a.tokens)][: a.resumes], api)
         rs = res.get("resume") or {}
         print(
-            f"  {self.t.name} {n:>4} streams #{rep}: {res['tokens_s']:>10,.0f} tokens/s in {res['wall_ms']:,.0f} ms"
+            f"  {self.t.name} {api} {n:>4} streams #{rep}: {res['tokens_s']:>10,.0f} tokens/s in {res['wall_ms']:,.0f} ms"
             f"  TTFT p50 {res['ttft_p50_ms']} p99 {res['ttft_p99_ms']} ms"
             + (f"  resume p50 {rs.get('p50_ms')} p99 {rs.get('p99_ms')} ms ({rs.get('errors')} err)" if rs else "")
             + f"  cpu srv {res['server_cpu_pct']} redis {res['redis_cpu_pct']} gen {res['loadgen_cpu_pct']}"
@@ -436,13 +554,13 @@ class Bench:
         )
         return res
 
-    async def resume(self, streams: list[Rec]) -> dict[str, Any]:
+    async def resume(self, streams: list[Rec], api: str = "native") -> dict[str, Any]:
         """Resume each finished stream from the middle on the other worker: request -> first replayed token."""
         a = self.a
         after = a.tokens // 2 if a.resume_at is None else a.resume_at
-        jobs = self.resume_jobs(streams, after)
+        jobs = self.resume_jobs(streams, after, api)
         recs = [r for r, _ in jobs]
-        await read_streams(jobs, a.tokens, a.timeout, concurrency=a.resume_concurrency)
+        await read_streams(jobs, a.tokens, a.timeout, concurrency=a.resume_concurrency, api=api)
         await self.settle()
         lat = sorted(r.t_first - r.t_req for r in recs if r.t_first)
         return {
@@ -458,23 +576,36 @@ class Bench:
     async def run(self) -> dict[str, Any]:
         a = self.a
         # Warm-up, unjudged: URL resolution, database and Redis connections, the first of everything.
+        apis = a.apis if self.t.name == "ours" else ["native"]
         n = min(10, *a.streams)
-        jobs = self.post_jobs(n, 50)
-        await read_streams(jobs, 50, a.timeout)
-        warm = self.errors([r for r, _ in jobs], 50)
-        if self.t.name == "ours":
-            rjobs = self.resume_jobs([r for r, _ in jobs if r.ok(50)][:2], 25)
-            await read_streams(rjobs, 50, a.timeout)
-            warm["resume_errors"] = self.errors([r for r, _ in rjobs], 50)["errors"]
+        warm: dict[str, Any] = {}
+        for api in apis:
+            jobs = self.post_jobs(n, 50, api)
+            await read_streams(jobs, 50, a.timeout, api=api)
+            warm[api] = self.errors([r for r, _ in jobs], 50)
+            if self.t.name == "ours":
+                rjobs = self.resume_jobs([r for r, _ in jobs if r.ok(50)][:2], 25, api)
+                await read_streams(rjobs, 50, a.timeout, api=api)
+                warm[api]["resume_errors"] = self.errors([r for r, _ in rjobs], 50)["errors"]
         await self.settle()
         rounds = []
+        # The APIs take turns within each repetition, so that a busy spell of the machine is
+        # shared among them rather than landing on one (their ratios are what the run compares).
         for streams in a.streams:
             for rep in range(a.repeat):
-                rounds.append(await self.one_round(streams, rep))
+                for api in apis:
+                    rounds.append(await self.one_round(streams, rep, api))
         return {"warmup": warm, "rounds": rounds}
 
 
 # ------------------------------------------------------------------ report
+
+
+API_LABELS = {
+    "chat": "/v1/chat/completions",
+    "responses": "/v1/responses",
+    "tools": "/v1/chat/completions, a tool call from an upstream",
+}
 
 
 def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -497,10 +628,12 @@ def table(a: argparse.Namespace, results: list[dict[str, Any]]) -> str:
     )
     rows = []
     for r in results:
-        for n in a.streams:
-            rounds = [x for x in r.get("rounds", []) if x["streams"] == n]
+        apis = a.apis if r["target"] == "ours" else ["native"]
+        for api, n in ((api, n) for n in a.streams for api in apis):
+            rounds = [x for x in r.get("rounds", []) if x["streams"] == n and x.get("api", "native") == api]
+            label = f"{r['target']} ({r['desc']})" + ("" if api == "native" else f", {API_LABELS[api]}")
             if not rounds:
-                rows.append((f"{r['target']} ({r['desc']})", str(n), *["-"] * (len(head) - 3), r.get("error", "-")))
+                rows.append((label, str(n), *["-"] * (len(head) - 3), r.get("error", "-")))
                 continue
             m = median_round(rounds)
             tps = fmt(m["tokens_s"], 0)
@@ -521,7 +654,7 @@ def table(a: argparse.Namespace, results: list[dict[str, Any]]) -> str:
                 err += " (" + ", ".join(f"{k} \u00d7{v}" for k, v in reasons.most_common(3)) + ")"
             rows.append(
                 (
-                    f"{r['target']} ({r['desc']})",
+                    label,
                     str(n),
                     tps,
                     fmt(m["ttft_p50_ms"], 1),
@@ -540,11 +673,70 @@ def table(a: argparse.Namespace, results: list[dict[str, Any]]) -> str:
 # ------------------------------------------------------------------ main
 
 
+# ------------------------------------------------------------------ the fake upstream of the `tools` rows
+
+
+def upstream_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    chunk = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "choices": [choice]}
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+async def upstream_answer(writer: asyncio.StreamWriter, tokens: int) -> None:
+    """One streamed reply: a tool call whose arguments come in `tokens` + 2 pieces, 32 to a
+    write with an `asyncio.sleep(0)` between, as the echo backend batches with no delay."""
+    pieces = [ARGS_START, *(WORDS[i % len(WORDS)] + " " for i in range(tokens)), ARGS_END]
+    call = {"index": 0, "id": "call_bench", "type": "function", "function": {"name": "lookup", "arguments": ""}}
+    first = {"tool_calls": [call]}
+    events = [upstream_chunk({"role": "assistant", **first})]
+    events += [upstream_chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces]
+    events += [upstream_chunk({}, "tool_calls"), b"data: [DONE]\n\n"]
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for i in range(0, len(events), 32):
+        data = b"".join(events[i : i + 32])
+        writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+        await writer.drain()
+        await asyncio.sleep(0)
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+
+
+async def upstream_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Requests on one kept-alive connection (httpx pools them), until the client closes it."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            body = orjson.loads(await reader.readexactly(int(length[1]) if length else 0) or b"{}")
+            await upstream_answer(writer, int(body.get("max_tokens") or 10))
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def upstream_serve(port: int) -> None:
+    server = await asyncio.start_server(upstream_connection, HOST, port, backlog=BACKLOG)
+    async with server:
+        await server.serve_forever()
+
+
+def start_upstream(procs: Procs) -> tuple[Any, int]:
+    """This script as the fake upstream (`--upstream-port`), in a process of its own: its CPU is
+    then neither the workers' nor the load generator's."""
+    port = free_ports(1)[0]
+    argv = [sys.executable, str(Path(__file__).resolve()), "--upstream-port", str(port)]
+    proc = procs.start("upstream", argv, dict(os.environ))
+    wait_listening(procs, proc, port, "fake upstream")
+    return proc, port
+
+
 def run(a: argparse.Namespace, tmp: Path, procs: Procs) -> list[dict[str, Any]]:
     rproc, redis_url, rcli = start_redis(procs, tmp)
+    upstream, upstream_port = start_upstream(procs) if "tools" in a.apis and "ours" in a.targets else (None, None)
     results = []
     for name in a.targets:
-        t = ours_target(a, tmp, redis_url) if name == "ours" else bare_target()
+        t = ours_target(a, tmp, redis_url, upstream_port) if name == "ours" else bare_target()
         t0 = mono()
         print(f"## {t.name}: {t.desc}, {a.workers} workers", file=sys.stderr, flush=True)
         if t.name == "ours":
@@ -561,6 +753,8 @@ def run(a: argparse.Namespace, tmp: Path, procs: Procs) -> list[dict[str, Any]]:
             rcli.flushall()
         res["wall_s"] = round(mono() - t0, 1)
         results.append(res)
+    if upstream is not None:
+        procs.stop([upstream])
     rcli.close()
     return results
 
@@ -568,6 +762,8 @@ def run(a: argparse.Namespace, tmp: Path, procs: Procs) -> list[dict[str, Any]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", default="ours,bare", help="comma list of ours, bare (default: both, in that order)")
+    ap.add_argument("--apis", default=",".join(APIS), help=f"ours' APIs measured, comma list of {', '.join(APIS)}")
+    ap.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)  # run as the fake upstream (start_upstream)
     ap.add_argument("--workers", "-w", type=int, default=2, help="server processes per target")
     ap.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne", help="ASGI server for ours")
     ap.add_argument("--streams", default="50,200", help="concurrent streams of each round, comma list")
@@ -582,6 +778,12 @@ def main() -> int:
     ap.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (database, logs); kept anyway on failure")
     a = ap.parse_args()
+    if a.upstream_port:
+        uvloop.run(upstream_serve(a.upstream_port))
+        return 0
+    a.apis = [x.strip() for x in a.apis.split(",") if x.strip()]
+    if not a.apis or set(a.apis) - set(APIS):
+        ap.error(f"--apis: a comma list of {', '.join(APIS)}")
     a.targets = [x.strip() for x in a.targets.split(",") if x.strip()]
     if not a.targets or set(a.targets) - {"ours", "bare"}:
         ap.error("--targets: a comma list of ours, bare")
