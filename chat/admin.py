@@ -104,8 +104,31 @@ class RoomAdmin(admin.ModelAdmin):
     list_display = ["slug", "title", "private", "online", "message_count", "locked", "created_at"]
     search_fields = ["slug", "title"]
     list_filter = ["private", "locked"]
-    fields = ["slug", "title", "private", "direct", "created_by", "created_at", "locked", "last_message_id"]
-    readonly_fields = ["slug", "private", "direct", "created_by", "created_at", "locked", "last_message_id"]
+    # The assistant is set by the owner or staff through PATCH /api/rooms/<slug> (or the room
+    # page), which checks the model against GET /v1/models: shown here, not edited.
+    fields = [
+        "slug",
+        "title",
+        "private",
+        "direct",
+        "created_by",
+        "created_at",
+        "locked",
+        "assistant",
+        "assistant_model",
+        "last_message_id",
+    ]
+    readonly_fields = [
+        "slug",
+        "private",
+        "direct",
+        "created_by",
+        "created_at",
+        "locked",
+        "assistant",
+        "assistant_model",
+        "last_message_id",
+    ]
     actions = ["lock_rooms", "unlock_rooms", "send_notice", "make_public"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
