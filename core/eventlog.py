@@ -131,7 +131,11 @@ return seq
 
 
 class RedisLog:
-    async def create(self, name: str, *, owner_id: int, producer: str, extra: Mapping[str, str]) -> None:
+    async def create(
+        self, name: str, *, owner_id: int, producer: str, extra: Mapping[str, str], first: list[LogEvent] | None = None
+    ) -> None:
+        """Write a log's meta data, and its ``first`` events if any, in one round trip (a
+        stream's start is on its time to first token)."""
         now = time.time()
         pipe = async_redis(name).pipeline(transaction=True)
         pipe.hset(
@@ -139,6 +143,10 @@ class RedisLog:
             mapping={"owner": owner_id, "status": "running", "producer": producer, "hb": now, "reader": now, **dict(extra)},  # type: ignore[dict-item]
         )
         pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
+        if first:
+            batch = [[event.seq, event.kind, event.data] for event in first]
+            pipe.xadd(_log_key(name), {"e": compact_json(batch)}, id=_entry_id(first[-1].seq))
+            pipe.expire(_log_key(name), LOG_TTL_SECONDS)
         await pipe.execute()
 
     async def append(self, name: str, events: list[LogEvent], *, final: bool = False) -> None:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from django.conf import settings
 
-from core.redis_clients import async_redis, hash_tag
+from core.redis_clients import async_redis, group_for_scripts, hash_tag
 from streaming.catalog import ModelSpec
 
 RUNNING_KEY = "llm:running"
@@ -31,6 +31,19 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
 return 1
+"""
+
+
+# Every pool's check first, then a slot in each: KEYS are the pools, narrowest first;
+# ARGV: now, stale before, the stream id, then each pool's size. Returns 0, or the
+# position (from 1) of the first full pool, having taken nothing.
+_ADMIT_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
+  if redis.call('ZCARD', key) >= tonumber(ARGV[3 + i]) then return i end
+end
+for _, key in ipairs(KEYS) do redis.call('ZADD', key, ARGV[1], ARGV[3]) end
+return 0
 """
 
 
@@ -68,10 +81,23 @@ _held: dict[str, list[str]] = {}
 async def slot_acquire(*, stream_id: str, user_id: int, model: ModelSpec | None = None) -> Literal["ok", Pool]:
     """Take a generation slot: "ok", or which pool is full ("user": this user's
     LLM_MAX_CONCURRENT_PER_USER; "model": the model's max_concurrent; "all":
-    LLM_MAX_CONCURRENT)."""
+    LLM_MAX_CONCURRENT).
+
+    Where every pool lives on one Redis (one shard, or one hash slot of a cluster), one
+    script checks them all and takes a slot in each: one round trip of a stream's start
+    instead of one per pool (docs/performance.md, "Stream start"); otherwise pool by pool."""
     now = time.time()
+    pools = _pools(user_id, model)
+    keys = [key for key, _, _ in pools]
+    if len(group_for_scripts(keys)) == 1:
+        limits = [limit for _, limit, _ in pools]
+        full = await async_redis(keys[0]).eval(_ADMIT_SCRIPT, len(keys), *keys, now, now - SLOT_STALE_SECONDS, stream_id, *limits)
+        if int(full):
+            return pools[int(full) - 1][2]
+        _held[stream_id] = keys
+        return "ok"
     taken: list[str] = []
-    for key, limit, pool in _pools(user_id, model):
+    for key, limit, pool in pools:
         if not await _pool_take(key, limit, stream_id, now):
             for held in taken:
                 await _pool_drop(held, stream_id)

@@ -154,6 +154,17 @@ def _conversation_begin(*, owner_id: int, conversation_id: str | None, turns: li
     return str(conversation.pk), history + turns
 
 
+def _start_in_db(*, user_id: int, conversation_id: str | None, turns: list[ChatTurn], record: bool) -> tuple[str, list[ChatTurn]]:
+    """A start's database work, in one call on the database thread: refuse a user banned
+    site-wide (generating is acting, docs/protocol.md, "Authentication and the handshake"),
+    then store the new turns (``record``) and return the conversation's id and context."""
+    if user_is_banned_site_wide(user_id=user_id):
+        raise StreamRefusedError("banned", "you are banned site-wide", kind="forbidden")
+    if not record:
+        return "", turns
+    return _conversation_begin(owner_id=user_id, conversation_id=conversation_id, turns=turns)
+
+
 def _reply_store(
     *, conversation_id: str, stream_id: str, content: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
 ) -> None:
@@ -243,8 +254,10 @@ async def generation_start(
     if drain.draining():
         detail = "this worker is restarting; ask again and another one will answer"
         raise StreamRefusedError("unavailable", detail, kind="unavailable", retry_after=RETRY_AFTER_SECONDS)
-    if await in_db_thread(user_is_banned_site_wide, user_id=user_id):
-        raise StreamRefusedError("banned", "you are banned site-wide", kind="forbidden")
+    # The start costs one Redis script (the slots), one database call (the ban and the
+    # conversation) and one Redis transaction (the log and its first event), in that order:
+    # the time to first token (docs/performance.md, "Stream start"). A refused start
+    # gives its slots back.
     if await limits.budget_exceeded(user_id=user_id):
         raise StreamRefusedError(
             "budget_exceeded", "the daily token budget is used up", kind="rate_limited", retry_after=RETRY_AFTER_SECONDS
@@ -261,15 +274,13 @@ async def generation_start(
         detail = "too many replies are being generated; try again shortly"
         raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
     try:
-        if record:
-            conversation, context = await in_db_thread(
-                _conversation_begin, owner_id=user_id, conversation_id=conversation_id, turns=turns
-            )
-        else:
-            conversation, context = "", turns
-        log = get_log()
-        await log.create(stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation})
-        await log.append(stream_id, [LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})])
+        conversation, context = await in_db_thread(
+            _start_in_db, user_id=user_id, conversation_id=conversation_id, turns=turns, record=record
+        )
+        start = LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})
+        await get_log().create(
+            stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation}, first=[start]
+        )
     except BaseException:
         await limits.slot_release(stream_id=stream_id, user_id=user_id)
         raise
