@@ -87,6 +87,7 @@ class Translator:
 
     def __init__(self, head: ResponseHead) -> None:
         self.head = head
+        self.item_id = head.item_id  # the message's, on every text delta
         self.next = 0  # the next sequence number
         self.items: list[dict[str, Any]] = []  # output items, in output order (each with "_text" while open)
         self.message: int | None = None  # output index of the message
@@ -168,13 +169,24 @@ class Translator:
                 self._event("response.in_progress", response=running),
             ]
         if event.kind == "token":
-            out: list[dict[str, Any]] = []
-            if self.message is None:
-                _, out = self._open_message()
+            # The one event per token, so built in one step (bench-sse: a third of a Responses
+            # stream's cost per token was this translation and its JSON).
+            out: list[dict[str, Any]] = [] if self.message is not None else self._open_message()[1]
             assert self.message is not None
-            self.items[self.message]["_text"].append(event.data["token"])
-            where = {"item_id": self.head.item_id, "output_index": self.message, "content_index": 0}
-            return [*out, self._event("response.output_text.delta", **where, delta=event.data["token"], logprobs=[])]
+            token = event.data["token"]
+            self.items[self.message]["_text"].append(token)
+            delta = {
+                "type": "response.output_text.delta",
+                "sequence_number": self.next,
+                "item_id": self.item_id,
+                "output_index": self.message,
+                "content_index": 0,
+                "delta": token,
+                "logprobs": [],
+            }
+            self.next += 1
+            out.append(delta)
+            return out
         if event.kind == "reasoning":
             out = []
             if self.reasoning is None:
