@@ -6,8 +6,8 @@ from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
-# The assistant's replies in rooms are by the user "assistant" (docs/protocol.md, "The
-# assistant in a room"): nobody may sign up as it, in any case.
+# The assistant's replies in rooms are by the user "assistant": nobody may sign up as it,
+# in any case (docs/protocol.md, "The assistant in a room").
 ASSISTANT_USERNAME = "assistant"
 RESERVED_USERNAMES = frozenset({ASSISTANT_USERNAME})
 

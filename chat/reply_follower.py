@@ -71,8 +71,8 @@ class ReplyFollower:
         self.readers = readers
         self.parts: list[str] = []
         self.length = 0  # code points so far
-        # The model's reasoning and tool calls (an extension, docs/protocol.md, "The assistant
-        # in a room"): shown while the reply streams, not stored.
+        # The model's reasoning and tool calls, an extension shown while the reply streams
+        # and not stored (docs/protocol.md, "The assistant in a room").
         self.reasoning = ""
         self.tool_calls: dict[int, str] = {}  # index -> name
         self.last_seq = 0  # the stream's events up to here are in ``parts``

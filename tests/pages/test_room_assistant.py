@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.support.browser import Site, screenshot
+from tests.support.browser import Site, open_room, screenshot, send
 
 pytestmark = pytest.mark.multiworker
 
@@ -15,19 +15,6 @@ pytestmark = pytest.mark.multiworker
 WORDS = 250
 QUESTION = "@assistant " + " ".join(f"w{i}" for i in range(WORDS))
 REPLY = "li.message[data-user=assistant]"
-
-
-def open_room(site: Site, user: str, slug: str, worker: int) -> Page:
-    page = site.context(user, worker=worker).new_page()
-    page.goto(site.url(f"/rooms/{slug}/", worker))
-    expect(page.locator("#state")).to_have_attribute("data-state", "live")
-    return page
-
-
-def send(page: Page, text: str) -> None:
-    box = page.get_by_role("textbox", name="Message")
-    box.fill(text)
-    box.press("Enter")
 
 
 def reply_text(page: Page) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.support.browser import Site, screenshot, watch_dialogs
+from tests.support.browser import Site, open_room, screenshot, send, watch_dialogs
 
 pytestmark = pytest.mark.multiworker
 
@@ -27,19 +27,6 @@ SNAPSHOT = """list => [...list.querySelectorAll(":scope > li.message:not(.pendin
     quote: item.querySelector(":scope > .quote")?.innerText ?? null,
     reactions: [...item.querySelectorAll(":scope > .reactions > .reaction")].map(chip => [chip.dataset.emoji, chip.title]),
 }))"""
-
-
-def open_room(site: Site, user: str, slug: str, worker: int) -> Page:
-    page = site.context(user, worker=worker).new_page()
-    page.goto(site.url(f"/rooms/{slug}/", worker))
-    expect(page.locator("#state")).to_have_attribute("data-state", "live")
-    return page
-
-
-def send(page: Page, text: str) -> None:
-    box = page.get_by_role("textbox", name="Message")
-    box.fill(text)
-    box.press("Enter")
 
 
 def message(page: Page, text: str) -> Locator:

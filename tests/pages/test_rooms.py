@@ -9,26 +9,13 @@ import re
 import pytest
 from playwright.sync_api import Page, WebSocketRoute, expect
 
-from tests.support.browser import PASSWORD, Site, log_in, screenshot, watch_dialogs
+from tests.support.browser import PASSWORD, Site, log_in, open_room, screenshot, send, watch_dialogs
 
 pytestmark = pytest.mark.multiworker
 
 
-def open_room(site: Site, user: str, slug: str, worker: int) -> Page:
-    page = site.context(user, worker=worker).new_page()
-    page.goto(site.url(f"/rooms/{slug}/", worker))
-    expect(page.locator("#state")).to_have_attribute("data-state", "live")
-    return page
-
-
 def message_texts(page: Page) -> list[str]:
     return page.locator("#messages li.message:not(.pending) .content").all_inner_texts()
-
-
-def send(page: Page, text: str) -> None:
-    box = page.get_by_role("textbox", name="Message")
-    box.fill(text)
-    box.press("Enter")
 
 
 def test_sign_up_log_out_and_log_in_again(site: Site):

@@ -110,3 +110,18 @@ def screenshot(page: Page, name: str) -> None:
     """docs/screenshots/<name>.png, overwritten each run (shown in the README)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), animations="disabled", caret="hide")
+
+
+def open_room(site: Site, user: str, slug: str, worker: int) -> Page:
+    """The room's page for ``user`` on ``worker``, once its socket is live."""
+    page = site.context(user, worker=worker).new_page()
+    page.goto(site.url(f"/rooms/{slug}/", worker))
+    expect(page.locator("#state")).to_have_attribute("data-state", "live")
+    return page
+
+
+def send(page: Page, text: str) -> None:
+    """Type a message in the room page's box and send it with Enter."""
+    box = page.get_by_role("textbox", name="Message")
+    box.fill(text)
+    box.press("Enter")
