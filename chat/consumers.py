@@ -58,6 +58,7 @@ class RoomConsumer(LayerConsumer):
     presence_version = 0
     joined = False
     private = False
+    assistant = False  # the room had the assistant on when this socket joined
     registered: Connection | None = None  # in accounts.connections: counted, told of credential changes
     send_guard: SocketGuard | None = None  # daphne's or the asyncio server's (core.servers)
     cut_off = False  # closed for not reading: nothing more is sent
@@ -110,6 +111,7 @@ class RoomConsumer(LayerConsumer):
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         self.private = room.private
+        self.assistant = room.assistant
         query_string = self.scope.get("query_string", b"")
         last_id, last_seq = _query_id(query_string, "last_id"), _query_id(query_string, "last_seq")
         credential = self.scope.get("credential")
@@ -289,12 +291,14 @@ class RoomConsumer(LayerConsumer):
         """Send a joining socket's backlog or replay, then the reply streaming in the room,
         if any, whatever the client had (docs/protocol.md, "The assistant in a room"): with
         the content it has now, followed by its deltas."""
-        streaming = dict(
-            (frame["id"], (frame, stream_id))
-            for frame, stream_id in await in_db_thread(
-                selectors.streaming_replies, room_id=self.room_id, room_slug=self.room_slug
-            )
+        # Only a room with the assistant on can have a reply streaming (turned off mid-reply,
+        # a joiner gets the reply's end, not its deltas): no query on other rooms' handshakes.
+        found = (
+            await in_db_thread(selectors.streaming_replies, room_id=self.room_id, room_slug=self.room_slug)
+            if self.assistant
+            else []
         )
+        streaming = {frame["id"]: (frame, stream_id) for frame, stream_id in found}
         for frame in frames:
             if frame["type"] == "message" and frame["id"] in streaming:
                 _, stream_id = streaming.pop(frame["id"])
