@@ -184,6 +184,13 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/rooms/{slug}/messages/{message_id}/report": {
         "post": _op("Report a message", ok="201", body=_object(reason=STRING), params=[SLUG, MESSAGE_ID], errors=("409",))
     },
+    "/api/rooms/{slug}": {
+        "patch": _op(
+            "Turn the room's assistant on or off, with a model of /v1/models (the owner or staff)",
+            body=_object(assistant={"type": "boolean"}, assistant_model=STRING),
+            params=[SLUG],
+        )
+    },
     "/api/rooms/{slug}/members": {
         "get": _op("Members of a private room", params=[SLUG]),
         "post": _op("Add a member", ok="201", body=_object(["user"], user=STRING), params=[SLUG]),
