@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 # daphne (the default, as runserver) or uvicorn (faster: docs/performance.md). SERVER= still works.
 WEB_SERVER ?= $(or $(SERVER),daphne)
 
-.PHONY: run test lint audit serve bench bench-sse bench-tasks bench-reactions soak system-deps migrate clean
+.PHONY: run test lint audit serve bench bench-sse bench-tasks bench-reactions bench-room-assistant soak system-deps migrate clean
 
 # The venv's installers are upgraded too: a new venv gets the pip and setuptools bundled with
 # Python, which have published advisories (docs/security.md, second review, finding 10).
@@ -83,6 +83,11 @@ bench-tasks: $(STAMP) system-deps
 bench-reactions: $(STAMP) system-deps
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/reactions.py $(BENCH_ARGS)
+
+## make bench-room-assistant: one streaming reply at 50 tokens/s to a room of 200 members on 2 workers, 3 times (see bench/README.md).
+bench-room-assistant: $(STAMP) system-deps
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/room_assistant.py $(BENCH_ARGS)
 
 ## make soak: 2 workers, 2,000 clients in 50 rooms, churn, SSE streams and tasks (SOAK_ARGS="--duration 300"; see bench/README.md).
 soak: $(STAMP) system-deps
