@@ -246,3 +246,25 @@ async def test_echo_logs_the_tool_result_it_answers():
     ]
     pieces, finish = await collect_pieces(EchoBackend(), turns, TOOLS)
     assert pieces == [ToolResult("call_1", "lookup", "found it"), "found ", "it "] and finish == "stop"
+
+
+@override_settings(LLM_BACKEND="openai")
+async def test_openai_backend_batches_what_one_read_brings_and_takes_a_last_line_without_a_break():
+    """Each read of the upstream is one batch (one log append), however many chunks it holds;
+    a read may end mid-line, and the [DONE] line may have no line break before the close."""
+    chunks = [{"choices": [{"delta": {"content": f"t{i} "}}]} for i in range(5)]
+    text = "".join(f"data: {json.dumps(c)}\r\n\r\n" for c in chunks) + "data: [DONE]"
+    reads = [text[:30].encode(), text[30:].encode()]  # the first read ends mid-line
+
+    async def stream():
+        for read in reads:
+            yield read
+
+    backend = OpenAIBackend(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=stream())))
+    generation = backend.generate(messages=MESSAGES, max_tokens=None)
+    batches = [batch async for batch in generation.pieces()]
+    assert batches == [["t0 ", "t1 ", "t2 ", "t3 ", "t4 "]]
+    cut = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks)  # no [DONE]: an error, not a hang
+    closed = OpenAIBackend(transport=httpx.MockTransport(lambda request: httpx.Response(200, text=cut)))
+    with pytest.raises(BackendError, match="before"):
+        await collect_pieces(closed, MESSAGES)
