@@ -212,12 +212,19 @@ class ReplyFollower:
     async def _deliver(self, offset: int, delta: str, kind: str = "message_delta") -> None:
         end = offset + len(delta)
         key = self.message_id if kind == "message_delta" else -self.message_id
+        # Encoded once per part sent, not once per socket: almost every socket gets the whole
+        # delta (bench/room_assistant.py's profile had the per-socket encoding second only
+        # to the send itself).
+        texts: dict[int, str] = {}
         for reader in list(self.readers()):
             given = reader.replies
             sent = given.get(key) if given is not None else None
             if given is None or sent is None or sent >= end:
                 continue  # not given the reply (yet), or given this part in its frame
             skip = max(0, sent - offset)
-            frame = {"type": kind, "id": self.message_id, "offset": offset + skip, "delta": delta[skip:]}
+            text = texts.get(skip)
+            if text is None:
+                frame = {"type": kind, "id": self.message_id, "offset": offset + skip, "delta": delta[skip:]}
+                text = texts[skip] = protocol.encode(frame)  # type: ignore[arg-type]
             given[key] = end
-            await self._send(reader, protocol.encode(frame))  # type: ignore[arg-type]
+            await self._send(reader, text)
