@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.processes import Cluster
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.processes import Cluster, RedisServer
 from tests.support.rooms_api import new_room
 from tests.support.wsclient import RoomClient, room_client
 
@@ -224,3 +227,55 @@ async def test_a_question_over_rest_starts_a_reply_and_a_refusal_comes_back_besi
         await manager.__aexit__(None, None, None)
     assert watch.reply is not None and watch.reply["reply_to"] == asked.json()["id"]
     assert end["finish_reason"] == "stop" and watch.content == end["content"] == f"{QUESTION} "
+
+
+@pytest.fixture(scope="module")
+def upstream_rooms() -> Iterator[tuple[Cluster, FakeUpstream]]:
+    """Two workers serving the echo model and a model of a fake OpenAI-compatible upstream."""
+    upstream = FakeUpstream()
+    redis = RedisServer()
+    models = {"echo": {}, "fake": {"base_url": upstream.url, "api_key": "sk-upstream", "model": "fake-model"}}
+    started = Cluster(redis, workers=2, env={"LLM_MODELS": json.dumps(models), "LLM_TIMEOUT_SECONDS": "2"})
+    started.tokens = started.mint_tokens("user0", "user1")
+    yield started, upstream
+    started.stop()
+    redis.stop()
+    upstream.stop()
+
+
+async def test_a_room_on_an_upstream_model_sends_the_room_as_named_turns_and_shows_its_failure(upstream_rooms):
+    cluster, upstream = upstream_rooms
+    token = cluster.tokens["user0"]
+    slug = new_room(cluster, token)
+    response = httpx.patch(
+        f"{cluster.http(0)}/api/rooms/{slug}",
+        json={"assistant": True, "assistant_model": "fake"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200 and response.json()["assistant_model"] == "fake", response.text
+    manager, client = await joined(cluster, 1, slug, "user1")
+    watch = ReplyWatch(client)
+    try:
+        await client.say("hello everyone")
+        async with httpx.AsyncClient(timeout=10) as http:
+            await http.post(
+                f"{cluster.http(0)}/api/rooms/{slug}/messages",
+                json={"content": "@assistant through the fake upstream"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        end = await watch.until_end()
+        assert (end["finish_reason"], watch.content) == ("stop", "@assistant through the fake upstream ")
+        sent = upstream.requests[-1]["body"]
+        assert sent["model"] == "fake-model" and sent["messages"][0]["role"] == "system"
+        assert [(m["role"], m.get("name"), m["content"]) for m in sent["messages"][1:]] == [
+            ("user", "user1", "hello everyone"),
+            ("user", "user0", "@assistant through the fake upstream"),
+        ]
+        # The model fails: the reply ends with "error", for everyone, and the room is free again.
+        await client.say("fail @assistant now")
+        failed = ReplyWatch(client)
+        end = await failed.until_end()
+        assert end["finish_reason"] == "error"
+    finally:
+        await manager.__aexit__(None, None, None)
