@@ -402,7 +402,7 @@ AXE_SERIOUS = """async () => (await axe.run(document, { resultTypes: ["violation
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_the_new_parts_pass_axe(site: Site, scheme):
     """axe-core (npm, injected; the context bypasses the policy for it) on a reply with its
-    Thinking open, tool calls, code, Copy and Regenerate, and the model picker."""
+    Thinking open, tool calls and results, sources, code, Copy and Regenerate, and the model picker."""
     axe = ROOT / "node_modules" / "axe-core" / "axe.min.js"
     if not axe.exists():
         pytest.skip("node_modules/ is not installed (make test runs npm ci)")
@@ -415,7 +415,9 @@ def test_the_new_parts_pass_axe(site: Site, scheme):
         ("start", {"stream_id": stream_id, "conversation_id": None}),
         ("reasoning", {"text": "Thinking it over."}),
         ("tool_call", {"index": 0, "id": "call_a", "name": "get_weather", "arguments": '{"city": "Oslo"}'}),
-        ("token", {"index": 2, "token": answer}),
+        ("tool_result", {"tool_call_id": "call_a", "name": "get_weather", "content": '{"sky": "rain"}'}),
+        ("sources", {"sources": [{"title": "Oslo weather", "url": "https://example.com/oslo"}]}),
+        ("token", {"index": 4, "token": answer}),
         ("done", {"finish_reason": "stop", "content": answer, "usage": {"completion_tokens": 9}}),
     ]
     answer_once(page, sse(stream_id, events), stream_id)
@@ -423,6 +425,8 @@ def test_the_new_parts_pass_axe(site: Site, scheme):
     expect(page.locator("#state")).to_have_attribute("data-state", "idle")
     last_reply(page).locator("details.thinking summary").click()
     expect(last_reply(page).locator(".thinking-text")).to_be_visible()
+    expect(last_reply(page).locator(".sources a")).to_have_text("Oslo weather")
+    expect(last_reply(page).locator(".tool-results li")).to_have_count(1)
     page.add_script_tag(path=str(axe))
     found = page.evaluate(AXE_SERIOUS)
     assert found == [], f"axe-core on the assistant ({scheme}):\n" + "\n".join(found)
