@@ -261,6 +261,13 @@ def test_thinking_and_tool_calls_show_as_they_come(site: Site):
         events.append(("tool_call", {"index": index, "id": call_id, "name": "get_weather", "arguments": ""}))
         events.append(("tool_call", {"index": index, "id": None, "name": None, "arguments": '{"city": '}))
         events.append(("tool_call", {"index": index, "id": None, "name": None, "arguments": f'"{city}"}}'}))
+    # Their results and the sources (for the screenshot: "Events" in docs/protocol.md).
+    for call_id, sky in (("call_a", "sunny"), ("call_b", "rain")):
+        events.append(("tool_result", {"tool_call_id": call_id, "name": "get_weather", "content": f'{{"sky": "{sky}"}}'}))
+    forecasts = [
+        {"title": f"{city} forecast", "url": f"https://example.com/weather/{city.lower()}"} for city in ("Paris", "Oslo")
+    ]
+    events.append(("sources", {"sources": forecasts}))
     first_token = len(events) - 1
     for i, word in enumerate(answer.split(" ")):
         events.append(("token", {"index": first_token + i, "token": word if i == 0 else " " + word}))
@@ -281,6 +288,10 @@ def test_thinking_and_tool_calls_show_as_they_come(site: Site):
     expect(reply.locator(".tool-calls li")).to_have_text(
         ['Tool call get_weather {"city": "Paris"}', 'Tool call get_weather {"city": "Oslo"}']
     )
+    expect(reply.locator(".tool-results li")).to_have_text(
+        ['Result of get_weather {"sky": "sunny"}', 'Result of get_weather {"sky": "rain"}']
+    )
+    expect(reply.locator(".sources a")).to_have_text(["Paris forecast", "Oslo forecast"])
     expect(reply.locator(".content strong")).to_have_text("Paris")
     expect(reply.locator(".content pre code")).to_contain_text('"Oslo": "rain"')
     assert page.locator("#transcript b").count() == 0, "reasoning is text"
