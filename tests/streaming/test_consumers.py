@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from config.asgi import application
+from tests.support.asgi_client import BearerClient
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 TIMEOUT = 5
@@ -181,3 +183,49 @@ async def test_the_typed_events_come_as_frames_of_their_own_and_resume_by_index(
     rest = await until_end(later)
     assert [f["type"] for f in rest] == ["ai_stream_sources", "ai_stream_chunk", "ai_stream_end"]
     await later.disconnect()
+
+
+@override_settings(LLM_TOKEN_DELAY_MS=0)
+async def test_a_v1_streams_tool_call_and_tool_result_come_as_frames_with_their_call_index(token):
+    """A /v1 stream resumed over the socket: the echo model's tool call (its id and name,
+    then its arguments) and, in the next round, the tool result it answers."""
+    client = BearerClient(token)
+    tools = [{"type": "function", "function": {"name": "lookup"}}]
+    asked = [{"role": "user", "content": "call lookup"}]
+    first = await client.post(
+        "/v1/chat/completions", json.dumps({"model": "echo", "messages": asked, "tools": tools}), content_type="application/json"
+    )
+    call = first.json()["choices"][0]["message"]["tool_calls"][0]
+    result = {"role": "tool", "tool_call_id": call["id"], "content": "found"}
+    second = await client.post(
+        "/v1/chat/completions",
+        json.dumps(
+            {
+                "model": "echo",
+                "messages": [*asked, {"role": "assistant", "content": None, "tool_calls": [call]}, result],
+                "tools": tools,
+            }
+        ),
+        content_type="application/json",
+    )
+    ws = socket(token)
+    await ws.connect()
+    await ws.send_json_to({"type": "resume", "stream_id": first["X-Stream-Id"], "after": -1})
+    frames = await until_end(ws)
+    assert [{k: f[k] for k in ("type", "index", "call_index", "id", "name", "arguments")} for f in frames[:-1]] == [
+        {"type": "ai_stream_tool_call", "index": 0, "call_index": 0, "id": call["id"], "name": "lookup", "arguments": ""},
+        {"type": "ai_stream_tool_call", "index": 1, "call_index": 0, "id": None, "name": None, "arguments": "{}"},
+    ]
+    assert frames[-1]["finish_reason"] == "tool_calls"
+    await ws.send_json_to({"type": "resume", "stream_id": second["X-Stream-Id"], "after": -1})
+    frames = await until_end(ws)
+    assert frames[0] == {
+        "type": "ai_stream_tool_result",
+        "stream_id": second["X-Stream-Id"],
+        "index": 0,
+        "tool_call_id": call["id"],
+        "name": "lookup",
+        "content": "found",
+    }
+    assert [f["content"] for f in frames[1:-1]] == ["found "]
+    await ws.disconnect()
