@@ -176,7 +176,7 @@ async def test_a_moderator_removing_a_streaming_reply_stops_it_and_nothing_more_
 
 async def test_a_resume_after_the_end_gets_the_end(tokens):
     alice, _ = await joined(tokens["alice"])
-    asked, reply = await ask(alice, "@assistant short one")
+    _, reply = await ask(alice, "@assistant short one")
     _, done = await watch_reply(alice, reply["id"], reply["content"])
     await alice.disconnect()
     again, frames = await joined(tokens["alice"], query=f"?last_seq={reply['seq']}")
