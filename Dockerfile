@@ -12,6 +12,7 @@ COPY chat ./chat
 COPY streaming ./streaming
 COPY notifications ./notifications
 COPY tasks ./tasks
+COPY room_assistant ./room_assistant
 COPY web ./web
 COPY manage.py ./
 COPY deploy/web-server.sh ./deploy/web-server.sh
