@@ -133,13 +133,13 @@ def test_two_people_chat_live_on_two_workers(site: Site):
         expect(page.locator("#messages li.message time")).to_have_count(3)
     send(bob, "Sounds good, see you there")
     expect(alice.locator("#messages li.message .content")).to_have_count(4)
-    screenshot(alice, "room")
 
+    # A third page, a phone on the third worker, reads the same four (its screenshots, light and
+    # dark, come from tests/pages/test_screenshots.py).
     phone = site.context("pages-alice", viewport={"width": 390, "height": 780}, is_mobile=True, has_touch=True).new_page()
     phone.goto(site.url(f"/rooms/{slug}/", 2))
     expect(phone.locator("#messages li.message")).to_have_count(4)
     expect(phone.get_by_role("button", name="Send")).to_be_in_viewport()
-    screenshot(phone, "room-phone")
     for page in (alice, bob, phone):
         page.context.close()
 

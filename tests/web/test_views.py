@@ -65,6 +65,7 @@ def test_every_file_a_page_loads_is_served():
     loaded = {url for page in pages for url in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.content.decode())}
     assert {"/static/web/site.css", "/static/web/rooms.js", "/static/web/room.js", "/static/web/task.js"} <= loaded
     assert {"/static/web/assistant.js", "/static/web/notifications.js"} <= loaded
+    assert {"/static/web/manifest.webmanifest", "/static/web/icons/icon-180.png"} <= loaded
     for url in sorted(loaded):
         status, body = fetched(url)
         assert status == 200, url
@@ -76,6 +77,7 @@ def fetched(url: str) -> tuple[int, str]:
     """A static file's status and text, its file closed."""
     response = Client().get(url)
     try:
-        return response.status_code, b"".join(response.streaming_content).decode() if response.status_code == 200 else ""  # type: ignore[attr-defined]
+        body = b"".join(response.streaming_content) if response.status_code == 200 else b""  # type: ignore[attr-defined]
+        return response.status_code, body.decode(errors="replace")  # icons are binary
     finally:
         response.close()

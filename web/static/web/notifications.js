@@ -4,6 +4,11 @@
 // read: a room page says what its person has seen (a "room-seen" event on the document: the
 // mentions on screen, and in a direct conversation how far it goes), and the notifications about
 // those are marked read.
+//
+// Browser notifications (with the person's permission, asked from a button in the panel): a
+// mention or a direct message that arrives while the tab is hidden also shows as a system
+// notification; clicking it brings the tab back on the room. Tagged with the notification's id,
+// so two open tabs (or a replay after a reconnect) show it once.
 import { api, el } from "./common.js";
 
 const button = document.getElementById("notifications-button");
@@ -12,6 +17,8 @@ const panel = document.getElementById("notifications-panel");
 const list = document.getElementById("notifications-list");
 const empty = document.getElementById("notifications-empty");
 const readButton = document.getElementById("notifications-read");
+const alertsButton = document.getElementById("notifications-alerts");
+const alertsHelp = document.getElementById("notifications-alerts-help");
 
 const KINDS = ["mention", "task", "moderation", "dm"];
 const LIST_LIMIT = 200; // GET /api/notifications/ lists at most this many
@@ -19,6 +26,8 @@ const unread = new Map(); // id -> {kind, data}
 const seenUpTo = new Map(); // direct room slug -> every message up to this id was seen on this page
 const seenMentions = new Map(); // room slug -> Set of the ids of messages mentioning the person seen
 const marking = new Set(); // ids being marked read by this page
+const ALERT_KINDS = new Set(["mention", "dm"]);
+const alerted = new Set(); // ids shown as browser notifications by this page
 
 function describe({ kind, data }) {
   const room = data.room ? `/rooms/${encodeURIComponent(data.room)}/` : null;
@@ -104,6 +113,45 @@ document.addEventListener("room-seen", (event) => {
   markSeen();
 });
 
+const canAlert = () => "Notification" in window && Notification.permission === "granted";
+
+/** A system notification for a mention or direct message that arrives while the tab is hidden. */
+function alertIfHidden(id, notification) {
+  if (document.visibilityState !== "hidden" || !canAlert()) return;
+  if (!ALERT_KINDS.has(notification.kind) || alerted.has(id)) return;
+  alerted.add(id);
+  const { text, href } = describe(notification);
+  try {
+    const shown = new Notification(notification.kind === "dm" ? "New direct message" : "You were mentioned", {
+      body: text, tag: `notification-${id}`, icon: "/static/web/icons/icon-192.png",
+    });
+    shown.onclick = () => {
+      window.focus();
+      if (href && location.pathname !== href) location.assign(href);
+      shown.close();
+    };
+  } catch {
+    // Some browsers (Chrome on Android) allow notifications only from a service worker: the badge still counts it.
+  }
+}
+
+function renderAlerts() {
+  const supported = "Notification" in window;
+  const permission = supported ? Notification.permission : "unsupported";
+  alertsButton.hidden = permission !== "default";
+  alertsHelp.hidden = permission === "default";
+  alertsHelp.textContent = {
+    granted: "Mentions and direct messages also alert this device while the tab is in the background.",
+    denied: "Alerts are blocked for this site in the browser's settings.",
+    unsupported: "This browser cannot show alerts.",
+  }[permission] || "";
+}
+
+alertsButton.addEventListener("click", async () => {
+  try { await Notification.requestPermission(); } catch { /* Treated as not granted. */ }
+  renderAlerts();
+});
+
 function listen() {
   const source = new EventSource("/api/notifications/stream");
   // Each (re)connection: the list is the truth for what is unread now, events add to it.
@@ -114,6 +162,7 @@ function listen() {
       if (!Number.isInteger(id) || id <= 0) return;
       try { unread.set(id, { kind, data: JSON.parse(event.data) }); } catch { return; }
       render();
+      alertIfHidden(id, unread.get(id));
       markSeen();
     });
   }
@@ -147,4 +196,5 @@ readButton.addEventListener("click", async () => {
 });
 
 render();
+renderAlerts();
 listen();
