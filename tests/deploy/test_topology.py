@@ -272,6 +272,10 @@ def test_static_files_come_from_nginx_not_from_a_worker(topology: Topology):
     assert response.content == collected.read_bytes()
     assert response.headers["content-type"].startswith("text/css")
     assert not topology.workers_logging(url_path), "nginx served it itself"
+    manifest = httpx.get(f"{topology.base}/static/web/manifest.webmanifest", timeout=10)
+    assert manifest.status_code == 200
+    assert manifest.headers["content-type"] == "application/manifest+json"
+    assert manifest.json()["start_url"] == "/"
 
 
 def test_a_client_supplied_x_forwarded_for_never_reaches_the_workers(topology: Topology):
