@@ -45,6 +45,7 @@ from common import (
     session,
     shown,
     start_redis,
+    tree_cpu_ticks,
 )
 from picows import WSListener, WSMsgType, ws_connect
 
@@ -251,7 +252,7 @@ class Load:
         return {"connect_s": round(mono() - t0, 2), "redialed": len(errors), "error_sample": errors[:3]}
 
     def snap(self) -> tuple[float, list[int], int, int, tuple[int, int]]:
-        workers = [cpu_ticks(p.pid) for p in self.t.procs]
+        workers = [tree_cpu_ticks(p.pid) for p in self.t.procs]
         return mono(), workers, cpu_ticks(self.redis_pid), cpu_ticks(os.getpid()), machine_ticks()
 
     @staticmethod
@@ -523,7 +524,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", default="ours,bare", help="comma list of ours, bare (default: both, in that order)")
     ap.add_argument("--workers", "-w", type=int, default=2, help="server processes per target")
-    ap.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne", help="ASGI server for ours")
+    ap.add_argument("--server", choices=("daphne", "uvicorn", "granian"), default="daphne", help="ASGI server for ours")
     ap.add_argument("--bare-layer", choices=("pubsub", "core"), default="pubsub", help="channels_redis layer of bare")
     ap.add_argument("--rooms", type=int, default=10)
     ap.add_argument("--clients", type=int, default=20, help="clients per room")

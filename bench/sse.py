@@ -52,6 +52,7 @@ from common import (
     session,
     shown,
     start_redis,
+    tree_cpu_ticks,
     wait_listening,
 )
 
@@ -442,17 +443,17 @@ class Bench:
         return jobs
 
     def snap(self) -> tuple[float, list[int], int, int, tuple[int, int]]:
-        workers = [cpu_ticks(p.pid) for p in self.t.procs]
+        workers = [tree_cpu_ticks(p.pid) for p in self.t.procs]
         return mono(), workers, cpu_ticks(self.redis_pid), cpu_ticks(os.getpid()), machine_ticks()
 
     async def settle(self, window: float = 0.25, cap: float = 10.0) -> float:
         """Until the workers are idle (each under ~10% of a core over `window`), at most `cap` seconds:
         what a round set going (the replies stored after `done`) is finished before the next phase."""
         t0 = mono()
-        before = [cpu_ticks(p.pid) for p in self.t.procs]
+        before = [tree_cpu_ticks(p.pid) for p in self.t.procs]
         while mono() - t0 < cap:
             await asyncio.sleep(window)
-            now = [cpu_ticks(p.pid) for p in self.t.procs]
+            now = [tree_cpu_ticks(p.pid) for p in self.t.procs]
             if all(y - x <= 0.1 * window * CLK_TCK for x, y in zip(before, now, strict=True)):
                 break
             before = now
@@ -765,7 +766,7 @@ def main() -> int:
     ap.add_argument("--apis", default=",".join(APIS), help=f"ours' APIs measured, comma list of {', '.join(APIS)}")
     ap.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)  # run as the fake upstream (start_upstream)
     ap.add_argument("--workers", "-w", type=int, default=2, help="server processes per target")
-    ap.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne", help="ASGI server for ours")
+    ap.add_argument("--server", choices=("daphne", "uvicorn", "granian"), default="daphne", help="ASGI server for ours")
     ap.add_argument("--streams", default="50,200", help="concurrent streams of each round, comma list")
     ap.add_argument("--tokens", type=int, default=500, help="tokens per stream (max_tokens)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds per --streams value; the table shows the median")

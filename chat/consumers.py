@@ -328,7 +328,7 @@ class RoomConsumer(LayerConsumer):
                 metrics.WS_CLOSES.labels(code=str(protocol.CLOSE_TOO_SLOW)).inc()
                 # A close frame would wait behind everything queued for a client that does
                 # not read: drop the connection instead (the client sees 1006 and resumes).
-                guard.abort()
+                guard.abort(protocol.CLOSE_TOO_SLOW)
             return
         if held:
             return

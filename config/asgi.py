@@ -8,11 +8,13 @@ import sys
 
 from django.core.asgi import get_asgi_application
 
-from core import servers
+from core import memtrace, servers
 from core.env import ImproperlyConfiguredError
 
 # Asked before Django's set-up (core.servers.detect says why).
 SERVER = servers.detect()
+# Heap snapshots on SIGUSR2, only with TRACEMALLOC_SNAPSHOT_DIR and tracing on (core.memtrace).
+memtrace.install_from_env()
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 try:
@@ -32,8 +34,9 @@ routes = {
     "http": http_application,
     "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
 }
-# The drain on SIGTERM, where the server has a lifespan (uvicorn; daphne's is patched in).
+# The drain on SIGTERM, where the server has a lifespan (uvicorn, granian; daphne's is patched in).
 lifespan = servers.lifespan(SERVER)
 if lifespan is not None:
     routes["lifespan"] = lifespan
-application = ProtocolTypeRouter(routes)
+# The client's address from the proxy's X-Forwarded-For, where the server leaves it to us (granian).
+application = servers.proxy_headers(ProtocolTypeRouter(routes), SERVER)

@@ -7,6 +7,11 @@
 # overwrites it with the address it saw, so a client cannot forge one. uvicorn needs to
 # be told which peers are proxies; on the compose network only nginx reaches the workers
 # (FORWARDED_ALLOW_IPS narrows it elsewhere).
+#
+# Not granian (measured for issue 21: docs/performance.md, "granian"): under granian 2.8.7 a
+# close the server starts while Channels waits on receive() (bans 4003, drains 1012,
+# credential changes 4011) does not reach the client within 15 s, so it is a benchmark
+# choice only (bench/ --server granian), not a WEB_SERVER.
 set -eu
 host="${WEB_HOST:-0.0.0.0}"
 port="${WEB_PORT:-8000}"

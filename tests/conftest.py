@@ -91,3 +91,9 @@ def pg_cluster(postgres_server: PostgresServer) -> Iterator[Cluster]:
 def uvicorn_cluster() -> Iterator[Cluster]:
     """The `cluster` fixture's twin served by uvicorn (WEB_SERVER=uvicorn)."""
     yield from _cluster_twin(server="uvicorn")
+
+
+@pytest.fixture(scope="session")
+def granian_cluster() -> Iterator[Cluster]:
+    """The `cluster` fixture's twin served by granian (WEB_SERVER=granian)."""
+    yield from _cluster_twin(server="granian")

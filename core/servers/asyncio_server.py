@@ -163,7 +163,7 @@ class Outbox:
             self.waiting_since = None
             self.waiting_bytes = 0
 
-    def abort(self) -> None:
+    def abort(self, code: int) -> None:
         """Drop what waits and the connection itself (its client reads nothing anyway)."""
         self.frames.clear()
         self.waiting_bytes = 0

@@ -263,7 +263,7 @@ class SocketFlow:
         _write(self.transport, _frame(text))
         return True
 
-    def abort(self) -> None:
+    def abort(self, code: int) -> None:
         self.transport.abortConnection()
 
     def pauseProducing(self) -> None:  # Twisted names; called on every write while full

@@ -7,6 +7,7 @@ not stop) when its fixture ends.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -312,8 +313,10 @@ class Cluster:
         puts the cluster on PostgreSQL); ``proxy_headers`` starts daphne as the Dockerfile
         does, behind a proxy; ``access_log`` writes each worker's access log, line-buffered,
         to ``access<index>.log`` in ``self.dir`` (read with ``access_entries``); ``server`` is
-        ``daphne`` (the default, as in production) or ``uvicorn`` (WEB_SERVER=uvicorn)."""
-        assert server in ("daphne", "uvicorn"), server
+        ``daphne`` (the default, as in production), ``uvicorn`` (WEB_SERVER=uvicorn) or
+        ``granian`` (WEB_SERVER=granian: a supervisor process and its one worker, in a
+        process group of their own)."""
+        assert server in ("daphne", "uvicorn", "granian"), server
         self.server = server
         self.redis = redis
         self.proxy_headers = proxy_headers
@@ -371,17 +374,27 @@ class Cluster:
             if not self.access_log:
                 options.append("--no-access-log")  # uvicorn logs access to stdout, in the worker's log
             command = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", port, "--log-level", "warning", *options]
+        elif self.server == "granian":
+            # As deploy/web-server.sh runs it; the proxy headers are config.asgi's (FORWARDED_ALLOW_IPS).
+            options = ["--access-log"] if self.access_log else ["--no-access-log"]
+            command = ["-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", port, "--workers", "1"]
+            command += ["--log-level", "warning", *options]
         else:
             options = ["--proxy-headers"] if self.proxy_headers else []
             if self.access_log:
                 options += ["--access-log", str(self.dir / f"access{index}.log")]
             command = ["-m", "daphne", "-b", "127.0.0.1", "-p", port, *options]
+        env = {name: value for name, value in self.env.items() if name != "FORWARDED_ALLOW_IPS"}
+        if self.server == "granian" and self.proxy_headers:
+            env["FORWARDED_ALLOW_IPS"] = "127.0.0.1"
         process = subprocess.Popen(
             [PYTHON, *command, "config.asgi:application"],
             cwd=ROOT,
-            env=self.env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # granian's worker is a child of its supervisor: a SIGKILL must reach both.
+            start_new_session=self.server == "granian",
         )
         log.close()
         self.processes[index] = process
@@ -400,15 +413,24 @@ class Cluster:
     def kill_worker(self, index: int) -> None:
         process = self.processes[index]
         assert process is not None
-        process.kill()
+        if self.server == "granian":
+            os.killpg(process.pid, signal.SIGKILL)  # the supervisor and its worker
+        else:
+            process.kill()
         process.wait(5)
         self.processes[index] = None
 
     def rss_kib(self, index: int = 0) -> int:
-        """Worker ``index``'s resident memory (VmRSS), in KiB."""
+        """Worker ``index``'s resident memory (VmRSS), in KiB (under granian, of the worker
+        process its supervisor started)."""
         process = self.processes[index]
         assert process is not None
-        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        pid = process.pid
+        if self.server == "granian":
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            assert len(children) == 1, f"granian's supervisor {pid} has workers {children}"
+            pid = int(children[0])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
@@ -431,6 +453,9 @@ class Cluster:
         for process in [*self.processes, *self.taskworkers]:
             if process is not None:
                 stop(process)
+                if self.server == "granian" and process in self.processes:
+                    with contextlib.suppress(ProcessLookupError):  # a worker its supervisor left behind
+                        os.killpg(process.pid, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
