@@ -58,7 +58,8 @@ INJECTION = st.lists(st.one_of(SSE_TEXT, LINE_BREAKS, st.sampled_from(["data: x"
 DATA_TEXT = SSE_TEXT | INJECTION.map("".join)
 NAME = st.text(st.characters(codec="utf-8", exclude_characters="\r\n\0"), min_size=1)
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | ANY_TEXT,
+    # No infinities: JSON cannot spell them (compact_json sends null, as browsers' JSON.stringify does).
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | ANY_TEXT,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(ANY_TEXT, children, max_size=4),
     max_leaves=12,
 )
