@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 # daphne (the default, as runserver) or uvicorn (faster: docs/performance.md). SERVER= still works.
 WEB_SERVER ?= $(or $(SERVER),daphne)
 
-.PHONY: run test lint audit serve bench bench-sse bench-tasks bench-reactions bench-room-assistant soak system-deps migrate clean
+.PHONY: run test lint audit serve bench bench-sse bench-tasks bench-reactions bench-room-assistant bench-idle soak system-deps migrate clean
 
 # The venv's installers are upgraded too: a new venv gets the pip and setuptools bundled with
 # Python, which have published advisories (docs/security.md, second review, finding 10).
@@ -88,6 +88,11 @@ bench-reactions: $(STAMP) system-deps
 bench-room-assistant: $(STAMP) system-deps
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/room_assistant.py $(BENCH_ARGS)
+
+## make bench-idle: memory per idle room socket on one daphne worker, RSS and tracemalloc by owner, beside an app that only accepts (see bench/README.md).
+bench-idle: $(STAMP) system-deps
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/idle_memory.py $(BENCH_ARGS)
 
 ## make soak: 2 workers, 2,000 clients in 50 rooms, churn, SSE streams and tasks (SOAK_ARGS="--duration 300"; see bench/README.md).
 soak: $(STAMP) system-deps
