@@ -1,7 +1,7 @@
 """granian (issue 21): measured beside daphne and uvicorn (bench/ --server granian), not a
 WEB_SERVER (docs/performance.md, "granian"). These tests keep both halves of that on record
 with three granian workers: what the benchmark relies on holds (room delivery across
-workers, SSE resumed on another worker), and what stops us shipping it still fails (a
+workers, SSE resumed on another worker, a hostile Origin refused), and what stops us shipping it still fails (a
 close the server starts while Channels waits on ``receive()`` does not reach the client).
 When granian fixes the latter, the strict xfail fails and says to measure again."""
 
@@ -12,6 +12,8 @@ import time
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.support.processes import Cluster
 from tests.support.rooms_api import list_messages, new_room
@@ -58,6 +60,17 @@ def test_under_granian_a_dropped_stream_resumes_on_another_worker(granian_cluste
         rest = read_events(resumed)
     assert seen + [e["data"]["index"] for e in rest if e.get("event") == "token"] == list(range(60))
     assert rest[-1]["event"] == "done"
+
+
+@pytest.mark.asyncio
+async def test_under_granian_a_hostile_origin_is_refused_before_accept(granian_cluster: Cluster):
+    cluster = granian_cluster
+    url = cluster.ws(0, f"/ws/rooms/{new_room(cluster, cluster.tokens['user4'])}/")
+    headers = {"Authorization": f"Bearer {cluster.tokens['user4']}"}
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers=headers, origin="https://evil.example", open_timeout=10):  # type: ignore[arg-type]
+            pass
+    assert refused.value.response.status_code == 403
 
 
 @pytest.mark.asyncio
