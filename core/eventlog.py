@@ -312,12 +312,8 @@ async def follow(
         asked = time.monotonic()
         events = await log.read(name, after=after, wait=READ_WAIT_SECONDS)
         now = time.monotonic()
-        if produced is not None:
-            if now - asked > READ_WAIT_SECONDS + STALL_SECONDS:
-                responsive_since = now
-            if now - last_touch >= 1.0:
-                last_touch = now
-                await log.touch_reader(name)
+        if produced is not None and now - asked > READ_WAIT_SECONDS + STALL_SECONDS:
+            responsive_since = now
         if not events and produced is not None:
             meta = await log.meta(name)
             if meta is None:
@@ -331,6 +327,11 @@ async def follow(
                 return
             events = found
         yield events
+        # "Read", for the producer's abandonment check, at most once a second; after the
+        # events went out, so that a resumed reader's first ones do not wait on it.
+        if produced is not None and time.monotonic() - last_touch >= 1.0:
+            last_touch = time.monotonic()
+            await log.touch_reader(name)
         if events:
             after = events[-1].seq
             if events[-1].kind in final:

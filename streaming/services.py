@@ -30,7 +30,7 @@ from core import drain
 from core.aio import WORKER_ID, spawn
 from core.db_thread import in_db_thread
 from core.errors import DomainError
-from core.eventlog import HEARTBEAT_SECONDS, LogEvent, Produced, follow, get_log
+from core.eventlog import HEARTBEAT_SECONDS, LogEvent, LogMeta, Produced, follow, get_log
 from core.text import is_storable_text
 from streaming import catalog, limits
 from streaming.backends import (
@@ -585,8 +585,28 @@ async def stream_end(*, stream_id: str) -> int | None:
     """The seq of a finished stream's final event (``done`` or ``error``, the last one it
     wrote), None while it runs: a reader at or past it has seen everything
     (docs/protocol.md, "After the end")."""
-    log = get_log()
-    meta = await log.meta(stream_id)
+    return await _end_of(stream_id, await get_log().meta(stream_id))
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderStart:
+    """What a reader of its owner's stream learns before its first read: where the stream
+    ended (the seq of its final event), None while it runs."""
+
+    end: int | None
+
+
+async def stream_reader_start(*, stream_id: str, user_id: int) -> ReaderStart | None:
+    """None unless ``user_id`` owns the stream; else where it ended. One read of the log's
+    meta data for both (a resume's first replayed token waits on every round trip before
+    it: docs/performance.md, "Resume"), and the log's newest entry only once it ended."""
+    meta = await get_log().meta(stream_id)
+    if meta is None or meta.owner_id != user_id:
+        return None
+    return ReaderStart(end=await _end_of(stream_id, meta))
+
+
+async def _end_of(stream_id: str, meta: LogMeta | None) -> int | None:
     if meta is None or meta.status != "done":
         return None
-    return await log.last_seq(stream_id)
+    return await get_log().last_seq(stream_id)

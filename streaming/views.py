@@ -60,12 +60,13 @@ async def stream_events(request: HttpRequest, stream_id: str) -> HttpResponseBas
     """GET /api/streams/<id>/events with Last-Event-ID ``<id>:<n>`` (or ?last_event_id=):
     resume after event n; without one, from the start. ``?format=openai``: as the chunks
     of a streamed /v1/chat/completions."""
-    if not await services.stream_owner_check(stream_id=stream_id, user_id=signed_in_user(request).pk):
+    start = await services.stream_reader_start(stream_id=stream_id, user_id=signed_in_user(request).pk)
+    if start is None:
         return error_response(404, "not_found", "no such stream (or it expired)")
     after = sse.parse_last_event_id(sse.last_event_id(request), prefix=f"{stream_id}:", example=f"{stream_id}:3")
     # A reader that has the final event gets 204, so an EventSource stops reconnecting
     # (docs/protocol.md, "After the end"); one that missed it gets the rest and the end.
-    if (ended := sse.after_the_end(end=await services.stream_end(stream_id=stream_id), after=after)) is not None:
+    if (ended := sse.after_the_end(end=start.end, after=after)) is not None:
         return ended
     if request.GET.get("format") == "openai":  # a /v1 stream, read on as Chat Completions chunks
         return await openai_views.resume(request, stream_id=stream_id, after=-1 if after is None else after)
