@@ -130,7 +130,7 @@ class Reservation:
     key: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
     """One long-lived connection of ``user_id`` on this worker."""
 

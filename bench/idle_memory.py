@@ -77,6 +77,8 @@ def owner_of(filename: str) -> str | None:
         if package == "redis":
             return "redis-py"
         return f"other: {package}"
+    if filename.startswith(str(ROOT) + "/core/servers/"):
+        return "server: ours (core/servers: daphne patched)"
     if filename.startswith(str(ROOT) + "/"):
         return "ours"
     return None
@@ -224,6 +226,8 @@ def heap_report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: in
     """The heap grown between the snapshots, per socket: by owner group and by owning site."""
     groups: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     sites: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    stacks: dict[tuple[str, str, str], str] = {}  # the largest traceback of each site, outermost first
+    largest: dict[tuple[str, str, str], int] = defaultdict(int)
     for diff in after.compare_to(before, "traceback"):
         if not diff.size_diff and not diff.count_diff:
             continue
@@ -237,9 +241,13 @@ def heap_report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: in
         inner = frames[0] if frames else None
         where = f"{short(site.filename)}:{site.lineno}" if site else "?"
         via = f"{short(inner.filename)}:{inner.lineno}" if inner is not None and inner is not site else ""
-        for acc in (groups[owner], sites[(owner, where, via)]):
+        key = (owner, where, via)
+        for acc in (groups[owner], sites[key]):
             acc[0] += diff.size_diff
             acc[1] += diff.count_diff
+        if diff.size_diff > largest[key]:
+            largest[key] = diff.size_diff
+            stacks[key] = " < ".join(f"{short(f.filename)}:{f.lineno}" for f in frames)
     total = sum(v[0] for v in groups.values())
     by_group = {
         g: {"kib": round(v[0] / n / 1024, 3), "blocks": round(v[1] / n, 2)}
@@ -250,7 +258,14 @@ def heap_report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: in
         "kib_per_conn": round(total / n / 1024, 3),
         "by_group": by_group,
         "top_sites": [
-            {"group": g, "site": s, "via": v, "bytes": round(val[0] / n), "blocks": round(val[1] / n, 2)}
+            {
+                "group": g,
+                "site": s,
+                "via": v,
+                "bytes": round(val[0] / n),
+                "blocks": round(val[1] / n, 2),
+                "stack": stacks.get((g, s, v), ""),
+            }
             for (g, s, v), val in ranked
         ],
     }
@@ -371,7 +386,9 @@ def main() -> int:
     p.add_argument(
         "--trace-concurrency", type=int, default=10, help="handshakes in flight while tracing (a traced worker is slow)"
     )
-    p.add_argument("--warmup", type=int, default=50, help="sockets opened before the first reading")
+    p.add_argument(
+        "--warmup", type=int, default=200, help="sockets opened before the first reading (caches fill, one-time costs)"
+    )
     p.add_argument("--room-size", type=int, default=100)
     p.add_argument("--users", type=int, default=20, help="bench users (tokens used round-robin)")
     p.add_argument("--hold", type=float, default=3.0, help="seconds the sockets stay idle before the reading")

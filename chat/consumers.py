@@ -7,6 +7,7 @@ Live events do not come through a per-socket channel-layer channel: the worker's
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,7 @@ from chat.mentions import mentions_assistant
 from chat.models import Room
 from chat.protocol import ChatError
 from chat.services import messages, reactions, replies, rooms
-from chat.writer import get_writer
+from chat.writer import MessageWriter, get_writer
 from core import drain, metrics
 from core.consumers import LayerConsumer
 from core.db_thread import in_db_thread
@@ -45,31 +46,66 @@ class RoomConsumer(LayerConsumer):
     to ``send_text`` directly; as a Channels consumer it is also in the groups
     ``room.<slug>`` and ``user.<id>``, so anyone's group_send reaches it (``room_notice``)."""
 
+    # Slots, not an instance dict, for what is ours (Channels' own attributes, the scope and
+    # the channel among them, stay in the dict): an idle socket should cost as little memory
+    # as possible (docs/performance.md, "Idle connections").
+    __slots__ = (
+        "assistant",
+        "connection_key",
+        "cut_off",
+        "hub",
+        "joined",
+        "last_seen",
+        "last_sent_id",
+        "last_sent_seq",
+        "pending",
+        "pending_presence",
+        "presence_version",
+        "private",
+        "registered",
+        "replies",
+        "room_id",
+        "room_slug",
+        "send_guard",
+        "syncing",
+        "typing",
+        "user_id",
+        "username",
+        "writer",
+    )
+
     scope: dict[str, Any]
     hub: Hub
-    room_id = 0
-    room_slug = ""
-    user_id = 0
-    username = ""
-    connection_key = ""
-    last_sent_id = 0
-    last_sent_seq = 0
-    syncing = True
-    presence_version = 0
-    joined = False
-    private = False
-    assistant = False  # the room had the assistant on when this socket joined
-    registered: Connection | None = None  # in accounts.connections: counted, told of credential changes
-    send_guard: SocketGuard | None = None  # daphne's or the asyncio server's (core.servers)
-    cut_off = False  # closed for not reading: nothing more is sent
-    typing: messages.TypingGate | None = None  # made on the first typing frame
-    replies: dict[int, int] | None = None  # the assistant's replies sent to it, by id (chat.reply_follower)
+    writer: MessageWriter
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.room_id = 0
+        self.room_slug = ""
+        self.user_id = 0
+        self.username = ""
+        self.connection_key = ""
+        self.last_sent_id = 0
+        self.last_sent_seq = 0
+        self.syncing = True
+        self.presence_version = 0
+        self.joined = False
+        self.private = False
+        self.assistant = False  # the room had the assistant on when this socket joined
+        # In accounts.connections: counted, told of credential changes.
+        self.registered: Connection | None = None
+        self.send_guard: SocketGuard | None = None  # daphne's or the asyncio server's (core.servers)
+        self.cut_off = False  # closed for not reading: nothing more is sent
+        self.typing: messages.TypingGate | None = None  # made on the first typing frame
+        # The assistant's replies sent to it, by id (chat.reply_follower).
+        self.replies: dict[int, int] | None = None
+        self.pending: list[tuple[int, int, str]] = []
+        self.pending_presence: tuple[int, str] | None = None
+        self.last_seen = 0.0
 
     # ---- hooks ------------------------------------------------------------------------
     async def connect(self) -> None:
         """Runs on the handshake. Accept first: a close before accept loses its code."""
-        self.pending: list[tuple[int, int, str]] = []
-        self.pending_presence: tuple[int, str] | None = None
         self.last_seen = time.monotonic()
         # Before any database work: a worker that is draining sends its newcomers on (to
         # another worker), and a burst of handshakes (a drained worker's clients) waits its
@@ -107,7 +143,8 @@ class RoomConsumer(LayerConsumer):
         # idle connection should cost as little memory as possible (docs/performance.md).
         self.room_id, self.room_slug, self.user_id, self.username = room.pk, room.slug, user.pk, user.get_username()
         # Channels' websocket_disconnect leaves the groups listed here.
-        self.groups = [wire.room_group(room.slug), wire.user_group(user.pk)]
+        # Interned: the same two strings for every socket of the room and of the user.
+        self.groups = [sys.intern(wire.room_group(room.slug)), sys.intern(wire.user_group(user.pk))]
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         self.private = room.private
@@ -115,7 +152,11 @@ class RoomConsumer(LayerConsumer):
         query_string = self.scope.get("query_string", b"")
         last_id, last_seq = _query_id(query_string, "last_id"), _query_id(query_string, "last_seq")
         credential = self.scope.get("credential")
-        self.scope = {"type": "websocket", "path": self.scope["path"]}
+        # In place: the middleware's and Channels' frames hold this same dict (the only
+        # copy, accounts.middleware), so the user and the rest go now, not at the close.
+        path = self.scope["path"]
+        self.scope.clear()
+        self.scope.update(type="websocket", path=path)
         self.hub = get_hub()
         self.writer = get_writer()
         self.connection_key = self.hub.new_connection_key()

@@ -27,12 +27,14 @@ http_application = servers.guard_http(django_application, SERVER)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from accounts.middleware import WebSocketAuthMiddleware  # noqa: E402
+from accounts.middleware import authenticated  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 routes = {
     "http": http_application,
-    "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
+    # Routed first, then the Origin check and authentication of each route's socket
+    # (accounts.middleware.authenticated): the consumer's scope is the one dict it shrinks.
+    "websocket": URLRouter(authenticated(websocket_urlpatterns)),
 }
 # The drain on SIGTERM, where the server has a lifespan (uvicorn, granian; daphne's is patched in).
 lifespan = servers.lifespan(SERVER)

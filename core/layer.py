@@ -42,6 +42,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
 from core import broker
+from core.aio import Inbox
 
 logger = logging.getLogger(__name__)
 
@@ -200,43 +201,18 @@ class RealtimeChannelLayer(BaseChannelLayer):
         await broker.apublish(group, text)
 
 
-class _Mailbox:
-    """A channel's queue. Not asyncio.Queue: every socket has a channel, and an idle
-    Queue (three deques and an Event) costs about 2 KiB; this costs a list slot."""
+class _Mailbox(Inbox[dict[str, Any]]):
+    """A channel's queue (core.aio.Inbox: every socket has a channel, and an idle
+    asyncio.Queue costs about 3 KiB), bounded by the layer's capacity."""
 
-    __slots__ = ("capacity", "messages", "waiter")
+    __slots__ = ("capacity",)
 
     def __init__(self, capacity: int) -> None:
+        super().__init__()
         self.capacity = capacity
-        self.messages: list[dict[str, Any]] = []
-        self.waiter: asyncio.Future[dict[str, Any]] | None = None
 
     def full(self) -> bool:
-        return len(self.messages) >= self.capacity
-
-    def put(self, message: dict[str, Any]) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(message)
-            self.waiter = None
-        else:
-            self.messages.append(message)
-
-    def get(self) -> asyncio.Future[dict[str, Any]]:
-        """A future of the next message. Cancelled (the consumer went away, or a
-        wait_for timed out), it stops being the waiter; a message set on it just before
-        is the cancelled receiver's, as with any awaited receive that was cancelled."""
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        if self.messages:
-            waiter.set_result(self.messages.pop(0))
-            return waiter
-        self.waiter = waiter
-        waiter.add_done_callback(self._forget)
-        return waiter
-
-    def _forget(self, waiter: asyncio.Future[dict[str, Any]]) -> None:
-        if self.waiter is waiter:
-            self.waiter = None
+        return self.size() >= self.capacity
 
 
 class _LoopLayer:
@@ -291,7 +267,7 @@ class _LoopLayer:
             queue = self.queues[channel]
             if queue.full():
                 raise ChannelFull(channel)
-            queue.put(message)
+            queue.put_nowait(message)
             return
         topic = channel_topic(self.layer.non_local_name(channel))
         payload = encode_message(message)
@@ -314,7 +290,7 @@ class _LoopLayer:
             # Cancelled after the message was handed over: keep it for the next receiver
             # of this channel (several consumers may share a general channel).
             if waiter.done() and not waiter.cancelled():
-                queue.messages.insert(0, waiter.result())
+                queue.put_back(waiter.result())
             raise
 
     # ---- groups ------------------------------------------------------------------------------
@@ -358,7 +334,7 @@ class _LoopLayer:
                 for channel in list(members):
                     queue = self.queues.get(channel)
                     if queue is not None and not queue.full():  # a full channel loses it, as in channels_redis
-                        queue.put(message)
+                        queue.put_nowait(message)
             return
         handler = self.listeners.get(topic)
         if handler is not None:
@@ -373,7 +349,7 @@ class _LoopLayer:
         if queue is None or queue.full():
             logger.debug("a message for %s was dropped (no such channel here, or it is full)", channel)
             return
-        queue.put(decode_message(payload))
+        queue.put_nowait(decode_message(payload))
 
     async def _on_reconnect(self) -> None:
         for handler in list(self.reconnect_handlers):
