@@ -71,18 +71,20 @@ MIDDLEWARE = [
     # First, so that every answer under /api/ and /v1/ gets its CORS headers, errors too.
     "corsheaders.middleware.CorsMiddleware",
     # Outside ApiErrorMiddleware, so the JSON errors it substitutes get nosniff and HSTS too.
-    "django.middleware.security.SecurityMiddleware",
+    # Django's own middleware, run without a thread hop on async requests
+    # (core.middleware.InlineMiddleware says why and when one still takes the thread).
+    "core.middleware.SecurityMiddleware",
     "core.middleware.ApiErrorMiddleware",
     "core.security_headers.ContentSecurityPolicyMiddleware",  # HTML pages only (docs/security.md)
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "core.middleware.SessionMiddleware",
+    "core.middleware.CommonMiddleware",
+    "core.middleware.CsrfViewMiddleware",
+    "core.middleware.AuthenticationMiddleware",
     # After the session's user is set, so a bearer token overrides it; CSRF is
     # checked later, in process_view, so the exemption it sets still counts.
     "accounts.middleware.BearerTokenMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.middleware.MessageMiddleware",
+    "core.middleware.XFrameOptionsMiddleware",
 ]
 
 # Under /api/ and /v1/ a CSRF failure is a JSON error that says what to send.

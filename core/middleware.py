@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.contrib.auth import middleware as django_auth
+from django.contrib.messages import middleware as django_messages
+from django.contrib.sessions import middleware as django_sessions
 from django.http import HttpRequest, HttpResponse
+from django.middleware import clickjacking as django_clickjacking
+from django.middleware import common as django_common
+from django.middleware import csrf as django_csrf
+from django.middleware import security as django_security
 
 from core.http import error_response, openai_error_response, status_code_name
 
@@ -77,3 +85,85 @@ def _as_json_error(request: HttpRequest, response: HttpResponse) -> HttpResponse
     if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
         return _error_for(request.path, response.status_code)
     return response
+
+
+# ---- Django's own middleware, without a thread hop ------------------------------------------------
+class InlineMiddleware:
+    """Mixed in before one of Django's MiddlewareMixin middlewares whose hooks do no I/O:
+    runs them inline on an async request.
+
+    Django's MiddlewareMixin runs each hook of an async request through
+    ``sync_to_async(thread_sensitive=True)``: every request queues its hooks, one after the
+    other, on the worker's one thread for sync code, behind every other request's and every
+    database call. Seven of Django's middlewares made a dozen such hops per API request,
+    on the path to a stream's first token (docs/performance.md, "Stream start"). Their hooks
+    only read and set attributes, headers and cookies, so they run here on the event loop;
+    a subclass names the responses whose hook may touch the database
+    (``response_needs_thread``), and those still take the thread. Sync requests (the test
+    client, WSGI) go through Django's own ``__call__``, unchanged. The classes stay
+    subclasses of Django's, so the admin's checks for them still hold.
+    """
+
+    def __init__(self, get_response: Any) -> None:
+        super().__init__(get_response)  # type: ignore[call-arg]  # Django's middleware's
+        view_hook = getattr(self, "process_view", None)
+        if view_hook is not None and iscoroutinefunction(get_response):
+            # Django's handler runs a sync process_view in the thread; an async one it awaits.
+            async def process_view(request: HttpRequest, view: Any, args: Any, kwargs: Any) -> Any:
+                return view_hook(request, view, args, kwargs)
+
+            setattr(self, "process_view", process_view)  # noqa: B010  # the class's stays Django's
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        """MiddlewareMixin.__call__ calls this for an async request, in place of Django's."""
+        hooks: Any = self
+        response = hooks.process_request(request) if hasattr(hooks, "process_request") else None
+        response = response or await hooks.get_response(request)
+        if hasattr(hooks, "process_response"):
+            if self.response_needs_thread(request, response):
+                response = await sync_to_async(hooks.process_response, thread_sensitive=True)(request, response)
+            else:
+                response = hooks.process_response(request, response)
+        return response
+
+    def response_needs_thread(self, request: HttpRequest, response: HttpResponse) -> bool:
+        """Whether this response's hook may do I/O (the database): then it runs in the thread."""
+        return False
+
+
+class SecurityMiddleware(InlineMiddleware, django_security.SecurityMiddleware):
+    """HSTS, nosniff, the referrer policy: headers only."""
+
+
+class SessionMiddleware(InlineMiddleware, django_sessions.SessionMiddleware):
+    """The session is loaded lazily, by whoever reads it; saving it (the database) happens
+    only when it changed, and that response takes the thread."""
+
+    def response_needs_thread(self, request: HttpRequest, response: HttpResponse) -> bool:
+        session = getattr(request, "session", None)
+        return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+
+
+class CommonMiddleware(InlineMiddleware, django_common.CommonMiddleware):
+    """Disallowed user agents, APPEND_SLASH: the request's own data and the URLconf."""
+
+
+class CsrfViewMiddleware(InlineMiddleware, django_csrf.CsrfViewMiddleware):
+    """The CSRF cookie and the check of a form's token: the request's own data."""
+
+
+class AuthenticationMiddleware(InlineMiddleware, django_auth.AuthenticationMiddleware):
+    """Sets request.user and request.auser lazily: nothing is read until a view asks."""
+
+
+class MessageMiddleware(InlineMiddleware, django_messages.MessageMiddleware):
+    """Messages that were read or added may be stored in the session (loaded from the
+    database): that response takes the thread."""
+
+    def response_needs_thread(self, request: HttpRequest, response: HttpResponse) -> bool:
+        storage = getattr(request, "_messages", None)
+        return storage is not None and (storage.used or storage.added_new)
+
+
+class XFrameOptionsMiddleware(InlineMiddleware, django_clickjacking.XFrameOptionsMiddleware):
+    """X-Frame-Options on the response: a header."""
