@@ -78,7 +78,7 @@ def owner_of(filename: str) -> str | None:
             return "redis-py"
         return f"other: {package}"
     if filename.startswith(str(ROOT) + "/core/servers/"):
-        return "server: ours (core/servers: daphne patched)"
+        return "server: ours (core/servers: our guards and patches)"
     if filename.startswith(str(ROOT) + "/"):
         return "ours"
     return None
