@@ -134,34 +134,44 @@ def conversation_history(*, conversation_id: str, owner_id: int) -> list[ChatTur
     return [ChatTurn(m.role, m.content) for m in conversation.messages.all()]
 
 
-def _conversation_begin(*, owner_id: int, conversation_id: str | None, turns: list[ChatTurn]) -> tuple[str, list[ChatTurn]]:
-    """Store the new turns (a new conversation when no id is given); return the id and the context."""
+def _conversation_begin(*, owner_id: int, conversation_id: str, turns: list[ChatTurn]) -> tuple[str, list[ChatTurn]]:
+    """Store the new turns of an existing conversation; return its id and the context."""
     with transaction.atomic():
-        if conversation_id is None:
-            first_user = next((t.content for t in turns if t.role == "user"), "")
-            conversation = Conversation.objects.create(owner_id=owner_id, title=first_user[:200])
-            history: list[ChatTurn] = []
-        else:
-            found = conversation_history(conversation_id=conversation_id, owner_id=owner_id)
-            if found is None:
-                raise StreamRefusedError("not_found", "no such conversation", kind="not_found")
-            conversation = Conversation.objects.get(pk=conversation_id)
-            history = found
-        ConversationMessage.objects.bulk_create(
-            ConversationMessage(conversation=conversation, role=t.role, content=t.content) for t in turns
-        )
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
-    return str(conversation.pk), history + turns
+        history = conversation_history(conversation_id=conversation_id, owner_id=owner_id)
+        if history is None:
+            raise StreamRefusedError("not_found", "no such conversation", kind="not_found")
+        _turns_store(conversation_id=conversation_id, turns=turns)
+    return conversation_id, history + turns
+
+
+def _conversation_create(*, owner_id: int, conversation_id: str, turns: list[ChatTurn]) -> None:
+    """Store a new conversation (named ``conversation_id``, chosen at the start) and its first turns."""
+    first_user = next((t.content for t in turns if t.role == "user"), "")
+    with transaction.atomic():
+        Conversation.objects.create(pk=conversation_id, owner_id=owner_id, title=first_user[:200])
+        _turns_store(conversation_id=conversation_id, turns=turns)
+
+
+def _turns_store(*, conversation_id: str, turns: list[ChatTurn]) -> None:
+    ConversationMessage.objects.bulk_create(
+        ConversationMessage(conversation_id=conversation_id, role=t.role, content=t.content) for t in turns
+    )
+    Conversation.objects.filter(pk=conversation_id).update(updated_at=timezone.now())
 
 
 def _start_in_db(*, user_id: int, conversation_id: str | None, turns: list[ChatTurn], record: bool) -> tuple[str, list[ChatTurn]]:
-    """A start's database work, in one call on the database thread: refuse a user banned
-    site-wide (generating is acting, docs/protocol.md, "Authentication and the handshake"),
-    then store the new turns (``record``) and return the conversation's id and context."""
+    """A start's database work before its first token, in one call on the database thread:
+    refuse a user banned site-wide (generating is acting, docs/protocol.md, "Authentication
+    and the handshake"), then, for an existing conversation, store the new turns and return
+    its id and context. A new conversation is only named here: the producer writes it while
+    the first token is on its way (Producer.run), off the start's critical path
+    (docs/performance.md, "Stream start")."""
     if user_is_banned_site_wide(user_id=user_id):
         raise StreamRefusedError("banned", "you are banned site-wide", kind="forbidden")
     if not record:
         return "", turns
+    if conversation_id is None:
+        return str(uuid.uuid4()), turns
     return _conversation_begin(owner_id=user_id, conversation_id=conversation_id, turns=turns)
 
 
@@ -288,6 +298,7 @@ async def generation_start(
         stream_id=stream_id,
         user_id=user_id,
         conversation_id=conversation,
+        new_conversation=turns if record and conversation_id is None else None,
         context=context,
         max_tokens=max_tokens,
         backend=backend or get_backend(spec.name),
@@ -326,6 +337,7 @@ class Producer:
         context: list[ChatTurn],
         max_tokens: int | None,
         backend: Backend,
+        new_conversation: list[ChatTurn] | None = None,
         credential: Credential | None = None,
         abandonable: bool = True,
         params: Mapping[str, Any] | None = None,
@@ -335,6 +347,10 @@ class Producer:
         self.on_finish = on_finish
         self.user_id = user_id
         self.conversation_id = conversation_id
+        # The first turns of a conversation this stream starts, written by run() beside the
+        # first tokens; the reply is stored only once they are.
+        self.new_conversation = new_conversation
+        self.conversation_stored: asyncio.Task[None] | None = None
         self.context = context
         self.max_tokens = max_tokens
         self.backend = backend
@@ -359,6 +375,15 @@ class Producer:
     async def run(self) -> None:
         started = time.monotonic()
         producing = self.producing = asyncio.get_running_loop().create_task(self._produce())
+        if self.new_conversation is not None:
+            self.conversation_stored = asyncio.get_running_loop().create_task(
+                in_db_thread(
+                    _conversation_create,
+                    owner_id=self.user_id,
+                    conversation_id=self.conversation_id,
+                    turns=self.new_conversation,
+                )
+            )
         registry = get_connections()
         connection = None
         if self.credential is not None:
@@ -498,6 +523,15 @@ class Producer:
         return LogEvent(self.seq, "done", data)
 
     async def _finish(self, final: LogEvent, elapsed: float) -> None:
+        # A conversation this stream started is in the database before its final event goes
+        # out (long before, but for the shortest replies): whoever reads it after `done` finds it.
+        stored = True
+        if self.conversation_stored is not None:
+            try:
+                await self.conversation_stored
+            except Exception:
+                stored = False
+                logger.exception("could not store the conversation of %s", self.stream_id)
         try:
             await self.log.append(self.stream_id, [final], final=True)
         except Exception:
@@ -514,7 +548,7 @@ class Producer:
             except Exception:
                 logger.exception("the end of stream %s was not recorded", self.stream_id)
         try:
-            if self.conversation_id:
+            if self.conversation_id and stored:
                 await in_db_thread(
                     _reply_store,
                     conversation_id=self.conversation_id,
