@@ -5,15 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.conf import settings
 from django.contrib.auth import middleware as django_auth
 from django.contrib.messages import middleware as django_messages
-from django.contrib.sessions import middleware as django_sessions
 from django.http import HttpRequest, HttpResponse
-from django.middleware import clickjacking as django_clickjacking
 from django.middleware import common as django_common
-from django.middleware import csrf as django_csrf
-from django.middleware import security as django_security
 
 from core.http import error_response, openai_error_response, status_code_name
 
@@ -95,7 +90,7 @@ class InlineMiddleware:
     Django's MiddlewareMixin runs each hook of an async request through
     ``sync_to_async(thread_sensitive=True)``: every request queues its hooks, one after the
     other, on the worker's one thread for sync code, behind every other request's and every
-    database call. Seven of Django's middlewares made a dozen such hops per API request,
+    database call. Django's middlewares made a dozen such hops per API request,
     on the path to a stream's first token (docs/performance.md, "Stream start"). Their hooks
     only read and set attributes, headers and cookies, so they run here on the event loop;
     a subclass names the responses whose hook may touch the database
@@ -103,16 +98,6 @@ class InlineMiddleware:
     client, WSGI) go through Django's own ``__call__``, unchanged. The classes stay
     subclasses of Django's, so the admin's checks for them still hold.
     """
-
-    def __init__(self, get_response: Any) -> None:
-        super().__init__(get_response)  # type: ignore[call-arg]  # Django's middleware's
-        view_hook = getattr(self, "process_view", None)
-        if view_hook is not None and iscoroutinefunction(get_response):
-            # Django's handler runs a sync process_view in the thread; an async one it awaits.
-            async def process_view(request: HttpRequest, view: Any, args: Any, kwargs: Any) -> Any:
-                return view_hook(request, view, args, kwargs)
-
-            setattr(self, "process_view", process_view)  # noqa: B010  # the class's stays Django's
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         """MiddlewareMixin.__call__ calls this for an async request, in place of Django's."""
@@ -131,25 +116,8 @@ class InlineMiddleware:
         return False
 
 
-class SecurityMiddleware(InlineMiddleware, django_security.SecurityMiddleware):
-    """HSTS, nosniff, the referrer policy: headers only."""
-
-
-class SessionMiddleware(InlineMiddleware, django_sessions.SessionMiddleware):
-    """The session is loaded lazily, by whoever reads it; saving it (the database) happens
-    only when it changed, and that response takes the thread."""
-
-    def response_needs_thread(self, request: HttpRequest, response: HttpResponse) -> bool:
-        session = getattr(request, "session", None)
-        return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
-
-
 class CommonMiddleware(InlineMiddleware, django_common.CommonMiddleware):
     """Disallowed user agents, APPEND_SLASH: the request's own data and the URLconf."""
-
-
-class CsrfViewMiddleware(InlineMiddleware, django_csrf.CsrfViewMiddleware):
-    """The CSRF cookie and the check of a form's token: the request's own data."""
 
 
 class AuthenticationMiddleware(InlineMiddleware, django_auth.AuthenticationMiddleware):
@@ -163,7 +131,3 @@ class MessageMiddleware(InlineMiddleware, django_messages.MessageMiddleware):
     def response_needs_thread(self, request: HttpRequest, response: HttpResponse) -> bool:
         storage = getattr(request, "_messages", None)
         return storage is not None and (storage.used or storage.added_new)
-
-
-class XFrameOptionsMiddleware(InlineMiddleware, django_clickjacking.XFrameOptionsMiddleware):
-    """X-Frame-Options on the response: a header."""
