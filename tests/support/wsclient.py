@@ -33,11 +33,11 @@ class RoomClient:
 
     async def until(self, kind: str, timeout: float = DEFAULT_TIMEOUT, **fields: Any) -> dict[str, Any]:
         """Read until a frame of this type (with these field values) arrives."""
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self.recv(timeout)
-                if frame["type"] == kind and all(frame.get(k) == v for k, v in fields.items()):
-                    return frame
+        deadline = _deadline(timeout)
+        while True:
+            frame = await self.recv(_left(deadline))
+            if frame["type"] == kind and all(frame.get(k) == v for k, v in fields.items()):
+                return frame
 
     async def sync(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[dict[str, Any], dict[str, Any]]:
         """Read the handshake sequence up to presence; returns (synced, presence)."""
@@ -50,20 +50,20 @@ class RoomClient:
 
     async def wait_messages(self, count: int, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
         """Read until ``count`` message frames in all have arrived."""
+        deadline = _deadline(timeout)
         try:
-            async with asyncio.timeout(timeout):
-                while len(self.messages) < count:
-                    await self.recv(timeout)
+            while len(self.messages) < count:
+                await self.recv(_left(deadline))
         except TimeoutError:
             raise AssertionError(f"got {len(self.messages)} of {count} messages within {timeout}s") from None
         return self.messages
 
     async def quiet(self, seconds: float) -> None:
         """Read whatever arrives for ``seconds`` (to catch duplicates)."""
+        deadline = _deadline(seconds)
         try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    await self.recv(seconds)
+            while True:
+                await self.recv(_left(deadline))
         except TimeoutError:
             pass
 
@@ -75,12 +75,27 @@ class RoomClient:
 
     async def close_code(self, timeout: float = DEFAULT_TIMEOUT) -> int | None:
         """Read until the server closes; return its close code."""
+        deadline = _deadline(timeout)
         try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    await self.recv(timeout)
+            while True:
+                await self.recv(_left(deadline))
         except ConnectionClosed as closed:
             return closed.rcvd.code if closed.rcvd else None
+
+
+# One deadline per wait, each read given what is left of it. Not asyncio.timeout() around
+# reads that use wait_for: on Python 3.11 wait_for can swallow the outer cancellation when a
+# frame arrives just as the deadline passes, and the loop then reads on with no bound (a
+# quiet() under load answered pings for two minutes, until pytest-timeout).
+def _deadline(seconds: float) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+def _left(deadline: float) -> float:
+    left = deadline - asyncio.get_running_loop().time()
+    if left <= 0:
+        raise TimeoutError
+    return left
 
 
 @asynccontextmanager
