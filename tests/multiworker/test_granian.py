@@ -3,7 +3,9 @@ WEB_SERVER (docs/performance.md, "granian"). These tests keep both halves of tha
 with three granian workers: what the benchmark relies on holds (room delivery across
 workers, SSE resumed on another worker, a hostile Origin refused), and what stops us shipping it still fails (a
 close the server starts while Channels waits on ``receive()`` does not reach the client).
-When granian fixes the latter, the strict xfail fails and says to measure again."""
+That xfail is not strict: the close does go out when a client frame arrives in time (a pong
+to the server's ping, say), which a busy CI machine made happen once; a run in which every
+ban closes in time is the sign to measure granian again."""
 
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ async def test_under_granian_a_hostile_origin_is_refused_before_accept(granian_c
 
 @pytest.mark.asyncio
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     raises=(AssertionError, TimeoutError),
     reason="granian 2.8.7: websocket.close waits on the receive() Channels keeps pending, "
     "so the 4003 does not reach the client (docs/performance.md, 'granian')",
