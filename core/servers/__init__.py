@@ -114,10 +114,27 @@ def lifespan(server: Server) -> Any | None:
     if server == "granian":
         from core.servers import granian_server
 
-        return granian_server.lifespan
+        return _draining_lifespan(granian_server.drain_on_sigterm)
     from core.servers import asyncio_server
 
-    return asyncio_server.lifespan
+    return _draining_lifespan(asyncio_server.drain_on_sigterm)
+
+
+def _draining_lifespan(install: Callable[[], None]) -> Any:
+    """An ASGI lifespan that runs ``install`` (which makes SIGTERM drain the worker first)
+    at start-up, after the server installed its own signal handlers."""
+
+    async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                install()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return lifespan
 
 
 def guard_socket(send: Any) -> SocketGuard | None:

@@ -30,19 +30,7 @@ from core.aio import spawn
 logger = logging.getLogger(__name__)
 
 
-async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The ASGI lifespan of the worker: at start-up, SIGTERM is made to drain it first."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            _drain_on_sigterm()
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-def _drain_on_sigterm() -> None:
+def drain_on_sigterm() -> None:
     """uvicorn, told to stop, closes every socket at once (1012) and exits; so SIGTERM now
     drains the worker first (core.drain: the sockets' goodbyes spread over DRAIN_SECONDS,
     generations finished or handed over), then hands the signal to uvicorn's own handler,

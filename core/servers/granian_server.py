@@ -51,19 +51,7 @@ def proxy_headers(application: Any) -> Any:
     return wrap_asgi_with_proxy_headers(application, trusted_hosts=trusted)
 
 
-async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The ASGI lifespan of a granian worker: at start-up, SIGTERM is made to drain it first."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            _drain_on_sigterm()
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-def _drain_on_sigterm() -> None:
+def drain_on_sigterm() -> None:
     """granian's main process, told to stop, sends SIGTERM to its worker and waits for it;
     the worker, on its event loop's handler of SIGTERM and SIGINT, stops serving at once.
     So SIGTERM now drains the worker first (core.drain: the sockets' goodbyes spread over
