@@ -4,11 +4,15 @@ user's credentials change (docs/protocol.md, "Connections and credentials").
 Sockets (rooms, the assistant), SSE responses and the generations they start are
 authenticated once, when they begin. So that none outlives a revoked token, a log-out,
 a new password or a deactivated account, each registers here on its worker, and
-``credentials_changed_on_commit`` tells every worker through the channel layer (group
-``credentials.<user id>``); each worker calls ``on_change`` of every connection of that
-user it holds: sockets close with 4011 and SSE responses end (clients reconnect, and
-the new handshake or request decides again), a generation re-checks the credential
-that started it and stops if it no longer holds.
+``credentials_changed_on_commit`` tells every worker through the channel layer (the
+group ``credentials``, carrying the user's id, which accounts.token_cache also hears);
+each worker calls ``on_change`` of every connection of that user it holds: sockets close
+with 4011 and SSE responses end (clients reconnect, and the new handshake or request
+decides again), a generation re-checks the credential that started it and stops if it
+no longer holds. One subscription per worker, made once: a group per user cost a
+SUBSCRIBE and an UNSUBSCRIBE round trip whenever a user's first connection on a worker
+opened and its last closed, on the path of every short stream (docs/performance.md,
+"Stream start"), while changes are rare enough for every worker to hear all of them.
 
 A change published while a worker's subscriber was cut off (a Redis blip) is lost to
 that worker, so on every (re)connection it re-checks the credential of each of its
@@ -22,7 +26,6 @@ of a sorted set per user and kind, scored with the time this worker last refresh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -38,7 +41,7 @@ from accounts import token_cache
 from accounts.credentials import Credential, credential_for_request, credentials_invalid
 from core.aio import PerLoop, new_worker_key, spawn
 from core.db_thread import in_db_thread
-from core.layer import RealtimeChannelLayer, get_layer
+from core.layer import get_layer
 from core.redis_clients import async_redis, async_redis_at, group_by_shard, hash_tag
 
 logger = logging.getLogger(__name__)
@@ -60,19 +63,11 @@ return 1
 """
 
 
-def changed_group(user_id: int) -> str:
-    return f"credentials.{user_id}"
-
-
 def credentials_changed_on_commit(*, user_id: int) -> None:
     """Tell every worker, once the transaction commits, that ``user_id``'s credentials
-    changed: its connections (here), and the tokens it remembers (accounts.token_cache)."""
-    transaction.on_commit(partial(_credentials_changed, user_id))
-
-
-def _credentials_changed(user_id: int) -> None:
-    token_cache.changed(user_id)
-    RealtimeChannelLayer.publish(changed_group(user_id), "changed")
+    changed: its connections (here), and the tokens it remembers (accounts.token_cache,
+    whose message this is)."""
+    transaction.on_commit(partial(token_cache.changed, user_id))
 
 
 # ---- per-user counts across workers ---------------------------------------------------------------
@@ -184,8 +179,7 @@ class Connections:
         connection = Connection(user_id, credential, on_change, on_heartbeat, reservation)
         connections = self.by_user.setdefault(user_id, set())
         connections.add(connection)
-        if len(connections) == 1:
-            await self.layer.listen(changed_group(user_id), self._on_message)
+        await token_cache.listen()  # once per worker; then a no-op
         return connection
 
     async def close(self, connection: Connection) -> None:
@@ -195,10 +189,9 @@ class Connections:
         connection.closed = True
         connections = self.by_user.get(connection.user_id, set())
         connections.discard(connection)
+        if not connections:
+            self.by_user.pop(connection.user_id, None)
         try:
-            if not connections:
-                self.by_user.pop(connection.user_id, None)
-                await self.layer.unlisten(changed_group(connection.user_id))
             if connection.reservation is not None:
                 reservation = connection.reservation
                 await count_release(kind=reservation.kind, user_id=connection.user_id, key=reservation.key)
@@ -212,9 +205,9 @@ class Connections:
             except Exception:
                 logger.exception("ending a connection of user %s failed", connection.user_id)
 
-    async def _on_message(self, group: str, data: str) -> None:
-        _, _, user_id = group.partition(".")
-        await self._tell(list(self.by_user.get(int(user_id), ())))
+    async def changed(self, user_id: int) -> None:
+        """The user's credentials changed: tell each of their connections on this worker."""
+        await self._tell(list(self.by_user.get(user_id, ())))
 
     async def _on_reconnect(self) -> None:
         everyone = [c for connections in self.by_user.values() for c in connections if c.credential is not None]
@@ -254,13 +247,19 @@ class Connections:
 
     async def aclose(self) -> None:
         self._ticker.cancel()
-        with contextlib.suppress(Exception):
-            for user_id in list(self.by_user):
-                await self.layer.unlisten(changed_group(user_id))
 
 
 # The connections of the running event loop (one per worker process; tests get one per loop).
 get_connections: PerLoop[Connections] = PerLoop(Connections)
+
+
+async def _credentials_changed(user_id: int) -> None:
+    registry = get_connections.existing()  # a worker that holds no connection has none to tell
+    if registry is not None:
+        await registry.changed(user_id)
+
+
+token_cache.also_tell(_credentials_changed)
 
 
 # ---- SSE responses -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ reconnected forgets everything.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from accounts.models import ApiToken
 from core.aio import PerLoop
@@ -31,6 +32,9 @@ MAX_ENTRIES = 10_000
 CHANGES_GROUP = "credentials"
 
 _entries: dict[str, tuple[float, ApiToken]] = {}  # token hash -> (when stored, the token with its user)
+# Also told of each change this worker hears, after its tokens are forgotten: accounts.connections
+# ends the user's open connections here, so that one subscription per worker serves both.
+_followers: list[Callable[[int], Awaitable[None]]] = []
 
 
 def remembered(key: str) -> ApiToken | None:
@@ -84,9 +88,16 @@ class _Listener:
         await layer.listen(CHANGES_GROUP, _on_change)
 
 
+def also_tell(follower: Callable[[int], Awaitable[None]]) -> None:
+    """Have ``follower(user_id)`` awaited on every change this worker hears (register once)."""
+    _followers.append(follower)
+
+
 async def _on_change(group: str, data: str) -> None:
     if data.isdigit():
         forget_user(int(data))
+        for follower in _followers:
+            await follower(int(data))
 
 
 async def _on_reconnect() -> None:

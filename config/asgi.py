@@ -6,7 +6,7 @@ http -> Django; websocket -> Origin check and authentication (one layer) -> rout
 import os
 import sys
 
-from django.core.asgi import get_asgi_application
+import django
 
 from core import memtrace, servers
 from core.env import ImproperlyConfiguredError
@@ -18,9 +18,14 @@ memtrace.install_from_env()
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 try:
-    django_application = get_asgi_application()  # set up Django before importing consumers
+    django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application; before importing consumers
 except ImproperlyConfiguredError as error:  # a variable missing or malformed: one line naming it, no traceback
     sys.exit(f"config.asgi: {error}")
+
+from core.middleware import ASGIHandler  # noqa: E402
+
+# Django's handler, running Django's middlewares without thread hops (core.middleware says how).
+django_application = ASGIHandler()
 
 # Bounds on stalled readers and slow clients, for the server we run under (core.servers).
 http_application = servers.guard_http(django_application, SERVER)

@@ -71,21 +71,19 @@ MIDDLEWARE = [
     # First, so that every answer under /api/ and /v1/ gets its CORS headers, errors too.
     "corsheaders.middleware.CorsMiddleware",
     # Outside ApiErrorMiddleware, so the JSON errors it substitutes get nosniff and HSTS too.
-    # Django's own middleware: three run without a thread hop on async requests
-    # (core.middleware.InlineMiddleware says why and when one still takes the thread); the
-    # security, session, CSRF and clickjacking ones stay Django's, whose deploy checks
-    # (manage.py check --deploy) look for them by their dotted paths.
+    # Django's own middleware, by the dotted paths its deploy and admin checks look for; on
+    # async requests our ASGI handler runs them without a thread hop (core.middleware.ASGIHandler).
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.ApiErrorMiddleware",
     "core.security_headers.ContentSecurityPolicyMiddleware",  # HTML pages only (docs/security.md)
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "core.middleware.CommonMiddleware",
+    "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "core.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
     # After the session's user is set, so a bearer token overrides it; CSRF is
     # checked later, in process_view, so the exemption it sets still counts.
     "accounts.middleware.BearerTokenMiddleware",
-    "core.middleware.MessageMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

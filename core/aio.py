@@ -50,6 +50,10 @@ class PerLoop(Generic[T]):
             made = self.objects[loop] = self.factory()
         return made
 
+    def existing(self) -> T | None:
+        """The running loop's object if it was made, without making it."""
+        return self.objects.get(asyncio.get_running_loop())
+
 
 class Inbox(Generic[T]):
     """A queue whose ``get`` returns a future rather than a coroutine, for one socket's events.

@@ -327,6 +327,8 @@ async def follow(
                 return
             events = found
         yield events
+        if events and events[-1].kind in final:
+            return  # nothing left to read, and no producer left to tell
         # "Read", for the producer's abandonment check, at most once a second; after the
         # events went out, so that a resumed reader's first ones do not wait on it.
         if produced is not None and time.monotonic() - last_touch >= 1.0:
@@ -334,5 +336,3 @@ async def follow(
             await log.touch_reader(name)
         if events:
             after = events[-1].seq
-            if events[-1].kind in final:
-                return

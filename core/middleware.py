@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.contrib.auth import middleware as django_auth
 from django.contrib.messages import middleware as django_messages
+from django.contrib.sessions import middleware as django_sessions
+from django.core.handlers import asgi as django_asgi
+from django.core.handlers import base as django_base
 from django.http import HttpRequest, HttpResponse
+from django.middleware import clickjacking as django_clickjacking
 from django.middleware import common as django_common
+from django.middleware import csrf as django_csrf
+from django.middleware import security as django_security
 
 from core.http import error_response, openai_error_response, status_code_name
 
@@ -88,15 +95,18 @@ class InlineMiddleware:
     runs them inline on an async request.
 
     Django's MiddlewareMixin runs each hook of an async request through
-    ``sync_to_async(thread_sensitive=True)``: every request queues its hooks, one after the
-    other, on the worker's one thread for sync code, behind every other request's and every
-    database call. Django's middlewares made a dozen such hops per API request,
-    on the path to a stream's first token (docs/performance.md, "Stream start"). Their hooks
-    only read and set attributes, headers and cookies, so they run here on the event loop;
-    a subclass names the responses whose hook may touch the database
-    (``response_needs_thread``), and those still take the thread. Sync requests (the test
-    client, WSGI) go through Django's own ``__call__``, unchanged. The classes stay
-    subclasses of Django's, so the admin's checks for them still hold.
+    ``sync_to_async(thread_sensitive=True)``, and so does the handler for a ``process_view``:
+    every request queues its hooks, one after the other, on a thread for sync code (and
+    asgiref starts a new thread for each request that needs one). Django's middlewares made
+    a dozen such hops per API request, on the path to a stream's first token
+    (docs/performance.md, "Stream start"). Their hooks only read and set attributes,
+    headers and cookies, so they run here on the event loop; a subclass names the
+    responses whose hook may touch the database (``response_needs_thread``), and those
+    still take the thread. Sync requests (the test client, WSGI) go through Django's own
+    ``__call__``, unchanged.
+
+    settings.MIDDLEWARE names Django's own classes, as its deploy and admin checks expect;
+    our ASGI handler (``ASGIHandler`` below) loads these in their place.
     """
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
@@ -116,6 +126,29 @@ class InlineMiddleware:
         return False
 
 
+class SecurityMiddleware(InlineMiddleware, django_security.SecurityMiddleware):
+    """HTTPS redirect, HSTS, nosniff, referrer and cross-origin opener policies: headers."""
+
+
+class SessionMiddleware(InlineMiddleware, django_sessions.SessionMiddleware):
+    """The session is loaded lazily (a view that reads it loads it, on its own terms); a
+    response whose session must be saved takes the thread."""
+
+    def response_needs_thread(self, request: HttpRequest, response: HttpResponse) -> bool:
+        session = getattr(request, "session", None)
+        return session is not None and (session.modified or bool(settings.SESSION_SAVE_EVERY_REQUEST))
+
+
+class CsrfViewMiddleware(InlineMiddleware, django_csrf.CsrfViewMiddleware):
+    """The token from its cookie, compared with the header or the form's field (a form is
+    already in memory on an async request). Not used with CSRF_USE_SESSIONS, whose token
+    lives in the session (the database)."""
+
+
+class XFrameOptionsMiddleware(InlineMiddleware, django_clickjacking.XFrameOptionsMiddleware):
+    """One header."""
+
+
 class CommonMiddleware(InlineMiddleware, django_common.CommonMiddleware):
     """Disallowed user agents, APPEND_SLASH: the request's own data and the URLconf."""
 
@@ -131,3 +164,56 @@ class MessageMiddleware(InlineMiddleware, django_messages.MessageMiddleware):
     def response_needs_thread(self, request: HttpRequest, response: HttpResponse) -> bool:
         storage = getattr(request, "_messages", None)
         return storage is not None and (storage.used or storage.added_new)
+
+
+# ---- the ASGI handler that loads them ---------------------------------------------------------------
+def inline_forms() -> dict[str, type[InlineMiddleware]]:
+    """Django's middlewares by their dotted paths in settings.MIDDLEWARE, and the inline form
+    the ASGI handler loads for each."""
+    forms: dict[str, type[InlineMiddleware]] = {
+        "django.middleware.security.SecurityMiddleware": SecurityMiddleware,
+        "django.contrib.sessions.middleware.SessionMiddleware": SessionMiddleware,
+        "django.middleware.common.CommonMiddleware": CommonMiddleware,
+        "django.contrib.auth.middleware.AuthenticationMiddleware": AuthenticationMiddleware,
+        "django.contrib.messages.middleware.MessageMiddleware": MessageMiddleware,
+        "django.middleware.clickjacking.XFrameOptionsMiddleware": XFrameOptionsMiddleware,
+    }
+    if not settings.CSRF_USE_SESSIONS:
+        forms["django.middleware.csrf.CsrfViewMiddleware"] = CsrfViewMiddleware
+    return forms
+
+
+class ASGIHandler(django_asgi.ASGIHandler):
+    """Django's ASGI handler, with Django's own middlewares in their inline form.
+
+    ``load_middleware`` is Django's: it looks each entry of settings.MIDDLEWARE up by its
+    dotted path, and while it runs, the paths of ``inline_forms`` resolve to ours (Django
+    reads the setting itself, so the lookup is where one can step in). A middleware's
+    ``process_view`` is called by the handler, which would send it to the thread: ours are
+    called inline."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        forms = inline_forms() if is_async else {}
+        import_string = django_base.import_string  # type: ignore[attr-defined]
+
+        def resolve(path: str) -> Any:
+            return forms.get(path) or import_string(path)
+
+        django_base.import_string = resolve  # type: ignore[attr-defined]
+        try:
+            super().load_middleware(is_async)
+        finally:
+            django_base.import_string = import_string  # type: ignore[attr-defined]
+
+    def adapt_method_mode(
+        self, is_async: bool, method: Any, method_is_async: bool | None = None, debug: bool = False, name: str | None = None
+    ) -> Any:
+        """Called by ``load_middleware`` for each hook it calls itself (``process_view``):
+        a sync one of ours runs inline on an async request."""
+        if is_async and isinstance(getattr(method, "__self__", None), InlineMiddleware) and not iscoroutinefunction(method):
+
+            async def inline(*args: Any, **kwargs: Any) -> Any:
+                return method(*args, **kwargs)
+
+            return inline
+        return super().adapt_method_mode(is_async, method, method_is_async, debug, name)

@@ -19,7 +19,7 @@ from typing import Literal
 
 from django.conf import settings
 
-from core.redis_clients import async_redis, group_for_scripts, hash_tag
+from core.redis_clients import async_redis, group_by_shard, group_for_scripts, hash_tag
 from streaming.catalog import ModelSpec
 
 RUNNING_KEY = "llm:running"
@@ -119,13 +119,23 @@ async def _pool_drop(key: str, stream_id: str) -> None:
 
 async def slot_refresh(*, stream_id: str, user_id: int) -> None:
     now = time.time()
-    for key in _held.get(stream_id) or [key for key, _, _ in _pools(user_id)]:
-        await async_redis(key).zadd(key, {stream_id: now}, xx=True)
+    keys = _held.get(stream_id) or [key for key, _, _ in _pools(user_id)]
+    for _, positions in group_by_shard(keys).items():
+        pipe = async_redis(keys[positions[0]]).pipeline(transaction=False)
+        for position in positions:
+            pipe.zadd(keys[position], {stream_id: now}, xx=True)
+        await pipe.execute()
 
 
 async def slot_release(*, stream_id: str, user_id: int) -> None:
-    for key in _held.pop(stream_id, None) or [key for key, _, _ in _pools(user_id)]:
-        await _pool_drop(key, stream_id)
+    """Give the stream's slots back: one round trip per Redis that holds its pools (a
+    ZREM each took one per pool, at the end of every stream: docs/performance.md, "Stream start")."""
+    keys = _held.pop(stream_id, None) or [key for key, _, _ in _pools(user_id)]
+    for _, positions in group_by_shard(keys).items():
+        pipe = async_redis(keys[positions[0]]).pipeline(transaction=False)
+        for position in positions:
+            pipe.zrem(keys[position], stream_id)
+        await pipe.execute()
 
 
 async def budget_exceeded(*, user_id: int) -> bool:

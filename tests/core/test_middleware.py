@@ -1,63 +1,119 @@
-"""Django's own middleware on an async request without a thread hop (core.middleware.InlineMiddleware):
-each of the three runs its hooks on the event loop, and the one response that may write to the
-database (stored messages, which may go to the session) still goes through the thread. The
-session's, CSRF's, security's and clickjacking's stay Django's (their deploy checks look for
-them by name), so the session is given to the request here as Django's middleware would."""
+"""Django's own middleware on an async request without a thread hop (core.middleware): each runs
+its hooks on the event loop, in our ASGI handler, which loads them in place of the Django classes
+settings.MIDDLEWARE names; the responses that may write to the database (a changed session, stored
+messages) still go through the thread."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.testing import HttpCommunicator
 from django.contrib.messages import add_message, constants
 from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
+from django.urls import path
 
 from core import middleware
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
 
-INLINE = [
-    middleware.CommonMiddleware,
-    middleware.AuthenticationMiddleware,
-    middleware.MessageMiddleware,
-]
+
+async def hello(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+async def remember(request: HttpRequest) -> HttpResponse:
+    await request.session.aset("seen", True)
+    return HttpResponse("remembered")
+
+
+urlpatterns = [path("api/hello", hello), path("hello", hello), path("remember", remember)]
 
 
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the hooks sent to the thread, by ours or by Django's MiddlewareMixin."""
+    """The names of the hooks sent to the thread for sync code: by ours, by Django's
+    MiddlewareMixin, or by the handler (a sync ``process_view``, a sync view). Not Django's
+    logging of an error response, which goes to a thread pool of its own."""
     sent: list[str] = []
 
     def counting_sync_to_async(function: Any, **kwargs: Any) -> Any:
-        sent.append(getattr(function, "__name__", repr(function)))
+        if kwargs.get("thread_sensitive", True):
+            sent.append(getattr(function, "__name__", repr(function)))
         return sync_to_async(function, **kwargs)
 
     monkeypatch.setattr(middleware, "sync_to_async", counting_sync_to_async)
     monkeypatch.setattr("django.utils.deprecation.sync_to_async", counting_sync_to_async)
+    monkeypatch.setattr("django.core.handlers.base.sync_to_async", counting_sync_to_async)
     return sent
 
 
-def chain(view: Any) -> Any:
-    """The three around an async view, in the order of settings.MIDDLEWARE (innermost last)."""
-    handler = view
-    for cls in reversed(INLINE):
-        handler = cls(handler)
-    return handler
+async def request(method: str, path: str, *, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    """One request through our ASGI handler, as daphne or uvicorn would make it."""
+    headers = [(b"host", b"testserver"), *(headers or [])]
+    communicator = HttpCommunicator(middleware.ASGIHandler(), method, path, headers=headers)
+    response: dict[str, Any] = await communicator.get_response(timeout=10)
+    await communicator.wait(timeout=10)  # the handler's end (it closes the request's body)
+    response["headers"] = [(name.decode().lower(), value.decode()) for name, value in response["headers"]]
+    return response
+
+
+def header(response: dict[str, Any], name: str) -> list[str]:
+    return [value for key, value in response["headers"] if key == name]
 
 
 @pytest.mark.asyncio
-async def test_an_api_request_through_all_three_takes_no_thread(hops: list[str]) -> None:
-    async def view(request: HttpRequest) -> HttpResponse:
-        return HttpResponse("ok")
-
-    request = RequestFactory().get("/api/rooms/", HTTP_AUTHORIZATION="Bearer x")
-    request.session = SessionStore()
-    response = await chain(view)(request)
-    assert response.status_code == 200
+async def test_a_request_through_every_django_middleware_takes_no_thread(hops: list[str]) -> None:
+    response = await request("GET", "/hello")
+    assert response["status"] == 200 and response["body"] == b"ok"
     assert hops == []
+    # Each of Django's ran: security's and clickjacking's headers are there.
+    assert header(response, "x-content-type-options") == ["nosniff"]
+    assert header(response, "x-frame-options") == ["DENY"]
+    assert header(response, "cross-origin-opener-policy") == ["same-origin"]
+
+
+@pytest.mark.asyncio
+async def test_csrf_is_checked_inline_and_still_refuses_a_post_without_its_token(hops: list[str]) -> None:
+    # A request with a session cookie (one with none has no ambient credential to forge, and
+    # accounts.middleware exempts it).
+    refused = await request("POST", "/api/hello", headers=[(b"cookie", b"sessionid=abc")])
+    assert refused["status"] == 403
+    assert json.loads(refused["body"])["error"]["code"] == "csrf_failed"
+    token = "a" * 32
+    cookie = (b"cookie", f"sessionid=abc; csrftoken={token}".encode())
+    accepted = await request("POST", "/api/hello", headers=[cookie, (b"x-csrftoken", token.encode())])
+    assert accepted["status"] == 200
+    assert hops == []
+
+
+@pytest.mark.asyncio
+async def test_a_changed_session_is_saved_through_the_thread(hops: list[str]) -> None:
+    response = await request("GET", "/remember")
+    assert response["status"] == 200
+    assert hops == ["process_response"]  # the session's
+    cookies = header(response, "set-cookie")
+    session_key = next(c.split(";")[0].split("=", 1)[1] for c in cookies if c.startswith("sessionid="))
+    session = await Session.objects.aget(session_key=session_key)
+    assert session.get_decoded() == {"seen": True}
+
+
+def test_csrf_kept_in_the_session_stays_djangos(settings: Any) -> None:
+    assert "django.middleware.csrf.CsrfViewMiddleware" in middleware.inline_forms()
+    settings.CSRF_USE_SESSIONS = True
+    assert "django.middleware.csrf.CsrfViewMiddleware" not in middleware.inline_forms()
+
+
+def test_settings_name_each_inline_form_by_djangos_path(settings: Any) -> None:
+    """So that `manage.py check --deploy` and the admin's checks find them."""
+    for dotted_path, inline in middleware.inline_forms().items():
+        assert dotted_path in settings.MIDDLEWARE
+        assert f"{inline.__mro__[2].__module__}.{inline.__mro__[2].__name__}" == dotted_path
 
 
 @pytest.mark.asyncio
@@ -68,7 +124,7 @@ async def test_added_messages_are_stored_through_the_thread(hops: list[str]) -> 
 
     request = RequestFactory().get("/")
     request.session = SessionStore()
-    response = await chain(view)(request)
+    response = await middleware.MessageMiddleware(view)(request)  # type: ignore[misc]  # async, since the view is
     assert response.status_code == 200
     assert hops == ["process_response"]  # the messages'
     assert response.cookies["messages"].value, "the message was stored (signed) for the next page"
