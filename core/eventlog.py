@@ -11,7 +11,9 @@ Control travels through the meta hash, not through messages: a cancel sets a fla
 reader records when it last read, and the producer checks both on its heartbeat
 (HEARTBEAT_SECONDS), so any worker can cancel, and a stream nobody reads is abandoned.
 
-``follow`` is the one reader loop: from a position, live, until a final event.
+``follow`` is the one reader loop: from a position, live, until a final event. A reader on
+the worker whose producer created the log follows it in memory (``_Tail``), every event it
+is handed already in Redis; any other reads Redis.
 
 This module is shared machinery (core imports no app): what a log's events mean, and
 how much one producer may write, belong to the app that writes it.
@@ -19,6 +21,7 @@ how much one producer may write, belong to the app that writes it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
@@ -28,6 +31,7 @@ from typing import Any
 import orjson
 import redis
 
+from core.aio import PerLoop
 from core.redis_clients import async_redis, hash_tag, sync_redis
 from core.sse import compact_json
 
@@ -102,6 +106,10 @@ def _entry_id(seq: int) -> str:
     return f"{seq + 1}-0"
 
 
+def _events(entry: str) -> list[LogEvent]:
+    return [LogEvent(seq, kind, data) for seq, kind, data in _decoded(entry)]
+
+
 def _decoded(entry: str) -> list[list[Any]]:
     """A log entry's events. orjson's parser, 2.4 times the standard library's on a batch of
     tokens; an entry it refuses (a lone surrogate that compact_json escaped as \\udXXX) is
@@ -156,21 +164,31 @@ class RedisLog:
         pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
         if first:
             batch = [[event.seq, event.kind, event.data] for event in first]
-            pipe.xadd(_log_key(name), {"e": compact_json(batch)}, id=_entry_id(first[-1].seq))
+            entry = compact_json(batch)
+            pipe.xadd(_log_key(name), {"e": entry}, id=_entry_id(first[-1].seq))
             pipe.expire(_log_key(name), LOG_TTL_SECONDS)
         await pipe.execute()
+        tail = _tails().setdefault(name, _Tail())
+        if first:
+            tail.add(_events(entry))
 
     async def append(self, name: str, events: list[LogEvent], *, final: bool = False) -> None:
         """Append events (in seq order) as one entry, named after the last of them: a
         batch of tokens costs one Redis entry, not one per token."""
         pipe = async_redis(name).pipeline(transaction=False)
+        entry = ""
         if events:
             batch = [[event.seq, event.kind, event.data] for event in events]
-            pipe.xadd(_log_key(name), {"e": compact_json(batch)}, id=_entry_id(events[-1].seq))
+            entry = compact_json(batch)
+            pipe.xadd(_log_key(name), {"e": entry}, id=_entry_id(events[-1].seq))
         if final:
             pipe.hset(_meta_key(name), "status", "done")
         pipe.expire(_log_key(name), LOG_TTL_SECONDS)
         pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
+        tails = _tails()
+        tail = tails.get(name)
+        if final and tail is not None:  # whether this append goes through or not
+            asyncio.get_running_loop().call_later(TAIL_GRACE_SECONDS, _forget_tail, tails, name, tail)
         try:
             await pipe.execute()
         except redis.ResponseError as error:
@@ -180,6 +198,8 @@ class RedisLog:
             # (a pipeline without a transaction runs every command): nothing is missing.
             if not events or "equal or smaller" not in str(error) or not await self._is_newest(name, events[-1].seq):
                 raise
+        if tail is not None:  # in Redis now: this worker's readers may have them
+            tail.add(_events(entry) if entry else [], final=final)
 
     async def _is_newest(self, name: str, seq: int) -> bool:
         """Whether the log's newest entry is the one named after ``seq`` (an append of
@@ -198,9 +218,7 @@ class RedisLog:
             return []
         # Entries are named after their last event, so the first entry may start at or
         # below ``after``: keep only what comes after it.
-        return [
-            LogEvent(seq, kind, data) for _, fields in reply[0][1] for seq, kind, data in _decoded(fields["e"]) if seq > after
-        ][:limit]
+        return [event for _, fields in reply[0][1] for event in _events(fields["e"]) if event.seq > after][:limit]
 
     async def append_next(self, name: str, *, kind: str, data: Mapping[str, Any], floor: int = 1) -> int:
         """Append an event numbered one past the newest (from 1 for a new log), and at
@@ -242,6 +260,7 @@ class RedisLog:
     async def delete(self, name: str) -> None:
         """Forget the log and its meta data (a deleted response, docs/protocol.md, "Responses API")."""
         await async_redis(name).delete(_log_key(name), _meta_key(name))
+        _tails().pop(name, None)
 
     async def touch_reader(self, name: str) -> None:
         await async_redis(name).hset(_meta_key(name), "reader", time.time())
@@ -264,6 +283,93 @@ _log = RedisLog()
 
 def get_log() -> RedisLog:
     return _log
+
+
+# ---- the producer's worker: its logs' newest events in memory ---------------------------------------
+# Events of a log kept in memory on its producer's worker, for the readers it serves there: a
+# few seconds of a fast stream; a reader further behind (or resuming an old position) reads Redis.
+TAIL_EVENTS = 4096
+# A finished log's tail is dropped this long after its final event (readers still at it
+# finish from memory; a later one reads Redis).
+TAIL_GRACE_SECONDS = 10.0
+
+
+class _Tail:
+    """The newest events of a log produced on this worker, as they went into Redis.
+
+    A stream is read on the worker that started it (the POST that asked for it reads its
+    reply): such a reader was a blocked XREAD and a decode per batch, a Redis round trip on
+    every wake-up and on the way to the first token (docs/performance.md, "Stream start").
+    It now waits on this tail. Events come here only after Redis acknowledged them, decoded
+    from the entry written there, so a reader hands out nothing that is not durable, in the
+    form any other reader gets; Redis stays the authority: a reader that waits a
+    READ_WAIT_SECONDS in vain asks it (an end appended by a reader elsewhere, a producer
+    whose append failed)."""
+
+    __slots__ = ("ended", "events", "waiter")
+
+    def __init__(self) -> None:
+        self.events: list[LogEvent] = []  # consecutive seqs
+        self.waiter: asyncio.Future[None] | None = None
+        self.ended = False
+
+    def add(self, events: list[LogEvent], *, final: bool = False) -> None:
+        if events:
+            if self.events and events[0].seq != self.events[-1].seq + 1:
+                self.events = []  # not consecutive (a log written again): start over
+            self.events.extend(events)
+            if len(self.events) > TAIL_EVENTS:
+                del self.events[: len(self.events) - TAIL_EVENTS]
+        if final:
+            self.ended = True
+        if self.waiter is not None:
+            if not self.waiter.done():
+                self.waiter.set_result(None)
+            self.waiter = None
+
+    def after(self, seq: int) -> list[LogEvent] | None:
+        """The events after ``seq``, or None when this tail does not hold the one after it."""
+        if not self.events:
+            return None
+        start = seq + 1 - self.events[0].seq
+        if start < 0 or start > len(self.events):
+            return None
+        return self.events[start:]
+
+    async def wait(self, timeout: float) -> None:
+        """Until the next ``add``, or ``timeout`` seconds."""
+        if self.waiter is None:
+            self.waiter = asyncio.get_running_loop().create_future()
+        await asyncio.wait({self.waiter}, timeout=timeout)
+
+
+def _new_tails() -> dict[str, _Tail]:
+    return {}
+
+
+# The tails of the logs this worker's producers created, by log name (one dict per event loop).
+_tails: PerLoop[dict[str, _Tail]] = PerLoop(_new_tails)
+
+
+def _forget_tail(tails: dict[str, _Tail], name: str, tail: _Tail) -> None:
+    if tails.get(name) is tail:
+        del tails[name]
+
+
+async def _read(log: RedisLog, name: str, after: int) -> list[LogEvent]:
+    """What ``follow`` reads next: from the tail when this worker produces the log and holds
+    the next event, else from Redis, waiting up to READ_WAIT_SECONDS for it either way."""
+    tail = _tails().get(name)
+    if tail is None:
+        return await log.read(name, after=after, wait=READ_WAIT_SECONDS)
+    events = tail.after(after)
+    if events is None:  # further behind than the tail reaches
+        return await log.read(name, after=after, wait=READ_WAIT_SECONDS)
+    if not events and not tail.ended:
+        await tail.wait(READ_WAIT_SECONDS)
+        events = tail.after(after)
+    # Nothing in memory for a second (or the tail moved past us): Redis has the last word.
+    return events or await log.read(name, after=after, wait=0)
 
 
 # ---- following ------------------------------------------------------------------------------------
@@ -310,7 +416,7 @@ async def follow(
     responsive_since = time.monotonic() - PRODUCER_LOST_SECONDS
     while True:
         asked = time.monotonic()
-        events = await log.read(name, after=after, wait=READ_WAIT_SECONDS)
+        events = await _read(log, name, after)
         now = time.monotonic()
         if produced is not None and now - asked > READ_WAIT_SECONDS + STALL_SECONDS:
             responsive_since = now

@@ -159,3 +159,82 @@ async def test_follow_of_a_produced_log_ends_when_its_meta_data_expired(log, mon
     monkeypatch.setattr(log_module, "READ_WAIT_SECONDS", 0.01)
     lost = log_module.Produced(lost_kind="error", lost_data={"code": "producer_lost"})
     assert [b async for b in log_module.follow(f"gone-{time.time_ns()}", after=-1, final=("done",), produced=lost)] == []
+
+
+# ---- the producer's worker reads its logs from memory (core.eventlog._Tail) ----------------------------
+PRODUCED = log_module.Produced(lost_kind="error", lost_data={"code": "producer_lost"})
+
+
+def counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ``after`` of each read that went to Redis."""
+    reads: list[int] = []
+    read = RedisLog.read
+
+    async def counted(self: RedisLog, name: str, *, after: int, wait: float, limit: int = 1000) -> list[LogEvent]:
+        reads.append(after)
+        return await read(self, name, after=after, wait=wait, limit=limit)
+
+    monkeypatch.setattr(RedisLog, "read", counted)
+    return reads
+
+
+async def produce(log: RedisLog, name: str, tokens: int) -> None:
+    await asyncio.sleep(0.01)
+    for seq in range(1, tokens + 1, 2):
+        await log.append(name, [LogEvent(s, "token", {"index": s - 1}) for s in range(seq, min(seq + 2, tokens + 1))])
+        await asyncio.sleep(0)
+    await log.append(name, [LogEvent(tokens + 1, "done", {"finish_reason": "stop"})], final=True)
+
+
+async def test_a_reader_on_the_producers_worker_follows_it_in_memory(log, monkeypatch):
+    reads = counting_reads(monkeypatch)
+    name = f"t-{time.time_ns()}"
+    await log.create(name, owner_id=7, producer="w1", extra={}, first=[LogEvent(0, "start", {"stream_id": name})])
+    producer = asyncio.create_task(produce(log, name, 9))
+    follower = log_module.follow(name, after=-1, final=("done",), produced=PRODUCED)
+    got = [event async for batch in follower for event in batch]
+    await producer
+    assert [e.seq for e in got] == list(range(11)), "every event once, in order"
+    assert reads == [], "no read went to Redis"
+    # What it was handed is what Redis holds, in the form a reader elsewhere gets.
+    assert got == await log.read(name, after=-1, wait=0)
+
+
+async def test_a_reader_behind_what_memory_holds_reads_redis(log, monkeypatch):
+    monkeypatch.setattr(log_module, "TAIL_EVENTS", 4)
+    reads = counting_reads(monkeypatch)
+    name = f"t-{time.time_ns()}"
+    await log.create(name, owner_id=7, producer="w1", extra={}, first=[LogEvent(0, "start", {})])
+    await produce(log, name, 9)
+    got = [event async for batch in log_module.follow(name, after=0, final=("done",), produced=PRODUCED) for event in batch]
+    assert [e.seq for e in got] == list(range(1, 11))
+    assert reads and reads[0] == 0, "the first read went to Redis"
+
+
+async def test_memory_holds_only_what_redis_acknowledged(log, monkeypatch):
+    """An append that fails reaches no reader; the reader asks Redis after a quiet wait and
+    finds the end another worker wrote (here: written behind the producer's back)."""
+    monkeypatch.setattr(log_module, "READ_WAIT_SECONDS", 0.05)
+    name = f"t-{time.time_ns()}"
+    await log.create(name, owner_id=7, producer="w1", extra={}, first=[LogEvent(0, "start", {})])
+
+    async def refused(self: object) -> None:
+        raise ConnectionError("Redis went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("redis.asyncio.client.Pipeline.execute", refused)
+        with pytest.raises(ConnectionError):
+            await log.append(name, [LogEvent(1, "token", {"index": 0})])
+    await log.fail_if_running(name, kind="error", data={"code": "producer_lost"})
+    got = [event async for batch in log_module.follow(name, after=-1, final=("error",), produced=PRODUCED) for event in batch]
+    assert [(e.seq, e.kind) for e in got] == [(0, "start"), (1, "error")], "the failed token was never handed out"
+
+
+async def test_a_finished_logs_memory_is_dropped_after_a_grace(log, monkeypatch):
+    monkeypatch.setattr(log_module, "TAIL_GRACE_SECONDS", 0.05)
+    name = f"t-{time.time_ns()}"
+    await log.create(name, owner_id=7, producer="w1", extra={}, first=[LogEvent(0, "start", {})])
+    assert name in log_module._tails()
+    await produce(log, name, 2)
+    await asyncio.sleep(0.2)
+    assert name not in log_module._tails()
