@@ -37,14 +37,15 @@ def encode_event(*, data: Any, event: str | None = None, id: str | None = None) 
     A string containing newlines becomes several ``data:`` lines (the client joins them
     back with newlines), so no value can end the event early or forge a field.
     """
-    text = data if isinstance(data, str) else compact_json(data)
-    lines = []
-    if event is not None:
-        lines.append(f"event: {_single_line(event)}")
-    lines.extend(f"data: {line}" for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
-    if id is not None:
-        lines.append(f"id: {_single_line(id)}")
-    return "\n".join(lines) + "\n\n"
+    if isinstance(data, str):
+        body = "\n".join(f"data: {line}" for line in data.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    else:
+        # JSON escapes every line break, so it is one line: no splitting (this runs for
+        # every token a reader sends: docs/performance.md, "Per token").
+        body = "data: " + compact_json(data)
+    head = "" if event is None else f"event: {_single_line(event)}\n"
+    tail = "" if id is None else f"id: {_single_line(id)}\n"
+    return f"{head}{body}\n{tail}\n"
 
 
 def compact_json(data: Any) -> str:
