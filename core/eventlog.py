@@ -106,10 +106,6 @@ def _entry_id(seq: int) -> str:
     return f"{seq + 1}-0"
 
 
-def _events(entry: str) -> list[LogEvent]:
-    return [LogEvent(seq, kind, data) for seq, kind, data in _decoded(entry)]
-
-
 def _decoded(entry: str) -> list[list[Any]]:
     """A log entry's events. orjson's parser, 2.4 times the standard library's on a batch of
     tokens; an entry it refuses (a lone surrogate that compact_json escaped as \\udXXX) is
@@ -213,7 +209,9 @@ class RedisLog:
             return []
         # Entries are named after their last event, so the first entry may start at or
         # below ``after``: keep only what comes after it.
-        return [event for _, fields in reply[0][1] for event in _events(fields["e"]) if event.seq > after][:limit]
+        return [
+            LogEvent(seq, kind, data) for _, fields in reply[0][1] for seq, kind, data in _decoded(fields["e"]) if seq > after
+        ][:limit]
 
     async def append_next(self, name: str, *, kind: str, data: Mapping[str, Any], floor: int = 1) -> int:
         """Append an event numbered one past the newest (from 1 for a new log), and at
@@ -340,12 +338,8 @@ class _Tail:
         await asyncio.wait({self.waiter}, timeout=timeout)
 
 
-def _new_tails() -> dict[str, _Tail]:
-    return {}
-
-
 # The tails of the logs this worker's producers created, by log name (one dict per event loop).
-_tails: PerLoop[dict[str, _Tail]] = PerLoop(_new_tails)
+_tails: PerLoop[dict[str, _Tail]] = PerLoop(dict)
 
 
 def _forget_tail(tails: dict[str, _Tail], name: str, tail: _Tail) -> None:
@@ -357,10 +351,8 @@ async def _read(log: RedisLog, name: str, after: int) -> list[LogEvent]:
     """What ``follow`` reads next: from the tail when this worker produces the log and holds
     the next event, else from Redis, waiting up to READ_WAIT_SECONDS for it either way."""
     tail = _tails().get(name)
-    if tail is None:
-        return await log.read(name, after=after, wait=READ_WAIT_SECONDS)
-    events = tail.after(after)
-    if events is None:  # further behind than the tail reaches
+    events = None if tail is None else tail.after(after)
+    if tail is None or events is None:  # not produced here, or further behind than the tail reaches
         return await log.read(name, after=after, wait=READ_WAIT_SECONDS)
     if not events and not tail.ended:
         await tail.wait(READ_WAIT_SECONDS)

@@ -13,13 +13,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from django.conf import settings
 
-from core.redis_clients import async_redis, group_by_shard, group_for_scripts, hash_tag
+from core.redis_clients import async_redis, async_redis_at, group_by_shard, group_for_scripts, hash_tag
 from streaming.catalog import ModelSpec
 
 RUNNING_KEY = "llm:running"
@@ -117,25 +118,27 @@ async def _pool_drop(key: str, stream_id: str) -> None:
     await async_redis(key).zrem(key, stream_id)
 
 
+async def _each_pool(keys: list[str], add: Callable[[Any, str], object]) -> None:
+    """``add(pipeline, key)`` for each pool's key, sent as one pipeline per Redis that holds
+    some of them: one round trip where a command per pool took one each (at the end of every
+    stream: docs/performance.md, "Stream start")."""
+    for shard, positions in group_by_shard(keys).items():
+        pipe = async_redis_at(shard).pipeline(transaction=False)
+        for position in positions:
+            add(pipe, keys[position])
+        await pipe.execute()
+
+
 async def slot_refresh(*, stream_id: str, user_id: int) -> None:
     now = time.time()
     keys = _held.get(stream_id) or [key for key, _, _ in _pools(user_id)]
-    for _, positions in group_by_shard(keys).items():
-        pipe = async_redis(keys[positions[0]]).pipeline(transaction=False)
-        for position in positions:
-            pipe.zadd(keys[position], {stream_id: now}, xx=True)
-        await pipe.execute()
+    await _each_pool(keys, lambda pipe, key: pipe.zadd(key, {stream_id: now}, xx=True))
 
 
 async def slot_release(*, stream_id: str, user_id: int) -> None:
-    """Give the stream's slots back: one round trip per Redis that holds its pools (a
-    ZREM each took one per pool, at the end of every stream: docs/performance.md, "Stream start")."""
+    """Give the stream's slots back."""
     keys = _held.pop(stream_id, None) or [key for key, _, _ in _pools(user_id)]
-    for _, positions in group_by_shard(keys).items():
-        pipe = async_redis(keys[positions[0]]).pipeline(transaction=False)
-        for position in positions:
-            pipe.zrem(keys[position], stream_id)
-        await pipe.execute()
+    await _each_pool(keys, lambda pipe, key: pipe.zrem(key, stream_id))
 
 
 async def budget_exceeded(*, user_id: int) -> bool:
