@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,21 +16,48 @@ DEFAULT_TIMEOUT = 10.0
 
 
 class RoomClient:
+    """A client that answers the server's pings as soon as they arrive, as a browser's
+    handler does, whether or not the test is reading at that moment: with 1 s heartbeats
+    a member the test leaves unread for three seconds (thirty joins in a row on a slow
+    machine) would otherwise be closed with 4000."""
+
     def __init__(self, connection: ClientConnection) -> None:
         self.connection = connection
         self.messages: list[dict[str, Any]] = []  # every message frame received, in order
         self.frames: list[dict[str, Any]] = []
+        self._inbox: asyncio.Queue[dict[str, Any] | ConnectionClosed] = asyncio.Queue()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                frame: dict[str, Any] = json.loads(await self.connection.recv())
+                if frame["type"] == "ping":
+                    await self.connection.send('{"type":"pong"}')
+                self._inbox.put_nowait(frame)
+        except ConnectionClosed as closed:
+            self._inbox.put_nowait(closed)
 
     async def recv(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        """The next frame; pings are answered and recorded like any other frame."""
-        text = await asyncio.wait_for(self.connection.recv(), timeout)
-        frame: dict[str, Any] = json.loads(text)
-        self.frames.append(frame)
-        if frame["type"] == "message":
-            self.messages.append(frame)
-        elif frame["type"] == "ping":
-            await self.connection.send('{"type":"pong"}')
-        return frame
+        """The next frame; pings (already answered) are recorded like any other frame.
+        Raises ConnectionClosed, every time, once the server has closed."""
+        item = await asyncio.wait_for(self._inbox.get(), timeout)
+        if isinstance(item, ConnectionClosed):
+            self._inbox.put_nowait(item)
+            raise item
+        self.frames.append(item)
+        if item["type"] == "message":
+            self.messages.append(item)
+        return item
+
+    async def close(self) -> None:
+        """Close the socket and stop reading; when a test opened it without room_client."""
+        try:
+            await self.connection.close()
+        finally:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
 
     async def until(self, kind: str, timeout: float = DEFAULT_TIMEOUT, **fields: Any) -> dict[str, Any]:
         """Read until a frame of this type (with these field values) arrives."""
@@ -102,4 +130,8 @@ def _left(deadline: float) -> float:
 async def room_client(url: str, token: str | None = None, *, origin: str | None = None) -> AsyncIterator[RoomClient]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with connect(url, additional_headers=headers, origin=origin, open_timeout=DEFAULT_TIMEOUT, max_size=None) as connection:  # type: ignore[arg-type]
-        yield RoomClient(connection)
+        client = RoomClient(connection)
+        try:
+            yield client
+        finally:
+            await client.close()
