@@ -44,6 +44,9 @@ HEARTBEAT_SECONDS = 0.25
 # heartbeats, so a busy event loop is not mistaken for a dead worker, and well under
 # the 10 s the contract allows.
 PRODUCER_LOST_SECONDS = 6.0
+# Added to the time to live a heartbeat sets (whole seconds, as EXPIRE takes), so that the
+# appends between two heartbeats are kept at least LOG_TTL_SECONDS too.
+_TTL_SLACK_SECONDS = 1
 # Entries per read of a Redis log (each a batch of up to a few dozen events).
 READ_ENTRIES = 64
 
@@ -145,7 +148,21 @@ return seq
 """
 
 
+# The producer's heartbeat (RedisLog.heartbeat).
+_HEARTBEAT_SCRIPT = """
+redis.call('HSET', KEYS[2], 'hb', ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return redis.call('HMGET', KEYS[2], 'cancel', 'reader')
+"""
+
+
 class RedisLog:
+    def __init__(self) -> None:
+        # Logs created without events, whose Redis Stream the next append creates and must
+        # give its time to live (every other append leaves the key's time to live alone).
+        self._stream_without_ttl: set[str] = set()
+
     async def create(
         self, name: str, *, owner_id: int, producer: str, extra: Mapping[str, str], first: list[LogEvent] | None = None
     ) -> None:
@@ -163,32 +180,47 @@ class RedisLog:
             pipe.xadd(_log_key(name), {"e": compact_json(batch)}, id=_entry_id(first[-1].seq))
             pipe.expire(_log_key(name), LOG_TTL_SECONDS)
         await pipe.execute()
+        if not first:
+            self._stream_without_ttl.add(name)
         _tails().setdefault(name, _Tail()).add(first or [])
 
     async def append(self, name: str, events: list[LogEvent], *, final: bool = False) -> None:
         """Append events (in seq order) as one entry, named after the last of them: a
-        batch of tokens costs one Redis entry, not one per token."""
-        pipe = async_redis(name).pipeline(transaction=False)
-        if events:
-            batch = [[event.seq, event.kind, event.data] for event in events]
-            pipe.xadd(_log_key(name), {"e": compact_json(batch)}, id=_entry_id(events[-1].seq))
-        if final:
-            pipe.hset(_meta_key(name), "status", "done")
-        pipe.expire(_log_key(name), LOG_TTL_SECONDS)
-        pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
+        batch of tokens costs one Redis entry, not one per token.
+
+        A batch is one XADD and nothing else: the log's time to live was set when it was
+        created and is renewed by every heartbeat (at most HEARTBEAT_SECONDS before any
+        append, so a log whose producer died is still kept LOG_TTL_SECONDS after its last
+        write) and by the final append. Two EXPIREs per batch were two thirds of an
+        append's commands (docs/performance.md, "Per token")."""
+        client = async_redis(name)
+        entry = {"e": compact_json([[event.seq, event.kind, event.data] for event in events])} if events else None
+        unset_ttl = name in self._stream_without_ttl
         tails = _tails()
         tail = tails.get(name)
         if final and tail is not None:  # whether this append goes through or not
             asyncio.get_running_loop().call_later(TAIL_GRACE_SECONDS, _forget_tail, tails, name, tail)
         try:
-            await pipe.execute()
+            if entry is not None and not final and not unset_ttl:  # a batch: one command, no pipeline
+                await client.xadd(_log_key(name), entry, id=_entry_id(events[-1].seq))  # type: ignore[arg-type]
+            else:
+                pipe = client.pipeline(transaction=False)
+                if entry is not None:
+                    pipe.xadd(_log_key(name), entry, id=_entry_id(events[-1].seq))  # type: ignore[arg-type]
+                if final:
+                    pipe.hset(_meta_key(name), "status", "done")
+                    pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
+                pipe.expire(_log_key(name), LOG_TTL_SECONDS)
+                await pipe.execute()
         except redis.ResponseError as error:
-            # redis-py sends a pipeline again when the connection drops before the replies
+            # redis-py sends a command or pipeline again when the connection drops before the replies
             # (a Redis restart): an XADD that went through the first time is then refused as
             # not above the top entry. The entry is there, and the commands after it ran
             # (a pipeline without a transaction runs every command): nothing is missing.
             if not events or "equal or smaller" not in str(error) or not await self._is_newest(name, events[-1].seq):
                 raise
+        if final or (unset_ttl and events):
+            self._stream_without_ttl.discard(name)
         if tail is not None:  # in Redis now: this worker's readers may have them
             tail.add(events, final=final)
 
@@ -232,11 +264,13 @@ class RedisLog:
         return _meta_from(raw) if raw and "owner" in raw else None
 
     async def heartbeat(self, name: str) -> Control:
-        pipe = async_redis(name).pipeline(transaction=False)
-        pipe.hset(_meta_key(name), "hb", time.time())
-        pipe.hmget(_meta_key(name), ["cancel", "reader"])
-        pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
-        _, (cancel, reader), _ = await pipe.execute()
+        """The producer's mark, the log's time to live renewed, and the control flags read:
+        one script, since redis-py spends about as much CPU per command of a pipeline as
+        per round trip (docs/performance.md, "Per token")."""
+        keys = (_log_key(name), _meta_key(name))
+        # One second more than the floor: the appends until the next heartbeat renew nothing.
+        ttl = LOG_TTL_SECONDS + _TTL_SLACK_SECONDS
+        cancel, reader = await async_redis(name).eval(_HEARTBEAT_SCRIPT, 2, *keys, time.time(), ttl)
         return Control(cancel=cancel == "1", reader_seen=float(reader or 0))
 
     async def cancel(self, name: str) -> None:
@@ -254,6 +288,7 @@ class RedisLog:
         """Forget the log and its meta data (a deleted response, docs/protocol.md, "Responses API")."""
         await async_redis(name).delete(_log_key(name), _meta_key(name))
         _tails().pop(name, None)
+        self._stream_without_ttl.discard(name)
 
     async def touch_reader(self, name: str) -> None:
         await async_redis(name).hset(_meta_key(name), "reader", time.time())

@@ -69,6 +69,39 @@ async def test_cancel_and_reader_marks_reach_the_producer_heartbeat(log):
     assert control.cancel and control.reader_seen >= before - 0.01
 
 
+async def test_a_log_is_kept_ten_minutes_after_its_last_write_with_one_command_per_batch(log):
+    from core.redis_clients import async_redis
+
+    name = f"t-{time.time_ns()}"
+    redis = async_redis(name)
+    stream_key, meta_key = log_module._log_key(name), log_module._meta_key(name)
+    # Created with its first event: both keys have their time to live at once.
+    await log.create(name, owner_id=1, producer="w1", extra={}, first=[LogEvent(0, "start", {})])
+    assert 0 < await redis.ttl(stream_key) <= log_module.LOG_TTL_SECONDS
+    await redis.expire(stream_key, 100)  # as if ten minutes had nearly passed
+    await redis.expire(meta_key, 100)
+    await log.append(name, [LogEvent(1, "token", {"index": 0, "token": "a"})])
+    assert await redis.ttl(stream_key) <= 100, "a batch renews nothing"
+    await log.heartbeat(name)
+    assert await redis.ttl(stream_key) > log_module.LOG_TTL_SECONDS - 5, "the heartbeat renews the stream"
+    assert await redis.ttl(meta_key) > log_module.LOG_TTL_SECONDS - 5, "and its meta data"
+    await redis.expire(stream_key, 100)
+    await redis.expire(meta_key, 100)
+    await log.append(name, [LogEvent(2, "done", {})], final=True)
+    assert await redis.ttl(stream_key) > log_module.LOG_TTL_SECONDS - 5, "the final append renews both"
+    assert await redis.ttl(meta_key) > log_module.LOG_TTL_SECONDS - 5
+
+
+async def test_a_log_created_without_events_gets_its_time_to_live_with_its_first_batch(log):
+    from core.redis_clients import async_redis
+
+    name = f"t-{time.time_ns()}"
+    await log.create(name, owner_id=1, producer="w1", extra={})
+    await log.append(name, [LogEvent(0, "start", {})])
+    await log.append(name, [LogEvent(1, "token", {"index": 0, "token": "a"})])
+    assert 0 < await async_redis(name).ttl(log_module._log_key(name)) <= log_module.LOG_TTL_SECONDS, "never kept forever"
+
+
 async def test_producer_lost_is_recorded_once(log, monkeypatch):
     name = f"t-{time.time_ns()}"
     await log.create(name, owner_id=1, producer="w1", extra={})
@@ -218,10 +251,11 @@ async def test_memory_holds_only_what_redis_acknowledged(log, monkeypatch):
     name = f"t-{time.time_ns()}"
     await log.create(name, owner_id=7, producer="w1", extra={}, first=[LogEvent(0, "start", {})])
 
-    async def refused(self: object) -> None:
+    async def refused(self: object, *args: object, **options: object) -> None:
         raise ConnectionError("Redis went away")
 
     with monkeypatch.context() as patched:
+        patched.setattr("redis.asyncio.client.Redis.execute_command", refused)  # a batch is one command
         patched.setattr("redis.asyncio.client.Pipeline.execute", refused)
         with pytest.raises(ConnectionError):
             await log.append(name, [LogEvent(1, "token", {"index": 0})])
