@@ -140,7 +140,8 @@ def _conversation_begin(*, owner_id: int, conversation_id: str, turns: list[Chat
         history = conversation_history(conversation_id=conversation_id, owner_id=owner_id)
         if history is None:
             raise StreamRefusedError("not_found", "no such conversation", kind="not_found")
-        _turns_store(conversation_id=conversation_id, turns=turns)
+        _turns_add(conversation_id=conversation_id, turns=turns)
+        Conversation.objects.filter(pk=conversation_id).update(updated_at=timezone.now())
     return conversation_id, history + turns
 
 
@@ -149,14 +150,13 @@ def _conversation_create(*, owner_id: int, conversation_id: str, turns: list[Cha
     first_user = next((t.content for t in turns if t.role == "user"), "")
     with transaction.atomic():
         Conversation.objects.create(pk=conversation_id, owner_id=owner_id, title=first_user[:200])
-        _turns_store(conversation_id=conversation_id, turns=turns)
+        _turns_add(conversation_id=conversation_id, turns=turns)  # updated_at is already now
 
 
-def _turns_store(*, conversation_id: str, turns: list[ChatTurn]) -> None:
+def _turns_add(*, conversation_id: str, turns: list[ChatTurn]) -> None:
     ConversationMessage.objects.bulk_create(
         ConversationMessage(conversation_id=conversation_id, role=t.role, content=t.content) for t in turns
     )
-    Conversation.objects.filter(pk=conversation_id).update(updated_at=timezone.now())
 
 
 def _start_in_db(*, user_id: int, conversation_id: str | None, turns: list[ChatTurn], record: bool) -> tuple[str, list[ChatTurn]]:
