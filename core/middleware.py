@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth import middleware as django_auth
 from django.contrib.messages import middleware as django_messages
@@ -183,6 +185,59 @@ def inline_forms() -> dict[str, type[InlineMiddleware]]:
     return forms
 
 
+class RequestThreads:
+    """Single-thread executors for the thread-sensitive calls of one request each, kept for
+    the next request once idle.
+
+    Django gives every request a thread of its own for its sync code (a sync view, the
+    response's ``close``, a changed session), as asgiref's ThreadSensitiveContext does
+    without an executor: a thread started at the request's first such call, and another
+    started at its end to join the first. Every request makes at least one such call (the
+    handler closes each response through it), so that was two threads started per request,
+    a tenth of a worker's event loop under 50 simultaneous token-stream starts
+    (docs/performance.md, "Stream start"). Here a request gets an executor no other
+    running request has, as before, but its thread is one an earlier request used.
+
+    An executor is kept again only once everything sent to it has run (a no-op sent last
+    has run), so a request never queues behind another's sync code, a hung call included.
+    Beyond ``KEEP`` idle executors, one that comes back is let go."""
+
+    # Idle threads kept: a burst of this many simultaneous requests reuses them all.
+    KEEP = 64
+
+    def __init__(self) -> None:
+        self._idle: list[ThreadPoolExecutor] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-sync")
+
+    def give_back(self, executor: ThreadPoolExecutor) -> None:
+        """After the request: the executor is kept once its queue has drained, on its own thread."""
+        executor.submit(_nothing).add_done_callback(lambda _: self._keep(executor))
+
+    def _keep(self, executor: ThreadPoolExecutor) -> None:
+        with self._lock:
+            if len(self._idle) < self.KEEP:
+                self._idle.append(executor)
+                return
+        executor.shutdown(wait=False)  # on its own thread: no join, it ends after this callback
+
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+
+def _nothing() -> None:
+    pass
+
+
+request_threads = RequestThreads()
+
+
 class ASGIHandler(django_asgi.ASGIHandler):
     """Django's ASGI handler, with Django's own middlewares in their inline form.
 
@@ -191,6 +246,17 @@ class ASGIHandler(django_asgi.ASGIHandler):
     reads the setting itself, so the lookup is where one can step in). A middleware's
     ``process_view`` is called by the handler, which would send it to the thread: ours are
     called inline."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Django's, with the request's thread-sensitive calls on a reused thread (RequestThreads)."""
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        executor = request_threads.take()
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            request_threads.give_back(executor)
 
     def load_middleware(self, is_async: bool = False) -> None:
         forms = inline_forms() if is_async else {}

@@ -5,7 +5,9 @@ messages) still go through the thread."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -32,7 +34,27 @@ async def remember(request: HttpRequest) -> HttpResponse:
     return HttpResponse("remembered")
 
 
-urlpatterns = [path("api/hello", hello), path("hello", hello), path("remember", remember)]
+def thread_name(request: HttpRequest) -> HttpResponse:
+    """A sync view: Django runs it on the request's thread for sync code."""
+    return HttpResponse(f"{threading.current_thread().name} {threading.get_ident()}")
+
+
+meeting = threading.Barrier(2, timeout=5)
+
+
+def meet(request: HttpRequest) -> HttpResponse:
+    """A sync view that returns only once another request's sync view is running too."""
+    meeting.wait()
+    return HttpResponse(f"{threading.current_thread().name} {threading.get_ident()}")
+
+
+urlpatterns = [
+    path("api/hello", hello),
+    path("hello", hello),
+    path("remember", remember),
+    path("thread", thread_name),
+    path("meet", meet),
+]
 
 
 @pytest.fixture
@@ -134,3 +156,33 @@ def test_the_admin_still_finds_the_middleware_it_needs() -> None:
     from django.core import checks
 
     assert [e for e in checks.run_checks() if (e.id or "").startswith("admin.")] == []
+
+
+async def _idle_threads_at_least(count: int) -> None:
+    for _ in range(500):  # 5 s
+        if middleware.request_threads.idle() >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{middleware.request_threads.idle()} idle request threads after 5 s, expected {count}")
+
+
+@pytest.mark.asyncio
+async def test_a_requests_sync_code_runs_on_a_thread_an_earlier_request_used() -> None:
+    idle = middleware.request_threads.idle()
+    first = await request("GET", "/thread")
+    await _idle_threads_at_least(max(idle, 1))  # the first request's executor is back, on top
+    started = threading.active_count()
+    second = await request("GET", "/thread")
+    assert first["status"] == second["status"] == 200
+    assert second["body"] == first["body"] and first["body"].startswith(b"request-sync"), (first["body"], second["body"])
+    assert threading.active_count() == started, "no thread started for the second request"
+
+
+@pytest.mark.asyncio
+async def test_requests_running_at_once_never_share_a_thread_for_sync_code() -> None:
+    # Were the two on one thread, the first would wait for the second, which waits behind it:
+    # the barrier would break after 5 s and both views fail.
+    meeting.reset()
+    first, second = await asyncio.gather(request("GET", "/meet"), request("GET", "/meet"))
+    assert first["status"] == second["status"] == 200
+    assert first["body"] != second["body"]
