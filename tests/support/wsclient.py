@@ -51,7 +51,7 @@ class RoomClient:
         return item
 
     async def close(self) -> None:
-        """Close the socket and stop reading; when a test opened it without room_client."""
+        """Close the socket and stop reading (room_client does it on the way out)."""
         try:
             await self.connection.close()
         finally:
