@@ -108,7 +108,8 @@ class ReplyFollower:
 
     async def catch_up(self) -> None:
         """Read what the stream holds beyond what the follower has, now."""
-        await asyncio.wait_for(self.stream_known.wait(), END_WAIT_SECONDS)
+        async with asyncio.timeout(END_WAIT_SECONDS):  # not wait_for: Python 3.11's can drop a cancel
+            await self.stream_known.wait()
         if self.stream_id is None:
             return
         async with self.lock:
@@ -121,7 +122,8 @@ class ReplyFollower:
     async def wait_end(self) -> None:
         """Until the stream's final event was read (at most END_WAIT_SECONDS)."""
         try:
-            await asyncio.wait_for(self.ended.wait(), END_WAIT_SECONDS)
+            async with asyncio.timeout(END_WAIT_SECONDS):
+                await self.ended.wait()
         except TimeoutError:
             logger.warning("reply %s ended before its follower read its stream's end", self.message_id)
 

@@ -37,12 +37,14 @@ from typing import Any
 import fakeredis
 import redis
 import redis.asyncio
+import redis.asyncio.client
 import redis.asyncio.cluster
 import redis.asyncio.connection
 import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.crc
+import redis.exceptions
 import redis.retry
 import redis.sentinel
 from django.conf import settings
@@ -132,8 +134,46 @@ def group_for_scripts(keys: Iterable[str]) -> list[tuple[int, list[int]]]:
     return [(0, positions) for positions in slots.values()]
 
 
+# ---- cancellation ---------------------------------------------------------------------------
+# On Python 3.11 asyncio.wait_for returns the inner result, and drops the cancellation, when
+# a task is cancelled just as what it waits for finishes (CPython gh-86296, fixed in 3.12).
+# redis-py writes every command through wait_for when a socket timeout is set, so a cancel
+# that landed during a command's write was lost: the task ran on (a stopped generation kept
+# writing its tokens for seconds). The task still counts the cancel (Task.cancelling()), so
+# a command that returns with more counted than it started with delivers it on return: the
+# command completed, its reply was read, and the task stops as if cancelled just after.
+async def _deliver_lost_cancel(command: Any) -> Any:
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
+    result = await command
+    if task is not None and task.cancelling() > cancels:
+        raise asyncio.CancelledError
+    return result
+
+
+class _AsyncPipeline(redis.asyncio.client.Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        return await _deliver_lost_cancel(super().execute(raise_on_error))
+
+
+class _AsyncRedis(redis.asyncio.Redis):
+    """redis-py's asyncio client, delivering the cancels Python 3.11 loses (see above)."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        return await _deliver_lost_cancel(super().execute_command(*args, **options))
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> _AsyncPipeline:
+        return _AsyncPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+class _AsyncClusterPipeline(redis.asyncio.cluster.ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        return await _deliver_lost_cancel(super().execute(raise_on_error, allow_redirections))
+
+
 class _AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
-    """redis-py's asyncio cluster client, finding XREAD's keys itself.
+    """redis-py's asyncio cluster client, finding XREAD's keys itself, and delivering the
+    cancels Python 3.11 loses (see above).
 
     XREAD's keys follow a STREAMS keyword, which redis-py's key-spec reader does not
     handle, so it asks a node (COMMAND GETKEYS) before every XREAD: a round trip per
@@ -152,6 +192,14 @@ class _AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
                 if len(slots) == 1:
                     return slots.pop()
         return await super()._determine_slot(command, *args)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        return await _deliver_lost_cancel(super().execute_command(*args, **kwargs))
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> _AsyncClusterPipeline:
+        if shard_hint:
+            raise redis.exceptions.RedisClusterException("shard_hint is deprecated in cluster mode")
+        return _AsyncClusterPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py builds its own
 
 
 def _client_options(**overrides: Any) -> dict[str, Any]:
@@ -354,10 +402,10 @@ def new_async_client(index: int, **overrides: Any) -> redis.asyncio.Redis:
     """A new asyncio client for shard ``index`` (the broker's dedicated subscriber
     connections use this with their own timeouts, which the in-process server needs not)."""
     if not redis_configured():
-        fake: redis.asyncio.Redis = _fake_client(redis.asyncio.Redis, redis.asyncio.ConnectionPool, _FakeAsyncConnection)
+        fake: redis.asyncio.Redis = _fake_client(_AsyncRedis, redis.asyncio.ConnectionPool, _FakeAsyncConnection)
         return fake
     client: redis.asyncio.Redis = _open_client(
-        index, redis.asyncio.Redis, redis.asyncio.sentinel.Sentinel, _AsyncRedisCluster, **overrides
+        index, _AsyncRedis, redis.asyncio.sentinel.Sentinel, _AsyncRedisCluster, **overrides
     )
     return client
 
@@ -371,7 +419,7 @@ def new_async_node_client(host: str, port: int, **overrides: Any) -> redis.async
     options: dict[str, Any] = {key: given[key] for key in ("username", "password") if given.get(key)}
     if url.startswith("rediss://"):
         options["ssl"] = True
-    return redis.asyncio.Redis(host=host, port=port, **_client_options(**options, **overrides))
+    return _AsyncRedis(host=host, port=port, **_client_options(**options, **overrides))
 
 
 def _cache_key(index: int) -> tuple[int, str]:

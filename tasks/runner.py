@@ -144,7 +144,8 @@ class TaskRunner:
             await asyncio.sleep(IDLE_POLL_SECONDS)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wakeup.wait(), IDLE_POLL_SECONDS)
+            async with asyncio.timeout(IDLE_POLL_SECONDS):  # not wait_for: Python 3.11's can drop a cancel
+                await self.wakeup.wait()
         self.wakeup.clear()
 
     @property

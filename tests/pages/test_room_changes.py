@@ -161,9 +161,11 @@ def test_up_arrow_edits_your_last_message(site: Site):
     alice = open_room(site, "pages-alice", slug, worker=0)
     bob = open_room(site, "pages-bob", slug, worker=2)
     box = alice.get_by_role("textbox", name="Message")
+    # Each message committed before the next is sent, so the room's order is the order
+    # the test expects (sent at once from two workers, either may commit first).
     send(alice, "my first")
+    expect(alice.locator("#messages li.message:not(.pending) .content")).to_have_count(1)
     send(bob, "bob's")
-    # Bob's (on another worker) committed before alice's next: the order the test expects.
     expect(alice.locator("#messages li.message:not(.pending) .content")).to_have_count(2)
     send(alice, "my lsat")  # a typo to fix
     expect(alice.locator("#messages li.message:not(.pending) .content")).to_have_count(3)
