@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import collections
 import threading
 import weakref
 from collections import defaultdict
@@ -60,9 +61,10 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ShardClien
 
 # Short enough that a dead Redis is noticed quickly, long enough for a busy one.
 CONNECT_TIMEOUT_SECONDS = 2.0
-# redis-py's pools stop at 100 connections and then raise. Every stream reader holds one
-# for its blocking XREAD, so a worker with a few hundred open streams needs more; Redis
-# itself accepts 10,000 clients by default.
+# redis-py's pools stop at 100 connections by default. Every stream reader holds one for
+# its blocking XREAD, so a worker with a few hundred open streams needs more; Redis itself
+# accepts 10,000 clients by default. Beyond this, a command waits for a connection
+# (_WaitingConnectionPool) rather than failing.
 MAX_CONNECTIONS = 4096
 # A restarted Redis leaves every pooled connection dead, and redis-py's from_url retries
 # nothing: each command would fail once per stale connection (a token stream or a task
@@ -156,8 +158,60 @@ class _AsyncPipeline(redis.asyncio.client.Pipeline):
         return await _deliver_lost_cancel(super().execute(raise_on_error))
 
 
+class _WaitingConnectionPool(redis.asyncio.ConnectionPool):
+    """redis-py's pool, which waits (up to the command time-out) for a connection when all
+    MAX_CONNECTIONS are in use, where redis-py's raises MaxConnectionsError at once.
+
+    When thousands of sockets close together, each one's clean-up (presence, the user's
+    connection count) takes a connection at the same moment: redis-py's pool failed part
+    of them (docs/performance.md, "Idle connections"). Waiters are woken one per release,
+    in turn. Unlike redis-py's BlockingConnectionPool, which takes a lock and a condition
+    on every checkout, this costs nothing until the pool is full."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.REDIS_SOCKET_TIMEOUT
+        while True:
+            try:
+                return await super().get_connection(*args, **kwargs)
+            except redis.exceptions.MaxConnectionsError:
+                if loop.time() >= deadline:
+                    raise
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                pass  # one last try, then MaxConnectionsError
+            finally:
+                if not waiter.done():
+                    self._waiters.remove(waiter)
+
+    async def release(self, connection: Any) -> None:
+        try:
+            await super().release(connection)
+        finally:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+
+
 class _AsyncRedis(redis.asyncio.Redis):
-    """redis-py's asyncio client, delivering the cancels Python 3.11 loses (see above)."""
+    """redis-py's asyncio client, delivering the cancels Python 3.11 loses (see above),
+    on a pool that waits for a free connection (_WaitingConnectionPool)."""
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> _AsyncRedis:  # type: ignore[override]  # no single_connection_client
+        client = cls(connection_pool=_WaitingConnectionPool.from_url(url, **kwargs))
+        client.auto_close_connection_pool = True  # as redis-py's from_url: closing the client closes its pool
+        return client
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         return await _deliver_lost_cancel(super().execute_command(*args, **options))

@@ -4,11 +4,13 @@ command it was in, on the in-process Redis and on a real one."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
+import redis.exceptions
 from django.test import override_settings
 
-from core.redis_clients import async_redis
+from core.redis_clients import async_redis, new_async_client
 
 pytestmark = pytest.mark.asyncio
 # A cancel that lands on the first few turns of the event loop after a command starts
@@ -56,3 +58,40 @@ async def test_a_task_cancelled_during_a_command_stops_there(client_settings, co
                 async with asyncio.timeout(5):
                     await task
     assert await async_redis("probe").ping(), "the connections are still good"
+
+
+@pytest.fixture
+def redis_settings(redis_server):
+    with override_settings(REDIS_SHARDS=[{"url": redis_server.url}]):
+        yield
+
+
+async def test_commands_beyond_the_pools_connections_wait_for_one(redis_settings) -> None:
+    """Thousands of sockets closing at once each clean up in Redis: with every connection
+    of the pool in use, a command waits for one instead of failing."""
+    client = new_async_client(0, max_connections=2)
+    try:
+        # Each BLPOP holds its connection for 0.1 s: 20 of them need ten turns of two.
+        async with asyncio.timeout(10):
+            replies = await asyncio.gather(*(client.blpop([f"empty:{i}"], timeout=0.1) for i in range(20)))
+        assert replies == [None] * 20
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def test_the_wait_for_a_connection_is_bounded_by_the_command_timeout(redis_settings) -> None:
+    client = new_async_client(0, max_connections=1)
+    holder = asyncio.create_task(client.blpop(["empty"], timeout=3))
+    try:
+        await asyncio.sleep(0.2)  # the only connection is taken
+        started = time.monotonic()
+        with override_settings(REDIS_SOCKET_TIMEOUT=1.0), pytest.raises(redis.exceptions.MaxConnectionsError):
+            await client.ping()
+        assert 0.9 < time.monotonic() - started < 2.5
+        async with asyncio.timeout(5):
+            assert await holder is None
+        assert await client.ping(), "the pool works again once its connection is back"
+    finally:
+        holder.cancel()
+        await client.aclose()
