@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 import redis.exceptions
@@ -82,7 +83,11 @@ async def test_commands_beyond_the_pools_connections_wait_for_one(redis_settings
 
 async def test_the_wait_for_a_connection_is_bounded_by_the_command_timeout(redis_settings) -> None:
     client = new_async_client(0, max_connections=1)
-    holder = asyncio.create_task(client.blpop(["empty"], timeout=3))
+
+    async def hold_the_connection() -> Any:
+        return await client.blpop(["empty"], timeout=3)
+
+    holder = asyncio.create_task(hold_the_connection())
     try:
         await asyncio.sleep(0.2)  # the only connection is taken
         started = time.monotonic()
