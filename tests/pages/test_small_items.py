@@ -29,8 +29,9 @@ def test_a_ban_says_its_reason_and_its_end(site: Site):
     try:
         state = bob.locator("#state")
         expect(state).to_have_attribute("data-state", "closed")
-        # its end as the reader's clock shows it ("14:05", or "11:43 PM" in en-US), not "until lifted"
-        until = re.compile(r"^You are banned from this room until \d{1,2}:\d\d\b.*\. Reason: spamming links$")
+        # its end as the reader's clock shows it ("14:05", or "11:43 PM" in en-US), not "until lifted";
+        # a ban that ends tomorrow (30 minutes from 23:40) says the day too ("Dec 6 12:10 AM")
+        until = re.compile(r"^You are banned from this room until (?:\S+ \S+ )?\d{1,2}:\d\d\b.*\. Reason: spamming links$")
         expect(state).to_have_text(until)
         bob.reload()  # and again on opening the room
         expect(state).to_have_text(re.compile(r"^You are banned from this room until .*\. Reason: spamming links$"))
