@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from django.test import override_settings
 from hypothesis import settings as hypothesis_settings
 
 from accounts import token_cache
@@ -39,6 +40,18 @@ async def close_hub() -> Any:
     yield
     await get_hub().close()
     await get_writer().close()
+
+
+@pytest.fixture(params=["in-process", "redis"])
+def either_redis(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The test runs twice: on the in-process Redis (``make run``), and with REDIS_URL set
+    to the session's redis-server."""
+    if request.param == "in-process":
+        yield
+        return
+    redis_server = request.getfixturevalue("redis_server")
+    with override_settings(REDIS_SHARDS=[{"url": redis_server.url}]):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -14,14 +14,9 @@ from core.eventlog import LogEvent, RedisLog
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.fixture(params=["in-process", "redis"])
-def log(request):
-    if request.param == "in-process":
-        yield RedisLog()
-        return
-    redis_server = request.getfixturevalue("redis_server")
-    with override_settings(REDIS_SHARDS=[{"url": redis_server.url}]):
-        yield RedisLog()
+@pytest.fixture
+def log(either_redis):
+    return RedisLog()
 
 
 async def test_events_read_from_any_position_and_wait_for_more(log):

@@ -12,22 +12,13 @@ import redis.exceptions
 from django.test import override_settings
 
 from core.redis_clients import async_redis, new_async_client
+from tests.support.processes import RedisServer
 
 pytestmark = pytest.mark.asyncio
 # A cancel that lands on the first few turns of the event loop after a command starts
 # lands during its write: where Python 3.11's wait_for (inside redis-py) used to drop it.
 TURNS = range(1, 6)
 ATTEMPTS = 10
-
-
-@pytest.fixture(params=["in-process", "redis"])
-def client_settings(request):
-    if request.param == "in-process":
-        yield
-        return
-    redis_server = request.getfixturevalue("redis_server")
-    with override_settings(REDIS_SHARDS=[{"url": redis_server.url}]):
-        yield
 
 
 async def _one_command() -> None:
@@ -42,7 +33,7 @@ async def _one_pipeline() -> None:
 
 
 @pytest.mark.parametrize("command", [_one_command, _one_pipeline], ids=["command", "pipeline"])
-async def test_a_task_cancelled_during_a_command_stops_there(client_settings, command) -> None:
+async def test_a_task_cancelled_during_a_command_stops_there(either_redis, command) -> None:
     await async_redis("probe").ping()  # connected: the cancel meets the command, not the connect
     for turns in TURNS:
         for _ in range(ATTEMPTS):
@@ -100,3 +91,30 @@ async def test_the_wait_for_a_connection_is_bounded_by_the_command_timeout(redis
     finally:
         holder.cancel()
         await client.aclose()
+
+
+async def test_a_write_that_a_stalled_redis_does_not_take_times_out() -> None:
+    """A command's write goes straight to the socket (no wait_for); one that Redis does not
+    read still ends after REDIS_SOCKET_TIMEOUT, and the client recovers on a new connection."""
+    stalled = RedisServer()
+    try:
+        with override_settings(REDIS_SHARDS=[{"url": stalled.url}], REDIS_SOCKET_TIMEOUT=0.5):
+            client = new_async_client(0)
+            try:
+                assert await client.ping()
+                stalled.pause()
+                started = time.monotonic()
+                # Far more than the kernel's socket buffers and the transport's high-water mark.
+                with pytest.raises(redis.exceptions.TimeoutError, match="writing"):
+                    async with asyncio.timeout(10):
+                        await client.set("big", "x" * 32 * 1024 * 1024)
+                assert 0.4 < time.monotonic() - started < 5
+                stalled.resume()
+                async with asyncio.timeout(10):
+                    assert await client.set("small", "1")
+                    assert await client.get("small") == "1"
+            finally:
+                stalled.resume()
+                await client.aclose()
+    finally:
+        stalled.stop()
