@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -265,20 +265,26 @@ token_cache.also_tell(_credentials_changed)
 # ---- SSE responses -----------------------------------------------------------------------------
 async def until_credentials_change(
     body: AsyncIterator[str], *, user_id: int, credential: Credential, reservation: Reservation | None = None
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """``body`` (an SSE response's), registered as a connection of the user and ended
     when the user's credentials change. ``reservation``: its place under a per-user cap
     (notification streams are capped), released when the body ends."""
     ended = False
-    step: asyncio.Future[str] | None = None
+    waiting: asyncio.Task[object] | None = None  # the task in the body's own wait, if it is in it
+    cancelled: asyncio.Task[object] | None = None
 
     async def credentials_changed() -> None:
-        # The body may be waiting (for tokens, a task, a notification): stop the wait
-        # itself, so the response ends within the 2 seconds docs/protocol.md promises.
-        nonlocal ended
+        # A body that is waiting (for tokens, a task, a notification) is cancelled in its
+        # wait, so that the response ends within the 2 seconds docs/protocol.md promises;
+        # one that is being sent ends after the send. The cancel goes to the task that
+        # reads the body (Django's, for the response): a task of our own per chunk, to
+        # cancel instead, would cost every chunk of every stream a task and two turns of
+        # the event loop.
+        nonlocal ended, cancelled
         ended = True
-        if step is not None:
-            step.cancel()
+        if waiting is not None and cancelled is None:
+            cancelled = waiting
+            waiting.cancel()
 
     registry = get_connections()
     connection = await registry.open(
@@ -287,18 +293,19 @@ async def until_credentials_change(
     iterator = aiter(body)
     try:
         while not ended:
-            step = asyncio.ensure_future(anext(iterator))
+            waiting = asyncio.current_task()
             try:
-                chunk = await step
+                chunk = await anext(iterator)
             except StopAsyncIteration:
                 return
             except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if ended and current is not None and not current.cancelling():
-                    return  # ours: the credentials changed
+                # Ours (the credentials changed) unless the task was cancelled by someone else too.
+                ours = cancelled
+                if ours is asyncio.current_task() and ours is not None and ours.uncancel() == 0:
+                    return
                 raise
             finally:
-                step = None
+                waiting = None
             yield chunk
     finally:
         if connection is not None:

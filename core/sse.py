@@ -149,8 +149,12 @@ def sse_response(
     client hears anything (accounts.connections.credential_watch ends a response when
     the user's credentials change)."""
     opened = _opened(body)
+    # The charset given, not only named in the content type: Django otherwise parses it out
+    # of the Content-Type header again for every chunk it encodes.
     response = StreamingHttpResponse(
-        watch(opened) if watch is not None else opened, content_type="text/event-stream; charset=utf-8"
+        watch(opened) if watch is not None else opened,
+        content_type="text/event-stream; charset=utf-8",
+        charset="utf-8",
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -15,7 +16,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import AsyncClient, override_settings
 
-from accounts.connections import get_connections
+from accounts.connections import get_connections, until_credentials_change
+from accounts.credentials import Credential
 from accounts.models import ApiToken
 from accounts.services import token_revoke
 from chat import protocol
@@ -287,3 +289,41 @@ async def test_an_idle_notification_stream_ends_by_itself(alice):
     body = await read_all(stream, timeout=4)
     assert 0.9 < asyncio.get_running_loop().time() - started < 3, "ended by itself after the idle time-out"
     assert body.startswith(": stream open")
+
+
+# ---- the body of an SSE response, directly ----------------------------------------------------------
+async def _waits_forever() -> AsyncIterator[str]:
+    yield "first"
+    await asyncio.Event().wait()
+    yield "never"
+
+
+async def _next(body: AsyncIterator[str]) -> str:
+    return await anext(body)
+
+
+async def test_a_body_waiting_when_the_credentials_change_ends_and_its_reader_runs_on(alice):
+    body = until_credentials_change(_waits_forever(), user_id=alice.pk, credential=Credential(user_id=alice.pk))
+    assert await anext(body) == "first"
+    reader = asyncio.create_task(_next(body))
+    await asyncio.sleep(0.05)  # waiting in the body
+    await get_connections().changed(alice.pk)
+    with pytest.raises(StopAsyncIteration):
+        async with asyncio.timeout(TIMEOUT):
+            await reader
+    assert not reader.cancelled() and reader.cancelling() == 0, "the reading task was not left cancelled"
+    assert not get_connections().by_user, "the connection is closed"
+
+
+async def test_a_body_whose_reader_is_cancelled_as_the_credentials_change_passes_the_cancel_on(alice):
+    body = until_credentials_change(_waits_forever(), user_id=alice.pk, credential=Credential(user_id=alice.pk))
+    assert await anext(body) == "first"
+    reader = asyncio.create_task(_next(body))
+    await asyncio.sleep(0.05)
+    reader.cancel()  # the client went away, say, in the same turn of the loop
+    await get_connections().changed(alice.pk)
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(TIMEOUT):
+            await reader
+    assert reader.cancelled()
+    await body.aclose()
