@@ -148,6 +148,37 @@ return seq
 """
 
 
+# A log's creation (RedisLog.create): its meta data (ARGV[4..], field and value pairs) and,
+# when ARGV[2] names an entry, its first events. One command where a transaction of up to six
+# was: redis-py's CPU goes with the commands it packs, not the round trips
+# (docs/performance.md, "Per token").
+_CREATE_SCRIPT = """
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('XADD', KEYS[1], ARGV[2], 'e', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+
+# A log's final append (RedisLog.append with final=True): the entry if ARGV[2] names one, the
+# status, both times to live. A refused XADD (sent again after a dropped connection, so
+# already there) does not stop the rest; its error is returned for the caller to judge.
+_END_SCRIPT = """
+local refused = ''
+if ARGV[2] ~= '' then
+  local added = redis.pcall('XADD', KEYS[1], ARGV[2], 'e', ARGV[3])
+  if type(added) == 'table' and added.err then refused = added.err end
+end
+redis.call('HSET', KEYS[2], 'status', 'done')
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return refused
+"""
+
+
 # The producer's heartbeat (RedisLog.heartbeat).
 _HEARTBEAT_SCRIPT = """
 redis.call('HSET', KEYS[2], 'hb', ARGV[1])
@@ -169,17 +200,14 @@ class RedisLog:
         """Write a log's meta data, and its ``first`` events if any, in one round trip (a
         stream's start is on its time to first token)."""
         now = time.time()
-        pipe = async_redis(name).pipeline(transaction=True)
-        pipe.hset(
-            _meta_key(name),
-            mapping={"owner": owner_id, "status": "running", "producer": producer, "hb": now, "reader": now, **dict(extra)},  # type: ignore[dict-item]
-        )
-        pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
+        meta = {"owner": owner_id, "status": "running", "producer": producer, "hb": now, "reader": now, **dict(extra)}
+        entry_id, entry = ("", "")
         if first:
-            batch = [[event.seq, event.kind, event.data] for event in first]
-            pipe.xadd(_log_key(name), {"e": compact_json(batch)}, id=_entry_id(first[-1].seq))
-            pipe.expire(_log_key(name), LOG_TTL_SECONDS)
-        await pipe.execute()
+            entry_id = _entry_id(first[-1].seq)
+            entry = compact_json([[event.seq, event.kind, event.data] for event in first])
+        fields = [item for pair in meta.items() for item in pair]
+        keys = (_log_key(name), _meta_key(name))
+        await async_redis(name).eval(_CREATE_SCRIPT, 2, *keys, LOG_TTL_SECONDS, entry_id, entry, *fields)  # type: ignore[arg-type]
         if not first:
             self._stream_without_ttl.add(name)
         _tails().setdefault(name, _Tail()).add(first or [])
@@ -203,20 +231,24 @@ class RedisLog:
         try:
             if entry is not None and not final and not unset_ttl:  # a batch: one command, no pipeline
                 await client.xadd(_log_key(name), entry, id=_entry_id(events[-1].seq))  # type: ignore[arg-type]
+            elif final:  # the entry, the status and both times to live: one script
+                keys = (_log_key(name), _meta_key(name))
+                entry_id, text = (_entry_id(events[-1].seq), entry["e"]) if entry is not None else ("", "")
+                refused = await client.eval(_END_SCRIPT, 2, *keys, LOG_TTL_SECONDS, entry_id, text)
+                if refused:
+                    raise redis.ResponseError(refused)
             else:
                 pipe = client.pipeline(transaction=False)
                 if entry is not None:
                     pipe.xadd(_log_key(name), entry, id=_entry_id(events[-1].seq))  # type: ignore[arg-type]
-                if final:
-                    pipe.hset(_meta_key(name), "status", "done")
-                    pipe.expire(_meta_key(name), LOG_TTL_SECONDS)
                 pipe.expire(_log_key(name), LOG_TTL_SECONDS)
                 await pipe.execute()
         except redis.ResponseError as error:
             # redis-py sends a command or pipeline again when the connection drops before the replies
             # (a Redis restart): an XADD that went through the first time is then refused as
             # not above the top entry. The entry is there, and the commands after it ran
-            # (a pipeline without a transaction runs every command): nothing is missing.
+            # (a pipeline without a transaction runs every command, the end's script carries
+            # on past a refused XADD): nothing is missing.
             if not events or "equal or smaller" not in str(error) or not await self._is_newest(name, events[-1].seq):
                 raise
         if final or (unset_ttl and events):
@@ -336,12 +368,13 @@ class _Tail:
     READ_WAIT_SECONDS in vain asks it (an end appended by a reader elsewhere, a producer
     whose append failed)."""
 
-    __slots__ = ("ended", "events", "waiter")
+    __slots__ = ("created", "ended", "events", "waiter")
 
     def __init__(self) -> None:
         self.events: list[LogEvent] = []  # consecutive seqs
         self.waiter: asyncio.Future[None] | None = None
         self.ended = False
+        self.created = time.monotonic()  # just after the log's creation, which marked it read
 
     def add(self, events: list[LogEvent], *, final: bool = False) -> None:
         if events:
@@ -433,7 +466,11 @@ async def follow(
     a reader can send keepalives. Every SSE view and socket that reads a log reads it here.
     """
     log = get_log()
-    last_touch = 0.0
+    # "Read", for the producer's abandonment check: the log's creation marked it so, and a
+    # reader on the worker that created it (the POST's own) need not say it again for a
+    # second; any other marks it after its first events.
+    tail = _tails().get(name)
+    last_touch = tail.created if tail is not None else 0.0
     # Since when this reader has seen Redis (and its own event loop) answer promptly. A
     # producer's heartbeat is judged only over such a stretch: after a stall, the silence
     # was everyone's, not the producer's, and it gets PRODUCER_LOST_SECONDS to beat again.

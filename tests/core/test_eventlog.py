@@ -228,6 +228,34 @@ async def test_a_reader_on_the_producers_worker_follows_it_in_memory(log, monkey
     assert got == await log.read(name, after=-1, wait=0)
 
 
+async def test_a_reader_marks_the_log_read_unless_its_creation_here_just_did(log, monkeypatch):
+    """The abandonment clock: the creation marks the log read, so the POST's own reader (on
+    this worker) does not mark it again in its first second; a reader elsewhere marks it
+    after its first events."""
+    marks: list[str] = []
+    touch = RedisLog.touch_reader
+
+    async def counted(self: RedisLog, name: str) -> None:
+        marks.append(name)
+        await touch(self, name)
+
+    monkeypatch.setattr(RedisLog, "touch_reader", counted)
+    for elsewhere in (False, True):
+        name = f"t-{time.time_ns()}"
+        await log.create(name, owner_id=7, producer="w1", extra={}, first=[LogEvent(0, "start", {"stream_id": name})])
+        if elsewhere:
+            log_module._tails().clear()  # the log is read on another worker
+        follower = log_module.follow(name, after=-1, final=("done",), produced=PRODUCED)
+        async with asyncio.timeout(5):
+            assert [e.seq for e in await anext(follower)] == [0]
+            producer = asyncio.create_task(produce(log, name, 3))
+            rest = [e.seq async for batch in follower for e in batch]
+            await producer
+        assert rest == [1, 2, 3, 4]
+        assert marks == ([name] if elsewhere else []), "marked read after the first events, but for the POST's own reader"
+        marks.clear()
+
+
 async def test_a_reader_behind_what_memory_holds_reads_redis(log, monkeypatch):
     monkeypatch.setattr(log_module, "TAIL_EVENTS", 4)
     reads = counting_reads(monkeypatch)
