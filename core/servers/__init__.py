@@ -28,6 +28,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
+from core import gc_tuning
+
 Server = Literal["daphne", "asyncio", "granian"]
 
 
@@ -129,6 +131,7 @@ def _draining_lifespan(install: Callable[[], None]) -> Any:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 install()
+                gc_tuning.tune_for_serving()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})

@@ -54,7 +54,7 @@ from typing import Any
 
 from django.conf import settings
 
-from core import drain
+from core import drain, gc_tuning
 from core.aio import Inbox
 from core.consumers import CLOSE_SERVICE_RESTART, CLOSE_TRY_AGAIN_LATER
 
@@ -141,6 +141,7 @@ def install() -> None:
     def listen_success(self: Any, port: Any) -> None:
         self._realtime_rooms_ports = [*getattr(self, "_realtime_rooms_ports", []), port]
         original_listen_success(self, port)
+        gc_tuning.tune_for_serving()
 
     def kill_all_applications(self: Any) -> Any:
         """Runs before the reactor stops (Twisted waits for the Deferred). On SIGTERM: stop
