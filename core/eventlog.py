@@ -109,6 +109,11 @@ def _entry_id(seq: int) -> str:
     return f"{seq + 1}-0"
 
 
+def _encoded(events: list[LogEvent]) -> str:
+    """A log entry: its events as one JSON array of [seq, kind, data] (read back by ``_decoded``)."""
+    return compact_json([[event.seq, event.kind, event.data] for event in events])
+
+
 def _decoded(entry: str) -> list[list[Any]]:
     """A log entry's events. orjson's parser, 2.4 times the standard library's on a batch of
     tokens; an entry it refuses (a lone surrogate that compact_json escaped as \\udXXX) is
@@ -204,7 +209,7 @@ class RedisLog:
         entry_id, entry = ("", "")
         if first:
             entry_id = _entry_id(first[-1].seq)
-            entry = compact_json([[event.seq, event.kind, event.data] for event in first])
+            entry = _encoded(first)
         fields = [item for pair in meta.items() for item in pair]
         keys = (_log_key(name), _meta_key(name))
         await async_redis(name).eval(_CREATE_SCRIPT, 2, *keys, LOG_TTL_SECONDS, entry_id, entry, *fields)  # type: ignore[arg-type]
@@ -222,7 +227,7 @@ class RedisLog:
         write) and by the final append. Two EXPIREs per batch were two thirds of an
         append's commands (docs/performance.md, "Per token")."""
         client = async_redis(name)
-        entry = {"e": compact_json([[event.seq, event.kind, event.data] for event in events])} if events else None
+        entry = {"e": _encoded(events)} if events else None
         unset_ttl = name in self._stream_without_ttl
         tails = _tails()
         tail = tails.get(name)

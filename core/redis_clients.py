@@ -141,10 +141,10 @@ def group_for_scripts(keys: Iterable[str]) -> list[tuple[int, list[int]]]:
 # a task is cancelled just as what it waits for finishes (CPython gh-86296, fixed in 3.12).
 # redis-py writes every command through wait_for when a socket timeout is set (ours do so only
 # when a write must wait for Redis: _DirectWrites), so a cancel that landed during a command's
-# write was lost: the task ran on (a stopped generation kept
-# writing its tokens for seconds). The task still counts the cancel (Task.cancelling()), so
-# a command that returns with more counted than it started with delivers it on return: the
-# command completed, its reply was read, and the task stops as if cancelled just after.
+# write was lost: the task ran on (a stopped generation kept writing its tokens for seconds).
+# The task still counts the cancel (Task.cancelling()), so a command that returns with more
+# counted than it started with delivers it on return: the command completed, its reply was
+# read, and the task stops as if cancelled just after.
 async def _deliver_lost_cancel(command: Any) -> Any:
     task = asyncio.current_task()
     cancels = task.cancelling() if task is not None else 0
