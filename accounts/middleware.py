@@ -57,8 +57,9 @@ async def token_authenticate_async(*, raw: str) -> ApiToken | None:
     token = token_cache.remembered(key)
     if token is None:
         await token_cache.listen()
+        since = token_cache.forgets()
         token = await in_db_thread(token_authenticate, raw=raw)
-        token_cache.remember(key, token)
+        token_cache.remember(key, token, since=since)
     return token
 
 

@@ -16,6 +16,7 @@ reconnected forgets everything.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -32,6 +33,13 @@ MAX_ENTRIES = 10_000
 CHANGES_GROUP = "credentials"
 
 _entries: dict[str, tuple[float, ApiToken]] = {}  # token hash -> (when stored, the token with its user)
+# Forgets so far, in this process: an answer looked up before a forget is not kept (the
+# lookup may have read the database before the change committed).
+_forgets = 0
+_forgets_lock = threading.Lock()  # forgets come from the event loop and from database threads
+# Called with the user's id (None: everyone) on each forget, in the thread that forgets:
+# other per-worker memories of a user that a change must empty (chat.ban_cache).
+_forgetters: list[Callable[[int | None], None]] = []
 # Also told of each change this worker hears, after its tokens are forgotten: accounts.connections
 # ends the user's open connections here, so that one subscription per worker serves both.
 _followers: list[Callable[[int], Awaitable[None]]] = []
@@ -45,10 +53,20 @@ def remembered(key: str) -> ApiToken | None:
     return entry[1]
 
 
-def remember(key: str, token: ApiToken | None) -> None:
-    """Keep a valid token (call ``listen`` before looking it up); forget an invalid one."""
+def forgets() -> int:
+    """How many forgets this process has made: read it before a lookup whose answer is
+    to be remembered, and pass it to ``remember`` (or compare it afterwards)."""
+    return _forgets
+
+
+def remember(key: str, token: ApiToken | None, *, since: int) -> None:
+    """Keep a valid token looked up after ``forgets()`` returned ``since`` (call ``listen``
+    before looking it up), unless the user's credentials may have changed meanwhile;
+    forget an invalid one."""
     if token is None:
         _entries.pop(key, None)
+        return
+    if _forgets != since:
         return
     if len(_entries) >= MAX_ENTRIES:
         _entries.clear()
@@ -56,14 +74,32 @@ def remember(key: str, token: ApiToken | None) -> None:
 
 
 def forget_user(user_id: int) -> None:
-    """Drop every entry of ``user_id`` (any thread)."""
+    """Drop every entry of ``user_id``, here and in the ``also_forget`` memories (any thread)."""
+    _count_forget()
     for key, (_, token) in list(_entries.items()):
         if token.user_id == user_id:
             _entries.pop(key, None)
+    for forgetter in _forgetters:
+        forgetter(user_id)
 
 
 def forget_all() -> None:
+    _count_forget()
     _entries.clear()
+    for forgetter in _forgetters:
+        forgetter(None)
+
+
+def _count_forget() -> None:
+    global _forgets
+    with _forgets_lock:
+        _forgets += 1
+
+
+def also_forget(forgetter: Callable[[int | None], None]) -> None:
+    """Have ``forgetter(user_id)`` (None: every user) called on every forget of this
+    process, from any thread (register once, at import)."""
+    _forgetters.append(forgetter)
 
 
 def changed(user_id: int) -> None:

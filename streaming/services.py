@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from accounts.connections import get_connections
 from accounts.credentials import Credential, credential_valid
-from chat.selectors import user_is_banned_site_wide
+from chat.ban_cache import user_is_banned_site_wide_remembered
 from core import drain
 from core.aio import WORKER_ID, spawn
 from core.db_thread import in_db_thread
@@ -159,20 +159,22 @@ def _turns_add(*, conversation_id: str, turns: list[ChatTurn]) -> None:
     )
 
 
-def _start_in_db(*, user_id: int, conversation_id: str | None, turns: list[ChatTurn], record: bool) -> tuple[str, list[ChatTurn]]:
-    """A start's database work before its first token, in one call on the database thread:
-    refuse a user banned site-wide (generating is acting, docs/protocol.md, "Authentication
-    and the handshake"), then, for an existing conversation, store the new turns and return
-    its id and context. A new conversation is only named here: the producer writes it while
-    the first token is on its way (Producer.run), off the start's critical path
-    (docs/performance.md, "Stream start")."""
-    if user_is_banned_site_wide(user_id=user_id):
+async def _start_checked(
+    *, user_id: int, conversation_id: str | None, turns: list[ChatTurn], record: bool
+) -> tuple[str, list[ChatTurn]]:
+    """A start's checks and database work before its first token: refuse a user banned
+    site-wide (generating is acting, docs/protocol.md, "Authentication and the handshake";
+    answered from memory for a user found not banned a moment ago, chat.ban_cache), then,
+    for an existing conversation, store the new turns and return its id and context. A new
+    conversation is only named here: the producer writes it while the first token is on its
+    way (Producer.run), off the start's critical path (docs/performance.md, "Stream start")."""
+    if await user_is_banned_site_wide_remembered(user_id=user_id):
         raise StreamRefusedError("banned", "you are banned site-wide", kind="forbidden")
     if not record:
         return "", turns
     if conversation_id is None:
         return str(uuid.uuid4()), turns
-    return _conversation_begin(owner_id=user_id, conversation_id=conversation_id, turns=turns)
+    return await in_db_thread(_conversation_begin, owner_id=user_id, conversation_id=conversation_id, turns=turns)
 
 
 def _reply_store(
@@ -264,8 +266,8 @@ async def generation_start(
     if drain.draining():
         detail = "this worker is restarting; ask again and another one will answer"
         raise StreamRefusedError("unavailable", detail, kind="unavailable", retry_after=RETRY_AFTER_SECONDS)
-    # The start costs one Redis script (the slots), one database call (the ban and the
-    # conversation) and one Redis transaction (the log and its first event), in that order:
+    # The start costs one Redis script (the slots), at most one database call (the ban, unless
+    # remembered, or an existing conversation) and one Redis script (the log and its first event), in that order:
     # the time to first token (docs/performance.md, "Stream start"). A refused start
     # gives its slots back.
     if await limits.budget_exceeded(user_id=user_id):
@@ -284,9 +286,7 @@ async def generation_start(
         detail = "too many replies are being generated; try again shortly"
         raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
     try:
-        conversation, context = await in_db_thread(
-            _start_in_db, user_id=user_id, conversation_id=conversation_id, turns=turns, record=record
-        )
+        conversation, context = await _start_checked(user_id=user_id, conversation_id=conversation_id, turns=turns, record=record)
         start = LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})
         await get_log().create(
             stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation}, first=[start]

@@ -87,3 +87,21 @@ async def test_an_entry_lives_a_few_seconds_and_a_reconnect_forgets_everything(l
     assert await models_status(other) == 200
     await get_layer()._local()._on_reconnect()  # the subscriber came back: news may be lost
     assert token_cache.remembered(accounts.middleware.token_hash(other)) is None
+
+
+async def test_a_token_read_before_a_revocation_committed_is_not_kept(monkeypatch):
+    # The lookup finds the token valid; the revocation commits and its news arrives before
+    # the answer is back on the event loop. Kept, it would let requests through for seconds.
+    raw = await database_sync_to_async(make_token)(await database_sync_to_async(make_user)("ann"))
+    lookup = accounts.middleware.token_authenticate
+
+    def read_then_revoked(*, raw: str) -> ApiToken | None:
+        token = lookup(raw=raw)
+        assert token is not None and token_revoke(token=token)
+        token_cache.forget_user(token.user_id)  # what the commit does (it ran in no transaction)
+        return token
+
+    monkeypatch.setattr(accounts.middleware, "token_authenticate", read_then_revoked)
+    assert await models_status(raw) == 200, "the request that raced the revocation"
+    monkeypatch.setattr(accounts.middleware, "token_authenticate", lookup)
+    assert await models_status(raw) == 401
