@@ -32,7 +32,7 @@ from core.db_thread import in_db_thread
 from core.errors import DomainError
 from core.eventlog import HEARTBEAT_SECONDS, LogEvent, LogMeta, Produced, follow, get_log
 from core.text import is_storable_text
-from streaming import catalog, limits
+from streaming import catalog, conversation_store, limits
 from streaming.backends import (
     Backend,
     BackendError,
@@ -140,7 +140,7 @@ def _conversation_begin(*, owner_id: int, conversation_id: str, turns: list[Chat
         history = conversation_history(conversation_id=conversation_id, owner_id=owner_id)
         if history is None:
             raise StreamRefusedError("not_found", "no such conversation", kind="not_found")
-        _turns_add(conversation_id=conversation_id, turns=turns)
+        conversation_store.messages_insert(conversation_id=conversation_id, turns=_rows(turns), now=timezone.now())
         Conversation.objects.filter(pk=conversation_id).update(updated_at=timezone.now())
     return conversation_id, history + turns
 
@@ -148,15 +148,16 @@ def _conversation_begin(*, owner_id: int, conversation_id: str, turns: list[Chat
 def _conversation_create(*, owner_id: int, conversation_id: str, turns: list[ChatTurn]) -> None:
     """Store a new conversation (named ``conversation_id``, chosen at the start) and its first turns."""
     first_user = next((t.content for t in turns if t.role == "user"), "")
+    now = timezone.now()
     with transaction.atomic():
-        Conversation.objects.create(pk=conversation_id, owner_id=owner_id, title=first_user[:200])
-        _turns_add(conversation_id=conversation_id, turns=turns)  # updated_at is already now
+        conversation_store.conversation_insert(
+            conversation_id=conversation_id, owner_id=owner_id, title=first_user[:200], now=now
+        )
+        conversation_store.messages_insert(conversation_id=conversation_id, turns=_rows(turns), now=now)
 
 
-def _turns_add(*, conversation_id: str, turns: list[ChatTurn]) -> None:
-    ConversationMessage.objects.bulk_create(
-        ConversationMessage(conversation_id=conversation_id, role=t.role, content=t.content) for t in turns
-    )
+def _rows(turns: list[ChatTurn]) -> list[tuple[str, str]]:
+    return [(turn.role, turn.content) for turn in turns]
 
 
 async def _start_checked(
@@ -180,10 +181,10 @@ async def _start_checked(
 def _reply_store(
     *, conversation_id: str, stream_id: str, content: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
 ) -> None:
-    ConversationMessage.objects.create(
+    conversation_store.messages_insert(
         conversation_id=conversation_id,
-        role=ConversationMessage.Role.ASSISTANT,
-        content=content,
+        turns=[(ConversationMessage.Role.ASSISTANT.value, content)],
+        now=timezone.now(),
         finish_reason=finish_reason,
         stream_id=stream_id,
         prompt_tokens=prompt_tokens,
