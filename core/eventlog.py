@@ -336,6 +336,65 @@ class RedisLog:
         return bool(result)
 
 
+# Events an Appender holds while a write is in flight before its producer waits for it:
+# a producer may run ahead of a slow Redis by this much, no further.
+MAX_PENDING_EVENTS = 512
+
+
+class Appender:
+    """One producer's appends to its log, in order, with one write in flight at a time:
+    what is added while a write is on its way goes out together in the next one, a group
+    commit. A producer faster than its Redis round trip (a fast upstream, a busy worker)
+    then costs one XADD, and one wake-up of each reader, per round trip rather than per
+    batch it read (docs/performance.md, "Eighth step"); a slow one still writes each batch
+    at once. Readers see events only once they are in Redis (RedisLog.append).
+
+    A failed write is raised by the next ``add``; what was added after it is not written
+    (the producer ends the log with an error, as when an append failed in its own call)."""
+
+    def __init__(self, log: RedisLog, name: str) -> None:
+        self._log = log
+        self._name = name
+        self._pending: list[LogEvent] = []
+        self._writing: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
+        self._ending = False  # the end's own write takes what is still waiting
+
+    async def add(self, events: list[LogEvent]) -> None:
+        """Queue ``events`` (in seq order, after those added before) for the log. Returns at
+        once, unless MAX_PENDING_EVENTS are waiting: then once they are written."""
+        if self._failure is not None:
+            raise self._failure
+        self._pending += events
+        if self._writing is None:
+            self._writing = asyncio.get_running_loop().create_task(self._write(), name=f"append-{self._name}")
+        elif len(self._pending) >= MAX_PENDING_EVENTS:
+            await asyncio.wait({self._writing})  # the write goes on if this caller is cancelled
+            if self._failure is not None:
+                raise self._failure
+
+    async def _write(self) -> None:
+        try:
+            while self._pending and self._failure is None and not self._ending:
+                events, self._pending = self._pending, []
+                try:
+                    await self._log.append(self._name, events)
+                except Exception as error:  # raised to the producer by its next add
+                    self._failure = error
+        finally:
+            self._writing = None
+
+    async def finish(self, final: LogEvent) -> None:
+        """The log's end: once the write in flight is done, what is still waiting and
+        ``final`` in one last append (RedisLog.append with ``final``)."""
+        self._ending = True
+        if self._writing is not None:
+            await asyncio.wait({self._writing})
+        events = [final] if self._failure is not None else [*self._pending, final]
+        self._pending = []
+        await self._log.append(self._name, events, final=True)
+
+
 def _checked_kind(kind: str) -> str:
     """Event kinds go into the Lua scripts' JSON unescaped: letters and underscores only."""
     if not kind or not all(c.isascii() and (c.isalpha() or c == "_") for c in kind):

@@ -30,7 +30,7 @@ from core import drain
 from core.aio import WORKER_ID, spawn
 from core.db_thread import in_db_thread
 from core.errors import DomainError
-from core.eventlog import HEARTBEAT_SECONDS, LogEvent, LogMeta, Produced, follow, get_log
+from core.eventlog import HEARTBEAT_SECONDS, Appender, LogEvent, LogMeta, Produced, follow, get_log
 from core.text import is_storable_text
 from streaming import catalog, conversation_store, limits
 from streaming.backends import (
@@ -360,6 +360,7 @@ class Producer:
         self.params = params
         self.producing: asyncio.Task[LogEvent] | None = None
         self.log = get_log()
+        self.appender = Appender(self.log, stream_id)
         self.seq = 1
         self.tokens: list[str] = []
         self.reasoning: list[str] = []
@@ -456,7 +457,7 @@ class Producer:
                     self.seq += len(batch)
                     self.pieces += len(batch)
                     self.chars += sum(len(text) for text in kept)
-                    await self.log.append(self.stream_id, events)
+                    await self.appender.add(events)
                 if full:
                     return self._done("length")
             self.reported = generation.usage
@@ -534,7 +535,7 @@ class Producer:
                 stored = False
                 logger.exception("could not store the conversation of %s", self.stream_id)
         try:
-            await self.log.append(self.stream_id, [final], final=True)
+            await self.appender.finish(final)
         except Exception:
             logger.exception("could not end stream %s", self.stream_id)
         content = "".join(self.tokens)

@@ -295,3 +295,104 @@ async def test_a_finished_logs_memory_is_dropped_after_a_grace(log, monkeypatch)
     await produce(log, name, 2)
     await asyncio.sleep(0.2)
     assert name not in log_module._tails()
+
+
+# ---- Appender: one write in flight, what comes meanwhile in the next -----------------------------
+class GatedLog(RedisLog):
+    """A RedisLog whose non-final appends wait for ``gate`` (a slow Redis), noting each call's seqs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.calls: list[tuple[list[int], bool]] = []
+        self.fail_next = False
+
+    async def append(self, name: str, events: list[LogEvent], *, final: bool = False) -> None:
+        self.calls.append(([e.seq for e in events], final))
+        if not final:
+            await self.gate.wait()
+            if self.fail_next:
+                self.fail_next = False
+                raise ConnectionError("Redis went away")
+        await super().append(name, events, final=final)
+
+
+def tokens(*seqs: int) -> list[LogEvent]:
+    return [LogEvent(seq, "token", {"index": seq - 1, "token": f"t{seq} "}) for seq in seqs]
+
+
+@pytest.fixture
+def gated(either_redis):
+    return GatedLog()
+
+
+async def started(log: RedisLog) -> str:
+    name = f"t-{time.time_ns()}"
+    await log.create(name, owner_id=1, producer="w1", extra={}, first=[LogEvent(0, "start", {})])
+    return name
+
+
+async def test_batches_added_during_a_write_go_out_together_and_readers_get_each_once(gated):
+    name = await started(gated)
+    appender = log_module.Appender(gated, name)
+    for seqs in ((1, 2), (3,), (4, 5), (6,)):
+        await appender.add(tokens(*seqs))  # returns at once: nothing is written yet
+        await asyncio.sleep(0)
+    assert gated.calls == [([1, 2], False)], "one write in flight, the rest waiting for it"
+    gated.gate.set()
+    for _ in range(500):  # the next write, alone; within 5 s
+        if len(gated.calls) == 2 and appender._writing is None:
+            break
+        await asyncio.sleep(0.01)
+    await appender.finish(LogEvent(7, "done", {"finish_reason": "stop"}))
+    assert gated.calls == [([1, 2], False), ([3, 4, 5, 6], False), ([7], True)]
+    assert [e.seq for e in await gated.read(name, after=-1, wait=0)] == list(range(8)), "each once, in order"
+    assert (await gated.meta(name)).status == "done"
+
+
+async def test_the_end_carries_what_is_still_waiting(gated):
+    name = await started(gated)
+    appender = log_module.Appender(gated, name)
+    await appender.add(tokens(1))
+    await asyncio.sleep(0)
+    await appender.add(tokens(2, 3))
+    ending = asyncio.create_task(appender.finish(LogEvent(4, "done", {})))
+    await asyncio.sleep(0.05)
+    assert gated.calls == [([1], False)], "the end waits for the write in flight"
+    gated.gate.set()
+    await ending
+    assert gated.calls == [([1], False), ([2, 3, 4], True)], "what waited goes out with the end, in one write"
+    assert [e.seq for e in await gated.read(name, after=-1, wait=0)] == [0, 1, 2, 3, 4]
+
+
+async def test_a_failed_write_is_raised_by_the_next_add_and_the_end_is_still_written(gated):
+    name = await started(gated)
+    appender = log_module.Appender(gated, name)
+    gated.fail_next = True
+    await appender.add(tokens(1))
+    await asyncio.sleep(0)
+    await appender.add(tokens(2))
+    gated.gate.set()
+    await asyncio.sleep(0.05)
+    with pytest.raises(ConnectionError, match="Redis went away"):
+        await appender.add(tokens(3))
+    await appender.finish(LogEvent(4, "error", {"code": "internal_error"}))
+    assert [e.seq for e in await gated.read(name, after=-1, wait=0)] == [0, 4], "nothing after the failure but the end"
+
+
+async def test_a_producer_ahead_of_a_slow_redis_waits_and_its_cancel_leaves_the_write_alone(gated, monkeypatch):
+    monkeypatch.setattr(log_module, "MAX_PENDING_EVENTS", 3)
+    name = await started(gated)
+    appender = log_module.Appender(gated, name)
+    await appender.add(tokens(1))
+    await asyncio.sleep(0)
+    await appender.add(tokens(2, 3))
+    adding = asyncio.create_task(appender.add(tokens(4)))  # 3 waiting: this one waits for the write
+    await asyncio.sleep(0.05)
+    assert not adding.done()
+    adding.cancel()  # the producer stopped (a cancel): the write goes on
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+    gated.gate.set()
+    await appender.finish(LogEvent(5, "done", {}))
+    assert [e.seq for e in await gated.read(name, after=-1, wait=0)] == [0, 1, 2, 3, 4, 5]
