@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,13 +13,20 @@ from django.conf import settings
 from django.contrib.auth import middleware as django_auth
 from django.contrib.messages import middleware as django_messages
 from django.contrib.sessions import middleware as django_sessions
+from django.core import signals
+from django.core.cache import close_caches
+from django.core.exceptions import RequestAborted
 from django.core.handlers import asgi as django_asgi
 from django.core.handlers import base as django_base
-from django.http import HttpRequest, HttpResponse
+from django.core.handlers.base import reset_urlconf
+from django.db import close_old_connections, reset_queries
+from django.dispatch import Signal
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware import clickjacking as django_clickjacking
 from django.middleware import common as django_common
 from django.middleware import csrf as django_csrf
 from django.middleware import security as django_security
+from django.urls import set_script_prefix
 
 from core.http import error_response, openai_error_response, status_code_name
 
@@ -206,20 +215,24 @@ class RequestThreads:
     KEEP = 64
 
     def __init__(self) -> None:
-        self._idle: list[ThreadPoolExecutor] = []
+        self._idle: list[RequestExecutor] = []
         self._lock = threading.Lock()
 
-    def take(self) -> ThreadPoolExecutor:
+    def take(self) -> RequestExecutor:
         with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-sync")
+            executor = self._idle.pop() if self._idle else RequestExecutor()
+        executor.used = False
+        return executor
 
-    def give_back(self, executor: ThreadPoolExecutor) -> None:
-        """After the request: the executor is kept once its queue has drained, on its own thread."""
+    def give_back(self, executor: RequestExecutor) -> None:
+        """After the request: the executor is kept once its queue has drained, on its own
+        thread (at once if the request sent it nothing)."""
+        if not executor.used:
+            self._keep(executor)
+            return
         executor.submit(_nothing).add_done_callback(lambda _: self._keep(executor))
 
-    def _keep(self, executor: ThreadPoolExecutor) -> None:
+    def _keep(self, executor: RequestExecutor) -> None:
         with self._lock:
             if len(self._idle) < self.KEEP:
                 self._idle.append(executor)
@@ -233,6 +246,70 @@ class RequestThreads:
 
 def _nothing() -> None:
     pass
+
+
+class RequestExecutor(ThreadPoolExecutor):
+    """A request's one thread for its sync code, noting whether the request sent it anything."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="request-sync")
+        self.used = False
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.used = True
+        return super().submit(fn, *args, **kwargs)
+
+
+# Receivers of a request's start and end that act on the calling thread's database and cache
+# connections (django.db's and django.core.cache's; CONN_MAX_AGE is 0): sent to a request
+# thread that ran nothing, they have nothing to do.
+_THREAD_HYGIENE = frozenset({reset_queries, close_old_connections, close_caches})
+# One that resets the request's URLconf, a context variable: it runs as well on the event loop.
+_CONTEXT_RESETS = frozenset({reset_urlconf})
+
+
+def _without_the_thread(signal: Signal, sender: Any) -> list[Any] | None:
+    """The receivers of ``signal`` to call on the event loop, if none needs the request's
+    thread (only those above listen); None if one may."""
+    sync_receivers, async_receivers = signal._live_receivers(sender)
+    if async_receivers or not all(r in _THREAD_HYGIENE or r in _CONTEXT_RESETS for r in sync_receivers):
+        return None
+    return [r for r in sync_receivers if r in _CONTEXT_RESETS]
+
+
+async def _request_started(sender: Any, scope: dict[str, Any]) -> None:
+    """``request_started``, without a hop to the request's thread when only django.db
+    listens: at a request's start its thread holds no connection (each request that ran
+    anything there closed them as it finished, see ``_response_close``)."""
+    if _without_the_thread(signals.request_started, sender) is None:
+        await signals.request_started.asend(sender=sender, scope=scope)
+
+
+async def _response_close(response: HttpResponseBase, executor: RequestExecutor, sender: Any) -> None:
+    """``response.close()``, which sends ``request_finished``, on the request's thread as
+    Django does when the request ran anything there, the response has something to
+    release or another receiver listens; otherwise on the event loop, without the
+    connection hygiene meant for a thread that ran nothing."""
+    closers = response._resource_closers  # type: ignore[attr-defined]
+    inline = None
+    # The closer Django adds to every response is its request's close: the request body's
+    # spooled file, closed as well here.
+    if not executor.used and type(response).close is HttpResponseBase.close and all(_closes_a_request(c) for c in closers):
+        inline = _without_the_thread(signals.request_finished, sender)
+    if inline is None:
+        await sync_to_async(response.close)()
+        return
+    for closer in closers:  # what HttpResponseBase.close does, but for the hygiene above
+        with contextlib.suppress(Exception):
+            closer()
+    closers.clear()
+    response.closed = True
+    for receiver in inline:
+        receiver(signal=signals.request_finished, sender=sender)
+
+
+def _closes_a_request(closer: Any) -> bool:
+    return isinstance(getattr(closer, "__self__", None), HttpRequest) and getattr(closer, "__name__", "") == "close"
 
 
 request_threads = RequestThreads()
@@ -254,9 +331,76 @@ class ASGIHandler(django_asgi.ASGIHandler):
         executor = request_threads.take()
         try:
             async with ThreadSensitiveContext(executor=executor):
-                await self.handle(scope, receive, send)
+                await self._handle(scope, receive, send, executor)
         finally:
             request_threads.give_back(executor)
+
+    async def _handle(self, scope: dict[str, Any], receive: Any, send: Any, executor: RequestExecutor) -> None:
+        """Django 5.2's ``ASGIHandler.handle``, statement for statement, but for its two hops to the
+        request's thread, which every request made whatever it ran: the ``request_started``
+        signal (django.db's sync receivers) and ``response.close()``. A thread hop costs
+        about 145 µs of CPU here, both together 7 % of a short token stream's
+        (docs/performance.md, "Ninth step"); ``_request_started`` and ``_response_close`` hop
+        only when something there needs the thread. tests/core/test_middleware.py checks that
+        Django's method is still the one copied."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        # Request is complete and can be served.
+        set_script_prefix(django_asgi.get_script_prefix(scope))
+        await _request_started(self.__class__, scope)
+        # Get the request and check for basic issues.
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            assert error_response is not None  # create_request returns one or the other
+            body_file.close()
+            await self.send_response(error_response, send)
+            await _response_close(error_response, executor, self.__class__)
+            return
+
+        async def process_request(request: HttpRequest, send: Any) -> HttpResponseBase:
+            response = await self.run_get_response(request)
+            with contextlib.suppress(asyncio.CancelledError):  # the client disconnected during send_response
+                await self.send_response(response, send)
+
+            return response
+
+        # Try to catch a disconnect while getting response.
+        tasks = [
+            # Check the status of these tasks and (optionally) terminate them
+            # in this order. The listen_for_disconnect() task goes first
+            # because it should not raise unexpected errors that would prevent
+            # us from cancelling process_request().
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request(request, send)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        # Now wait on both tasks (they may have both finished by now).
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    # Ignore client disconnects.
+                    pass
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                # Allow views to handle cancellation.
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):  # re-raised, as expected
+                    await task
+
+        try:
+            response: HttpResponseBase = tasks[1].result()  # type: ignore[assignment]
+        except asyncio.CancelledError:
+            await signals.request_finished.asend(sender=self.__class__)
+        else:
+            await _response_close(response, executor, self.__class__)
+
+        body_file.close()
 
     def load_middleware(self, is_async: bool = False) -> None:
         forms = inline_forms() if is_async else {}

@@ -6,6 +6,8 @@ messages) still go through the thread."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
 import json
 import threading
 from typing import Any
@@ -16,6 +18,9 @@ from channels.testing import HttpCommunicator
 from django.contrib.messages import add_message, constants
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
+from django.core import signals
+from django.core.handlers import asgi as django_asgi
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 from django.urls import path
@@ -48,8 +53,18 @@ def meet(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"{threading.current_thread().name} {threading.get_ident()}")
 
 
+connections_used: list[Any] = []
+
+
+def uses_the_database(request: HttpRequest) -> HttpResponse:
+    """A sync view that queries: its thread opens a database connection."""
+    connections_used.append(connection)
+    return HttpResponse(str(Session.objects.count()))
+
+
 urlpatterns = [
     path("api/hello", hello),
+    path("db", uses_the_database),
     path("hello", hello),
     path("remember", remember),
     path("thread", thread_name),
@@ -118,7 +133,7 @@ async def test_csrf_is_checked_inline_and_still_refuses_a_post_without_its_token
 async def test_a_changed_session_is_saved_through_the_thread(hops: list[str]) -> None:
     response = await request("GET", "/remember")
     assert response["status"] == 200
-    assert hops == ["process_response"]  # the session's
+    assert hops == ["process_response", "close"]  # the session's, then the request's end on the thread it used
     cookies = header(response, "set-cookie")
     session_key = next(c.split(";")[0].split("=", 1)[1] for c in cookies if c.startswith("sessionid="))
     session = await Session.objects.aget(session_key=session_key)
@@ -186,3 +201,65 @@ async def test_requests_running_at_once_never_share_a_thread_for_sync_code() -> 
     first, second = await asyncio.gather(request("GET", "/meet"), request("GET", "/meet"))
     assert first["status"] == second["status"] == 200
     assert first["body"] != second["body"]
+
+
+# ---- the request's start and end without a thread hop, unless the thread is needed ----------------
+@pytest.fixture
+def submitted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What was sent to a request's executor (any call, the handler's own included), by name."""
+    sent: list[str] = []
+    submit = middleware.RequestExecutor.submit
+
+    def counting(self: middleware.RequestExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        sent.append(getattr(fn, "__name__", repr(fn)))
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(middleware.RequestExecutor, "submit", counting)
+    return sent
+
+
+@pytest.mark.asyncio
+async def test_a_request_that_runs_nothing_on_its_thread_never_wakes_it(submitted: list[str]) -> None:
+    response = await request("GET", "/hello")
+    assert response["status"] == 200
+    assert submitted == [], "no request_started, response.close or hand-back on the thread"
+
+
+@pytest.mark.asyncio
+async def test_a_request_that_used_its_thread_ends_there_and_its_connection_is_closed(submitted: list[str]) -> None:
+    connections_used.clear()
+    response = await request("GET", "/db")
+    assert response["status"] == 200 and response["body"] == b"0"
+    [used] = connections_used
+    assert "HttpResponseBase.close" in submitted[-2], "response.close on the thread"
+    assert submitted[-1] == "_nothing", "then the hand-back, once the thread is done"
+    assert used.connection is None, "request_finished closed the thread's connection (CONN_MAX_AGE is 0)"
+
+
+@pytest.mark.asyncio
+async def test_other_receivers_of_the_start_and_end_are_sent_as_django_sends_them(submitted: list[str]) -> None:
+    heard: list[tuple[str, str]] = []
+
+    def started(**kwargs: Any) -> None:
+        heard.append(("started", threading.current_thread().name))
+
+    def finished(**kwargs: Any) -> None:
+        heard.append(("finished", threading.current_thread().name))
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    try:
+        response = await request("GET", "/hello")
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    assert response["status"] == 200
+    assert [what for what, _ in heard] == ["started", "finished"]
+    assert all(thread.startswith("request-sync") for _, thread in heard), heard
+
+
+def test_the_handler_copies_djangos_handle_as_it_is() -> None:
+    # core.middleware.ASGIHandler._handle is Django 5.2's ASGIHandler.handle with two calls
+    # replaced. If Django changes its method, copy it again, keeping the two replacements.
+    source = inspect.getsource(django_asgi.ASGIHandler.handle)
+    assert hashlib.sha256(source.encode()).hexdigest() == "98faeb5bef800331e6a8002fbc96b30e4122a23438ae45a047190a531ea11323"
