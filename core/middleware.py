@@ -256,8 +256,18 @@ class RequestExecutor(ThreadPoolExecutor):
         self.used = False
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if self.used:
+            return super().submit(fn, *args, **kwargs)
         self.used = True
-        return super().submit(fn, *args, **kwargs)
+        return super().submit(_hygiene_then, fn, *args, **kwargs)
+
+
+def _hygiene_then(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """A request's first call on its thread: what ``request_started`` did there when it
+    was sent to the thread (``_request_started``), then the call."""
+    reset_queries()
+    close_old_connections()
+    return fn(*args, **kwargs)
 
 
 # Receivers of a request's start and end that act on the calling thread's database and cache
@@ -280,7 +290,8 @@ def _without_the_thread(signal: Signal, sender: Any) -> list[Any] | None:
 async def _request_started(sender: Any, scope: dict[str, Any]) -> None:
     """``request_started``, without a hop to the request's thread when only django.db
     listens: at a request's start its thread holds no connection (each request that ran
-    anything there closed them as it finished, see ``_response_close``)."""
+    anything there closed them as it finished, see ``_response_close``), and should the
+    request run something there, django.db's receivers run first (``RequestExecutor``)."""
     if _without_the_thread(signals.request_started, sender) is None:
         await signals.request_started.asend(sender=sender, scope=scope)
 

@@ -263,3 +263,14 @@ def test_the_handler_copies_djangos_handle_as_it_is() -> None:
     # replaced. If Django changes its method, copy it again, keeping the two replacements.
     source = inspect.getsource(django_asgi.ASGIHandler.handle)
     assert hashlib.sha256(source.encode()).hexdigest() == "98faeb5bef800331e6a8002fbc96b30e4122a23438ae45a047190a531ea11323"
+
+
+@pytest.mark.asyncio
+async def test_a_requests_first_call_on_its_thread_starts_with_djangos_hygiene(monkeypatch: pytest.MonkeyPatch) -> None:
+    # request_started's django.db receivers were not sent to the thread: they run before the
+    # first call there, once per request.
+    reset: list[str] = []
+    monkeypatch.setattr(middleware, "reset_queries", lambda: reset.append(threading.current_thread().name))
+    assert (await request("GET", "/thread"))["status"] == 200
+    assert (await request("GET", "/hello"))["status"] == 200
+    assert len(reset) == 1 and reset[0].startswith("request-sync"), reset
