@@ -7,10 +7,10 @@ about a tenth of a worker's CPU under 50 starts at once (docs/performance.md, "E
 step"). A "not banned" answer is kept for ``BAN_CACHE_SECONDS``; "banned" never is, so a
 lifted or ended ban counts at once.
 
-A site-wide ban must not wait for an entry to age: ``site_ban_created_on_commit`` sends
-the user's id through the broadcast that carries credential changes
-(accounts.token_cache), and every worker forgets what it remembers of that user, tokens
-and this answer alike. A message lost on the way (the channel layer is at most once) is
+A site-wide ban must not wait for an entry to age: it sends the user's id through the
+broadcast that carries credential changes (``accounts.connections.credentials_changed_on_commit``,
+heard by accounts.token_cache), and every worker forgets what it remembers of that user,
+tokens and this answer alike. A message lost on the way (the channel layer is at most once) is
 bounded by the entry's age, as for a revoked token; a worker whose subscriber reconnected
 forgets everything.
 """
@@ -18,9 +18,6 @@ forgets everything.
 from __future__ import annotations
 
 import time
-from functools import partial
-
-from django.db import transaction
 
 from accounts import token_cache
 from chat.selectors import user_is_banned_site_wide
@@ -61,9 +58,3 @@ async def user_is_banned_site_wide_remembered(*, user_id: int) -> bool:
             _clear.clear()
         _clear[user_id] = time.monotonic()
     return banned
-
-
-def site_ban_created_on_commit(*, user_id: int) -> None:
-    """Once the transaction commits, every worker forgets that ``user_id`` was not banned
-    (this one at once, the others when the message arrives)."""
-    transaction.on_commit(partial(token_cache.changed, user_id))

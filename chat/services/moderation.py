@@ -15,10 +15,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.connections import credentials_changed_on_commit
 from accounts.models import ApiToken
 from accounts.services import token_revoke
 from chat import events, protocol, selectors
-from chat.ban_cache import site_ban_created_on_commit
 from chat.models import Ban, Message, ModerationAction, Mute, Report, Room, RoomChange
 from chat.protocol import ChatError
 from chat.services.changes import change_record, room_next_seq
@@ -156,8 +156,8 @@ def ban_create(
         ban = Ban.objects.create(user=user, room=room, reason=reason, created_by=created_by, created_at=now, ends_at=ends_at)
         _sanction_recorded(sanction=ban, action=ModerationAction.Kind.BAN, actor=created_by)
         events.user_close_on_commit(user_id=user.pk, code=protocol.CLOSE_BANNED, room_id=room.pk if room else None)
-        if room is None:  # stream starts answer "not banned" from memory for a few seconds
-            site_ban_created_on_commit(user_id=user.pk)
+        if room is None:  # every worker forgets that the user was not banned (chat.ban_cache)
+            credentials_changed_on_commit(user_id=user.pk)
     return ban
 
 
