@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.connections import credentials_changed_on_commit
 from accounts.models import ApiToken
+from accounts.token_store import token_with_user
 
 TOKEN_PREFIX = "rt_"
 # Writing last_used_at on every request would turn every read into a write.
@@ -50,11 +51,7 @@ def token_authenticate(*, raw: str) -> ApiToken | None:
     """The valid token (its user active, selected with it) a raw token is, or None."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(token_hash=token_hash(raw), revoked_at__isnull=True, user__is_active=True)
-        .first()
-    )
+    token = token_with_user(token_hash=token_hash(raw))
     if token is None:
         return None
     now = timezone.now()

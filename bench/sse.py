@@ -499,6 +499,7 @@ class Bench:
 
     async def one_round(self, n: int, rep: int, api: str = "native") -> dict[str, Any]:
         a = self.a
+        await asyncio.sleep(a.gap)
         quiet_s, quiet_other = await self.quiet()
         jobs = self.post_jobs(n, a.tokens, api)
         recs = [r for r, _ in jobs]
@@ -776,6 +777,13 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds a round's streams (or resumes) may take")
     ap.add_argument("--quiet-cpu", type=float, default=20.0, help="before a round, wait for other processes under this %%")
     ap.add_argument("--quiet-wait", type=float, default=20.0, help="... but at most this many seconds a round")
+    ap.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="seconds idle before each round, before the quiet check: 5 or more makes every start cold (a worker"
+        " remembers a token and a user's site-wide ban check for 5 s), as for people who read a reply before asking again",
+    )
     ap.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (database, logs); kept anyway on failure")
     a = ap.parse_args()
@@ -807,7 +815,9 @@ def main() -> int:
     print(
         f"\n### SSE {stamp}: {'/'.join(map(str, a.streams))} concurrent streams x {a.tokens} tokens, echo backend with"
         f" no delay, {a.workers} workers, streams round-robin over them; resume: Last-Event-ID <id>:{after} on the"
-        f" other worker, {a.resumes} a round, {a.resume_concurrency} at a time; median of {a.repeat}\n"
+        f" other worker, {a.resumes} a round, {a.resume_concurrency} at a time; median of {a.repeat}"
+        + (f"; {a.gap:g} s idle before each round" if a.gap else "")
+        + "\n"
     )
     print(table(a, results))
     print(f"\nJSON: {shown(out)}  (wall {doc['wall_s']:.0f} s)")

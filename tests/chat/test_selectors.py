@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from chat import selectors
-from chat.models import Ban, Message
+from chat.models import Ban, Message, Mute
 from chat.services.messages import message_create, message_edit
 from chat.services.moderation import ban_create, message_remove, message_restore
 from chat.services.reactions import reaction_set
@@ -157,3 +157,20 @@ def test_message_frames_carry_replies_edits_and_reactions():
     assert (one["content"], one["reply_to"], one["reactions"]) == ("edited", None, {})
     assert one["edited_at"] is not None and one["edited_at"].endswith("+00:00")
     assert (two["reply_to"], two["edited_at"], two["reactions"], two["seq"]) == (first.pk, None, {THUMBS: ["alice"]}, 2)
+
+
+def test_mutes_apply_while_active_and_site_wide_mutes_cover_every_room():
+    room, other, user = make_room(), make_room("other"), make_user()
+    assert not selectors.user_is_muted(user_id=user.pk, room_id=room.pk)
+    mute = Mute.objects.create(user=user, room=room, ends_at=timezone.now() + timedelta(minutes=10))
+    assert selectors.user_is_muted(user_id=user.pk, room_id=room.pk)
+    assert not selectors.user_is_muted(user_id=user.pk, room_id=other.pk)
+    Mute.objects.filter(pk=mute.pk).update(lifted_at=timezone.now())
+    assert not selectors.user_is_muted(user_id=user.pk, room_id=room.pk), "a lifted mute no longer applies"
+    Mute.objects.create(user=user)
+    assert selectors.user_is_muted(user_id=user.pk, room_id=other.pk)
+    assert not selectors.user_is_banned_site_wide(user_id=user.pk), "a mute is not a ban"
+    ban = ban_create(user=user, room=room)
+    assert not selectors.user_is_banned_site_wide(user_id=user.pk), "a room's ban is not site-wide"
+    Ban.objects.filter(pk=ban.pk).update(room=None)
+    assert selectors.user_is_banned_site_wide(user_id=user.pk)
