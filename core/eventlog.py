@@ -32,7 +32,7 @@ import orjson
 import redis
 
 from core.aio import PerLoop
-from core.redis_clients import async_redis, hash_tag, sync_redis
+from core.redis_clients import async_redis, group_for_scripts, hash_tag, redis_cluster_mode, shard_for, sync_redis
 from core.sse import compact_json
 
 # Ten minutes after the last write: the contract's floor for resuming a finished stream.
@@ -105,6 +105,14 @@ def _meta_key(name: str) -> str:
     return f"log:{hash_tag(name)}:meta"
 
 
+def _one_script(name: str, log_keys: list[str], other_keys: list[str]) -> bool:
+    """Whether one script can take both the log's keys and ``other_keys``: all on the log's
+    shard (the shard of its name), and in a Redis Cluster all in one hash slot."""
+    if redis_cluster_mode():
+        return len(group_for_scripts([*log_keys, *other_keys])) == 1
+    return all(shard_for(key) == shard_for(name) for key in other_keys)
+
+
 def _entry_id(seq: int) -> str:
     return f"{seq + 1}-0"
 
@@ -168,6 +176,41 @@ return 1
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A check run in the script that creates a log, before it (RedisLog.create_admitted):
+    ``lua``, the body of a Lua function of its own ``KEYS`` and ``ARGV`` (``keys`` and
+    ``args``), returns 0 to let the log be created, or a refusal (a number): then nothing
+    is created. A refusing check must leave nothing that would need undoing."""
+
+    lua: str
+    keys: list[str]
+    args: list[str | int | float]
+
+
+# The admission's function, then _CREATE_SCRIPT. KEYS: the log's two, then the admission's;
+# ARGV: how many keys and arguments the admission has, its arguments, then _CREATE_SCRIPT's.
+_ADMITTED_CREATE_SCRIPT = """
+local function admit(KEYS, ARGV)
+--[[admission]]
+end
+local key_count, arg_count = tonumber(ARGV[1]), tonumber(ARGV[2])
+local admission_keys, admission_args = {}, {}
+for i = 1, key_count do admission_keys[i] = KEYS[2 + i] end
+for i = 1, arg_count do admission_args[i] = ARGV[2 + i] end
+local refused = admit(admission_keys, admission_args)
+if refused ~= 0 then return refused end
+local base = 2 + arg_count
+redis.call('HSET', KEYS[2], unpack(ARGV, base + 4))
+redis.call('EXPIRE', KEYS[2], ARGV[base + 1])
+if ARGV[base + 2] ~= '' then
+  redis.call('XADD', KEYS[1], ARGV[base + 2], 'e', ARGV[base + 3])
+  redis.call('EXPIRE', KEYS[1], ARGV[base + 1])
+end
+return 0
+"""
+
+
 # A log's final append (RedisLog.append with final=True): the entry if ARGV[2] names one, the
 # status, both times to live. A refused XADD (sent again after a dropped connection, so
 # already there) does not stop the rest; its error is returned for the caller to judge.
@@ -204,6 +247,39 @@ class RedisLog:
     ) -> None:
         """Write a log's meta data, and its ``first`` events if any, in one round trip (a
         stream's start is on its time to first token)."""
+        keys, args = self._creation(name, owner_id=owner_id, producer=producer, extra=extra, first=first)
+        await async_redis(name).eval(_CREATE_SCRIPT, len(keys), *keys, *args)
+        self._created(name, first)
+
+    async def create_admitted(
+        self,
+        name: str,
+        *,
+        admission: Admission,
+        owner_id: int,
+        producer: str,
+        extra: Mapping[str, str],
+        first: list[LogEvent] | None = None,
+    ) -> int | None:
+        """``create``, in the same script as ``admission``'s check, only if the check lets it
+        (a stream's start in one round trip: docs/performance.md, "Eleventh step"). Returns 0
+        when the log was created, the check's refusal (nothing written), or None when the
+        check's keys live on another Redis than the log's (nothing run: check, then create)."""
+        keys, args = self._creation(name, owner_id=owner_id, producer=producer, extra=extra, first=first)
+        if not _one_script(name, keys, admission.keys):
+            return None
+        script = _ADMITTED_CREATE_SCRIPT.replace("--[[admission]]", admission.lua)
+        arguments = [*keys, *admission.keys, len(admission.keys), len(admission.args), *admission.args, *args]
+        refused = int(await async_redis(name).eval(script, len(keys) + len(admission.keys), *arguments))
+        if not refused:
+            self._created(name, first)
+        return refused
+
+    @staticmethod
+    def _creation(
+        name: str, *, owner_id: int, producer: str, extra: Mapping[str, str], first: list[LogEvent] | None
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of _CREATE_SCRIPT."""
         now = time.time()
         meta = {"owner": owner_id, "status": "running", "producer": producer, "hb": now, "reader": now, **dict(extra)}
         entry_id, entry = ("", "")
@@ -211,8 +287,9 @@ class RedisLog:
             entry_id = _entry_id(first[-1].seq)
             entry = _encoded(first)
         fields = [item for pair in meta.items() for item in pair]
-        keys = (_log_key(name), _meta_key(name))
-        await async_redis(name).eval(_CREATE_SCRIPT, 2, *keys, LOG_TTL_SECONDS, entry_id, entry, *fields)  # type: ignore[arg-type]
+        return [_log_key(name), _meta_key(name)], [LOG_TTL_SECONDS, entry_id, entry, *fields]
+
+    def _created(self, name: str, first: list[LogEvent] | None) -> None:
         if not first:
             self._stream_without_ttl.add(name)
         _tails().setdefault(name, _Tail()).add(first or [])

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from django.conf import settings
 
+from core.eventlog import Admission
 from core.redis_clients import async_redis, async_redis_at, group_by_shard, group_for_scripts, hash_tag
 from streaming.catalog import ModelSpec
 
@@ -106,6 +107,53 @@ async def slot_acquire(*, stream_id: str, user_id: int, model: ModelSpec | None 
         taken.append(key)
     _held[stream_id] = taken
     return "ok"
+
+
+# A stream's admission in the script that creates its log (core.eventlog.Admission): the
+# daily budget, then every pool's check, then a slot in each. KEYS: the pools, narrowest
+# first, then the budget's counter if there is a budget; ARGV: now, stale before, the stream
+# id, the budget ("" for none), then each pool's size. Returns 0, -1 for a budget used up,
+# or the position (from 1) of the first full pool, having taken nothing.
+_ADMISSION_LUA = """
+local pools = #KEYS
+if ARGV[4] ~= '' then
+  pools = pools - 1
+  if tonumber(redis.call('GET', KEYS[#KEYS]) or '0') >= tonumber(ARGV[4]) then return -1 end
+end
+for i = 1, pools do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[2])
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[4 + i]) then return i end
+end
+for i = 1, pools do redis.call('ZADD', KEYS[i], ARGV[1], ARGV[3]) end
+return 0
+"""
+
+
+def admission(*, stream_id: str, user_id: int, model: ModelSpec | None = None) -> Admission:
+    """The budget check and the slots of a stream, to be taken in the script that creates
+    its log (``RedisLog.create_admitted``; ``admitted`` reads its answer): a stream's start
+    in one round trip where it took two, or three with a budget (docs/performance.md,
+    "Eleventh step")."""
+    now = time.time()
+    pools = _pools(user_id, model)
+    keys = [key for key, _, _ in pools]
+    budget = settings.LLM_TOKENS_PER_DAY
+    if budget is not None:
+        keys.append(_budget_key(user_id))
+    sizes = [limit for _, limit, _ in pools]
+    return Admission(_ADMISSION_LUA, keys, [now, now - SLOT_STALE_SECONDS, stream_id, "" if budget is None else budget, *sizes])
+
+
+def admitted(*, stream_id: str, user_id: int, model: ModelSpec | None, answer: int) -> Literal["ok", "budget", Pool]:
+    """What ``admission``'s script answered: "ok" (the stream holds its slots from now on),
+    "budget" (LLM_TOKENS_PER_DAY used up) or the full pool, as ``slot_acquire`` names it."""
+    pools = _pools(user_id, model)
+    if answer == 0:
+        _held[stream_id] = [key for key, _, _ in pools]
+        return "ok"
+    if answer < 0:
+        return "budget"
+    return pools[answer - 1][2]
 
 
 async def _pool_take(key: str, limit: int, stream_id: str, now: float) -> bool:

@@ -226,6 +226,89 @@ def clean_request(*, message: object, max_tokens: object) -> tuple[str, int | No
     return message, max_tokens
 
 
+async def _start_new(
+    *, stream_id: str, user_id: int, spec: catalog.ModelSpec, turns: list[ChatTurn], record: bool
+) -> tuple[str, list[ChatTurn]]:
+    """A start that writes nothing before its first token (a new conversation, or none):
+    the ban check (from memory, or one database call), then one Redis script that checks
+    the budget, takes the slots and creates the log with its ``start`` event, or refuses
+    having taken nothing (docs/performance.md, "Eleventh step"). Where the slots live on
+    another Redis than the log (a cluster), the two steps of ``_start_in_conversation``."""
+    conversation, context = await _start_checked(user_id=user_id, conversation_id=None, turns=turns, record=record)
+    start = LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})
+    try:
+        answer = await get_log().create_admitted(
+            stream_id,
+            admission=limits.admission(stream_id=stream_id, user_id=user_id, model=spec),
+            owner_id=user_id,
+            producer=WORKER_ID,
+            extra={"conversation": conversation},
+            first=[start],
+        )
+    except BaseException:
+        # The script may have run (a cancel delivered as its reply came back): give back
+        # every slot it could have taken.
+        limits.admitted(stream_id=stream_id, user_id=user_id, model=spec, answer=0)
+        await limits.slot_release(stream_id=stream_id, user_id=user_id)
+        raise
+    if answer is not None:
+        _refuse_unless_ok(limits.admitted(stream_id=stream_id, user_id=user_id, model=spec, answer=answer), spec)
+        return conversation, context
+    await _admit(stream_id=stream_id, user_id=user_id, spec=spec)
+    try:
+        await _log_create(stream_id=stream_id, user_id=user_id, conversation=conversation)
+    except BaseException:
+        await limits.slot_release(stream_id=stream_id, user_id=user_id)
+        raise
+    return conversation, context
+
+
+async def _start_in_conversation(
+    *, stream_id: str, user_id: int, spec: catalog.ModelSpec, turns: list[ChatTurn], conversation_id: str
+) -> tuple[str, list[ChatTurn]]:
+    """A start in an existing conversation: the budget and the slots first (one Redis script
+    where every pool shares a Redis, plus a read of the budget if there is one), so that a
+    refused start stores nothing; then the ban check and the new turns stored (one database
+    call); then the log and its ``start`` event (one Redis script). A failure gives the slots back."""
+    await _admit(stream_id=stream_id, user_id=user_id, spec=spec)
+    try:
+        conversation, context = await _start_checked(user_id=user_id, conversation_id=conversation_id, turns=turns, record=True)
+        await _log_create(stream_id=stream_id, user_id=user_id, conversation=conversation)
+    except BaseException:
+        await limits.slot_release(stream_id=stream_id, user_id=user_id)
+        raise
+    return conversation, context
+
+
+async def _admit(*, stream_id: str, user_id: int, spec: catalog.ModelSpec) -> None:
+    """The budget, then the slots, each in its own round trip; raises StreamRefusedError."""
+    if await limits.budget_exceeded(user_id=user_id):
+        _refuse_unless_ok("budget", spec)
+    _refuse_unless_ok(await limits.slot_acquire(stream_id=stream_id, user_id=user_id, model=spec), spec)
+
+
+async def _log_create(*, stream_id: str, user_id: int, conversation: str) -> None:
+    start = LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})
+    await get_log().create(stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation}, first=[start])
+
+
+def _refuse_unless_ok(answer: str, spec: catalog.ModelSpec) -> None:
+    """StreamRefusedError for a used-up budget or a full pool (429 with Retry-After)."""
+    if answer == "budget":
+        raise StreamRefusedError(
+            "budget_exceeded", "the daily token budget is used up", kind="rate_limited", retry_after=RETRY_AFTER_SECONDS
+        )
+    if answer == "user":
+        detail = "you have too many replies being generated; wait for one to finish"
+        raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
+    if answer == "model":
+        detail = f"too many replies of the model '{spec.name}' are being generated; try again shortly or pick another"
+        raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
+    if answer == "all":
+        detail = "too many replies are being generated; try again shortly"
+        raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
+
+
 async def generation_start(
     *,
     user_id: int,
@@ -267,34 +350,13 @@ async def generation_start(
     if drain.draining():
         detail = "this worker is restarting; ask again and another one will answer"
         raise StreamRefusedError("unavailable", detail, kind="unavailable", retry_after=RETRY_AFTER_SECONDS)
-    # The start costs one Redis script (the slots), at most one database call (the ban, unless
-    # remembered, or an existing conversation) and one Redis script (the log and its first event), in that order:
-    # the time to first token (docs/performance.md, "Stream start"). A refused start
-    # gives its slots back.
-    if await limits.budget_exceeded(user_id=user_id):
-        raise StreamRefusedError(
-            "budget_exceeded", "the daily token budget is used up", kind="rate_limited", retry_after=RETRY_AFTER_SECONDS
-        )
     stream_id = uuid.uuid4().hex
-    full = await limits.slot_acquire(stream_id=stream_id, user_id=user_id, model=spec)
-    if full == "user":
-        detail = "you have too many replies being generated; wait for one to finish"
-        raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
-    if full == "model":
-        detail = f"too many replies of the model '{spec.name}' are being generated; try again shortly or pick another"
-        raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
-    if full == "all":
-        detail = "too many replies are being generated; try again shortly"
-        raise StreamRefusedError("busy", detail, kind="rate_limited", retry_after=RETRY_AFTER_SECONDS)
-    try:
-        conversation, context = await _start_checked(user_id=user_id, conversation_id=conversation_id, turns=turns, record=record)
-        start = LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})
-        await get_log().create(
-            stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation}, first=[start]
+    if not record or conversation_id is None:
+        conversation, context = await _start_new(stream_id=stream_id, user_id=user_id, spec=spec, turns=turns, record=record)
+    else:
+        conversation, context = await _start_in_conversation(
+            stream_id=stream_id, user_id=user_id, spec=spec, turns=turns, conversation_id=conversation_id
         )
-    except BaseException:
-        await limits.slot_release(stream_id=stream_id, user_id=user_id)
-        raise
     producer = Producer(
         stream_id=stream_id,
         user_id=user_id,

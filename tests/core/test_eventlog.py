@@ -396,3 +396,49 @@ async def test_a_producer_ahead_of_a_slow_redis_waits_and_its_cancel_leaves_the_
     gated.gate.set()
     await appender.finish(LogEvent(5, "done", {}))
     assert [e.seq for e in await gated.read(name, after=-1, wait=0)] == [0, 1, 2, 3, 4, 5]
+
+
+# ---- a log created in the script of a check (RedisLog.create_admitted) -------------------------------
+_GATE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 7 end
+redis.call('SET', KEYS[1], 'passed')
+return 0
+"""
+
+
+async def test_a_log_is_created_only_when_its_admission_lets_it(log):
+    from core.eventlog import Admission
+    from core.redis_clients import async_redis
+
+    name = f"t-{time.time_ns()}"
+    gate = f"gate:{{{name}}}"
+    redis = async_redis(name)
+    await redis.set(gate, "closed")
+    start = [LogEvent(0, "start", {"stream_id": name})]
+    admission = Admission(_GATE, [gate], ["closed"])
+    refused = await log.create_admitted(name, admission=admission, owner_id=3, producer="w1", extra={}, first=start)
+    assert refused == 7
+    assert await log.meta(name) is None and await log.read(name, after=-1, wait=0) == [], "nothing created"
+
+    await redis.set(gate, "open")
+    assert await log.create_admitted(name, admission=admission, owner_id=3, producer="w1", extra={"k": "v"}, first=start) == 0
+    assert await redis.get(gate) == "passed", "the check's own write, in the same script"
+    meta = await log.meta(name)
+    assert meta is not None and meta.owner_id == 3 and meta.status == "running" and meta.extra["k"] == "v"
+    assert [(e.seq, e.kind, e.data) for e in await log.read(name, after=-1, wait=0)] == [(0, "start", {"stream_id": name})]
+    assert await redis.ttl(f"log:{{{name}}}") > 0 and await redis.ttl(f"log:{{{name}}}:meta") > 0
+
+
+async def test_an_admission_whose_keys_live_on_another_shard_runs_nothing(redis_server):
+    from core.eventlog import Admission
+    from core.redis_clients import async_redis_at, shard_for
+
+    server = redis_server.url.rsplit("/", 1)[0]
+    with override_settings(REDIS_SHARDS=[{"url": f"{server}/1"}, {"url": f"{server}/2"}]):  # two databases as two shards
+        log = RedisLog()
+        name = f"t-{time.time_ns()}"
+        gate = next(key for n in range(100) if shard_for(key := f"gate:{n}") != shard_for(name))
+        admission = Admission(_GATE, [gate], ["closed"])
+        assert await log.create_admitted(name, admission=admission, owner_id=3, producer="w1", extra={}) is None
+        assert await log.meta(name) is None
+        assert await async_redis_at(shard_for(gate)).get(gate) is None, "the check did not run either"

@@ -78,3 +78,81 @@ async def test_a_models_concurrency_cap_answers_busy_for_that_model_only(token, 
     assert (await ask("/v1/chat/completions", chat)).status_code == 200
     await asyncio.gather(*services._running)
     assert limits._held == {}, "every slot released, nothing remembered"
+
+
+async def _commands_of_a_start(monkeypatch, **start: Any) -> list[str]:
+    """The Redis commands ``generation_start`` sends before it returns (the producer's own come after)."""
+    from core.redis_clients import _AsyncRedis
+    from streaming import services
+
+    sent: list[str] = []
+    original = _AsyncRedis.execute_command
+
+    async def counted(self: Any, *args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return await original(self, *args, **options)
+
+    monkeypatch.setattr(_AsyncRedis, "execute_command", counted)
+    try:
+        await services.generation_start(max_tokens=2, **start)
+    finally:
+        monkeypatch.setattr(_AsyncRedis, "execute_command", original)
+    return sent
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("budget", [None, 1_000])
+async def test_a_start_is_one_redis_round_trip_budget_and_slots_included(either_redis, monkeypatch, budget):
+    """Budget, slots and the log with its ``start`` event in one script; in an existing
+    conversation (whose new turns are stored only once a slot is taken) one more, and the
+    budget's read (docs/performance.md, "Eleventh step")."""
+    from channels.db import database_sync_to_async
+
+    from streaming import limits, services
+    from streaming.backends import ChatTurn
+    from tests.support.factories import make_user
+
+    user = await database_sync_to_async(make_user)("counted")
+    with override_settings(LLM_TOKENS_PER_DAY=budget, LLM_TOKEN_DELAY_MS=0):
+        turn = [ChatTurn("user", "hi")]
+        await services.generation_start(user_id=user.pk, turns=turn, conversation_id=None, max_tokens=2)  # warm: subscriptions
+        await asyncio.gather(*services._running)
+        new = await _commands_of_a_start(monkeypatch, user_id=user.pk, turns=turn, conversation_id=None)
+        assert new == ["EVAL"], new
+        started = await services.generation_start(user_id=user.pk, turns=turn, conversation_id=None, max_tokens=2)
+        await asyncio.gather(*services._running)
+        again = await _commands_of_a_start(monkeypatch, user_id=user.pk, turns=turn, conversation_id=started.conversation_id)
+        assert again == (["GET"] if budget else []) + ["EVAL", "EVAL"], again
+        await asyncio.gather(*services._running)
+    assert limits._held == {}, "every slot released"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_refused_start_takes_no_slot_and_leaves_no_log(either_redis):
+    from channels.db import database_sync_to_async
+
+    from core.redis_clients import async_redis
+    from streaming import limits, services
+    from streaming.backends import ChatTurn
+    from tests.support.factories import make_user
+
+    user = await database_sync_to_async(make_user)("refused")
+    user_pool = limits._user_running_key(user.pk)
+    turn = [ChatTurn("user", "hi")]
+    with override_settings(LLM_MAX_CONCURRENT_PER_USER=1, LLM_TOKEN_DELAY_MS=50, LLM_TOKENS_PER_DAY=None):
+        running = await services.generation_start(user_id=user.pk, turns=turn, conversation_id=None, max_tokens=1_000)
+        logs_before = sorted(await async_redis(running.stream_id).keys("log:*"))
+        with pytest.raises(services.StreamRefusedError) as busy:
+            await services.generation_start(user_id=user.pk, turns=turn, conversation_id=None, max_tokens=2)
+        assert busy.value.code == "busy"
+        assert await async_redis(user_pool).zrange(user_pool, 0, -1) == [running.stream_id], "no slot taken"
+        assert sorted(await async_redis(running.stream_id).keys("log:*")) == logs_before, "no log created"
+        assert list(limits._held) == [running.stream_id]
+        await services.stream_cancel(stream_id=running.stream_id, user_id=user.pk)
+        await asyncio.gather(*services._running)
+    with override_settings(LLM_TOKENS_PER_DAY=10, LLM_TOKEN_DELAY_MS=0):
+        await limits.budget_spend(user_id=user.pk, tokens=10)
+        with pytest.raises(services.StreamRefusedError) as spent:
+            await services.generation_start(user_id=user.pk, turns=turn, conversation_id=None, max_tokens=2)
+        assert spent.value.code == "budget_exceeded"
+        assert await async_redis(user_pool).zcard(user_pool) == 0 and limits._held == {}
