@@ -235,7 +235,6 @@ async def _start_new(
     having taken nothing (docs/performance.md, "Eleventh step"). Where the slots live on
     another Redis than the log (a cluster), the two steps of ``_start_in_conversation``."""
     conversation, context = await _start_checked(user_id=user_id, conversation_id=None, turns=turns, record=record)
-    start = LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})
     try:
         answer = await get_log().create_admitted(
             stream_id,
@@ -243,7 +242,7 @@ async def _start_new(
             owner_id=user_id,
             producer=WORKER_ID,
             extra={"conversation": conversation},
-            first=[start],
+            first=[_start_event(stream_id, conversation)],
         )
     except BaseException:
         # The script may have run (a cancel delivered as its reply came back): give back
@@ -288,8 +287,13 @@ async def _admit(*, stream_id: str, user_id: int, spec: catalog.ModelSpec) -> No
 
 
 async def _log_create(*, stream_id: str, user_id: int, conversation: str) -> None:
-    start = LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})
-    await get_log().create(stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation}, first=[start])
+    first = [_start_event(stream_id, conversation)]
+    await get_log().create(stream_id, owner_id=user_id, producer=WORKER_ID, extra={"conversation": conversation}, first=first)
+
+
+def _start_event(stream_id: str, conversation: str) -> LogEvent:
+    """A stream's first event (docs/protocol.md, "Token streams"), written with its log."""
+    return LogEvent(0, "start", {"stream_id": stream_id, "conversation_id": conversation})
 
 
 def _refuse_unless_ok(answer: str, spec: catalog.ModelSpec) -> None:
