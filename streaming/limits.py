@@ -36,15 +36,23 @@ return 1
 """
 
 
-# Every pool's check first, then a slot in each: KEYS are the pools, narrowest first;
-# ARGV: now, stale before, the stream id, then each pool's size. Returns 0, or the
-# position (from 1) of the first full pool, having taken nothing.
-_ADMIT_SCRIPT = """
-for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
-  if redis.call('ZCARD', key) >= tonumber(ARGV[3 + i]) then return i end
+# The daily budget, then every pool's check, then a slot in each: a stream's admission in the
+# script that creates its log (core.eventlog.Admission), or a script of its own
+# (slot_acquire, without the budget). KEYS: the pools, narrowest first, then the budget's
+# counter if there is a budget; ARGV: now, stale before, the stream id, the budget ("" for
+# none), then each pool's size. Returns 0, -1 for a budget used up, or the position (from 1)
+# of the first full pool, having taken nothing.
+_ADMISSION_LUA = """
+local pools = #KEYS
+if ARGV[4] ~= '' then
+  pools = pools - 1
+  if tonumber(redis.call('GET', KEYS[#KEYS]) or '0') >= tonumber(ARGV[4]) then return -1 end
 end
-for _, key in ipairs(KEYS) do redis.call('ZADD', key, ARGV[1], ARGV[3]) end
+for i = 1, pools do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[2])
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[4 + i]) then return i end
+end
+for i = 1, pools do redis.call('ZADD', KEYS[i], ARGV[1], ARGV[3]) end
 return 0
 """
 
@@ -93,7 +101,8 @@ async def slot_acquire(*, stream_id: str, user_id: int, model: ModelSpec | None 
     keys = [key for key, _, _ in pools]
     if len(group_for_scripts(keys)) == 1:
         limits = [limit for _, limit, _ in pools]
-        full = await async_redis(keys[0]).eval(_ADMIT_SCRIPT, len(keys), *keys, now, now - SLOT_STALE_SECONDS, stream_id, *limits)
+        arguments: list[str | float] = [now, now - SLOT_STALE_SECONDS, stream_id, "", *limits]  # the budget: budget_exceeded
+        full = await async_redis(keys[0]).eval(_ADMISSION_LUA, len(keys), *keys, *arguments)
         if int(full):
             return pools[int(full) - 1][2]
         _held[stream_id] = keys
@@ -107,26 +116,6 @@ async def slot_acquire(*, stream_id: str, user_id: int, model: ModelSpec | None 
         taken.append(key)
     _held[stream_id] = taken
     return "ok"
-
-
-# A stream's admission in the script that creates its log (core.eventlog.Admission): the
-# daily budget, then every pool's check, then a slot in each. KEYS: the pools, narrowest
-# first, then the budget's counter if there is a budget; ARGV: now, stale before, the stream
-# id, the budget ("" for none), then each pool's size. Returns 0, -1 for a budget used up,
-# or the position (from 1) of the first full pool, having taken nothing.
-_ADMISSION_LUA = """
-local pools = #KEYS
-if ARGV[4] ~= '' then
-  pools = pools - 1
-  if tonumber(redis.call('GET', KEYS[#KEYS]) or '0') >= tonumber(ARGV[4]) then return -1 end
-end
-for i = 1, pools do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[2])
-  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[4 + i]) then return i end
-end
-for i = 1, pools do redis.call('ZADD', KEYS[i], ARGV[1], ARGV[3]) end
-return 0
-"""
 
 
 def admission(*, stream_id: str, user_id: int, model: ModelSpec | None = None) -> Admission:
