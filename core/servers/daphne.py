@@ -102,6 +102,7 @@ def install() -> None:
     original_listen_success = server.Server.listen_success
     original_kill_all = server.Server.kill_all_applications
     original_server_close = ws_protocol.WebSocketProtocol.serverClose
+    original_request_init = http_protocol.WebRequest.__init__
 
     async def handle_reply(self: Any, protocol: Any, message: dict[str, Any]) -> None:
         """Runs for every message the application sends; waits while an HTTP client is
@@ -127,6 +128,15 @@ def install() -> None:
             transport = protocol.channel.transport if protocol.channel is not None else None
             if transport is not None:
                 transport.abortConnection()
+
+    def request_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        # daphne hands the application the body as it came and never reads the form fields
+        # Twisted parses out of a POST (request.args): that parse read the Content-Type
+        # through the email package on every POST, 3 % of a worker under 50 stream starts at
+        # once (py-spy; docs/performance.md, "Twelfth step"), and parsed a form or multipart
+        # body that Django parses again. Twisted's own switch turns it off.
+        kwargs.setdefault("parsePOSTFormSubmission", False)
+        original_request_init(self, *args, **kwargs)
 
     def factory_init(self: Any, *args: Any, **kwargs: Any) -> None:
         original_factory_init(self, *args, **kwargs)
@@ -190,6 +200,7 @@ def install() -> None:
     server.Server.listen_success = listen_success
     server.Server.kill_all_applications = kill_all_applications
     http_protocol.HTTPFactory.__init__ = factory_init
+    http_protocol.WebRequest.__init__ = request_init
     ws_protocol.WebSocketFactory.__init__ = ws_factory_init
     ws_protocol.WebSocketProtocol.serverClose = server_close
     _colour_debug_arguments_lazily()

@@ -87,3 +87,21 @@ def test_behind_bytes_already_buffered_or_over_tls_a_frame_waits_its_turn_in_twi
     tls.TLS = True
     daphne._write(tls, b"secret")
     assert (tls.socket.sent, tls.written) == (b"", b"secret")
+
+
+# ---- request bodies reach the application as they came ----------------------------------------------
+@pytest.mark.multiworker
+@pytest.mark.asyncio
+async def test_a_body_twisted_cannot_parse_as_a_form_still_gets_the_apis_own_answer(cluster):
+    """Twisted parsed a POST's form or multipart body for daphne, which never reads the result;
+    a body it could not parse was answered with a bare 400 and a dropped connection before the
+    application saw it. The API answers it as any malformed body: 400 `bad_json` (docs/protocol.md)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {cluster.tokens['user0']}", "Content-Type": "multipart/form-data; boundary=xyz"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        refused = await http.post(f"{cluster.http(0)}/api/assistant/stream", headers=headers, content=b"not a multipart body")
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "bad_json", refused.text
+        form = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+        refused = await http.post(f"{cluster.http(1)}/api/assistant/stream", headers=form, content=b"message=hi")
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "bad_json", refused.text
