@@ -75,9 +75,9 @@ _lookups: dict[str, _Lookup] = {}  # by database vendor: built once per process
 def _lookup() -> _Lookup:
     found = _lookups.get(connection.vendor)
     if found is None:
-        token, user = _Columns.of(ApiToken, "t"), _Columns.of(get_user_model(), "u")
-        quote = connection.ops.quote_name
         user_model = get_user_model()
+        token, user = _Columns.of(ApiToken, "t"), _Columns.of(user_model, "u")
+        quote = connection.ops.quote_name
         user_pk, token_user = _column(user_model._meta.pk), _column(ApiToken._meta.get_field("user"))
         found = _Lookup(
             sql=(

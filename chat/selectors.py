@@ -298,21 +298,25 @@ def change_replay(*, room_id: int, room_slug: str, after: int, upto: int | None 
 # are chat.message_store's SQL rather than ``applying_to(...).exists()``: 23 µs of CPU
 # against 347 µs for compiling the queryset (docs/performance.md, "Tenth step"). The same
 # rule as SanctionQuerySet.active: not lifted, not past its end.
+def _sanctioned(sanction: type[Ban] | type[Mute], *, user_id: int, room_id: int | None) -> bool:
+    """Whether a site-wide sanction, or (with ``room_id``) one of that room, applies to the user now."""
+    sanctions = message_store.sanctioned_pairs(sanction=sanction, user_ids=[user_id], now=timezone.now())
+    return (user_id, None) in sanctions or (room_id is not None and (user_id, room_id) in sanctions)
+
+
 def user_is_banned(*, user_id: int, room_id: int) -> bool:
-    sanctions = message_store.sanctioned_pairs(sanction=Ban, user_ids=[user_id], now=timezone.now())
-    return (user_id, None) in sanctions or (user_id, room_id) in sanctions
+    return _sanctioned(Ban, user_id=user_id, room_id=room_id)
 
 
 def user_is_banned_site_wide(*, user_id: int) -> bool:
     """Whether a ban with no room applies to the user now: they may read, but not act on
     others (docs/protocol.md, "Authentication and the handshake": no posting, rooms, DMs,
     members, tasks that read rooms, generations)."""
-    return (user_id, None) in message_store.sanctioned_pairs(sanction=Ban, user_ids=[user_id], now=timezone.now())
+    return _sanctioned(Ban, user_id=user_id, room_id=None)
 
 
 def user_is_muted(*, user_id: int, room_id: int) -> bool:
-    sanctions = message_store.sanctioned_pairs(sanction=Mute, user_ids=[user_id], now=timezone.now())
-    return (user_id, None) in sanctions or (user_id, room_id) in sanctions
+    return _sanctioned(Mute, user_id=user_id, room_id=room_id)
 
 
 def ban_get(*, ban_id: int) -> Ban | None:

@@ -172,9 +172,10 @@ async def slot_refresh(*, stream_id: str, user_id: int) -> None:
     await _each_pool(keys, lambda pipe, key: pipe.zadd(key, {stream_id: now}, xx=True))
 
 
-async def slot_release(*, stream_id: str, user_id: int) -> None:
-    """Give the stream's slots back."""
-    keys = _held.pop(stream_id, None) or [key for key, _, _ in _pools(user_id)]
+async def slot_release(*, stream_id: str, user_id: int, model: ModelSpec | None = None) -> None:
+    """Give the stream's slots back: those it is known to hold, else every pool it could
+    hold one in (``model``: its model's too, when a start failed before its answer was read)."""
+    keys = _held.pop(stream_id, None) or [key for key, _, _ in _pools(user_id, model)]
     await _each_pool(keys, lambda pipe, key: pipe.zrem(key, stream_id))
 
 

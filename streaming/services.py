@@ -247,8 +247,7 @@ async def _start_new(
     except BaseException:
         # The script may have run (a cancel delivered as its reply came back): give back
         # every slot it could have taken.
-        limits.admitted(stream_id=stream_id, user_id=user_id, model=spec, answer=0)
-        await limits.slot_release(stream_id=stream_id, user_id=user_id)
+        await limits.slot_release(stream_id=stream_id, user_id=user_id, model=spec)
         raise
     if answer is not None:
         _refuse_unless_ok(limits.admitted(stream_id=stream_id, user_id=user_id, model=spec, answer=answer), spec)
