@@ -161,19 +161,20 @@ return seq
 """
 
 
-# A log's creation (RedisLog.create): its meta data (ARGV[4..], field and value pairs) and,
-# when ARGV[2] names an entry, its first events. One command where a transaction of up to six
-# was: redis-py's CPU goes with the commands it packs, not the round trips
-# (docs/performance.md, "Per token").
-_CREATE_SCRIPT = """
-redis.call('HSET', KEYS[2], unpack(ARGV, 4))
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-if ARGV[2] ~= '' then
-  redis.call('XADD', KEYS[1], ARGV[2], 'e', ARGV[3])
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
+# A log's creation: its meta data (ARGV[base + 4..], field and value pairs) and, when
+# ARGV[base + 2] names an entry, its first events (ARGV[base + 3]); ARGV[base + 1] is the time
+# to live. One command where a transaction of up to six was: redis-py's CPU goes with the
+# commands it packs, not the round trips (docs/performance.md, "Per token"). ``base`` is 0 in
+# RedisLog.create's script, and skips the admission's arguments in create_admitted's.
+_CREATE_LUA = """
+redis.call('HSET', KEYS[2], unpack(ARGV, base + 4))
+redis.call('EXPIRE', KEYS[2], ARGV[base + 1])
+if ARGV[base + 2] ~= '' then
+  redis.call('XADD', KEYS[1], ARGV[base + 2], 'e', ARGV[base + 3])
+  redis.call('EXPIRE', KEYS[1], ARGV[base + 1])
 end
-return 1
 """
+_CREATE_SCRIPT = "local base = 0\n" + _CREATE_LUA + "return 1\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +189,10 @@ class Admission:
     args: list[str | int | float]
 
 
-# The admission's function, then _CREATE_SCRIPT. KEYS: the log's two, then the admission's;
-# ARGV: how many keys and arguments the admission has, its arguments, then _CREATE_SCRIPT's.
-_ADMITTED_CREATE_SCRIPT = """
+# The admission's function, then the creation (_CREATE_LUA). KEYS: the log's two, then the admission's;
+# ARGV: how many keys and arguments the admission has, its arguments, then the creation's.
+_ADMITTED_CREATE_SCRIPT = (
+    """
 local function admit(KEYS, ARGV)
 --[[admission]]
 end
@@ -201,14 +203,10 @@ for i = 1, arg_count do admission_args[i] = ARGV[2 + i] end
 local refused = admit(admission_keys, admission_args)
 if refused ~= 0 then return refused end
 local base = 2 + arg_count
-redis.call('HSET', KEYS[2], unpack(ARGV, base + 4))
-redis.call('EXPIRE', KEYS[2], ARGV[base + 1])
-if ARGV[base + 2] ~= '' then
-  redis.call('XADD', KEYS[1], ARGV[base + 2], 'e', ARGV[base + 3])
-  redis.call('EXPIRE', KEYS[1], ARGV[base + 1])
-end
-return 0
 """
+    + _CREATE_LUA
+    + "return 0\n"
+)
 
 
 # A log's final append (RedisLog.append with final=True): the entry if ARGV[2] names one, the

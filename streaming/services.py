@@ -10,6 +10,7 @@ drops loses nothing, a stream can be resumed anywhere, and a Channels consumer's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -252,12 +253,8 @@ async def _start_new(
     if answer is not None:
         _refuse_unless_ok(limits.admitted(stream_id=stream_id, user_id=user_id, model=spec, answer=answer), spec)
         return conversation, context
-    await _admit(stream_id=stream_id, user_id=user_id, spec=spec)
-    try:
+    async with _admitted(stream_id=stream_id, user_id=user_id, spec=spec):
         await _log_create(stream_id=stream_id, user_id=user_id, conversation=conversation)
-    except BaseException:
-        await limits.slot_release(stream_id=stream_id, user_id=user_id)
-        raise
     return conversation, context
 
 
@@ -268,21 +265,24 @@ async def _start_in_conversation(
     where every pool shares a Redis, plus a read of the budget if there is one), so that a
     refused start stores nothing; then the ban check and the new turns stored (one database
     call); then the log and its ``start`` event (one Redis script). A failure gives the slots back."""
-    await _admit(stream_id=stream_id, user_id=user_id, spec=spec)
-    try:
+    async with _admitted(stream_id=stream_id, user_id=user_id, spec=spec):
         conversation, context = await _start_checked(user_id=user_id, conversation_id=conversation_id, turns=turns, record=True)
         await _log_create(stream_id=stream_id, user_id=user_id, conversation=conversation)
-    except BaseException:
-        await limits.slot_release(stream_id=stream_id, user_id=user_id)
-        raise
     return conversation, context
 
 
-async def _admit(*, stream_id: str, user_id: int, spec: catalog.ModelSpec) -> None:
-    """The budget, then the slots, each in its own round trip; raises StreamRefusedError."""
+@contextlib.asynccontextmanager
+async def _admitted(*, stream_id: str, user_id: int, spec: catalog.ModelSpec) -> AsyncIterator[None]:
+    """The budget, then the slots, each in its own round trip (raises StreamRefusedError);
+    the block runs holding the slots, and gives them back if it fails."""
     if await limits.budget_exceeded(user_id=user_id):
         _refuse_unless_ok("budget", spec)
     _refuse_unless_ok(await limits.slot_acquire(stream_id=stream_id, user_id=user_id, model=spec), spec)
+    try:
+        yield
+    except BaseException:
+        await limits.slot_release(stream_id=stream_id, user_id=user_id)
+        raise
 
 
 async def _log_create(*, stream_id: str, user_id: int, conversation: str) -> None:
